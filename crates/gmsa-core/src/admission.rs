@@ -1,0 +1,263 @@
+//! The AdmissionReview wire format, v1 and v1beta1, and the whole review as one pure function.
+//!
+//! We own the response type instead of using kube's: the patch must be base64 (kube-rs writes
+//! it as an array of numbers), the status must look like Go's `metav1.Status`, and the answer
+//! must echo the request's `apiVersion`.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::decision::{Denial, Facts, Hook, Needs, Operation, Options, Plan, Verdict};
+use crate::pod::Pod;
+
+/// `admission.k8s.io/v1`, the default answer version.
+pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
+/// `admission.k8s.io/v1beta1`, still sent by older API servers.
+pub const API_VERSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
+
+#[derive(Debug, Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(default, rename = "apiVersion")]
+    api_version: Option<String>,
+    #[serde(default, borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    operation: String,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    old_object: Option<&'a RawValue>,
+}
+
+/// A review request, read and checked up to the point where lookups are needed.
+#[derive(Debug)]
+pub struct Review {
+    api_version: &'static str,
+    uid: String,
+    /// Request metadata for logs.
+    pub namespace: String,
+    pub name: String,
+    pub operation: String,
+    stage: Stage,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Refused before any lookup (unreadable body, not a pod, ...).
+    Refused(Denial),
+    Planned(Box<Plan>),
+}
+
+impl Review {
+    /// Reads a request body. Never fails: an unusable body becomes a review to be refused with
+    /// code 400, as the reference does.
+    pub fn read(hook: Hook, body: &[u8]) -> Self {
+        let parsed: ReviewIn<'_> = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Self::refused(
+                    API_VERSION_V1,
+                    String::new(),
+                    Denial::new(
+                        400,
+                        format!("unable to unmarshall JSON body as an admission review: {e}"),
+                    ),
+                )
+            }
+        };
+        let api_version = match parsed.api_version.as_deref() {
+            Some(API_VERSION_V1BETA1) => API_VERSION_V1BETA1,
+            _ => API_VERSION_V1,
+        };
+        let Some(request) = parsed.request else {
+            return Self::refused(
+                api_version,
+                String::new(),
+                Denial::new(400, "no 'Request' field in JSON body"),
+            );
+        };
+        let mut review = Self {
+            api_version,
+            uid: request.uid,
+            namespace: request.namespace.unwrap_or_default(),
+            name: request.name.unwrap_or_default(),
+            operation: request.operation,
+            stage: Stage::Refused(Denial::new(0, String::new())),
+        };
+        review.stage = match plan(hook, &review, &request.kind, request.sub_resource.as_deref(), request.object, request.old_object) {
+            Ok(p) => Stage::Planned(Box::new(p)),
+            Err(d) => Stage::Refused(d),
+        };
+        review
+    }
+
+    fn refused(api_version: &'static str, uid: String, denial: Denial) -> Self {
+        Self {
+            api_version,
+            uid,
+            namespace: String::new(),
+            name: String::new(),
+            operation: String::new(),
+            stage: Stage::Refused(denial),
+        }
+    }
+
+    /// The request's uid, echoed in the answer.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The answer's `apiVersion`: the request's.
+    pub fn api_version(&self) -> &'static str {
+        self.api_version
+    }
+
+    /// What must be looked up before deciding; empty when the review is already decided.
+    pub fn needs(&self) -> Needs {
+        match &self.stage {
+            Stage::Planned(plan) => plan.needs(),
+            Stage::Refused(_) => Needs::default(),
+        }
+    }
+
+    /// The pod under review, once read.
+    pub fn plan(&self) -> Option<&Plan> {
+        match &self.stage {
+            Stage::Planned(plan) => Some(plan),
+            Stage::Refused(_) => None,
+        }
+    }
+
+    /// Decides with the gathered facts.
+    pub fn decide(&self, facts: &Facts, options: Options, hostname: impl FnOnce() -> String) -> Verdict {
+        match &self.stage {
+            Stage::Refused(d) => Verdict::Denied(d.clone()),
+            Stage::Planned(plan) => plan.decide(facts, options, hostname),
+        }
+    }
+
+    /// The response body for a verdict.
+    pub fn respond(&self, verdict: &Verdict) -> Vec<u8> {
+        response_body(self.api_version, &self.uid, verdict)
+    }
+}
+
+fn plan(
+    hook: Hook,
+    review: &Review,
+    kind: &GroupVersionKind,
+    sub_resource: Option<&str>,
+    object: Option<&RawValue>,
+    old_object: Option<&RawValue>,
+) -> Result<Plan, Denial> {
+    if kind.kind != "Pod" {
+        return Err(Denial::new(400, format!("expected a Pod object, got a {}", kind.kind)));
+    }
+    let operation = Operation::parse(&review.operation);
+    let pod = read_pod(object)?;
+    let old_pod = match (&operation, hook, sub_resource) {
+        (Operation::Update, Hook::Validate, _) | (Operation::Update, _, Some(crate::names::EPHEMERAL_CONTAINERS_SUBRESOURCE)) => {
+            Some(read_pod(old_object)?)
+        }
+        _ => None,
+    };
+    Plan::new(hook, &operation, sub_resource.unwrap_or_default(), &review.namespace, pod, old_pod)
+}
+
+fn read_pod(raw: Option<&RawValue>) -> Result<Pod, Denial> {
+    // Go's decoder reports an absent object as the end of its (empty) input.
+    let text = raw.map(RawValue::get).unwrap_or_default();
+    let parsed = if text.is_empty() || text == "null" {
+        Err("unexpected end of JSON input".to_string())
+    } else {
+        Pod::from_json(text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|e| Denial::new(400, format!("unable to unmarshall pod JSON object: {e}")))
+}
+
+#[derive(Serialize)]
+struct ReviewOut<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<StatusOut<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+}
+
+/// Go's `metav1.Status` with only message and code set, as the reference sends it.
+#[derive(Serialize)]
+struct StatusOut<'a> {
+    metadata: Empty,
+    message: &'a str,
+    code: u16,
+}
+
+#[derive(Serialize)]
+struct Empty {}
+
+/// Builds the AdmissionReview answer for `verdict`.
+pub fn response_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
+    let response = match verdict {
+        Verdict::Allowed { patch } => ResponseOut {
+            uid,
+            allowed: true,
+            status: None,
+            patch: patch
+                .as_ref()
+                .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+        },
+        Verdict::Denied(d) => ResponseOut {
+            uid,
+            allowed: false,
+            status: Some(StatusOut {
+                metadata: Empty {},
+                message: &d.message,
+                code: d.code,
+            }),
+            patch: None,
+            patch_type: None,
+        },
+    };
+    let out = ReviewOut {
+        kind: "AdmissionReview",
+        api_version,
+        response,
+    };
+    // Serializing these plain structs cannot fail.
+    serde_json::to_vec(&out).unwrap_or_default()
+}

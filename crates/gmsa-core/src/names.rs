@@ -1,0 +1,49 @@
+//! Names fixed by Kubernetes, by the reference webhook or by our own contract. One place each.
+
+/// API group of the credential-spec resource.
+pub const GROUP: &str = "windows.k8s.io";
+/// The version we read and serve.
+pub const VERSION: &str = "v1";
+/// The older version that clusters may still store objects in.
+pub const VERSION_ALPHA: &str = "v1alpha1";
+/// Kind of the credential-spec resource.
+pub const KIND: &str = "GMSACredentialSpec";
+/// Plural resource name, used by RBAC rules and API paths.
+pub const RESOURCE: &str = "gmsacredentialspecs";
+/// The RBAC verb that lets a service account put a credential spec in its pods.
+pub const USE_VERB: &str = "use";
+/// The key under which a `GMSACredentialSpec` keeps its contents.
+pub const CREDSPEC_KEY: &str = "credspec";
+
+/// Webhook paths, as the reference serves them plus our additions.
+pub mod paths {
+    pub const MUTATE: &str = "/mutate";
+    pub const VALIDATE: &str = "/validate";
+    pub const HEALTH: &str = "/health";
+    pub const READYZ: &str = "/readyz";
+    pub const INFO: &str = "/info";
+    pub const METRICS: &str = "/metrics";
+}
+
+/// Groups every service account belongs to, besides its namespace's group.
+pub const SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
+/// Group of every authenticated user.
+pub const AUTHENTICATED_GROUP: &str = "system:authenticated";
+/// The service account a pod runs as when it names none.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// The subresource through which ephemeral containers are added to a running pod.
+pub const EPHEMERAL_CONTAINERS_SUBRESOURCE: &str = "ephemeralcontainers";
+
+/// The Kubernetes user name of a service account.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// The groups the API server gives a service account's token.
+pub fn service_account_groups(namespace: &str) -> Vec<String> {
+    vec![
+        SERVICE_ACCOUNTS_GROUP.to_string(),
+        format!("{SERVICE_ACCOUNTS_GROUP}:{namespace}"),
+        AUTHENTICATED_GROUP.to_string(),
+    ]
+}

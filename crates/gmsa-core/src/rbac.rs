@@ -1,0 +1,403 @@
+//! RBAC evaluation over a set of roles and bindings, as the Kubernetes RBAC authorizer does it.
+//!
+//! Used by the embedded state (the cluster is a directory of manifests), by the CLI's offline
+//! `admit`, and by the test fake API server to answer access reviews. Only resource requests are
+//! modelled: GMSA needs nothing else.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names;
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// Object metadata, as much of it as RBAC needs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One rule of a role.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRule {
+    #[serde(default, deserialize_with = "null_default")]
+    pub verbs: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub api_groups: Vec<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub resources: Vec<String>,
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    pub resource_names: Vec<String>,
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    pub non_resource_urls: Vec<String>,
+}
+
+/// A label selector (`matchLabels` and `matchExpressions`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, deserialize_with = "null_default")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One `matchExpressions` entry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub values: Vec<String>,
+}
+
+impl LabelSelector {
+    /// Whether `labels` satisfy the selector. An empty selector matches everything.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| {
+                let value = labels.get(&r.key);
+                match r.operator.as_str() {
+                    "In" => value.is_some_and(|v| r.values.contains(v)),
+                    "NotIn" => !value.is_some_and(|v| r.values.contains(v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
+}
+
+/// A ClusterRole's `aggregationRule`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregationRule {
+    #[serde(default, deserialize_with = "null_default")]
+    pub cluster_role_selectors: Vec<LabelSelector>,
+}
+
+/// A Role (namespaced) or ClusterRole.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    #[serde(default)]
+    pub metadata: Meta,
+    #[serde(default, deserialize_with = "null_default")]
+    pub rules: Vec<PolicyRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation_rule: Option<AggregationRule>,
+}
+
+/// Who a binding grants to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subject {
+    pub kind: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+}
+
+/// The role a binding points at.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRef {
+    #[serde(default)]
+    pub api_group: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// A RoleBinding (namespaced) or ClusterRoleBinding.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Binding {
+    #[serde(default)]
+    pub metadata: Meta,
+    #[serde(default, deserialize_with = "null_default")]
+    pub subjects: Vec<Subject>,
+    pub role_ref: RoleRef,
+}
+
+/// The identity a request is made as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// The identity of a service account, with the groups the API server gives it.
+    pub fn service_account(namespace: &str, name: &str) -> Self {
+        Self {
+            name: names::service_account_user(namespace, name),
+            groups: names::service_account_groups(namespace),
+        }
+    }
+}
+
+/// What is asked: a verb on a resource, optionally by name, optionally in a namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    pub namespace: String,
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+}
+
+impl ResourceAttributes {
+    /// The request that lets a pod reference credential spec `spec` in `namespace`.
+    pub fn use_credential_spec(namespace: &str, spec: &str) -> Self {
+        Self {
+            namespace: namespace.to_string(),
+            verb: names::USE_VERB.to_string(),
+            group: names::GROUP.to_string(),
+            resource: names::RESOURCE.to_string(),
+            subresource: String::new(),
+            name: spec.to_string(),
+        }
+    }
+}
+
+/// The answer of an authorization check, with the reason text the API server would give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorization {
+    pub allowed: bool,
+    /// Empty when denied: the RBAC authorizer gives no reason for a denial.
+    pub reason: String,
+}
+
+/// All roles and bindings of a cluster, ready to answer access questions.
+#[derive(Debug, Clone, Default)]
+pub struct RbacPolicy {
+    cluster_roles: BTreeMap<String, Role>,
+    /// Keyed by (namespace, name).
+    roles: BTreeMap<(String, String), Role>,
+    cluster_role_bindings: Vec<Binding>,
+    role_bindings: Vec<Binding>,
+}
+
+/// Where a binding lives, for reason texts.
+enum BindingScope<'a> {
+    Cluster,
+    Namespace(&'a str),
+}
+
+impl RbacPolicy {
+    /// Adds a ClusterRole; a later one with the same name replaces the earlier.
+    pub fn add_cluster_role(&mut self, role: Role) {
+        self.cluster_roles.insert(role.metadata.name.clone(), role);
+    }
+
+    /// Adds a namespaced Role (namespace from its metadata, `default` when absent).
+    pub fn add_role(&mut self, role: Role) {
+        let ns = role.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        self.roles.insert((ns, role.metadata.name.clone()), role);
+    }
+
+    /// Adds a ClusterRoleBinding.
+    pub fn add_cluster_role_binding(&mut self, binding: Binding) {
+        self.cluster_role_bindings.push(binding);
+    }
+
+    /// Adds a RoleBinding (namespace from its metadata, `default` when absent).
+    pub fn add_role_binding(&mut self, mut binding: Binding) {
+        if binding.metadata.namespace.is_none() {
+            binding.metadata.namespace = Some("default".into());
+        }
+        self.role_bindings.push(binding);
+    }
+
+    /// How many roles and bindings the policy holds.
+    pub fn len(&self) -> usize {
+        self.cluster_roles.len()
+            + self.roles.len()
+            + self.cluster_role_bindings.len()
+            + self.role_bindings.len()
+    }
+
+    /// Whether the policy holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rules of a ClusterRole, including those it aggregates by label selector.
+    fn cluster_role_rules(&self, name: &str) -> Vec<&PolicyRule> {
+        let Some(role) = self.cluster_roles.get(name) else {
+            return Vec::new();
+        };
+        let mut rules: Vec<&PolicyRule> = role.rules.iter().collect();
+        if let Some(agg) = &role.aggregation_rule {
+            for other in self.cluster_roles.values() {
+                if other.metadata.name != role.metadata.name
+                    && agg
+                        .cluster_role_selectors
+                        .iter()
+                        .any(|s| s.matches(&other.metadata.labels))
+                {
+                    rules.extend(other.rules.iter());
+                }
+            }
+        }
+        rules
+    }
+
+    fn role_ref_rules(&self, role_ref: &RoleRef, binding_ns: Option<&str>) -> Vec<&PolicyRule> {
+        match (role_ref.kind.as_str(), binding_ns) {
+            ("ClusterRole", _) => self.cluster_role_rules(&role_ref.name),
+            ("Role", Some(ns)) => self
+                .roles
+                .get(&(ns.to_string(), role_ref.name.clone()))
+                .map(|r| r.rules.iter().collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Decides a resource request. Cluster role bindings first, then role bindings of the
+    /// request's namespace, as the RBAC authorizer visits them.
+    pub fn authorize(&self, user: &UserInfo, attrs: &ResourceAttributes) -> Authorization {
+        let visit = |binding: &Binding, scope: BindingScope<'_>| -> Option<Authorization> {
+            let binding_ns = match scope {
+                BindingScope::Cluster => None,
+                BindingScope::Namespace(ns) => Some(ns),
+            };
+            let subject = binding
+                .subjects
+                .iter()
+                .find(|s| subject_matches(s, user, binding_ns))?;
+            let rules = self.role_ref_rules(&binding.role_ref, binding_ns);
+            rules.iter().any(|r| rule_allows(r, attrs)).then(|| {
+                let binding_desc = match binding_ns {
+                    None => format!("ClusterRoleBinding {:?}", binding.metadata.name),
+                    Some(ns) => format!("RoleBinding {:?}", format!("{}/{ns}", binding.metadata.name)),
+                };
+                Authorization {
+                    allowed: true,
+                    reason: format!(
+                        "RBAC: allowed by {binding_desc} of {} {:?} to {}",
+                        binding.role_ref.kind,
+                        binding.role_ref.name,
+                        describe_subject(subject, binding_ns)
+                    ),
+                }
+            })
+        };
+        for binding in &self.cluster_role_bindings {
+            if let Some(a) = visit(binding, BindingScope::Cluster) {
+                return a;
+            }
+        }
+        if !attrs.namespace.is_empty() {
+            for binding in &self.role_bindings {
+                let ns = binding.metadata.namespace.as_deref().unwrap_or("default");
+                if ns == attrs.namespace {
+                    if let Some(a) = visit(binding, BindingScope::Namespace(ns)) {
+                        return a;
+                    }
+                }
+            }
+        }
+        Authorization {
+            allowed: false,
+            reason: String::new(),
+        }
+    }
+}
+
+fn describe_subject(subject: &Subject, binding_ns: Option<&str>) -> String {
+    match subject.kind.as_str() {
+        "ServiceAccount" => {
+            let ns = subject
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .or(binding_ns)
+                .unwrap_or_default();
+            format!("ServiceAccount {:?}", format!("{ns}/{}", subject.name))
+        }
+        kind => format!("{kind} {:?}", subject.name),
+    }
+}
+
+fn subject_matches(subject: &Subject, user: &UserInfo, binding_ns: Option<&str>) -> bool {
+    match subject.kind.as_str() {
+        "User" => {
+            subject.api_group.as_deref().unwrap_or(RBAC_GROUP) == RBAC_GROUP
+                && subject.name == user.name
+        }
+        "Group" => {
+            subject.api_group.as_deref().unwrap_or(RBAC_GROUP) == RBAC_GROUP
+                && user.groups.iter().any(|g| *g == subject.name)
+        }
+        "ServiceAccount" => {
+            let ns = subject
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .or(binding_ns)
+                .unwrap_or_default();
+            !ns.is_empty() && names::service_account_user(ns, &subject.name) == user.name
+        }
+        _ => false,
+    }
+}
+
+fn has(list: &[String], wanted: &str) -> bool {
+    list.iter().any(|x| x == "*" || x == wanted)
+}
+
+fn rule_allows(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {
+    has(&rule.verbs, &attrs.verb)
+        && has(&rule.api_groups, &attrs.group)
+        && resource_matches(rule, attrs)
+        && (rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| *n == attrs.name))
+}
+
+fn resource_matches(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {
+    let combined = if attrs.subresource.is_empty() {
+        attrs.resource.clone()
+    } else {
+        format!("{}/{}", attrs.resource, attrs.subresource)
+    };
+    rule.resources.iter().any(|r| {
+        r == "*"
+            || *r == combined
+            || (!attrs.subresource.is_empty() && *r == format!("*/{}", attrs.subresource))
+    })
+}
+
+/// Reads `null` as the type's default, as Go's decoder does for slices and maps.
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+impl fmt::Display for Authorization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.allowed {
+            write!(f, "allowed ({})", self.reason)
+        } else {
+            f.write_str("denied")
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Where the webhook gets its facts: a Kubernetes API server (watch caches and access reviews)
+//! or the embedded state (a directory of manifests). One decision code serves both.
+
+pub mod embedded;
+pub mod kubernetes;
+
+use std::sync::Arc;
+
+use gmsa_core::{Facts, Needs};
+
+/// The cluster the webhook answers for.
+pub enum Backend {
+    Embedded(Arc<embedded::EmbeddedState>),
+    Kubernetes(Arc<kubernetes::KubeCluster>),
+}
+
+impl Backend {
+    /// Gathers what a review needs. Never fails: lookup errors become facts that deny.
+    pub async fn gather(&self, needs: &Needs) -> Facts {
+        if needs.is_empty() {
+            return Facts::default();
+        }
+        match self {
+            Backend::Embedded(state) => state.gather(needs),
+            Backend::Kubernetes(cluster) => cluster.gather(needs).await,
+        }
+    }
+
+    /// Whether the caches have synced, so answers reflect the cluster.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Backend::Embedded(_) => true,
+            Backend::Kubernetes(cluster) => cluster.is_ready(),
+        }
+    }
+
+    /// A short name for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Embedded(state) => format!("embedded state from {}", state.dir().display()),
+            Backend::Kubernetes(_) => "Kubernetes API".to_string(),
+        }
+    }
+}

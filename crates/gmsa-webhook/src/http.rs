@@ -1,0 +1,210 @@
+//! The HTTP surface: admission endpoints with the reference's status codes, health, readiness,
+//! version and metrics. Transport (TLS, connections, drain) lives in [`crate::serve`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use gmsa_core::admission::Review;
+use gmsa_core::decision::random_hostname;
+use gmsa_core::names::paths;
+use gmsa_core::{Denial, Hook, Options, Verdict};
+use tracing::Instrument;
+
+use crate::backend::Backend;
+use crate::config::VERSION;
+use crate::metrics::{AdmissionLabels, Metrics, PathLabels};
+
+/// Shared state of the request handlers.
+pub struct App {
+    pub backend: Backend,
+    pub metrics: Arc<Metrics>,
+    pub options: Options,
+    pub max_body_bytes: usize,
+    draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(backend: Backend, metrics: Arc<Metrics>, options: Options, max_body_bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            backend,
+            metrics,
+            options,
+            max_body_bytes,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Marks the server as shutting down: `/readyz` fails from now on, serving goes on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the server should receive new traffic.
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst) && self.backend.is_ready()
+    }
+}
+
+/// The router of every endpoint. Unknown paths answer 404 with an empty body.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(paths::MUTATE, any(mutate))
+        .route(paths::VALIDATE, any(validate))
+        .route(paths::HEALTH, get(|| async { StatusCode::NO_CONTENT }))
+        .route(paths::READYZ, get(readyz))
+        .route(paths::INFO, get(info))
+        .route(paths::METRICS, get(metrics))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(app)
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> StatusCode {
+    if app.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn info() -> Response {
+    json_response(StatusCode::OK, format!(r#"{{"version":"{VERSION}"}}"#).into_bytes())
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut response = app.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
+    admission(app, Hook::Mutate, request).await
+}
+
+async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
+    admission(app, Hook::Validate, request).await
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn hook_path(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Mutate => paths::MUTATE,
+        Hook::Validate => paths::VALIDATE,
+    }
+}
+
+/// The API server's deadline for this call (`?timeout=10s`), less a margin to answer in time.
+fn deadline(query: Option<&str>) -> Duration {
+    let given = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("timeout="))
+        .and_then(|v| crate::config::parse_duration(v).ok())
+        .unwrap_or(Duration::from_secs(10));
+    given.saturating_sub(given / 10).max(Duration::from_millis(100))
+}
+
+async fn admission(app: Arc<App>, hook: Hook, request: Request) -> Response {
+    if request.method() != Method::POST {
+        tracing::info!(method = %request.method(), path = hook_path(hook), "expected a POST request");
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let content_type = request.headers().get(header::CONTENT_TYPE);
+    if content_type.map(HeaderValue::as_bytes) != Some(b"application/json") {
+        tracing::info!(content_type = ?content_type, path = hook_path(hook), "expected JSON content-type header");
+        return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
+    }
+    let deadline = deadline(request.uri().query());
+    let declared_len = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|n| n > app.max_body_bytes as u64) {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    let body = match axum::body::to_bytes(request.into_body(), app.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+            }
+            let verdict = Verdict::Denied(Denial::new(400, format!("couldn't read request body: {e}")));
+            return json_response(
+                StatusCode::OK,
+                gmsa_core::admission::response_body(gmsa_core::admission::API_VERSION_V1, "", &verdict),
+            );
+        }
+    };
+    let started = Instant::now();
+    let (body, operation, allowed) = review(&app, hook, &body, deadline).await;
+    let path = hook_path(hook);
+    app.metrics
+        .latency
+        .get_or_create(&PathLabels { path })
+        .observe(started.elapsed().as_secs_f64());
+    app.metrics
+        .admissions
+        .get_or_create(&AdmissionLabels {
+            path,
+            operation,
+            allowed: if allowed { "true" } else { "false" },
+        })
+        .inc();
+    json_response(StatusCode::OK, body)
+}
+
+/// Reads, decides and answers one review; returns the body, the operation and the outcome.
+async fn review(app: &App, hook: Hook, body: &Bytes, deadline: Duration) -> (Vec<u8>, String, bool) {
+    let review = Review::read(hook, body);
+    let span = tracing::info_span!(
+        "admission",
+        hook = hook.as_str(),
+        uid = review.uid(),
+        namespace = %review.namespace,
+        name = %review.name,
+        operation = %review.operation,
+    );
+    async {
+        let needs = review.needs();
+        let verdict = match tokio::time::timeout(deadline, app.backend.gather(&needs)).await {
+            Ok(facts) => review.decide(&facts, app.options, || random_hostname(&mut rand::rng())),
+            Err(_) => Verdict::Denied(Denial::new(
+                500,
+                format!(
+                    "timed out after {:?} looking up GMSA cred specs and authorizations: the Kubernetes API is too slow or unreachable",
+                    deadline
+                ),
+            )),
+        };
+        match &verdict {
+            Verdict::Allowed { patch } => {
+                tracing::info!(patched = patch.is_some(), "admitted");
+            }
+            Verdict::Denied(d) => tracing::info!(code = d.code, message = %d.message, "refused"),
+        }
+        let allowed = verdict.is_allowed();
+        (review.respond(&verdict), review.operation.clone(), allowed)
+    }
+    .instrument(span)
+    .await
+}
+

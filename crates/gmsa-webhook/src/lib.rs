@@ -1,0 +1,113 @@
+//! The GMSA admission webhook server. `main.rs` parses the command line; everything else,
+//! including [`run`], lives here so tests can start the server in process.
+
+pub mod backend;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod serve;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use gmsa_core::Options;
+use tokio::net::TcpListener;
+
+use crate::backend::kubernetes::{KubeCluster, KubeSettings};
+use crate::backend::Backend;
+use crate::config::{CertSource, ClusterSource, Config};
+use crate::metrics::Metrics;
+
+/// A server that is bound and ready to serve.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub app: Arc<http::App>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    config: Config,
+}
+
+impl Server {
+    /// Loads certificates, connects the backend and binds the port. Errors here are the
+    /// operator's to fix, and say how.
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        let (cert, key) = match &config.certs {
+            CertSource::Files { cert, key } => (cert.clone(), key.clone()),
+            CertSource::Dev { dir } => {
+                let dev = tls::dev_certs(dir)?;
+                tracing::info!(ca = %dev.ca.display(), "development certificates ready; clients must trust the CA");
+                (dev.cert, dev.key)
+            }
+        };
+        let store = Arc::new(tls::CertStore::load(cert, key)?);
+        let tls_config = tls::server_config(store.clone(), config.client_ca.as_deref())?;
+        tls::spawn_reloader(store.clone(), config.cert_poll_interval, std::future::pending());
+
+        let metrics = Metrics::new(config::VERSION);
+        {
+            let store = store.clone();
+            metrics.track_cert_reloads(move || store.reloads());
+        }
+        let backend = match &config.cluster {
+            ClusterSource::StateDir(dir) => {
+                let state = backend::embedded::EmbeddedState::load(dir)?;
+                state.spawn_reloader(std::time::Duration::from_secs(2));
+                Backend::Embedded(state)
+            }
+            ClusterSource::Kubernetes {
+                kubeconfig,
+                qps,
+                burst,
+                allow_ttl,
+                deny_ttl,
+                caches,
+            } => {
+                let settings = KubeSettings {
+                    kubeconfig: kubeconfig.clone(),
+                    qps: *qps,
+                    burst: *burst,
+                    allow_ttl: *allow_ttl,
+                    deny_ttl: *deny_ttl,
+                    caches: *caches,
+                };
+                Backend::Kubernetes(KubeCluster::connect(settings, metrics.clone()).await?)
+            }
+        };
+        tracing::info!(backend = %backend.describe(), "cluster backend ready to sync");
+        let options = Options {
+            random_hostname: config.random_hostname,
+        };
+        let app = http::App::new(backend, metrics, options, config.max_body_bytes);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            addr,
+            app,
+            listener,
+            tls: tls_config,
+            config,
+        })
+    }
+
+    /// Serves until `shutdown` completes, then drains (see [`serve::serve`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tracing::info!(addr = %self.addr, "serving");
+        let router = http::router(self.app.clone());
+        let options = serve::ServeOptions {
+            header_read_timeout: self.config.header_read_timeout,
+            shutdown_grace: self.config.shutdown_grace,
+        };
+        serve::serve(self.listener, self.tls, router, self.app, options, shutdown).await;
+    }
+}
+
+/// Binds and serves until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    Server::bind(config).await?.run(shutdown).await;
+    Ok(())
+}

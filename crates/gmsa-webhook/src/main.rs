@@ -1,0 +1,58 @@
+//! `gmsa-webhook`: parse flags and environment, start logging, serve until SIGTERM/SIGINT.
+
+use clap::Parser;
+use gmsa_webhook::config::{Args, Config, LogFormat, VERSION};
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.version {
+        println!("windows-gmsa-webhook v{VERSION}");
+        return Ok(());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (config, warnings) = Config::from_args(args)?;
+    init_logging(&config);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(gmsa_webhook::run(config, shutdown_signal()))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .with_default_directive(config.log_level.into())
+        .parse_lossy(format!(
+            "{},hyper=warn,rustls=warn,kube=warn,tower=warn",
+            config.log_level
+        ));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

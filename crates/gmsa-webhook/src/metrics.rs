@@ -1,0 +1,143 @@
+//! Prometheus metrics, served at `/metrics` in OpenMetrics text.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// Labels of one admission.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdmissionLabels {
+    pub path: &'static str,
+    pub operation: String,
+    pub allowed: &'static str,
+}
+
+/// Labels of one latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabels {
+    pub path: &'static str,
+}
+
+/// What a cache lookup was for.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CacheKind {
+    CredentialSpec,
+    Authorization,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub cache: CacheKind,
+}
+
+/// The kind of a Kubernetes API request the webhook made.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ApiCallKind {
+    GetCredentialSpec,
+    ListCredentialSpecs,
+    WatchCredentialSpecs,
+    LocalSubjectAccessReview,
+    ListRbac,
+    WatchRbac,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiCallLabels {
+    pub kind: ApiCallKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// A function that reads a count kept elsewhere.
+pub type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// Every metric the webhook exports, shared by the server and the backends.
+pub struct Metrics {
+    registry: Registry,
+    pub admissions: Family<AdmissionLabels, Counter>,
+    pub latency: Family<PathLabels, Histogram>,
+    pub cache_hits: Family<CacheLabels, Counter>,
+    pub cache_misses: Family<CacheLabels, Counter>,
+    pub api_calls: Family<ApiCallLabels, Counter>,
+    /// Certificate reloads, read from the TLS store when metrics are scraped.
+    cert_reloads: OnceLock<CountSource>,
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `gmsa_webhook` prefix.
+    pub fn new(version: &'static str) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("gmsa_webhook");
+        let admissions = Family::<AdmissionLabels, Counter>::default();
+        registry.register("admissions", "Admission reviews answered", admissions.clone());
+        let latency = Family::<PathLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs .. ~3 s.
+            Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+        });
+        registry.register(
+            "admission_duration_seconds",
+            "Time from request body received to answer",
+            latency.clone(),
+        );
+        let cache_hits = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_hits", "Lookups answered from a cache", cache_hits.clone());
+        let cache_misses = Family::<CacheLabels, Counter>::default();
+        registry.register("cache_misses", "Lookups that needed the API server", cache_misses.clone());
+        let api_calls = Family::<ApiCallLabels, Counter>::default();
+        registry.register("api_calls", "Requests made to the Kubernetes API", api_calls.clone());
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(BuildLabels { version }),
+        );
+        Arc::new(Self {
+            registry,
+            admissions,
+            latency,
+            cache_hits,
+            cache_misses,
+            api_calls,
+            cert_reloads: OnceLock::new(),
+        })
+    }
+
+    /// Counts one API request.
+    pub fn api_call(&self, kind: ApiCallKind) {
+        self.api_calls.get_or_create(&ApiCallLabels { kind }).inc();
+    }
+
+    /// Counts a cache hit or miss.
+    pub fn cache(&self, cache: CacheKind, hit: bool) {
+        let family = if hit { &self.cache_hits } else { &self.cache_misses };
+        family.get_or_create(&CacheLabels { cache }).inc();
+    }
+
+    /// Where the certificate-reload count is read from (the TLS store owns it). Set once.
+    pub fn track_cert_reloads(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.cert_reloads.set(Box::new(source));
+    }
+
+    /// OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let reloads = self.cert_reloads.get().map_or(0, |f| f());
+        // Reload count lives in the TLS layer; encode it alongside the registry.
+        let mut extra = Registry::with_prefix("gmsa_webhook");
+        extra.register(
+            "certificate_reloads",
+            "Serving certificates loaded after start",
+            ConstCounter::new(reloads),
+        );
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &extra);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+        out
+    }
+}
