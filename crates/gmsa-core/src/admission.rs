@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::decision::{Denial, Facts, Hook, Needs, Operation, Options, Plan, Verdict};
-use crate::pod::Pod;
+use crate::pod::{object, optional_object, Obj, Pod};
+use crate::rbac::null_default;
 
 /// `admission.k8s.io/v1`, the default answer version.
 pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
@@ -20,7 +21,7 @@ pub const API_VERSION_V1BETA1: &str = "admission.k8s.io/v1beta1";
 struct ReviewIn<'a> {
     #[serde(default, rename = "apiVersion")]
     api_version: Option<String>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "optional_object")]
     request: Option<RequestIn<'a>>,
 }
 
@@ -33,9 +34,9 @@ struct GroupVersionKind {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RequestIn<'a> {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     uid: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object")]
     kind: GroupVersionKind,
     #[serde(default)]
     sub_resource: Option<String>,
@@ -43,7 +44,7 @@ struct RequestIn<'a> {
     name: Option<String>,
     #[serde(default)]
     namespace: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     operation: String,
     #[serde(default, borrow)]
     object: Option<&'a RawValue>,
@@ -74,8 +75,12 @@ impl Review {
     /// Reads a request body. Never fails: an unusable body becomes a review to be refused with
     /// code 400, as the reference does.
     pub fn read(hook: Hook, body: &[u8]) -> Self {
-        let parsed: ReviewIn<'_> = match serde_json::from_slice(body) {
-            Ok(r) => r,
+        // Go decodes a `null` body into an empty review without error.
+        let parsed: ReviewIn<'_> = match serde_json::from_slice::<Option<Obj<ReviewIn<'_>>>>(body) {
+            Ok(r) => r.map(|r| r.0).unwrap_or(ReviewIn {
+                api_version: None,
+                request: None,
+            }),
             Err(e) => {
                 return Self::refused(
                     API_VERSION_V1,
@@ -106,7 +111,14 @@ impl Review {
             operation: request.operation,
             stage: Stage::Refused(Denial::new(0, String::new())),
         };
-        review.stage = match plan(hook, &review, &request.kind, request.sub_resource.as_deref(), request.object, request.old_object) {
+        review.stage = match plan(
+            hook,
+            &review,
+            &request.kind,
+            request.sub_resource.as_deref(),
+            request.object,
+            request.old_object,
+        ) {
             Ok(p) => Stage::Planned(Box::new(p)),
             Err(d) => Stage::Refused(d),
         };
@@ -151,7 +163,12 @@ impl Review {
     }
 
     /// Decides with the gathered facts.
-    pub fn decide(&self, facts: &Facts, options: Options, hostname: impl FnOnce() -> String) -> Verdict {
+    pub fn decide(
+        &self,
+        facts: &Facts,
+        options: Options,
+        hostname: impl FnOnce() -> String,
+    ) -> Verdict {
         match &self.stage {
             Stage::Refused(d) => Verdict::Denied(d.clone()),
             Stage::Planned(plan) => plan.decide(facts, options, hostname),
@@ -173,17 +190,28 @@ fn plan(
     old_object: Option<&RawValue>,
 ) -> Result<Plan, Denial> {
     if kind.kind != "Pod" {
-        return Err(Denial::new(400, format!("expected a Pod object, got a {}", kind.kind)));
+        return Err(Denial::new(
+            400,
+            format!("expected a Pod object, got a {}", kind.kind),
+        ));
     }
     let operation = Operation::parse(&review.operation);
     let pod = read_pod(object)?;
     let old_pod = match (&operation, hook, sub_resource) {
-        (Operation::Update, Hook::Validate, _) | (Operation::Update, _, Some(crate::names::EPHEMERAL_CONTAINERS_SUBRESOURCE)) => {
+        (Operation::Update, Hook::Validate, _)
+        | (Operation::Update, _, Some(crate::names::EPHEMERAL_CONTAINERS_SUBRESOURCE)) => {
             Some(read_pod(old_object)?)
         }
         _ => None,
     };
-    Plan::new(hook, &operation, sub_resource.unwrap_or_default(), &review.namespace, pod, old_pod)
+    Plan::new(
+        hook,
+        &operation,
+        sub_resource.unwrap_or_default(),
+        &review.namespace,
+        pod,
+        old_pod,
+    )
 }
 
 fn read_pod(raw: Option<&RawValue>) -> Result<Pod, Denial> {

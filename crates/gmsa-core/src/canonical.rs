@@ -121,7 +121,9 @@ pub fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if go_prints(c) => out.push(c),
             c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push_str(&format!("\\U{:08x}", c as u32)),
@@ -146,6 +148,7 @@ fn go_prints(c: char) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
     use super::*;
     use serde_json::json;
@@ -153,7 +156,10 @@ mod tests {
     #[test]
     fn sorts_keys_at_every_level_and_is_compact() {
         let v = json!({"b": {"z": 1, "a": [ {"y": true, "x": null} ]}, "a": "s"});
-        assert_eq!(to_go_json(&v), r#"{"a":"s","b":{"a":[{"x":null,"y":true}],"z":1}}"#);
+        assert_eq!(
+            to_go_json(&v),
+            r#"{"a":"s","b":{"a":[{"x":null,"y":true}],"z":1}}"#
+        );
     }
 
     #[test]
@@ -171,9 +177,15 @@ mod tests {
             ("plain", r#""plain""#),
             ("<a>&b", r#""<a>&b""#),
             ("q\"b\\", r#""q\"b\\""#),
-            ("\u{7}\u{8}\u{c}\n\r\t\u{b}\u{1}\u{1b}\u{7f}", r#""\a\b\f\n\r\t\v\x01\x1b\x7f""#),
+            (
+                "\u{7}\u{8}\u{c}\n\r\t\u{b}\u{1}\u{1b}\u{7f}",
+                r#""\a\b\f\n\r\t\v\x01\x1b\x7f""#,
+            ),
             ("é ü 日本", r#""é ü 日本""#),
-            ("\u{a0}\u{2028}\u{200b}\u{feff}", r#""\u00a0\u2028\u200b\ufeff""#),
+            (
+                "\u{a0}\u{2028}\u{200b}\u{feff}",
+                r#""\u00a0\u2028\u200b\ufeff""#,
+            ),
             ("\u{f0000}", r#""\U000f0000""#),
             ("😀", r#""😀""#),
         ];

@@ -116,10 +116,12 @@ impl Contents {
 }
 
 /// Object equality where numbers compare by value (Go decodes them all as float64).
-fn json_equal_objects(a: &serde_json::Map<String, Value>, b: &serde_json::Map<String, Value>) -> bool {
+fn json_equal_objects(
+    a: &serde_json::Map<String, Value>,
+    b: &serde_json::Map<String, Value>,
+) -> bool {
     a.len() == b.len()
-        && a
-            .iter()
+        && a.iter()
             .all(|(k, v)| b.get(k).is_some_and(|w| json_equal(v, w)))
 }
 
@@ -135,6 +137,7 @@ fn json_equal(a: &Value, b: &Value) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
     use super::*;
     use serde_json::json;
@@ -196,7 +199,10 @@ mod tests {
         accounts.reverse();
         assert_eq!(contents.matches(&swapped.to_string()), Ok(false));
         let err = contents.matches("not json").unwrap_err();
-        assert!(err.starts_with(r#"unable to parse "not json" as a JSON object: "#), "{err}");
+        assert!(
+            err.starts_with(r#"unable to parse "not json" as a JSON object: "#),
+            "{err}"
+        );
         assert!(contents.matches("[1]").is_err());
     }
 }

@@ -50,7 +50,9 @@ impl Denial {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// Admitted; `patch` is the JSON Patch document, absent when there is nothing to change.
-    Allowed { patch: Option<String> },
+    Allowed {
+        patch: Option<String>,
+    },
     Denied(Denial),
 }
 
@@ -74,7 +76,9 @@ pub enum SpecLookup {
 pub enum AccessCheck {
     Allowed,
     /// Refused; the reason the authorizer gave, often empty.
-    Denied { reason: String },
+    Denied {
+        reason: String,
+    },
     /// The review could not be made; the text names the error.
     Failed(String),
 }
@@ -278,7 +282,12 @@ impl Plan {
 
     /// Decides, given the facts gathered for [`Plan::needs`]. `hostname` is called at most once,
     /// only when a random hostname is to be added.
-    pub fn decide(&self, facts: &Facts, options: Options, hostname: impl FnOnce() -> String) -> Verdict {
+    pub fn decide(
+        &self,
+        facts: &Facts,
+        options: Options,
+        hostname: impl FnOnce() -> String,
+    ) -> Verdict {
         let result = match self.hook {
             Hook::Mutate => self.mutate(facts, options, hostname),
             Hook::Validate => self.validate(facts),
@@ -308,7 +317,10 @@ impl Plan {
             }
             let spec = spec_fact(facts, name)?;
             let contents = spec.contents().ok_or_else(|| {
-                Denial::new(417, format!("cred spec {name} does not have a credspec key"))
+                Denial::new(
+                    417,
+                    format!("cred spec {name} does not have a credspec key"),
+                )
             })?;
             patch.add(&place.contents_path(), &contents.encoded);
         }
@@ -345,7 +357,10 @@ impl Plan {
             if let Some(preset) = &options.gmsa_credential_spec {
                 let spec = spec_fact(facts, name)?;
                 let contents = spec.contents().ok_or_else(|| {
-                    Denial::new(417, format!("cred spec {name} does not have a credspec key"))
+                    Denial::new(
+                        417,
+                        format!("cred spec {name} does not have a credspec key"),
+                    )
                 })?;
                 let mismatch = |detail: Option<String>| {
                     let mut msg = format!(
@@ -396,7 +411,10 @@ impl Plan {
             )),
             None => Err(Denial::new(
                 500,
-                format!("no authorization answer for GMSA cred spec {}", go_quote(name)),
+                format!(
+                    "no authorization answer for GMSA cred spec {}",
+                    go_quote(name)
+                ),
             )),
         }
     }

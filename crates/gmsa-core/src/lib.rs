@@ -12,4 +12,6 @@ pub mod rbac;
 pub mod state;
 
 pub use credspec::CredentialSpec;
-pub use decision::{AccessCheck, ClusterView, Denial, Facts, Hook, Needs, Options, SpecLookup, Verdict};
+pub use decision::{
+    AccessCheck, ClusterView, Denial, Facts, Hook, Needs, Options, SpecLookup, Verdict,
+};

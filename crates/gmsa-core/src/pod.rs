@@ -81,7 +81,7 @@ pub struct Pod {
 
 /// A value that must be a JSON object. Serde's derived structs also accept an array (read as a
 /// tuple of the fields in order); Go's decoder refuses one, and so must we.
-struct Obj<T>(T);
+pub(crate) struct Obj<T>(pub(crate) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -100,12 +100,18 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
 }
 
 /// An object, `null` read as the default (Go leaves the zero value).
-fn object<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
-    Ok(Option::<Obj<T>>::deserialize(d)?.map(|o| o.0).unwrap_or_default())
+pub(crate) fn object<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<Obj<T>>::deserialize(d)?
+        .map(|o| o.0)
+        .unwrap_or_default())
 }
 
 /// An optional object: `null` or absent is `None`.
-fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub(crate) fn optional_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     Ok(Option::<Obj<T>>::deserialize(d)?.map(|o| o.0))
 }
 
@@ -193,7 +199,10 @@ impl Pod {
 
     /// `spec.serviceAccountName` as written (possibly empty).
     pub fn service_account_name(&self) -> &str {
-        self.spec.service_account_name.as_deref().unwrap_or_default()
+        self.spec
+            .service_account_name
+            .as_deref()
+            .unwrap_or_default()
     }
 
     /// `spec.hostname`, empty when unset.
@@ -218,21 +227,25 @@ impl Pod {
         let lists = [
             (PlaceKind::Container, &self.spec.containers),
             (PlaceKind::InitContainer, &self.spec.init_containers),
-            (PlaceKind::EphemeralContainer, &self.spec.ephemeral_containers),
+            (
+                PlaceKind::EphemeralContainer,
+                &self.spec.ephemeral_containers,
+            ),
         ];
-        pod.into_iter().chain(lists.into_iter().flat_map(|(kind, list)| {
-            list.iter().enumerate().filter_map(move |(index, c)| {
-                c.security_context
-                    .as_ref()
-                    .and_then(|sc| sc.windows_options.as_ref())
-                    .map(|options| Place {
-                        kind,
-                        owner: &c.name,
-                        index,
-                        options,
-                    })
-            })
-        }))
+        pod.into_iter()
+            .chain(lists.into_iter().flat_map(|(kind, list)| {
+                list.iter().enumerate().filter_map(move |(index, c)| {
+                    c.security_context
+                        .as_ref()
+                        .and_then(|sc| sc.windows_options.as_ref())
+                        .map(|options| Place {
+                            kind,
+                            owner: &c.name,
+                            index,
+                            options,
+                        })
+                })
+            }))
     }
 
     /// The place of the same kind and owner name, for comparing an update with its old pod.
@@ -243,7 +256,10 @@ impl Pod {
 
     /// Names of the ephemeral containers, to tell new ones from old on the subresource.
     pub fn ephemeral_container_names(&self) -> impl Iterator<Item = &str> {
-        self.spec.ephemeral_containers.iter().map(|c| c.name.as_str())
+        self.spec
+            .ephemeral_containers
+            .iter()
+            .map(|c| c.name.as_str())
     }
 
     /// Whether any place names or carries a credential spec.
@@ -253,6 +269,7 @@ impl Pod {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
     use super::*;
 
@@ -273,10 +290,24 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("pod p".into(), "/spec/securityContext/windowsOptions/gmsaCredentialSpec".into()),
-                ("container c1".into(), "/spec/containers/1/securityContext/windowsOptions/gmsaCredentialSpec".into()),
-                ("init container i0".into(), "/spec/initContainers/0/securityContext/windowsOptions/gmsaCredentialSpec".into()),
-                ("ephemeral container e0".into(), "/spec/ephemeralContainers/0/securityContext/windowsOptions/gmsaCredentialSpec".into()),
+                (
+                    "pod p".into(),
+                    "/spec/securityContext/windowsOptions/gmsaCredentialSpec".into()
+                ),
+                (
+                    "container c1".into(),
+                    "/spec/containers/1/securityContext/windowsOptions/gmsaCredentialSpec".into()
+                ),
+                (
+                    "init container i0".into(),
+                    "/spec/initContainers/0/securityContext/windowsOptions/gmsaCredentialSpec"
+                        .into()
+                ),
+                (
+                    "ephemeral container e0".into(),
+                    "/spec/ephemeralContainers/0/securityContext/windowsOptions/gmsaCredentialSpec"
+                        .into()
+                ),
             ]
         );
         assert!(pod.mentions_gmsa());
@@ -295,7 +326,10 @@ mod tests {
     #[test]
     fn wrong_types_are_errors() {
         assert!(Pod::from_json(r#"{"spec":{"containers":{}}}"#).is_err());
-        assert!(Pod::from_json(r#"{"spec":{"securityContext":{"windowsOptions":{"gmsaCredentialSpecName":1}}}}"#).is_err());
+        assert!(Pod::from_json(
+            r#"{"spec":{"securityContext":{"windowsOptions":{"gmsaCredentialSpecName":1}}}}"#
+        )
+        .is_err());
         assert!(Pod::from_json("[]").is_err());
     }
 }

@@ -4,7 +4,7 @@
 //! `admit`, and by the test fake API server to answer access reviews. Only resource requests are
 //! modelled: GMSA needs nothing else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,11 @@ pub struct Meta {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "null_default")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "null_default"
+    )]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -35,9 +39,17 @@ pub struct PolicyRule {
     pub api_groups: Vec<String>,
     #[serde(default, deserialize_with = "null_default")]
     pub resources: Vec<String>,
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub resource_names: Vec<String>,
-    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub non_resource_urls: Vec<String>,
 }
 
@@ -207,7 +219,11 @@ impl RbacPolicy {
 
     /// Adds a namespaced Role (namespace from its metadata, `default` when absent).
     pub fn add_role(&mut self, role: Role) {
-        let ns = role.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = role
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         self.roles.insert((ns, role.metadata.name.clone()), role);
     }
 
@@ -237,25 +253,43 @@ impl RbacPolicy {
         self.len() == 0
     }
 
-    /// The rules of a ClusterRole, including those it aggregates by label selector.
+    /// The rules of a ClusterRole as the API server would hold them. For an aggregated role these
+    /// are the rules of every other ClusterRole its selectors match (themselves aggregated, as
+    /// the aggregation controller eventually makes them); its own `rules` are replaced, as the
+    /// controller replaces them.
     fn cluster_role_rules(&self, name: &str) -> Vec<&PolicyRule> {
+        let mut rules = Vec::new();
+        let mut visited = BTreeSet::new();
+        self.collect_cluster_role_rules(name, &mut visited, &mut rules);
+        rules
+    }
+
+    fn collect_cluster_role_rules<'a>(
+        &'a self,
+        name: &str,
+        visited: &mut BTreeSet<&'a str>,
+        rules: &mut Vec<&'a PolicyRule>,
+    ) {
         let Some(role) = self.cluster_roles.get(name) else {
-            return Vec::new();
+            return;
         };
-        let mut rules: Vec<&PolicyRule> = role.rules.iter().collect();
-        if let Some(agg) = &role.aggregation_rule {
-            for other in self.cluster_roles.values() {
-                if other.metadata.name != role.metadata.name
-                    && agg
-                        .cluster_role_selectors
-                        .iter()
-                        .any(|s| s.matches(&other.metadata.labels))
-                {
-                    rules.extend(other.rules.iter());
-                }
+        if !visited.insert(role.metadata.name.as_str()) {
+            return;
+        }
+        let Some(agg) = &role.aggregation_rule else {
+            rules.extend(role.rules.iter());
+            return;
+        };
+        for other in self.cluster_roles.values() {
+            if other.metadata.name != role.metadata.name
+                && agg
+                    .cluster_role_selectors
+                    .iter()
+                    .any(|s| s.matches(&other.metadata.labels))
+            {
+                self.collect_cluster_role_rules(&other.metadata.name, visited, rules);
             }
         }
-        rules
     }
 
     fn role_ref_rules(&self, role_ref: &RoleRef, binding_ns: Option<&str>) -> Vec<&PolicyRule> {
@@ -286,7 +320,10 @@ impl RbacPolicy {
             rules.iter().any(|r| rule_allows(r, attrs)).then(|| {
                 let binding_desc = match binding_ns {
                     None => format!("ClusterRoleBinding {:?}", binding.metadata.name),
-                    Some(ns) => format!("RoleBinding {:?}", format!("{}/{ns}", binding.metadata.name)),
+                    Some(ns) => format!(
+                        "RoleBinding {:?}",
+                        format!("{}/{ns}", binding.metadata.name)
+                    ),
                 };
                 Authorization {
                     allowed: true,
@@ -330,7 +367,8 @@ fn describe_subject(subject: &Subject, binding_ns: Option<&str>) -> String {
                 .filter(|n| !n.is_empty())
                 .or(binding_ns)
                 .unwrap_or_default();
-            format!("ServiceAccount {:?}", format!("{ns}/{}", subject.name))
+            // The API server writes name/namespace here (the reverse of the user name).
+            format!("ServiceAccount {:?}", format!("{}/{ns}", subject.name))
         }
         kind => format!("{kind} {:?}", subject.name),
     }
@@ -338,14 +376,8 @@ fn describe_subject(subject: &Subject, binding_ns: Option<&str>) -> String {
 
 fn subject_matches(subject: &Subject, user: &UserInfo, binding_ns: Option<&str>) -> bool {
     match subject.kind.as_str() {
-        "User" => {
-            subject.api_group.as_deref().unwrap_or(RBAC_GROUP) == RBAC_GROUP
-                && subject.name == user.name
-        }
-        "Group" => {
-            subject.api_group.as_deref().unwrap_or(RBAC_GROUP) == RBAC_GROUP
-                && user.groups.iter().any(|g| *g == subject.name)
-        }
+        "User" => rbac_api_group(subject) && subject.name == user.name,
+        "Group" => rbac_api_group(subject) && user.groups.contains(&subject.name),
         "ServiceAccount" => {
             let ns = subject
                 .namespace
@@ -359,6 +391,15 @@ fn subject_matches(subject: &Subject, user: &UserInfo, binding_ns: Option<&str>)
     }
 }
 
+/// Whether a User or Group subject is in the RBAC API group; the API server defaults an empty
+/// group to it.
+fn rbac_api_group(subject: &Subject) -> bool {
+    matches!(
+        subject.api_group.as_deref(),
+        None | Some("") | Some(RBAC_GROUP)
+    )
+}
+
 fn has(list: &[String], wanted: &str) -> bool {
     list.iter().any(|x| x == "*" || x == wanted)
 }
@@ -367,7 +408,7 @@ fn rule_allows(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {
     has(&rule.verbs, &attrs.verb)
         && has(&rule.api_groups, &attrs.group)
         && resource_matches(rule, attrs)
-        && (rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| *n == attrs.name))
+        && (rule.resource_names.is_empty() || rule.resource_names.contains(&attrs.name))
 }
 
 fn resource_matches(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {

@@ -27,7 +27,10 @@ pub enum StateError {
         source: std::io::Error,
     },
     #[error("{source_name}: not valid YAML: {message}")]
-    Yaml { source_name: String, message: String },
+    Yaml {
+        source_name: String,
+        message: String,
+    },
     #[error("{source_name}: document {index}: {message}")]
     Object {
         source_name: String,
@@ -58,11 +61,10 @@ impl State {
     pub fn add_yaml(&mut self, source_name: &str, text: &str) -> Result<(), StateError> {
         // A UTF-8 BOM is common in files written on Windows.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(text).map_err(|e| StateError::Yaml {
-                source_name: source_name.to_string(),
-                message: e.to_string(),
-            })?;
+        let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| StateError::Yaml {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
         for (index, doc) in docs.into_iter().enumerate() {
             self.add_object(source_name, index + 1, doc)?;
         }
@@ -70,7 +72,12 @@ impl State {
     }
 
     /// Adds one object (a `List` adds its items).
-    pub fn add_object(&mut self, source_name: &str, index: usize, doc: Value) -> Result<(), StateError> {
+    pub fn add_object(
+        &mut self,
+        source_name: &str,
+        index: usize,
+        doc: Value,
+    ) -> Result<(), StateError> {
         if doc.is_null() {
             return Ok(());
         }
@@ -79,12 +86,27 @@ impl State {
             index,
             message,
         };
-        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-        let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
-        let group = api_version.split_once('/').map(|(g, _)| g).unwrap_or_default();
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let api_version = doc
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let group = api_version
+            .split_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or_default();
         match (group, kind.as_str()) {
             (_, "List") | (_, "") if doc.get("items").is_some() => {
-                let items = doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+                let items = doc
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 for item in items {
                     self.add_object(source_name, index, item)?;
                 }
@@ -122,7 +144,8 @@ impl State {
                     .pointer("/metadata/name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                self.skipped.push(format!("{api_version} {kind} {name} ({source_name})"));
+                self.skipped
+                    .push(format!("{api_version} {kind} {name} ({source_name})"));
             }
         }
         Ok(())
