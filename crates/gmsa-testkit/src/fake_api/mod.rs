@@ -1,0 +1,596 @@
+//! A loopback fake of kube-apiserver 1.20, serving the resources the GMSA webhook reads.
+//!
+//! Tests point a real client (`kube::Config::new(url)`) at it, so the client's own paging,
+//! watch resumption, bookmark and 410 handling run as they would against a cluster. The wire
+//! shapes and messages follow captures from a real 1.20 server.
+
+mod http;
+mod resources;
+mod review;
+mod selector;
+mod status;
+mod store;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use tokio::sync::{broadcast, watch as signal};
+use tokio::task::JoinHandle;
+
+use resources::ResourceType;
+use store::{Change, Key, Store, WriteError, WriteMode, Written};
+
+/// How many unread changes a watch may fall behind before the server drops it, as the real
+/// watch cache drops watchers that do not keep up.
+const WATCH_BUFFER: usize = 4096;
+
+/// Tuning for the fake; the defaults suit tests (fast bookmarks), not fidelity of timing.
+#[derive(Debug, Clone)]
+pub struct FakeOptions {
+    /// How often an open watch that allows bookmarks gets one. The real server sends one a
+    /// minute (and one 2 s before the watch times out).
+    pub bookmark_interval: Duration,
+    /// How long a watch without `timeoutSeconds` stays open; the real server picks 30–60 min.
+    pub default_watch_timeout: Duration,
+    /// How long a LIST for a resourceVersion the server has not reached waits before it fails
+    /// with 504, as the real watch cache waits 3 s.
+    pub future_version_wait: Duration,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        Self {
+            bookmark_interval: Duration::from_secs(1),
+            default_watch_timeout: Duration::from_secs(1800),
+            future_version_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+impl FakeOptions {
+    /// Sets [`FakeOptions::bookmark_interval`].
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval;
+        self
+    }
+}
+
+/// Why the test side could not change the fake's state.
+#[derive(Debug, thiserror::Error)]
+pub enum FakeApiError {
+    #[error("cannot listen on 127.0.0.1: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("an object must be a JSON object with apiVersion, kind and metadata.name")]
+    NotAnObject,
+    #[error("the fake API server does not serve {api_version} {kind}; it serves GMSACredentialSpec, ClusterRole, ClusterRoleBinding, Role and RoleBinding")]
+    UnsupportedKind { api_version: String, kind: String },
+    #[error("{kind} has no metadata.name")]
+    MissingName { kind: String },
+    #[error("{kind} {name:?} is malformed: {reason}")]
+    Malformed {
+        kind: String,
+        name: String,
+        reason: String,
+    },
+    #[error("{resource} {name:?} not found")]
+    NotFound { resource: String, name: String },
+}
+
+/// Why a write was refused before it reached the store.
+#[derive(Debug)]
+pub(crate) enum Rejection {
+    MissingName,
+    Malformed(String),
+}
+
+/// State shared by the handlers and the test-side handle.
+pub(crate) struct Shared {
+    pub options: FakeOptions,
+    pub store: Mutex<Store>,
+    /// Every change, in resourceVersion order; sent while the store is locked.
+    pub changes: broadcast::Sender<Arc<Change>>,
+    /// The store's current resourceVersion, for requests waiting to see a version.
+    pub versions: signal::Sender<u64>,
+    /// Bumped to end every open watch.
+    pub cuts: signal::Sender<u64>,
+    pub shutdown: signal::Sender<bool>,
+    pub controls: Mutex<Controls>,
+    pub open_watches: Mutex<BTreeMap<&'static str, usize>>,
+}
+
+/// Test controls: counters, latency and failure injection.
+#[derive(Debug, Default)]
+pub(crate) struct Controls {
+    counts: BTreeMap<String, u64>,
+    latency: Duration,
+    failures: Vec<FailureRule>,
+    down: bool,
+}
+
+#[derive(Debug)]
+struct FailureRule {
+    resource: Option<String>,
+    remaining: u32,
+    code: u16,
+}
+
+/// What happens to a request before it is served.
+pub(crate) struct Admission {
+    pub latency: Duration,
+    pub fail_with: Option<u16>,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn new(options: FakeOptions) -> Self {
+        let store = Store::default();
+        let (changes, _) = broadcast::channel(WATCH_BUFFER);
+        let (versions, _) = signal::channel(store.resource_version());
+        Self {
+            options,
+            store: Mutex::new(store),
+            changes,
+            versions,
+            cuts: signal::channel(0).0,
+            shutdown: signal::channel(false).0,
+            controls: Mutex::new(Controls::default()),
+            open_watches: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Counts a request and decides its latency and whether it fails.
+    pub fn admit(&self, verb: &str, resource: &str) -> Admission {
+        let mut controls = lock(&self.controls);
+        *controls
+            .counts
+            .entry(format!("{verb} {resource}"))
+            .or_default() += 1;
+        let latency = controls.latency;
+        if controls.down {
+            return Admission {
+                latency,
+                fail_with: Some(503),
+            };
+        }
+        let rule = controls
+            .failures
+            .iter_mut()
+            .find(|r| r.remaining > 0 && r.resource.as_deref().is_none_or(|x| x == resource));
+        let fail_with = rule.map(|r| {
+            r.remaining -= 1;
+            r.code
+        });
+        controls.failures.retain(|r| r.remaining > 0);
+        Admission { latency, fail_with }
+    }
+
+    /// Checks an object for a write and works out where it lives. `namespace` is the request's
+    /// namespace, used when the object names none.
+    pub fn prepare(
+        &self,
+        rt: &ResourceType,
+        mut object: Map<String, Value>,
+        namespace: Option<&str>,
+    ) -> Result<(Key, Map<String, Value>), Rejection> {
+        let meta_text = |object: &Map<String, Value>, field: &str| {
+            object
+                .get("metadata")
+                .and_then(|m| m.get(field))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let mut name = meta_text(&object, "name");
+        if name.is_empty() {
+            let prefix = meta_text(&object, "generateName");
+            if prefix.is_empty() {
+                return Err(Rejection::MissingName);
+            }
+            name = format!("{prefix}{}", random_suffix());
+            if let Some(Value::Object(m)) = object.get_mut("metadata") {
+                m.insert("name".into(), json!(name));
+            }
+        }
+        let namespace = if rt.namespaced {
+            Some(meta_text(&object, "namespace"))
+                .filter(|ns| !ns.is_empty())
+                .or(namespace.map(String::from))
+                .unwrap_or_else(|| "default".into())
+        } else {
+            String::new()
+        };
+        check_shape(rt, &object).map_err(Rejection::Malformed)?;
+        Ok((
+            Key {
+                resource: rt.plural,
+                namespace,
+                name,
+            },
+            object,
+        ))
+    }
+
+    /// Writes and tells watchers.
+    pub fn commit(
+        &self,
+        rt: &ResourceType,
+        key: Key,
+        object: Map<String, Value>,
+        mode: WriteMode,
+    ) -> Result<Written, WriteError> {
+        let mut store = lock(&self.store);
+        let written = store.write(rt, key, object, mode, &now(), new_uid)?;
+        if let Some(change) = &written.change {
+            self.publish(&store, change.clone());
+        }
+        Ok(written)
+    }
+
+    /// Deletes and tells watchers; the last state of the object, if it existed.
+    pub fn remove(&self, rt: &ResourceType, key: &Key) -> Option<Arc<Value>> {
+        let mut store = lock(&self.store);
+        let change = store.delete(rt, key)?;
+        let last = change.prev.clone();
+        self.publish(&store, change);
+        last
+    }
+
+    fn publish(&self, store: &Store, change: Change) {
+        // No receivers is fine: nobody is watching.
+        let _ = self.changes.send(Arc::new(change));
+        self.versions.send_replace(store.resource_version());
+    }
+
+    pub fn cut_watches(&self) {
+        self.cuts.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// RBAC objects are decoded by the authorizer on every review; refuse what it could not read,
+/// as the real server refuses what does not decode into the typed object.
+fn check_shape(rt: &ResourceType, object: &Map<String, Value>) -> Result<(), String> {
+    use gmsa_core::rbac::{Binding, Role};
+    let value = Value::Object(object.clone());
+    let result = match rt.kind {
+        "ClusterRole" | "Role" => serde_json::from_value::<Role>(value).map(drop),
+        "ClusterRoleBinding" | "RoleBinding" => serde_json::from_value::<Binding>(value).map(drop),
+        _ => Ok(()),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// A random (version 4) UUID, as the server gives every object.
+fn new_uid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The five characters `generateName` gets, from the alphabet the real server uses.
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| char::from(ALPHABET[rand::random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// A running fake API server on 127.0.0.1. Stops when dropped.
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl FakeApiServer {
+    /// Starts with default options. Panics if no loopback port can be bound.
+    pub async fn start() -> Self {
+        Self::start_with(FakeOptions::default()).await
+    }
+
+    /// Starts with `options`. Panics if no loopback port can be bound.
+    pub async fn start_with(options: FakeOptions) -> Self {
+        match Self::try_start_with(options).await {
+            Ok(server) => server,
+            Err(e) => panic!("fake API server: {e}"),
+        }
+    }
+
+    /// Starts with `options`, reporting a bind failure instead of panicking.
+    pub async fn try_start_with(options: FakeOptions) -> Result<Self, FakeApiError> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(FakeApiError::Bind)?;
+        let addr = listener.local_addr().map_err(FakeApiError::Bind)?;
+        let shared = Arc::new(Shared::new(options));
+        let app = http::router(shared.clone());
+        let mut stop = shared.shutdown.subscribe();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "fake API server stopped with an error");
+            }
+        });
+        tracing::debug!(%addr, "fake API server listening");
+        Ok(Self {
+            shared,
+            addr,
+            task: Some(task),
+        })
+    }
+
+    /// The base URL for `kube::Config::new`, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, ends open watches and waits (up to 5 s) for connections to finish.
+    pub async fn shutdown(mut self) {
+        self.shared.shutdown.send_replace(true);
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(5), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+
+    /// Creates or replaces an object of any served kind (chosen by `apiVersion` and `kind`),
+    /// as `kubectl apply` would: the server assigns resourceVersion, uid, creationTimestamp
+    /// (and generation for credential specs) and open watches see the change. Returns the
+    /// stored object. Namespaced kinds without a namespace go to `default`.
+    pub fn apply(&self, object: Value) -> Result<Value, FakeApiError> {
+        let Value::Object(map) = object else {
+            return Err(FakeApiError::NotAnObject);
+        };
+        let text = |field: &str| {
+            map.get(field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (api_version, kind) = (text("apiVersion"), text("kind"));
+        let rt =
+            ResourceType::of(&api_version, &kind).ok_or_else(|| FakeApiError::UnsupportedKind {
+                api_version,
+                kind: kind.clone(),
+            })?;
+        let name = map
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let (key, map) = self.shared.prepare(&rt, map, None).map_err(|r| match r {
+            Rejection::MissingName => FakeApiError::MissingName { kind: kind.clone() },
+            Rejection::Malformed(reason) => FakeApiError::Malformed {
+                kind: kind.clone(),
+                name: name.clone(),
+                reason,
+            },
+        })?;
+        match self.shared.commit(&rt, key, map, WriteMode::Upsert) {
+            Ok(written) => Ok((*written.object).clone()),
+            // Upserts neither conflict nor miss; report it rather than panic if that changes.
+            Err(e) => Err(FakeApiError::Malformed {
+                kind,
+                name,
+                reason: format!("{e:?}"),
+            }),
+        }
+    }
+
+    /// Applies every object in turn, stopping at the first failure.
+    pub fn apply_all(
+        &self,
+        objects: impl IntoIterator<Item = Value>,
+    ) -> Result<Vec<Value>, FakeApiError> {
+        objects.into_iter().map(|o| self.apply(o)).collect()
+    }
+
+    /// Deletes an object; `kind` is a kind or plural resource name in any case
+    /// (`"GMSACredentialSpec"`, `"rolebindings"`). Returns the object's last state.
+    pub fn delete(
+        &self,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, FakeApiError> {
+        let rt = resource_named(kind)?;
+        let key = key_for(&rt, namespace, name);
+        self.shared
+            .remove(&rt, &key)
+            .map(|last| (*last).clone())
+            .ok_or_else(|| FakeApiError::NotFound {
+                resource: rt.qualified(),
+                name: name.into(),
+            })
+    }
+
+    /// The stored object, as a GET through the storage version would return it.
+    pub fn get(&self, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let rt = resource_named(kind).ok()?;
+        let object = lock(&self.shared.store).get(&key_for(&rt, namespace, name))?;
+        Some((*object).clone())
+    }
+
+    /// The current (global) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        lock(&self.shared.store).resource_version()
+    }
+
+    /// Forgets all history, as etcd compaction does: watches and paged lists from any older
+    /// resourceVersion now get 410.
+    pub fn compact(&self) {
+        lock(&self.shared.store).compact();
+    }
+
+    /// Ends every open watch stream cleanly, as an apiserver restart or a load balancer does.
+    /// Clients resume from their last resourceVersion; combine with [`Self::compact`] to make
+    /// them re-list.
+    pub fn cut_watches(&self) {
+        self.shared.cut_watches();
+    }
+
+    /// How many watches of `resource` (plural, e.g. `"gmsacredentialspecs"`) are open.
+    pub fn open_watches(&self, resource: &str) -> usize {
+        lock(&self.shared.open_watches)
+            .get(resource)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until at least `count` watches of `resource` are open; false on timeout.
+    pub async fn wait_for_watches(&self, resource: &str, count: usize, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.open_watches(resource) >= count {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Requests received, keyed `"<verb> <resource>"`, e.g. `"list gmsacredentialspecs"`,
+    /// `"create localsubjectaccessreviews"`, `"get version"`. Injected failures count too.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        lock(&self.shared.controls).counts.clone()
+    }
+
+    /// Requests received with `verb` on `resource`.
+    pub fn count(&self, verb: &str, resource: &str) -> u64 {
+        lock(&self.shared.controls)
+            .counts
+            .get(&format!("{verb} {resource}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// GETs of single objects of `resource`.
+    pub fn gets(&self, resource: &str) -> u64 {
+        self.count("get", resource)
+    }
+
+    /// LISTs of `resource`.
+    pub fn lists(&self, resource: &str) -> u64 {
+        self.count("list", resource)
+    }
+
+    /// WATCHes of `resource` started.
+    pub fn watches(&self, resource: &str) -> u64 {
+        self.count("watch", resource)
+    }
+
+    /// Access reviews received, local and cluster-wide.
+    pub fn access_reviews(&self) -> u64 {
+        self.count("create", "localsubjectaccessreviews")
+            + self.count("create", "subjectaccessreviews")
+    }
+
+    /// Zeroes every counter.
+    pub fn reset_counts(&self) {
+        lock(&self.shared.controls).counts.clear();
+    }
+
+    /// Delays every request (before it is answered) by `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        lock(&self.shared.controls).latency = latency;
+    }
+
+    /// Fails the next `n` requests of any kind with a `Status` of HTTP `code` (e.g. 500
+    /// `InternalError`, 503 `ServiceUnavailable`, 429 `TooManyRequests`).
+    pub fn fail_next(&self, n: u32, code: u16) {
+        lock(&self.shared.controls).failures.push(FailureRule {
+            resource: None,
+            remaining: n,
+            code,
+        });
+    }
+
+    /// Like [`Self::fail_next`], but only requests for `resource` (plural, e.g.
+    /// `"localsubjectaccessreviews"`) fail, so a background watcher cannot use up the failures.
+    pub fn fail_next_on(&self, resource: &str, n: u32, code: u16) {
+        lock(&self.shared.controls).failures.push(FailureRule {
+            resource: Some(resource.to_string()),
+            remaining: n,
+            code,
+        });
+    }
+
+    /// While down, every request fails with 503 `ServiceUnavailable`; going down also ends
+    /// open watches, as a dying server's connections do.
+    pub fn set_down(&self, down: bool) {
+        lock(&self.shared.controls).down = down;
+        if down {
+            self.shared.cut_watches();
+        }
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+fn resource_named(kind: &str) -> Result<ResourceType, FakeApiError> {
+    ResourceType::named(kind).ok_or_else(|| FakeApiError::UnsupportedKind {
+        api_version: String::new(),
+        kind: kind.into(),
+    })
+}
+
+fn key_for(rt: &ResourceType, namespace: Option<&str>, name: &str) -> Key {
+    Key {
+        resource: rt.plural,
+        namespace: if rt.namespaced {
+            namespace.unwrap_or("default").to_string()
+        } else {
+            String::new()
+        },
+        name: name.to_string(),
+    }
+}

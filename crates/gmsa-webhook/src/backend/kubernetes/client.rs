@@ -1,0 +1,509 @@
+//! The API client and the requests made on an admission's behalf: one credential-spec GET, one
+//! LocalSubjectAccessReview. Both are rate limited (`QPS`/`BURST`) and bounded in time, so a
+//! slow API server turns into a clear denial instead of an admission timeout.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use gmsa_core::credspec::CredentialSpecError;
+use gmsa_core::{names, AccessCheck, CredentialSpec, SpecLookup};
+use k8s_openapi::api::authorization::v1::{
+    LocalSubjectAccessReview, ResourceAttributes, SubjectAccessReviewSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::client::ClientBuilder;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+use super::KubeError;
+use crate::metrics::{ApiCallKind, Metrics};
+
+/// Bound on one request made for an admission, rate-limit wait included. The API server gives
+/// a webhook 10 s by default; answering within that lets us deny with a message that names the
+/// problem instead of leaving the user with a webhook timeout.
+pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `GMSACredentialSpec` resource, read through `windows.k8s.io/v1` (objects stored as
+/// `v1alpha1` are converted by the API server).
+pub(super) fn credential_spec_resource() -> ApiResource {
+    ApiResource {
+        group: names::GROUP.to_string(),
+        version: names::VERSION.to_string(),
+        api_version: format!("{}/{}", names::GROUP, names::VERSION),
+        kind: names::KIND.to_string(),
+        plural: names::RESOURCE.to_string(),
+    }
+}
+
+/// Loads the client configuration: the named kubeconfig, else what `Config::infer` finds
+/// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
+pub(super) async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, KubeError> {
+    let mut config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => Config::infer()
+            .await
+            .map_err(|e| KubeError::Config(e.to_string()))?,
+    };
+    // Admission calls have their own deadline, and watches their own backoff; kube's default
+    // retry (up to 15 attempts on 429/503/504) would only stretch a failing admission.
+    config.default_retry = false;
+    Ok(config)
+}
+
+/// Builds the client, counting every request it makes in `metrics`.
+pub(super) fn build_client(config: Config, metrics: Arc<Metrics>) -> Result<Client, KubeError> {
+    // kube's rustls connector uses the process-wide provider; the binary installs ring at
+    // start-up, but a library caller (or a test) may not have.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let builder = ClientBuilder::try_from(config)
+        .map_err(|e| KubeError::Config(format!("cannot build the Kubernetes client: {e}")))?;
+    Ok(builder.with_layer(&CountApiCalls { metrics }).build())
+}
+
+/// A token bucket for the requests made on an admission's behalf. Watches are long-lived and
+/// not throttled per event; their re-lists are paced by the watcher's backoff.
+pub(super) struct RateLimiter {
+    /// `None` when the limit is off (non-positive or non-finite `QPS`).
+    bucket: Option<Mutex<Bucket>>,
+    qps: f64,
+    burst: f64,
+}
+
+struct Bucket {
+    /// May go negative: each caller reserves its token and sleeps until it is due, so waiters
+    /// are served in arrival order without a queue.
+    tokens: f64,
+    updated: Instant,
+}
+
+impl RateLimiter {
+    /// `qps` requests per second on average, `burst` at once.
+    pub(super) fn new(qps: f32, burst: u32) -> Self {
+        let qps = f64::from(qps);
+        let burst = f64::from(burst.max(1));
+        let bucket = (qps.is_finite() && qps > 0.0).then(|| {
+            Mutex::new(Bucket {
+                tokens: burst,
+                updated: Instant::now(),
+            })
+        });
+        Self { bucket, qps, burst }
+    }
+
+    /// Waits for a token.
+    pub(super) async fn acquire(&self) {
+        let Some(bucket) = &self.bucket else {
+            return;
+        };
+        let wait = {
+            let mut b = bucket.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let refill = now.saturating_duration_since(b.updated).as_secs_f64() * self.qps;
+            b.tokens = (b.tokens + refill).min(self.burst);
+            b.updated = now;
+            b.tokens -= 1.0;
+            (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / self.qps))
+        };
+        if let Some(wait) = wait {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The client and what every admission-time request goes through.
+pub(super) struct ApiAccess {
+    pub(super) client: Client,
+    limiter: RateLimiter,
+    credential_specs: Api<DynamicObject>,
+}
+
+impl ApiAccess {
+    pub(super) fn new(client: Client, limiter: RateLimiter) -> Self {
+        let credential_specs = Api::all_with(client.clone(), &credential_spec_resource());
+        Self {
+            client,
+            limiter,
+            credential_specs,
+        }
+    }
+
+    /// One GET of a credential spec.
+    pub(super) async fn get_credential_spec(&self, name: &str) -> SpecLookup {
+        let call = async {
+            self.limiter.acquire().await;
+            self.credential_specs.get_opt(name).await
+        };
+        match tokio::time::timeout(API_CALL_TIMEOUT, call).await {
+            Ok(Ok(Some(object))) => match credential_spec_from_object(object) {
+                Ok(spec) => SpecLookup::Found(Arc::new(spec)),
+                Err(e) => SpecLookup::Failed(format!(
+                    "the API server returned an unusable GMSACredentialSpec: {e}"
+                )),
+            },
+            Ok(Ok(None)) => SpecLookup::NotFound,
+            Ok(Err(e)) => SpecLookup::Failed(describe_error(&e)),
+            Err(_) => SpecLookup::Failed(timeout_text()),
+        }
+    }
+
+    /// One LocalSubjectAccessReview: may this service account `use` this credential spec.
+    pub(super) async fn review_access(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        spec: &str,
+    ) -> AccessCheck {
+        let review = access_review(namespace, service_account, spec);
+        let api: Api<LocalSubjectAccessReview> = Api::namespaced(self.client.clone(), namespace);
+        let call = async {
+            self.limiter.acquire().await;
+            api.create(&PostParams::default(), &review).await
+        };
+        match tokio::time::timeout(API_CALL_TIMEOUT, call).await {
+            Ok(Ok(answer)) => match answer.status {
+                Some(status) if status.allowed => AccessCheck::Allowed,
+                Some(status) => AccessCheck::Denied {
+                    reason: status.reason.unwrap_or_default(),
+                },
+                None => AccessCheck::Failed(
+                    "the API server answered the LocalSubjectAccessReview without a status"
+                        .to_string(),
+                ),
+            },
+            Ok(Err(e)) => AccessCheck::Failed(describe_error(&e)),
+            Err(_) => AccessCheck::Failed(timeout_text()),
+        }
+    }
+
+    /// Whether the API server answers a list of credential specs: what readiness means when
+    /// the caches are off.
+    pub(super) async fn check_reachable(&self) -> Result<(), String> {
+        let call = async {
+            self.limiter.acquire().await;
+            self.credential_specs
+                .list(&ListParams::default().limit(1))
+                .await
+        };
+        match tokio::time::timeout(API_CALL_TIMEOUT, call).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(describe_error(&e)),
+            Err(_) => Err(timeout_text()),
+        }
+    }
+}
+
+/// The review the reference makes, plus the `system:authenticated` group it forgets.
+fn access_review(namespace: &str, service_account: &str, spec: &str) -> LocalSubjectAccessReview {
+    LocalSubjectAccessReview {
+        metadata: ObjectMeta {
+            namespace: Some(namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        spec: SubjectAccessReviewSpec {
+            user: Some(names::service_account_user(namespace, service_account)),
+            groups: Some(names::service_account_groups(namespace)),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(namespace.to_string()),
+                verb: Some(names::USE_VERB.to_string()),
+                group: Some(names::GROUP.to_string()),
+                version: Some(names::VERSION.to_string()),
+                resource: Some(names::RESOURCE.to_string()),
+                name: Some(spec.to_string()),
+                ..ResourceAttributes::default()
+            }),
+            ..SubjectAccessReviewSpec::default()
+        },
+        status: None,
+    }
+}
+
+/// Builds the ready-to-inline spec from an object the API server sent, keeping only what the
+/// spec needs (annotations such as `last-applied-configuration` are dropped, not copied).
+pub(super) fn credential_spec_from_object(
+    object: DynamicObject,
+) -> Result<CredentialSpec, CredentialSpecError> {
+    let DynamicObject {
+        types,
+        metadata,
+        data,
+    } = object;
+    let mut resource = match data {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    let mut meta = Map::new();
+    if let Some(name) = metadata.name {
+        meta.insert("name".to_string(), Value::String(name));
+    }
+    if let Some(rv) = metadata.resource_version {
+        meta.insert("resourceVersion".to_string(), Value::String(rv));
+    }
+    resource.insert("metadata".to_string(), Value::Object(meta));
+    if let Some(types) = types.filter(|t| !t.kind.is_empty()) {
+        resource.insert("kind".to_string(), Value::String(types.kind));
+    }
+    CredentialSpec::from_resource(&Value::Object(resource))
+}
+
+/// What the user sees after "unable to …: ". For an API error, the API server's own message, as
+/// the reference shows it; otherwise the client error.
+pub(super) fn describe_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            // kube marks error bodies that were not a `Status` (a proxy's HTML page, say).
+            if status.reason == "Failed to parse error data" || status.message.is_empty() {
+                let body = status.message.trim();
+                let mut text = format!("the API server answered HTTP {}", status.code);
+                if !status.reason.is_empty() && status.message.is_empty() {
+                    text.push_str(&format!(" ({})", status.reason));
+                }
+                if !body.is_empty() {
+                    text.push_str(&format!(": {body}"));
+                }
+                text
+            } else {
+                status.message.clone()
+            }
+        }
+        other => format!("cannot reach the Kubernetes API: {other}"),
+    }
+}
+
+fn timeout_text() -> String {
+    format!(
+        "no answer from the Kubernetes API within {}s",
+        API_CALL_TIMEOUT.as_secs()
+    )
+}
+
+/// Counts every request the client sends by what it is for, watches and re-lists included
+/// (the watcher makes those itself, out of our sight).
+#[derive(Clone)]
+struct CountApiCalls {
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Layer<S> for CountApiCalls {
+    type Service = CountedService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CountedService {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+struct CountedService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<http::Request<B>> for CountedService<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if let Some(kind) = classify(request.method(), request.uri()) {
+            self.metrics.api_call(kind);
+        }
+        self.inner.call(request)
+    }
+}
+
+/// RBAC collections the decision cache watches.
+pub(super) const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+const RBAC_RESOURCES: [&str; 4] = [
+    "roles",
+    "clusterroles",
+    "rolebindings",
+    "clusterrolebindings",
+];
+
+/// What kind of request this is, from its method and path.
+fn classify(method: &http::Method, uri: &http::Uri) -> Option<ApiCallKind> {
+    let path = uri.path();
+    let watch = uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["apis", "authorization.k8s.io", "v1", "namespaces", _, "localsubjectaccessreviews"]
+            if method == http::Method::POST =>
+        {
+            Some(ApiCallKind::LocalSubjectAccessReview)
+        }
+        ["apis", group, _, resource, rest @ ..]
+            if *group == names::GROUP
+                && *resource == names::RESOURCE
+                && method == http::Method::GET =>
+        {
+            Some(match (rest, watch) {
+                ([], true) => ApiCallKind::WatchCredentialSpecs,
+                ([], false) => ApiCallKind::ListCredentialSpecs,
+                _ => ApiCallKind::GetCredentialSpec,
+            })
+        }
+        ["apis", group, "v1", resource]
+            if *group == RBAC_GROUP
+                && RBAC_RESOURCES.contains(resource)
+                && method == http::Method::GET =>
+        {
+            Some(if watch {
+                ApiCallKind::WatchRbac
+            } else {
+                ApiCallKind::ListRbac
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(method: http::Method, uri: &str) -> Option<ApiCallKind> {
+        classify(&method, &uri.parse().expect("test uri"))
+    }
+
+    #[test]
+    fn requests_are_classified_by_path() {
+        use ApiCallKind::*;
+        let cases = [
+            (http::Method::GET, "/apis/windows.k8s.io/v1/gmsacredentialspecs/web", Some(GetCredentialSpec)),
+            (http::Method::GET, "/apis/windows.k8s.io/v1/gmsacredentialspecs?limit=500", Some(ListCredentialSpecs)),
+            (
+                http::Method::GET,
+                "/apis/windows.k8s.io/v1/gmsacredentialspecs?allowWatchBookmarks=true&watch=true&resourceVersion=5",
+                Some(WatchCredentialSpecs),
+            ),
+            (
+                http::Method::POST,
+                "/apis/authorization.k8s.io/v1/namespaces/team-a/localsubjectaccessreviews?",
+                Some(LocalSubjectAccessReview),
+            ),
+            (http::Method::GET, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?limit=500", Some(ListRbac)),
+            (http::Method::GET, "/apis/rbac.authorization.k8s.io/v1/roles?watch=true", Some(WatchRbac)),
+            (http::Method::GET, "/version", None),
+            (http::Method::GET, "/api/v1/namespaces/default/pods", None),
+        ];
+        for (method, uri, want) in cases {
+            assert_eq!(kind(method, uri), want, "{uri}");
+        }
+    }
+
+    #[test]
+    fn api_errors_show_the_api_servers_message() {
+        let status = kube::core::Status::failure(
+            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no",
+            "Forbidden",
+        )
+        .with_code(403);
+        let text = describe_error(&kube::Error::Api(status.boxed()));
+        assert_eq!(
+            text,
+            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no"
+        );
+
+        let raw =
+            kube::core::Status::failure("upstream connect error", "Failed to parse error data")
+                .with_code(502);
+        let text = describe_error(&kube::Error::Api(raw.boxed()));
+        assert_eq!(
+            text,
+            "the API server answered HTTP 502: upstream connect error"
+        );
+    }
+
+    #[test]
+    fn objects_become_specs_without_their_annotations() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "windows.k8s.io/v1",
+            "kind": "GMSACredentialSpec",
+            "metadata": {
+                "name": "web",
+                "resourceVersion": "42",
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}
+            },
+            "credspec": {"CmsPlugins": ["ActiveDirectory"], "DomainJoinConfig": {"DnsName": "a&b"}}
+        }))
+        .expect("object");
+        let spec = credential_spec_from_object(object).expect("spec");
+        assert_eq!(spec.name, "web");
+        assert_eq!(spec.resource_version.as_deref(), Some("42"));
+        let contents = spec.contents().expect("contents");
+        assert_eq!(
+            &*contents.encoded,
+            r#"{"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"DnsName":"a\u0026b"}}"#
+        );
+    }
+
+    #[test]
+    fn reviews_ask_what_the_reference_asks() {
+        let review =
+            serde_json::to_value(access_review("team-a", "web", "gmsa-web")).expect("json");
+        assert_eq!(
+            review["spec"],
+            serde_json::json!({
+                "user": "system:serviceaccount:team-a:web",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated"],
+                "resourceAttributes": {
+                    "namespace": "team-a", "verb": "use", "group": "windows.k8s.io",
+                    "version": "v1", "resource": "gmsacredentialspecs", "name": "gmsa-web"
+                }
+            })
+        );
+        assert_eq!(review["metadata"]["namespace"], "team-a");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limiter_allows_a_burst_then_paces() {
+        let limiter = RateLimiter::new(10.0, 3);
+        let start = Instant::now();
+        for _ in 0..3 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        for _ in 0..5 {
+            limiter.acquire().await;
+        }
+        let elapsed = start.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(490) && elapsed <= Duration::from_millis(510),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_non_positive_qps_means_no_limit() {
+        let limiter = RateLimiter::new(0.0, 1);
+        let start = Instant::now();
+        for _ in 0..100 {
+            limiter.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
