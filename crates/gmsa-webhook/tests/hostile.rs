@@ -1,0 +1,207 @@
+//! Hostile and broken input on a real TLS socket: every request body gets a well-formed answer
+//! (or the documented HTTP status), slow or garbage clients are dropped, and the server keeps
+//! answering everyone else correctly.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::{config, connect, post, REVIEW};
+use gmsa_webhook::Server;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(
+    header_timeout: Duration,
+) -> (tempfile::TempDir, std::net::SocketAddr, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Duration::from_millis(10));
+    cfg.header_read_timeout = header_timeout;
+    let server = Server::bind(cfg).await.unwrap();
+    let addr = server.addr;
+    tokio::spawn(server.run(std::future::pending()));
+    let ca = dir.path().join("certs/ca.crt");
+    (dir, addr, ca)
+}
+
+/// A correct review still gets the correct answer.
+async fn still_serves(addr: std::net::SocketAddr, ca: &std::path::Path) {
+    let (status, body) = post(addr, ca, "/mutate", REVIEW.as_bytes()).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["response"]["allowed"], true, "{body}");
+    assert_eq!(v["response"]["patchType"], "JSONPatch");
+}
+
+fn review_answer(body: &str) -> Value {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(v["kind"], "AdmissionReview", "{body}");
+    assert!(v["response"]["allowed"].is_boolean(), "{body}");
+    v
+}
+
+#[tokio::test]
+async fn huge_nested_and_invalid_bodies() {
+    let (_dir, addr, ca) = start(Duration::from_secs(5)).await;
+
+    // 50 MiB: refused by size without being read.
+    let big = vec![b'{'; 50 * 1024 * 1024];
+    let (status, _) =
+        tokio::time::timeout(Duration::from_secs(30), post(addr, &ca, "/validate", &big))
+            .await
+            .unwrap();
+    assert_eq!(status, 413);
+    still_serves(addr, &ca).await;
+
+    // Deep nesting: a parse error, not a stack overflow.
+    let mut deep = String::from(
+        r#"{"request":{"uid":"d","kind":{"kind":"Pod"},"operation":"CREATE","object":"#,
+    );
+    deep.push_str(&"[".repeat(200_000));
+    let (status, body) = post(addr, &ca, "/mutate", deep.as_bytes()).await;
+    assert_eq!(status, 200);
+    let v = review_answer(&body);
+    assert_eq!(v["response"]["status"]["code"], 400);
+
+    // Invalid UTF-8 inside a string.
+    let mut bad = br#"{"request":{"uid":""#.to_vec();
+    bad.extend_from_slice(&[0xff, 0xfe, 0xc3]);
+    bad.extend_from_slice(br#"","kind":{"kind":"Pod"}}}"#);
+    let (status, body) = post(addr, &ca, "/validate", &bad).await;
+    assert_eq!(status, 200);
+    assert_eq!(review_answer(&body)["response"]["status"]["code"], 400);
+    still_serves(addr, &ca).await;
+}
+
+#[tokio::test]
+async fn wrong_json_types_in_every_field() {
+    let (_dir, addr, ca) = start(Duration::from_secs(5)).await;
+    let base: Value = serde_json::from_str(REVIEW).unwrap();
+    let pointers = [
+        "/apiVersion",
+        "/request",
+        "/request/uid",
+        "/request/kind",
+        "/request/kind/kind",
+        "/request/operation",
+        "/request/namespace",
+        "/request/object",
+        "/request/object/metadata",
+        "/request/object/metadata/name",
+        "/request/object/spec",
+        "/request/object/spec/securityContext",
+        "/request/object/spec/securityContext/windowsOptions",
+        "/request/object/spec/securityContext/windowsOptions/gmsaCredentialSpecName",
+        "/request/object/spec/containers",
+        "/request/object/spec/containers/0",
+        "/request/object/spec/containers/0/name",
+    ];
+    let wrong = [
+        json!(7),
+        json!("x"),
+        json!([1]),
+        json!({"a": 1}),
+        json!(true),
+        Value::Null,
+        json!(1.5e300),
+    ];
+    let mut answered = 0;
+    for pointer in pointers {
+        for value in &wrong {
+            let mut review = base.clone();
+            *review.pointer_mut(pointer).unwrap() = value.clone();
+            for path in ["/mutate", "/validate"] {
+                let (status, body) = post(addr, &ca, path, review.to_string().as_bytes()).await;
+                assert_eq!(status, 200, "{pointer} = {value} at {path}");
+                let v = review_answer(&body);
+                if v["response"]["allowed"] == false {
+                    let code = v["response"]["status"]["code"].as_u64().unwrap();
+                    assert!(
+                        [400, 403, 404, 422].contains(&code),
+                        "{pointer} = {value}: {body}"
+                    );
+                }
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!(answered, pointers.len() * wrong.len() * 2);
+    still_serves(addr, &ca).await;
+}
+
+#[tokio::test]
+async fn a_thousand_containers_and_duplicate_names() {
+    let (_dir, addr, ca) = start(Duration::from_secs(5)).await;
+    let mut review: Value = serde_json::from_str(REVIEW).unwrap();
+    let containers: Vec<Value> = (0..1000)
+        .map(|i| {
+            json!({"name": if i % 2 == 0 { "same".to_string() } else { format!("c{i}") },
+            "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": "gmsa-webapp1"}}})
+        })
+        .collect();
+    review["request"]["object"]["spec"]["containers"] = Value::Array(containers);
+    let (status, body) = post(addr, &ca, "/mutate", review.to_string().as_bytes()).await;
+    assert_eq!(status, 200);
+    let v = review_answer(&body);
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(v["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let ops: Vec<Value> = serde_json::from_slice(&patch).unwrap();
+    assert_eq!(ops.len(), 1001, "pod level plus every container");
+    assert_eq!(
+        ops[1000]["path"],
+        "/spec/containers/999/securityContext/windowsOptions/gmsaCredentialSpec"
+    );
+    let (status, body) = post(addr, &ca, "/validate", review.to_string().as_bytes()).await;
+    assert_eq!(status, 200);
+    assert_eq!(review_answer(&body)["response"]["allowed"], true, "{body}");
+}
+
+#[tokio::test]
+async fn slow_headers_and_tls_garbage_are_dropped() {
+    let (_dir, addr, ca) = start(Duration::from_secs(1)).await;
+
+    // Headers that never finish: the connection is closed after the header timeout.
+    let mut slow = connect(addr, &ca).await;
+    slow.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client that never finishes its headers must be dropped"
+    );
+
+    // Not TLS at all.
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0][..],
+        &[0u8; 4096][..],
+    ] {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let _ = tcp.write_all(garbage).await;
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 256];
+            loop {
+                match tcp.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "garbage connections must be closed");
+    }
+    still_serves(addr, &ca).await;
+}
