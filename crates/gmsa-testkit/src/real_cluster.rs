@@ -8,7 +8,8 @@
 //! process that dies without unwinding does not leave them running.
 //!
 //! The child processes are tied to the thread that starts them: create and drop the cluster
-//! on the same thread (a `#[test]` function does).
+//! on the same thread (a `#[test]` function does). A directory left behind by a test process
+//! killed outright is removed by the next [`RealCluster::start`].
 
 use std::fmt;
 use std::fs::{self, File};
@@ -557,11 +558,13 @@ impl RealCluster {
             return Err(ClusterError::MissingKubectl);
         }
 
+        remove_abandoned_dirs();
         let dir = tempfile::Builder::new()
-            .prefix("gmsa-real-cluster-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .map_err(io_err("creating the cluster's temporary directory"))?;
         let root = dir.path().to_path_buf();
+        write_file(&root.join(OWNER_FILE), &std::process::id().to_string())?;
 
         let tls = LoopbackTls::generate(&root, "apiserver")?;
         let sa_key = KeyPair::generate()?;
@@ -848,6 +851,34 @@ impl Drop for RealCluster {
                 let kept = dir.keep();
                 eprintln!("kept the real cluster's directory: {}", kept.display());
             }
+        }
+    }
+}
+
+/// Prefix of every cluster directory under the system's temporary directory.
+const DIR_PREFIX: &str = "gmsa-real-cluster-";
+/// File in a cluster directory holding the pid of the test process that owns it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// Removes cluster directories left by test processes that were killed outright (their
+/// processes died with them through the parent-death signal; the directory could not).
+fn remove_abandoned_dirs() {
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(DIR_PREFIX));
+        let owner = fs::read_to_string(path.join(OWNER_FILE)).ok();
+        let owner_gone = owner
+            .as_deref()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if is_ours && owner_gone {
+            let _ = fs::remove_dir_all(&path);
         }
     }
 }

@@ -533,6 +533,31 @@ async fn local_review_with_a_mismatched_namespace_is_invalid() {
 }
 
 #[tokio::test]
+async fn local_review_needs_its_namespace_in_the_object() {
+    let (server, http) = started().await;
+    server.apply_all(webapp1_grant()).expect("grant");
+    // 1.20 does not take the namespace from the path: without metadata.namespace the
+    // review is invalid even though the path and the attributes agree.
+    let mut request = use_review("default", "default", "gmsa-webapp1");
+    request.as_object_mut().expect("object").remove("metadata");
+    let reply = http.post(LSAR_DEFAULT, &request).await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        reply.body["details"]["causes"][0]["message"],
+        "Invalid value: \"default\": must match metadata.namespace"
+    );
+
+    // An object for another namespace, posted to this one's path.
+    let elsewhere = use_review("team-c", "team-c", "gmsa-webapp1");
+    let reply = http.post(LSAR_DEFAULT, &elsewhere).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.body["message"],
+        "spec.resourceAttributes.namespace must match namespace: default"
+    );
+}
+
+#[tokio::test]
 async fn cluster_review_uses_cluster_bindings_and_the_privileged_group() {
     let (server, http) = started().await;
     server
@@ -707,19 +732,32 @@ async fn injected_failures_answer_real_status_bodies() {
 #[tokio::test]
 async fn unknown_paths_and_version() {
     let (_server, http) = started().await;
+    // kube-apiserver's own groups answer with a Status...
     for path in [
         "/api/v1/namespaces/default/pods",
-        "/apis/windows.k8s.io/v2/gmsacredentialspecs",
-        "/healthz/x",
+        "/apis/rbac.authorization.k8s.io/v1/roles/r",
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
     ] {
         let reply = http.get(path).await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
-        assert_eq!(reply.body["kind"], "Status");
+        assert_eq!(reply.body["kind"], "Status", "{path}");
         assert_eq!(reply.body["reason"], "NotFound");
         assert_eq!(
             reply.body["message"],
             "the server could not find the requested resource"
         );
+        assert_eq!(reply.body["details"], json!({}));
+    }
+    // ...while custom-resource and unknown groups fall through to a plain-text 404.
+    for path in [
+        "/apis/windows.k8s.io/v2/gmsacredentialspecs",
+        "/apis/windows.k8s.io/v1/namespaces/a/gmsacredentialspecs",
+        "/apis/example.com/v1/things",
+    ] {
+        let reply = http.get(path).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(reply.text, "404 page not found\n", "{path}");
+        assert_eq!(reply.headers["content-type"], "text/plain; charset=utf-8");
     }
     let version = http.get("/version").await;
     assert_eq!(version.status, StatusCode::OK);

@@ -224,7 +224,7 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
             review::local(&shared, &namespace, &body)
         }
         (Method::POST, Target::ClusterReview) => review::cluster(&shared, &body),
-        (_, Target::Unknown) => Status::path_not_found().into_response(),
+        (_, Target::Unknown) => not_found(parts.uri.path()),
         (method, Target::Collection { rt, .. } | Target::Object { rt, .. }) => {
             Status::method_not_allowed(&verb_for_message(&method), &rt.qualified()).into_response()
         }
@@ -233,6 +233,30 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
                 .into_response()
         }
     }
+}
+
+/// Groups served by kube-apiserver's own handlers, which answer unknown paths with a `Status`.
+/// Other groups (custom resources such as `windows.k8s.io`, unknown groups) fall through to a
+/// plain-text 404, as on the real server.
+const BUILT_IN_GROUP_PREFIXES: &[&str] = &[
+    "/api/",
+    "/apis/rbac.authorization.k8s.io/",
+    "/apis/authorization.k8s.io/",
+];
+
+fn not_found(path: &str) -> Response {
+    if path.starts_with("/apis/") && !BUILT_IN_GROUP_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return (
+            StatusCode::NOT_FOUND,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            "404 page not found\n",
+        )
+            .into_response();
+    }
+    Status::path_not_found().into_response()
 }
 
 fn verb_for_message(method: &Method) -> String {
@@ -308,11 +332,14 @@ fn decode_continue(token: &str) -> Result<(u64, String), String> {
     Ok((u64::try_from(rv).unwrap_or(0), start.to_string()))
 }
 
-fn selectors(params: &BTreeMap<String, String>) -> Result<(LabelSelector, FieldSelector), Status> {
+fn selectors(
+    rt: &ResourceType,
+    params: &BTreeMap<String, String>,
+) -> Result<(LabelSelector, FieldSelector), Status> {
     let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
         .map_err(Status::bad_request)?;
     let fields = FieldSelector::parse(params.get("fieldSelector").map_or("", String::as_str))
-        .map_err(Status::bad_request)?;
+        .map_err(|e| Status::bad_request(e.message(rt.custom)))?;
     Ok((labels, fields))
 }
 
@@ -352,7 +379,7 @@ async fn list_body(
     namespace: Option<&str>,
     params: &BTreeMap<String, String>,
 ) -> Result<Value, Status> {
-    let (labels, fields) = selectors(params)?;
+    let (labels, fields) = selectors(&rt, params)?;
     let limit = match params.get("limit").filter(|l| !l.is_empty()) {
         Some(text) => text
             .parse::<i64>()
@@ -469,7 +496,7 @@ fn watch_collection(
     namespace: Option<String>,
     params: &BTreeMap<String, String>,
 ) -> Response {
-    let (labels, fields) = match selectors(params) {
+    let (labels, fields) = match selectors(&rt, params) {
         Ok(s) => s,
         Err(status) => return status.into_response(),
     };

@@ -19,21 +19,18 @@ const PRIVILEGED_GROUP: &str = "system:masters";
 pub(crate) fn local(shared: &Shared, namespace: &str, body: &[u8]) -> Response {
     let result = (|| {
         let review = decode(body, "LocalSubjectAccessReview")?;
-        let body_ns = review
+        // 1.20 does not fill the object's namespace from the path: a review without
+        // `metadata.namespace` fails validation below, as on a real cluster.
+        let object_ns = review
             .get("metadata")
             .and_then(|m| m.get("namespace"))
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !body_ns.is_empty() && body_ns != namespace {
-            return Err(Status::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
         let spec = review.get("spec").cloned().unwrap_or_else(|| json!({}));
         let mut errors = spec_errors(&spec);
         if let Some(attributes) = spec.get("resourceAttributes").filter(|a| !a.is_null()) {
             let asked = text(attributes, "namespace");
-            if asked != namespace {
+            if asked != object_ns {
                 errors.push(FieldError::invalid(
                     "spec.resourceAttributes.namespace",
                     quote(asked),
@@ -51,6 +48,11 @@ pub(crate) fn local(shared: &Shared, namespace: &str, body: &[u8]) -> Response {
         if !errors.is_empty() {
             // The decoded object has no kind, hence the bare `.authorization.k8s.io ""`.
             return Err(Status::invalid("", GROUP, "", &errors));
+        }
+        if object_ns != namespace {
+            return Err(Status::bad_request(format!(
+                "spec.resourceAttributes.namespace must match namespace: {namespace}"
+            )));
         }
         let metadata = json!({ "namespace": namespace, "creationTimestamp": null });
         Ok(answer(shared, "LocalSubjectAccessReview", metadata, spec))

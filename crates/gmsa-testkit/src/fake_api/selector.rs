@@ -138,6 +138,26 @@ fn checked_key(key: &str, part: &str) -> Result<String, String> {
     }
 }
 
+/// Why a field selector was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FieldSelectorError {
+    Syntax(String),
+    Unsupported(String),
+}
+
+impl FieldSelectorError {
+    /// The message as the server words it: custom resources and built-in kinds differ.
+    pub fn message(&self, custom: bool) -> String {
+        match self {
+            Self::Syntax(message) => message.clone(),
+            Self::Unsupported(field) if custom => format!("field label not supported: {field}"),
+            Self::Unsupported(field) => format!(
+                "{field:?} is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
+            ),
+        }
+    }
+}
+
 /// A parsed field selector over `metadata.name` and `metadata.namespace`, the fields every
 /// resource supports.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,7 +166,7 @@ pub(crate) struct FieldSelector {
 }
 
 impl FieldSelector {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, FieldSelectorError> {
         let mut requirements = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, op) = if let Some((f, v)) = part.split_once("!=") {
@@ -156,14 +176,14 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once('=') {
                 (f, Op::Equals(v.trim().to_string()))
             } else {
-                return Err(format!(
+                return Err(FieldSelectorError::Syntax(format!(
                     "invalid selector: '{text}'; can't understand '{part}'"
-                ));
+                )));
             };
             let field = match field.trim() {
                 "metadata.name" => "name",
                 "metadata.namespace" => "namespace",
-                other => return Err(format!("field label not supported: {other}")),
+                other => return Err(FieldSelectorError::Unsupported(other.to_string())),
             };
             requirements.push((field, op));
         }
@@ -232,9 +252,14 @@ mod tests {
         assert!(!selector.matches(&object("other", json!({}))));
         let cluster = FieldSelector::parse("metadata.namespace=").expect("valid");
         assert!(cluster.matches(&object("x", json!({}))));
+        let unsupported = FieldSelector::parse("spec.x=1").expect_err("unsupported");
         assert_eq!(
-            FieldSelector::parse("spec.x=1").expect_err("unsupported"),
+            unsupported.message(true),
             "field label not supported: spec.x"
+        );
+        assert_eq!(
+            unsupported.message(false),
+            "\"spec.x\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\""
         );
     }
 }

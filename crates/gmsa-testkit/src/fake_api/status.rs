@@ -249,7 +249,7 @@ impl Status {
         let mut status = Self::failure(
             504,
             "Timeout",
-            format!("Too large resource version: {requested}, current: {current}"),
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
         );
         status.0.details = Some(Details {
             causes: vec![Cause {

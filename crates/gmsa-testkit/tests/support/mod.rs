@@ -24,7 +24,9 @@ pub struct Http {
 pub struct Reply {
     pub status: StatusCode,
     pub headers: http::HeaderMap,
+    /// The body as JSON; `Null` when it is empty or not JSON.
     pub body: Value,
+    pub text: String,
 }
 
 impl Http {
@@ -64,20 +66,13 @@ impl Http {
             .expect("body within the wait")
             .expect("body")
             .to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "body is not JSON ({e}): {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })
-        };
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         Reply {
             status,
             headers,
             body,
+            text,
         }
     }
 
