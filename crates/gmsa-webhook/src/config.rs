@@ -272,7 +272,9 @@ pub fn parse_go_bool(s: &str) -> Option<bool> {
 /// Durations as `500ms`, `5s`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: f64 = number
         .parse()
@@ -282,7 +284,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("{s:?} has an unknown unit {unit:?}: use ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit {unit:?}: use ms, s, m or h"
+            ))
+        }
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -298,7 +304,12 @@ mod tests {
     }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -312,7 +323,12 @@ mod tests {
     fn reference_env_rules() {
         let (cfg, warnings) = Config::from_args_and_env(
             args(&["--tls-cert", "c", "--tls-key", "k"]),
-            env_of(&[("QPS", "fast"), ("BURST", "20"), ("LOG_LEVEL", "DEBUG"), ("RANDOM_HOSTNAME", "T")]),
+            env_of(&[
+                ("QPS", "fast"),
+                ("BURST", "20"),
+                ("LOG_LEVEL", "DEBUG"),
+                ("RANDOM_HOSTNAME", "T"),
+            ]),
         )
         .unwrap();
         assert_eq!(
@@ -322,7 +338,9 @@ mod tests {
         assert_eq!(cfg.log_level, tracing::Level::DEBUG);
         assert!(cfg.random_hostname);
         match cfg.cluster {
-            ClusterSource::Kubernetes { qps, burst, caches, .. } => {
+            ClusterSource::Kubernetes {
+                qps, burst, caches, ..
+            } => {
                 assert_eq!((qps, burst, caches), (5.0, 20, true));
             }
             other => panic!("unexpected {other:?}"),

@@ -31,7 +31,12 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(backend: Backend, metrics: Arc<Metrics>, options: Options, max_body_bytes: usize) -> Arc<Self> {
+    pub fn new(
+        backend: Backend,
+        metrics: Arc<Metrics>,
+        options: Options,
+        max_body_bytes: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             backend,
             metrics,
@@ -74,7 +79,10 @@ async fn readyz(State(app): State<Arc<App>>) -> StatusCode {
 }
 
 async fn info() -> Response {
-    json_response(StatusCode::OK, format!(r#"{{"version":"{VERSION}"}}"#).into_bytes())
+    json_response(
+        StatusCode::OK,
+        format!(r#"{{"version":"{VERSION}"}}"#).into_bytes(),
+    )
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -96,9 +104,10 @@ async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -117,7 +126,9 @@ fn deadline(query: Option<&str>) -> Duration {
         .find_map(|kv| kv.strip_prefix("timeout="))
         .and_then(|v| crate::config::parse_duration(v).ok())
         .unwrap_or(Duration::from_secs(10));
-    given.saturating_sub(given / 10).max(Duration::from_millis(100))
+    given
+        .saturating_sub(given / 10)
+        .max(Duration::from_millis(100))
 }
 
 async fn admission(app: Arc<App>, hook: Hook, request: Request) -> Response {
@@ -147,10 +158,15 @@ async fn admission(app: Arc<App>, hook: Hook, request: Request) -> Response {
             if too_large {
                 return StatusCode::PAYLOAD_TOO_LARGE.into_response();
             }
-            let verdict = Verdict::Denied(Denial::new(400, format!("couldn't read request body: {e}")));
+            let verdict =
+                Verdict::Denied(Denial::new(400, format!("couldn't read request body: {e}")));
             return json_response(
                 StatusCode::OK,
-                gmsa_core::admission::response_body(gmsa_core::admission::API_VERSION_V1, "", &verdict),
+                gmsa_core::admission::response_body(
+                    gmsa_core::admission::API_VERSION_V1,
+                    "",
+                    &verdict,
+                ),
             );
         }
     };
@@ -173,7 +189,12 @@ async fn admission(app: Arc<App>, hook: Hook, request: Request) -> Response {
 }
 
 /// Reads, decides and answers one review; returns the body, the operation and the outcome.
-async fn review(app: &App, hook: Hook, body: &Bytes, deadline: Duration) -> (Vec<u8>, String, bool) {
+async fn review(
+    app: &App,
+    hook: Hook,
+    body: &Bytes,
+    deadline: Duration,
+) -> (Vec<u8>, String, bool) {
     let review = Review::read(hook, body);
     let span = tracing::info_span!(
         "admission",
@@ -207,4 +228,3 @@ async fn review(app: &App, hook: Hook, body: &Bytes, deadline: Duration) -> (Vec
     .instrument(span)
     .await
 }
-

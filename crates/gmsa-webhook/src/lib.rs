@@ -44,7 +44,11 @@ impl Server {
         };
         let store = Arc::new(tls::CertStore::load(cert, key)?);
         let tls_config = tls::server_config(store.clone(), config.client_ca.as_deref())?;
-        tls::spawn_reloader(store.clone(), config.cert_poll_interval, std::future::pending());
+        tls::spawn_reloader(
+            store.clone(),
+            config.cert_poll_interval,
+            std::future::pending(),
+        );
 
         let metrics = Metrics::new(config::VERSION);
         {

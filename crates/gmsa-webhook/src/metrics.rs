@@ -76,7 +76,11 @@ impl Metrics {
     pub fn new(version: &'static str) -> Arc<Self> {
         let mut registry = Registry::with_prefix("gmsa_webhook");
         let admissions = Family::<AdmissionLabels, Counter>::default();
-        registry.register("admissions", "Admission reviews answered", admissions.clone());
+        registry.register(
+            "admissions",
+            "Admission reviews answered",
+            admissions.clone(),
+        );
         let latency = Family::<PathLabels, Histogram>::new_with_constructor(|| {
             // 50 µs .. ~3 s.
             Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -87,11 +91,23 @@ impl Metrics {
             latency.clone(),
         );
         let cache_hits = Family::<CacheLabels, Counter>::default();
-        registry.register("cache_hits", "Lookups answered from a cache", cache_hits.clone());
+        registry.register(
+            "cache_hits",
+            "Lookups answered from a cache",
+            cache_hits.clone(),
+        );
         let cache_misses = Family::<CacheLabels, Counter>::default();
-        registry.register("cache_misses", "Lookups that needed the API server", cache_misses.clone());
+        registry.register(
+            "cache_misses",
+            "Lookups that needed the API server",
+            cache_misses.clone(),
+        );
         let api_calls = Family::<ApiCallLabels, Counter>::default();
-        registry.register("api_calls", "Requests made to the Kubernetes API", api_calls.clone());
+        registry.register(
+            "api_calls",
+            "Requests made to the Kubernetes API",
+            api_calls.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -115,7 +131,11 @@ impl Metrics {
 
     /// Counts a cache hit or miss.
     pub fn cache(&self, cache: CacheKind, hit: bool) {
-        let family = if hit { &self.cache_hits } else { &self.cache_misses };
+        let family = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
         family.get_or_create(&CacheLabels { cache }).inc();
     }
 

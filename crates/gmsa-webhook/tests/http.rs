@@ -62,7 +62,9 @@ async fn call(app: &Arc<App>, req: Request<Body>) -> (StatusCode, Vec<u8>, Optio
         .headers()
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string());
-    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
     (status, body.to_vec(), ctype)
 }
 
@@ -110,16 +112,26 @@ async fn routing_codes_match_the_reference() {
             .body(Body::from("{}"))
             .unwrap();
         let (s, b, _) = call(&f.app, req).await;
-        assert_eq!((s, b.len()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, 0), "{path}");
+        assert_eq!(
+            (s, b.len()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, 0),
+            "{path}"
+        );
         let req = Request::post(path).body(Body::from("{}")).unwrap();
-        assert_eq!(call(&f.app, req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            call(&f.app, req).await.0,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
     }
     let (s, b, _) = call(&f.app, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!((s, b.len()), (StatusCode::NO_CONTENT, 0));
     let (s, b, ct) = call(&f.app, Request::get("/info").body(Body::empty()).unwrap()).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(ct.as_deref(), Some("application/json"));
-    assert_eq!(response_of(&b), json!({"version": env!("CARGO_PKG_VERSION")}));
+    assert_eq!(
+        response_of(&b),
+        json!({"version": env!("CARGO_PKG_VERSION")})
+    );
     let (s, _, _) = call(&f.app, Request::get("/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
@@ -132,7 +144,14 @@ async fn readiness_follows_draining() {
     f.app.start_draining();
     assert_eq!(call(&f.app, get()).await.0, StatusCode::SERVICE_UNAVAILABLE);
     // Draining does not stop serving.
-    let (s, _, _) = call(&f.app, post("/mutate", review("admission.k8s.io/v1", "CREATE", "default", "gmsa-webapp1"))).await;
+    let (s, _, _) = call(
+        &f.app,
+        post(
+            "/mutate",
+            review("admission.k8s.io/v1", "CREATE", "default", "gmsa-webapp1"),
+        ),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -156,7 +175,10 @@ async fn broken_bodies_get_a_denied_review() {
         assert_eq!(r["response"]["allowed"], false);
         assert_eq!(r["response"]["status"]["code"], 400);
         let msg = r["response"]["status"]["message"].as_str().unwrap();
-        assert!(msg.starts_with(prefix), "{msg:?} should start with {prefix:?}");
+        assert!(
+            msg.starts_with(prefix),
+            "{msg:?} should start with {prefix:?}"
+        );
     }
 }
 
@@ -164,9 +186,16 @@ async fn broken_bodies_get_a_denied_review() {
 async fn oversized_bodies_are_refused_with_413() {
     let f = fixture(Options::default());
     let big = vec![b' '; 3 * 1024 * 1024 + 1];
-    assert_eq!(call(&f.app, post("/mutate", big.clone())).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        call(&f.app, post("/mutate", big.clone())).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
     // Without a content length (chunked), the limit still holds.
-    let stream = futures::stream::iter(big.chunks(64 * 1024).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let stream = futures::stream::iter(
+        big.chunks(64 * 1024)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
     let req = Request::post("/mutate")
         .header("content-type", "application/json")
         .body(Body::from_stream(stream))
@@ -178,7 +207,14 @@ async fn oversized_bodies_are_refused_with_413() {
 async fn mutate_inlines_go_encoded_contents_and_echoes_version() {
     let f = fixture(Options::default());
     for version in ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"] {
-        let (s, b, _) = call(&f.app, post("/mutate", review(version, "CREATE", "default", "gmsa-webapp1"))).await;
+        let (s, b, _) = call(
+            &f.app,
+            post(
+                "/mutate",
+                review(version, "CREATE", "default", "gmsa-webapp1"),
+            ),
+        )
+        .await;
         assert_eq!(s, StatusCode::OK);
         let r = response_of(&b);
         assert_eq!(r["apiVersion"], version);
@@ -203,7 +239,14 @@ async fn mutate_inlines_go_encoded_contents_and_echoes_version() {
 #[tokio::test]
 async fn validate_refuses_an_unauthorized_service_account_and_counts_it() {
     let f = fixture(Options::default());
-    let (_, b, _) = call(&f.app, post("/validate", review("admission.k8s.io/v1", "CREATE", "builder", "gmsa-webapp1"))).await;
+    let (_, b, _) = call(
+        &f.app,
+        post(
+            "/validate",
+            review("admission.k8s.io/v1", "CREATE", "builder", "gmsa-webapp1"),
+        ),
+    )
+    .await;
     let r = response_of(&b);
     assert_eq!(r["response"]["allowed"], false);
     assert_eq!(r["response"]["status"]["code"], 403);
@@ -212,22 +255,56 @@ async fn validate_refuses_an_unauthorized_service_account_and_counts_it() {
         "service account \"builder\" is not authorized to `use` GMSA cred spec \"gmsa-webapp1\""
     );
     assert!(r["response"].get("patch").is_none());
-    let (_, b, _) = call(&f.app, post("/validate", review("admission.k8s.io/v1", "CREATE", "default", "gmsa-webapp1"))).await;
+    let (_, b, _) = call(
+        &f.app,
+        post(
+            "/validate",
+            review("admission.k8s.io/v1", "CREATE", "default", "gmsa-webapp1"),
+        ),
+    )
+    .await;
     assert_eq!(response_of(&b)["response"]["allowed"], true);
-    let (_, m, _) = call(&f.app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let (_, m, _) = call(
+        &f.app,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
     let m = String::from_utf8(m).unwrap();
     assert!(m.contains(r#"gmsa_webhook_admissions_total{path="/validate",operation="CREATE",allowed="false"} 1"#), "{m}");
-    assert!(m.contains(r#"gmsa_webhook_admissions_total{path="/validate",operation="CREATE",allowed="true"} 1"#), "{m}");
-    assert!(m.contains("gmsa_webhook_admission_duration_seconds_count{path=\"/validate\"} 2"), "{m}");
-    assert!(m.contains("gmsa_webhook_build_info{version=\"test\"} 1"), "{m}");
-    assert!(m.contains("gmsa_webhook_certificate_reloads_total 0"), "{m}");
+    assert!(
+        m.contains(
+            r#"gmsa_webhook_admissions_total{path="/validate",operation="CREATE",allowed="true"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains("gmsa_webhook_admission_duration_seconds_count{path=\"/validate\"} 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("gmsa_webhook_build_info{version=\"test\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("gmsa_webhook_certificate_reloads_total 0"),
+        "{m}"
+    );
     assert!(m.trim_end().ends_with("# EOF"));
 }
 
 #[tokio::test]
 async fn random_hostname_is_added_only_when_enabled() {
-    let f = fixture(Options { random_hostname: true });
-    let (_, b, _) = call(&f.app, post("/mutate", review("admission.k8s.io/v1", "CREATE", "default", "gmsa-webapp1"))).await;
+    let f = fixture(Options {
+        random_hostname: true,
+    });
+    let (_, b, _) = call(
+        &f.app,
+        post(
+            "/mutate",
+            review("admission.k8s.io/v1", "CREATE", "default", "gmsa-webapp1"),
+        ),
+    )
+    .await;
     let r = response_of(&b);
     let patch: Value = serde_json::from_slice(
         &base64::engine::general_purpose::STANDARD
@@ -241,18 +318,37 @@ async fn random_hostname_is_added_only_when_enabled() {
     let host = ops[1]["value"].as_str().unwrap();
     assert_eq!(host.len(), 15);
     assert!(host.chars().next().unwrap().is_ascii_lowercase());
-    assert!(host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+    assert!(host
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
 }
 
 #[tokio::test]
 async fn unknown_spec_is_404_and_update_of_name_is_403() {
     let f = fixture(Options::default());
-    let (_, b, _) = call(&f.app, post("/mutate", review("admission.k8s.io/v1", "CREATE", "default", "nope"))).await;
+    let (_, b, _) = call(
+        &f.app,
+        post(
+            "/mutate",
+            review("admission.k8s.io/v1", "CREATE", "default", "nope"),
+        ),
+    )
+    .await;
     let r = response_of(&b);
     assert_eq!(r["response"]["status"]["code"], 404);
-    assert_eq!(r["response"]["status"]["message"], "cred spec nope does not exist");
-    let mut update: Value = serde_json::from_str(&review("admission.k8s.io/v1", "UPDATE", "default", "gmsa-webapp1")).unwrap();
-    update["request"]["object"]["spec"]["containers"][0]["securityContext"]["windowsOptions"]["gmsaCredentialSpecName"] = json!("other");
+    assert_eq!(
+        r["response"]["status"]["message"],
+        "cred spec nope does not exist"
+    );
+    let mut update: Value = serde_json::from_str(&review(
+        "admission.k8s.io/v1",
+        "UPDATE",
+        "default",
+        "gmsa-webapp1",
+    ))
+    .unwrap();
+    update["request"]["object"]["spec"]["containers"][0]["securityContext"]["windowsOptions"]
+        ["gmsaCredentialSpecName"] = json!("other");
     let (_, b, _) = call(&f.app, post("/validate", update.to_string())).await;
     let r = response_of(&b);
     assert_eq!(r["response"]["status"]["code"], 403);

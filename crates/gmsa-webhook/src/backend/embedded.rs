@@ -63,10 +63,14 @@ impl EmbeddedState {
         let this = self.clone();
         tokio::spawn(async move {
             let (tx, mut rx) = mpsc::channel::<()>(1);
-            let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-                let _ = tx.try_send(());
-            })
-            .and_then(|mut w| w.watch(&this.dir, notify::RecursiveMode::NonRecursive).map(|_| w));
+            let watcher =
+                notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+                    let _ = tx.try_send(());
+                })
+                .and_then(|mut w| {
+                    w.watch(&this.dir, notify::RecursiveMode::NonRecursive)
+                        .map(|_| w)
+                });
             if let Err(e) = &watcher {
                 tracing::warn!(error = %e, "cannot watch the state directory; polling only");
             }
