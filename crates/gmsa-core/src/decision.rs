@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::canonical::{go_quote, write_go_string};
-use crate::credspec::CredentialSpec;
+use crate::credspec::{Contents, CredentialSpec};
 use crate::names;
 use crate::pod::{Place, PlaceKind, Pod};
 
@@ -315,13 +315,7 @@ impl Plan {
                 // Pre-set contents are kept; validation checks they match.
                 continue;
             }
-            let spec = spec_fact(facts, name)?;
-            let contents = spec.contents().ok_or_else(|| {
-                Denial::new(
-                    417,
-                    format!("cred spec {name} does not have a credspec key"),
-                )
-            })?;
+            let contents = spec_contents(facts, name)?;
             patch.add(&place.contents_path(), &contents.encoded);
         }
         if names_a_spec
@@ -355,13 +349,7 @@ impl Plan {
             };
             self.check_grant(facts, name)?;
             if let Some(preset) = &options.gmsa_credential_spec {
-                let spec = spec_fact(facts, name)?;
-                let contents = spec.contents().ok_or_else(|| {
-                    Denial::new(
-                        417,
-                        format!("cred spec {name} does not have a credspec key"),
-                    )
-                })?;
+                let contents = spec_contents(facts, name)?;
                 let mismatch = |detail: Option<String>| {
                     let mut msg = format!(
                         "the GMSA cred spec contents for {} {} does not match the contents of GMSA resource {}",
@@ -468,6 +456,16 @@ impl Plan {
         }
         Ok(())
     }
+}
+
+/// The contents of a looked-up spec; a resource without a `credspec` key is refused with 417.
+fn spec_contents<'f>(facts: &'f Facts, name: &str) -> Result<&'f Contents, Denial> {
+    spec_fact(facts, name)?.contents().ok_or_else(|| {
+        Denial::new(
+            417,
+            format!("cred spec {name} does not have a credspec key"),
+        )
+    })
 }
 
 fn spec_fact<'f>(facts: &'f Facts, name: &str) -> Result<&'f Arc<CredentialSpec>, Denial> {
