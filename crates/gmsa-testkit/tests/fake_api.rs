@@ -654,16 +654,17 @@ async fn counters_count_each_verb_and_resource() {
 #[tokio::test]
 async fn latency_delays_every_answer() {
     let (server, http) = started().await;
-    server.set_latency(Duration::from_millis(300));
+    let latency = Duration::from_secs(1);
+    server.set_latency(latency);
     let started_at = Instant::now();
     let reply = http.get(&format!("{CREDSPECS}/x")).await;
     let took = started_at.elapsed();
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
-    assert!(took >= Duration::from_millis(300), "took {took:?}");
+    assert!(took >= latency, "took {took:?}");
     server.set_latency(Duration::ZERO);
     let started_at = Instant::now();
     http.get(&format!("{CREDSPECS}/x")).await;
-    assert!(started_at.elapsed() < Duration::from_millis(300));
+    assert!(started_at.elapsed() < latency);
 }
 
 #[tokio::test]
@@ -727,6 +728,53 @@ async fn injected_failures_answer_real_status_bodies() {
     );
     server.set_down(false);
     assert_eq!(http.get(&path).await.status, StatusCode::OK);
+}
+
+/// One request on a fresh connection; the raw answer, or what broke.
+async fn raw_get(server: &FakeApiServer, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.addr()).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: fake\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn unreachable_drops_connections_until_reachable_again() {
+    let (server, http) = started().await;
+    // A pooled keep-alive connection exists before the outage.
+    assert_eq!(http.get("/version").await.status, StatusCode::OK);
+    let mut events = http.watch(&format!("{CREDSPECS}?watch=true")).await;
+    assert!(
+        server
+            .wait_for_watches("gmsacredentialspecs", 1, WAIT)
+            .await
+    );
+
+    server.set_unreachable(true);
+    let during = tokio::time::timeout(WAIT, raw_get(&server, "/version"))
+        .await
+        .expect("answer or break in time");
+    assert!(
+        during
+            .as_deref()
+            .map_or(true, |text| !text.starts_with("HTTP/")),
+        "{during:?}"
+    );
+    // Cut mid-stream: the client sees a broken body, not a clean end.
+    assert!(events.ends_or_breaks(WAIT).await);
+    let before = server.count("get", "version");
+
+    server.set_unreachable(false);
+    let after = tokio::time::timeout(WAIT, raw_get(&server, "/version"))
+        .await
+        .expect("in time")
+        .expect("answer");
+    assert!(after.starts_with("HTTP/1.1 200"), "{after}");
+    // Dropped connections never reached a handler.
+    assert_eq!(server.count("get", "version"), before + 1);
 }
 
 #[tokio::test]

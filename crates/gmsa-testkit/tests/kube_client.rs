@@ -92,6 +92,18 @@ async fn kube_reads_credential_specs_and_sees_real_errors() {
     api.get("gmsa-webapp1").await.expect("retried past one 503");
     assert_eq!(server.gets("gmsacredentialspecs"), 2);
 
+    // An unreachable server fails calls at once, with a transport error rather than a Status.
+    server.set_unreachable(true);
+    let started = std::time::Instant::now();
+    let failed = api.get("gmsa-webapp1").await;
+    assert!(
+        matches!(failed, Err(ref e) if !matches!(e, kube::Error::Api(_))),
+        "{failed:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    server.set_unreachable(false);
+    api.get("gmsa-webapp1").await.expect("reachable again");
+
     let alpha: Api<DynamicObject> = Api::all_with(client(&server), &credspecs("v1alpha1"));
     let old = alpha
         .get("gmsa-webapp1")

@@ -1,7 +1,7 @@
 //! Routing and the GET/LIST/CREATE/UPDATE/DELETE handlers.
 //!
-//! One fallback handler parses paths itself, so unknown paths get the real server's `Status`
-//! body and every request is counted and subject to injected latency and failures.
+//! One fallback handler parses paths itself, so unknown paths get the real server's 404 and
+//! every request is counted and subject to injected latency and failures.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

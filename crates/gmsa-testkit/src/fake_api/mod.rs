@@ -3,8 +3,30 @@
 //! Tests point a real client (`kube::Config::new(url)`) at it, so the client's own paging,
 //! watch resumption, bookmark and 410 handling run as they would against a cluster. The wire
 //! shapes and messages follow captures from a real 1.20 server.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use gmsa_testkit::FakeApiServer;
+//!
+//! let server = FakeApiServer::start().await;
+//! server
+//!     .apply(serde_json::json!({
+//!         "apiVersion": "windows.k8s.io/v1",
+//!         "kind": "GMSACredentialSpec",
+//!         "metadata": { "name": "gmsa-webapp1" },
+//!         "credspec": { "CmsPlugins": ["ActiveDirectory"] }
+//!     }))
+//!     .expect("a credential spec");
+//! // Point the code under test at `server.url()`, e.g. `kube::Config::new(url)`, then
+//! // assert on what it asked for.
+//! assert_eq!(server.gets("gmsacredentialspecs"), 0);
+//! server.shutdown().await;
+//! # }
+//! ```
 
 mod http;
+mod reachability;
 mod resources;
 mod review;
 mod selector;
@@ -14,6 +36,7 @@ mod watch;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -62,20 +85,26 @@ impl FakeOptions {
 /// Why the test side could not change the fake's state.
 #[derive(Debug, thiserror::Error)]
 pub enum FakeApiError {
-    #[error("cannot listen on 127.0.0.1: {0}")]
+    /// No loopback port could be bound.
+    #[error("cannot listen on 127.0.0.1")]
     Bind(#[source] std::io::Error),
+    /// The object is not a JSON object.
     #[error("an object must be a JSON object with apiVersion, kind and metadata.name")]
     NotAnObject,
+    /// The kind (or `apiVersion`) is not one the fake serves.
     #[error("the fake API server does not serve {api_version} {kind}; it serves GMSACredentialSpec, ClusterRole, ClusterRoleBinding, Role and RoleBinding")]
     UnsupportedKind { api_version: String, kind: String },
+    /// The object has neither `metadata.name` nor `metadata.generateName`.
     #[error("{kind} has no metadata.name")]
     MissingName { kind: String },
+    /// The object does not decode as its kind (e.g. a binding without `roleRef`).
     #[error("{kind} {name:?} is malformed: {reason}")]
     Malformed {
         kind: String,
         name: String,
         reason: String,
     },
+    /// Nothing to delete.
     #[error("{resource} {name:?} not found")]
     NotFound { resource: String, name: String },
 }
@@ -100,6 +129,8 @@ pub(crate) struct Shared {
     pub shutdown: signal::Sender<bool>,
     pub controls: Mutex<Controls>,
     pub open_watches: Mutex<BTreeMap<&'static str, usize>>,
+    /// While set, connections are dropped (see `reachability`).
+    pub unreachable: Arc<AtomicBool>,
 }
 
 /// Test controls: counters, latency and failure injection.
@@ -142,6 +173,7 @@ impl Shared {
             shutdown: signal::channel(false).0,
             controls: Mutex::new(Controls::default()),
             open_watches: Mutex::new(BTreeMap::new()),
+            unreachable: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -332,6 +364,7 @@ impl FakeApiServer {
         let addr = listener.local_addr().map_err(FakeApiError::Bind)?;
         let shared = Arc::new(Shared::new(options));
         let app = http::router(shared.clone());
+        let listener = reachability::GatedListener::new(listener, shared.unreachable.clone());
         let mut stop = shared.shutdown.subscribe();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -492,7 +525,8 @@ impl FakeApiServer {
     }
 
     /// Requests received, keyed `"<verb> <resource>"`, e.g. `"list gmsacredentialspecs"`,
-    /// `"create localsubjectaccessreviews"`, `"get version"`. Injected failures count too.
+    /// `"create localsubjectaccessreviews"`, `"get version"` (`"<verb> unknown"` for paths
+    /// the fake does not serve). Requests answered by an injected failure count too.
     pub fn counts(&self) -> BTreeMap<String, u64> {
         lock(&self.shared.controls).counts.clone()
     }
@@ -558,10 +592,22 @@ impl FakeApiServer {
     }
 
     /// While down, every request fails with 503 `ServiceUnavailable`; going down also ends
-    /// open watches, as a dying server's connections do.
+    /// open watches, as a dying server's connections do. Note that kube-rs retries 503 (15
+    /// times, backing off exponentially from 5 ms), so a kube-rs call against a down server
+    /// takes minutes to fail; use [`Self::set_unreachable`] to make calls fail at once.
     pub fn set_down(&self, down: bool) {
         lock(&self.shared.controls).down = down;
         if down {
+            self.shared.cut_watches();
+        }
+    }
+
+    /// While unreachable, every connection is dropped (new ones on accept, open ones at their
+    /// next read or write) and open watches end: clients get transport errors, as from a dead
+    /// or partitioned apiserver, which kube-rs does not retry.
+    pub fn set_unreachable(&self, unreachable: bool) {
+        self.shared.unreachable.store(unreachable, Ordering::SeqCst);
+        if unreachable {
             self.shared.cut_watches();
         }
     }

@@ -303,7 +303,8 @@ impl Status {
             _ => ("", "injected by the fake API server"),
         };
         let mut status = Self::failure(code, reason, message.into());
-        if code == 429 || code == 503 || code == 504 {
+        // The real server asks for a retry after 1 s on throttling and timeouts, not on 503.
+        if code == 429 || code == 504 {
             status.0.details = Some(Details {
                 retry_after_seconds: Some(1),
                 ..Details::default()

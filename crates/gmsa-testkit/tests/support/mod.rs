@@ -114,16 +114,43 @@ impl Events {
     }
 
     async fn next_event(&mut self) -> Option<Value> {
+        self.next_or_break()
+            .await
+            .map(|r| r.unwrap_or_else(|e| panic!("watch body broke: {e}")))
+    }
+
+    async fn next_or_break(&mut self) -> Option<Result<Value, hyper::Error>> {
         loop {
             if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                return Some(serde_json::from_slice(&line).expect("each line is one JSON event"));
+                let event = serde_json::from_slice(&line).expect("each line is one JSON event");
+                return Some(Ok(event));
             }
-            let frame = self.body.frame().await?.expect("watch body frame");
-            if let Ok(data) = frame.into_data() {
-                self.buffer.extend_from_slice(&data);
+            match self.body.frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+                Err(e) => return Some(Err(e)),
             }
         }
+    }
+
+    /// Reads until the stream ends or breaks; true if it broke. Panics after `within`.
+    pub async fn ends_or_breaks(&mut self, within: Duration) -> bool {
+        let read = async {
+            loop {
+                match self.next_or_break().await {
+                    None => return false,
+                    Some(Err(_)) => return true,
+                    Some(Ok(_)) => {}
+                }
+            }
+        };
+        tokio::time::timeout(within, read)
+            .await
+            .unwrap_or_else(|_| panic!("watch neither ended nor broke within {within:?}"))
     }
 
     /// Events until the stream ends; panics if it does not end within `within`.
