@@ -1,5 +1,14 @@
 //! The `GMSACredentialSpec` resource and the contents that get inlined into pods.
 
+pub mod build;
+pub mod check;
+pub mod model;
+pub mod review;
+
+pub use build::{build_credential_spec, AdditionalAccount, BuildError, CcgPlugin, DomainFacts};
+pub use check::{validate, validate_contents, Problem};
+pub use model::{CredSpec, CredentialSpecResource};
+
 use std::sync::Arc;
 
 use serde_json::Value;

@@ -10,6 +10,7 @@ pub mod names;
 pub mod pod;
 pub mod rbac;
 pub mod state;
+pub mod syntax;
 
 pub use credspec::CredentialSpec;
 pub use decision::{

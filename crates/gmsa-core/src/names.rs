@@ -23,6 +23,8 @@ pub mod paths {
     pub const READYZ: &str = "/readyz";
     pub const INFO: &str = "/info";
     pub const METRICS: &str = "/metrics";
+    /// Checks `GMSACredentialSpec` objects on CREATE and UPDATE (ours).
+    pub const VALIDATE_CREDSPEC: &str = "/validate-credspec";
 }
 
 /// Groups every service account belongs to, besides its namespace's group.

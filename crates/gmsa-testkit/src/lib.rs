@@ -5,5 +5,6 @@
 
 pub mod fake_api;
 pub mod real_cluster;
+pub mod samba;
 
 pub use fake_api::{FakeApiError, FakeApiServer, FakeOptions};

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use gmsa_core::admission::Review;
+use gmsa_core::credspec::review::CredentialSpecReview;
 use gmsa_core::decision::random_hostname;
 use gmsa_core::names::paths;
 use gmsa_core::{Denial, Hook, Options, Verdict};
@@ -62,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(paths::MUTATE, any(mutate))
         .route(paths::VALIDATE, any(validate))
+        .route(paths::VALIDATE_CREDSPEC, any(validate_credspec))
         .route(paths::HEALTH, get(|| async { StatusCode::NO_CONTENT }))
         .route(paths::READYZ, get(readyz))
         .route(paths::INFO, get(info))
@@ -95,11 +97,15 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn mutate(State(app): State<Arc<App>>, request: Request) -> Response {
-    admission(app, Hook::Mutate, request).await
+    admission(app, Endpoint::Pods(Hook::Mutate), request).await
 }
 
 async fn validate(State(app): State<Arc<App>>, request: Request) -> Response {
-    admission(app, Hook::Validate, request).await
+    admission(app, Endpoint::Pods(Hook::Validate), request).await
+}
+
+async fn validate_credspec(State(app): State<Arc<App>>, request: Request) -> Response {
+    admission(app, Endpoint::CredentialSpecs, request).await
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
@@ -111,10 +117,21 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     response
 }
 
-fn hook_path(hook: Hook) -> &'static str {
-    match hook {
-        Hook::Mutate => paths::MUTATE,
-        Hook::Validate => paths::VALIDATE,
+/// What an admission endpoint reviews.
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Pods(Hook),
+    /// `GMSACredentialSpec` objects, checked without lookups.
+    CredentialSpecs,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::Pods(Hook::Mutate) => paths::MUTATE,
+            Endpoint::Pods(Hook::Validate) => paths::VALIDATE,
+            Endpoint::CredentialSpecs => paths::VALIDATE_CREDSPEC,
+        }
     }
 }
 
@@ -131,14 +148,14 @@ fn deadline(query: Option<&str>) -> Duration {
         .max(Duration::from_millis(100))
 }
 
-async fn admission(app: Arc<App>, hook: Hook, request: Request) -> Response {
+async fn admission(app: Arc<App>, endpoint: Endpoint, request: Request) -> Response {
     if request.method() != Method::POST {
-        tracing::info!(method = %request.method(), path = hook_path(hook), "expected a POST request");
+        tracing::info!(method = %request.method(), path = endpoint.path(), "expected a POST request");
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
     let content_type = request.headers().get(header::CONTENT_TYPE);
     if content_type.map(HeaderValue::as_bytes) != Some(b"application/json") {
-        tracing::info!(content_type = ?content_type, path = hook_path(hook), "expected JSON content-type header");
+        tracing::info!(content_type = ?content_type, path = endpoint.path(), "expected JSON content-type header");
         return StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response();
     }
     let deadline = deadline(request.uri().query());
@@ -171,8 +188,11 @@ async fn admission(app: Arc<App>, hook: Hook, request: Request) -> Response {
         }
     };
     let started = Instant::now();
-    let (body, operation, allowed) = review(&app, hook, &body, deadline).await;
-    let path = hook_path(hook);
+    let (body, operation, allowed) = match endpoint {
+        Endpoint::Pods(hook) => review(&app, hook, &body, deadline).await,
+        Endpoint::CredentialSpecs => credential_spec_review(&body),
+    };
+    let path = endpoint.path();
     app.metrics
         .latency
         .get_or_create(&PathLabels { path })
@@ -227,4 +247,23 @@ async fn review(
     }
     .instrument(span)
     .await
+}
+
+/// Checks one `GMSACredentialSpec` review; returns the body, the operation and the outcome.
+fn credential_spec_review(body: &Bytes) -> (Vec<u8>, String, bool) {
+    let review = CredentialSpecReview::read(body);
+    let _span = tracing::info_span!(
+        "admission",
+        hook = "validate-credspec",
+        uid = review.uid(),
+        name = %review.name,
+        operation = %review.operation,
+    )
+    .entered();
+    match review.verdict() {
+        Verdict::Allowed { .. } => tracing::info!("admitted"),
+        Verdict::Denied(d) => tracing::info!(code = d.code, message = %d.message, "refused"),
+    }
+    let allowed = review.verdict().is_allowed();
+    (review.respond(), review.operation.clone(), allowed)
 }

@@ -1,0 +1,232 @@
+//! Admission review of `GMSACredentialSpec` objects (`/validate-credspec`): the checks of
+//! [`super::validate`] on CREATE and UPDATE, answered in the pod endpoints' wire format.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::check::validate;
+use crate::admission::{response_body, API_VERSION_V1, API_VERSION_V1BETA1};
+use crate::canonical::go_quote;
+use crate::decision::{Denial, Verdict};
+use crate::names;
+use crate::pod::{object, optional_object, Obj};
+use crate::rbac::null_default;
+
+#[derive(Debug, Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(default, rename = "apiVersion")]
+    api_version: Option<String>,
+    #[serde(default, borrow, deserialize_with = "optional_object")]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestIn<'a> {
+    #[serde(default, deserialize_with = "null_default")]
+    uid: String,
+    #[serde(default, deserialize_with = "object")]
+    kind: GroupVersionKind,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    operation: String,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+/// A decided review of a credential-spec object.
+#[derive(Debug)]
+pub struct CredentialSpecReview {
+    api_version: &'static str,
+    uid: String,
+    /// Request metadata for logs.
+    pub name: String,
+    pub operation: String,
+    verdict: Verdict,
+}
+
+impl CredentialSpecReview {
+    /// Reads a request body and decides it. Never fails: an unusable body is refused with
+    /// code 400 and the same messages as the pod endpoints.
+    pub fn read(body: &[u8]) -> Self {
+        let parsed = match serde_json::from_slice::<Option<Obj<ReviewIn<'_>>>>(body) {
+            Ok(r) => r.map(|r| r.0).unwrap_or(ReviewIn {
+                api_version: None,
+                request: None,
+            }),
+            Err(e) => {
+                return Self::refused(
+                    API_VERSION_V1,
+                    Denial::new(
+                        400,
+                        format!("unable to unmarshall JSON body as an admission review: {e}"),
+                    ),
+                )
+            }
+        };
+        let api_version = match parsed.api_version.as_deref() {
+            Some(API_VERSION_V1BETA1) => API_VERSION_V1BETA1,
+            _ => API_VERSION_V1,
+        };
+        let Some(request) = parsed.request else {
+            return Self::refused(
+                api_version,
+                Denial::new(400, "no 'Request' field in JSON body"),
+            );
+        };
+        let verdict = decide(&request);
+        Self {
+            api_version,
+            uid: request.uid,
+            name: request.name.unwrap_or_default(),
+            operation: request.operation,
+            verdict,
+        }
+    }
+
+    fn refused(api_version: &'static str, denial: Denial) -> Self {
+        Self {
+            api_version,
+            uid: String::new(),
+            name: String::new(),
+            operation: String::new(),
+            verdict: Verdict::Denied(denial),
+        }
+    }
+
+    /// The request's uid, echoed in the answer.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The decision.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// The AdmissionReview answer, in the request's `apiVersion`.
+    pub fn respond(&self) -> Vec<u8> {
+        response_body(self.api_version, &self.uid, &self.verdict)
+    }
+}
+
+fn decide(request: &RequestIn<'_>) -> Verdict {
+    if request.kind.kind != names::KIND {
+        return Verdict::Denied(Denial::new(
+            400,
+            format!(
+                "expected a {} object, got a {}",
+                names::KIND,
+                request.kind.kind
+            ),
+        ));
+    }
+    if !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
+        // Deleting or connecting leaves nothing to check.
+        return Verdict::Allowed { patch: None };
+    }
+    let text = request.object.map(RawValue::get).unwrap_or_default();
+    let object: Value = match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(other) => {
+            return Verdict::Denied(Denial::new(
+                400,
+                format!(
+                    "unable to unmarshall {} JSON object: expected an object, got {}",
+                    names::KIND,
+                    if other.is_null() {
+                        "null"
+                    } else {
+                        "another value"
+                    }
+                ),
+            ))
+        }
+        Err(e) => {
+            return Verdict::Denied(Denial::new(
+                400,
+                format!("unable to unmarshall {} JSON object: {e}", names::KIND),
+            ))
+        }
+    };
+    let problems = validate(&object);
+    if problems.is_empty() {
+        return Verdict::Allowed { patch: None };
+    }
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    Verdict::Denied(Denial::new(
+        422,
+        format!(
+            "{} {} is invalid: {}",
+            names::KIND,
+            go_quote(name),
+            list.join("; ")
+        ),
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(kind: &str, operation: &str, object: Value) -> Vec<u8> {
+        json!({
+            "apiVersion": "admission.k8s.io/v1beta1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u1", "kind": {"group": "windows.k8s.io", "version": "v1", "kind": kind},
+                "name": "x", "operation": operation, "object": object}
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn decides_on_the_checks() {
+        let review = CredentialSpecReview::read(&body(
+            "GMSACredentialSpec",
+            "CREATE",
+            json!({"apiVersion": "windows.k8s.io/v1", "kind": "GMSACredentialSpec",
+                "metadata": {"name": "x"}, "credspec": {"CmsPlugins": ["ActiveDirectory"]}}),
+        ));
+        let Verdict::Denied(d) = review.verdict() else {
+            panic!("{:?}", review.verdict())
+        };
+        assert_eq!(d.code, 422);
+        assert!(
+            d.message.starts_with(
+                r#"GMSACredentialSpec "x" is invalid: credspec.DomainJoinConfig: is missing"#
+            ),
+            "{}",
+            d.message
+        );
+        let answer: Value = serde_json::from_slice(&review.respond()).unwrap();
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1beta1");
+        assert_eq!(answer["response"]["uid"], "u1");
+
+        let review = CredentialSpecReview::read(&body("GMSACredentialSpec", "DELETE", Value::Null));
+        assert!(review.verdict().is_allowed());
+        let review = CredentialSpecReview::read(&body("Pod", "CREATE", json!({})));
+        assert_eq!(
+            review.verdict(),
+            &Verdict::Denied(Denial::new(
+                400,
+                "expected a GMSACredentialSpec object, got a Pod"
+            ))
+        );
+        let review = CredentialSpecReview::read(&body("GMSACredentialSpec", "UPDATE", json!(7)));
+        assert!(matches!(review.verdict(), Verdict::Denied(d) if d.code == 400));
+    }
+}

@@ -1,0 +1,302 @@
+//! Command-line arguments. kubectl runs `kubectl-gmsa` for `kubectl gmsa ...`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use gmsa_core::credspec::AdditionalAccount;
+
+use crate::grant::ServiceAccountRef;
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
+    --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
+    --domain-sid S-1-5-21-2126449477-2524075714-3094792973 -o gmsa-webapp1.yaml
+  kubectl gmsa grant gmsa-webapp1 --service-account default:default
+  kubectl gmsa admit -f deployment.yaml --state examples/state
+
+Exit status: 0 on success, 1 when `credspec validate` finds problems or `admit` denies an
+object, 2 on errors (bad flags or unusable input).";
+
+/// Operator tools for Windows GMSA credential specs on Kubernetes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-gmsa",
+    bin_name = "kubectl gmsa",
+    version,
+    after_help = TOP_EXAMPLES
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, convert and check GMSACredentialSpec resources.
+    #[command(subcommand, after_help = CREDSPEC_EXAMPLES)]
+    Credspec(CredspecCommand),
+    /// Let service accounts use a credential spec: a ClusterRole and one RoleBinding each.
+    #[command(after_help = GRANT_EXAMPLES)]
+    Grant(GrantArgs),
+    /// Review pods and workload pod templates offline, exactly as the webhook would.
+    #[command(after_help = ADMIT_EXAMPLES)]
+    Admit(AdmitArgs),
+}
+
+const CREDSPEC_EXAMPLES: &str = "\
+Examples:
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
+    --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
+    --domain-sid S-1-5-21-2126449477-2524075714-3094792973
+  kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 -o gmsa-webapp1.yaml
+  kubectl gmsa credspec validate gmsa-webapp1.yaml";
+
+#[derive(Debug, Subcommand)]
+pub enum CredspecCommand {
+    /// Write a GMSACredentialSpec with the credential spec New-CredentialSpec would write.
+    #[command(after_help = NEW_EXAMPLES)]
+    New(Box<NewArgs>),
+    /// Turn the JSON file New-CredentialSpec wrote into a GMSACredentialSpec.
+    #[command(after_help = CONVERT_EXAMPLES)]
+    Convert(ConvertArgs),
+    /// Check GMSACredentialSpec resources; one line per problem.
+    #[command(after_help = VALIDATE_EXAMPLES)]
+    Validate(ValidateArgs),
+}
+
+const NEW_EXAMPLES: &str = "\
+The domain facts are what `Get-ADDomain` shows: DNSRoot (--domain), Forest (--forest),
+NetBIOSName (--netbios), ObjectGUID (--domain-guid) and DomainSID (--domain-sid).
+
+Examples:
+  # The Kubernetes documentation's WebApp1 in contoso.com:
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
+    --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
+    --domain-sid S-1-5-21-2126449477-2524075714-3094792973 -o gmsa-webapp1.yaml
+
+  # With a second gMSA from another domain, for hosts that are not domain-joined
+  # (Azure Key Vault's CCG plugin, as New-CredentialSpec -AKV writes it):
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
+    --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
+    --domain-sid S-1-5-21-2126449477-2524075714-3094792973 \\
+    --additional-account LogReader@fabrikam.com \\
+    --ccg-plugin-guid CCC2A336-D7F3-4818-A213-272B7924213E \\
+    --ccg-plugin-input 'ObjectId=<identity object id>;SecretUri=https://contoso.vault.azure.net/secrets/gmsa'";
+
+/// `credspec new`.
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Name of the GMSACredentialSpec (a lowercase DNS-1123 name; pods refer to it).
+    pub name: String,
+    /// The gMSA's account name, such as WebApp1 (a final `$` is dropped).
+    #[arg(long, value_name = "ACCOUNT")]
+    pub account: String,
+    #[command(flatten)]
+    pub domain: DomainArgs,
+    /// Another gMSA the container may use; DOMAIN (DNS name) defaults to --domain. Repeatable.
+    #[arg(long = "additional-account", value_name = "ACCOUNT[@DOMAIN]")]
+    pub additional_accounts: Vec<AdditionalAccount>,
+    #[command(flatten)]
+    pub ccg: CcgArgs,
+    #[command(flatten)]
+    pub output: OutputFile,
+}
+
+/// The gMSA's domain, given as flags. (Reading them from Active Directory would be another
+/// way to fill the same `DomainFacts`.)
+#[derive(Debug, Args)]
+pub struct DomainArgs {
+    /// The domain's DNS name, such as contoso.com.
+    #[arg(long, value_name = "DNS")]
+    pub domain: String,
+    /// The domain's NetBIOS name, such as CONTOSO (at most 15 characters).
+    #[arg(long, value_name = "NETBIOS")]
+    pub netbios: String,
+    /// The domain's GUID (Get-ADDomain's ObjectGUID).
+    #[arg(long = "domain-guid", value_name = "GUID")]
+    pub domain_guid: String,
+    /// The domain's SID (Get-ADDomain's DomainSID), such as S-1-5-21-1-2-3.
+    #[arg(long = "domain-sid", value_name = "SID")]
+    pub domain_sid: String,
+    /// The forest's root domain (DNS name); defaults to --domain.
+    #[arg(long, value_name = "DNS")]
+    pub forest: Option<String>,
+}
+
+/// The Container Credential Guard plugin, for hosts that are not joined to the domain.
+#[derive(Debug, Args)]
+pub struct CcgArgs {
+    /// GUID of the CCG plugin that fetches the gMSA's password.
+    #[arg(
+        long = "ccg-plugin-guid",
+        value_name = "GUID",
+        requires = "ccg_plugin_input"
+    )]
+    pub ccg_plugin_guid: Option<String>,
+    /// What the CCG plugin needs to find the secret (plugin-specific text).
+    #[arg(
+        long = "ccg-plugin-input",
+        value_name = "TEXT",
+        requires = "ccg_plugin_guid"
+    )]
+    pub ccg_plugin_input: Option<String>,
+    /// PortableCcgVersion.
+    #[arg(
+        long = "ccg-version",
+        value_name = "N",
+        default_value = "1",
+        requires = "ccg_plugin_guid"
+    )]
+    pub ccg_version: String,
+}
+
+/// Where to write, and whether an existing file may be replaced.
+#[derive(Debug, Args)]
+pub struct OutputFile {
+    /// Write to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+const CONVERT_EXAMPLES: &str = "\
+Reads the JSON as PowerShell writes it: UTF-8 with or without a BOM, or UTF-16, CRLF or LF.
+
+Examples:
+  # On Windows: New-CredentialSpec -AccountName WebApp1 -Path .\\contoso_webapp1.json
+  kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 -o gmsa-webapp1.yaml
+  kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 | kubectl apply -f -";
+
+/// `credspec convert`.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The credential spec JSON file (`-` for stdin).
+    pub file: PathBuf,
+    /// Name of the GMSACredentialSpec to write.
+    #[arg(long)]
+    pub name: String,
+    #[command(flatten)]
+    pub output: OutputFile,
+}
+
+const VALIDATE_EXAMPLES: &str = "\
+Prints `FILE: NAME: problem` for each problem and exits 1 if there is any. Documents of other
+kinds are skipped.
+
+Examples:
+  kubectl gmsa credspec validate gmsa-webapp1.yaml
+  kubectl get gmsacredentialspecs -o yaml | kubectl gmsa credspec validate -";
+
+/// `credspec validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// YAML or JSON files, multi-document or `List`s; `-` for stdin.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+const GRANT_EXAMPLES: &str = "\
+Examples:
+  # Print the ClusterRole and RoleBinding that let default/default use gmsa-webapp1:
+  kubectl gmsa grant gmsa-webapp1 --service-account default:default
+
+  # Two service accounts, applied by server-side apply (check first with --dry-run=server):
+  kubectl gmsa grant gmsa-webapp1 --service-account default:default \\
+    --service-account web:iis --apply --dry-run=server
+  kubectl gmsa grant gmsa-webapp1 --service-account default:default --service-account web:iis --apply";
+
+/// `grant`.
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// The GMSACredentialSpec to grant the use of.
+    pub spec: String,
+    /// A service account as NAMESPACE:NAME (or system:serviceaccount:NAMESPACE:NAME). Repeatable.
+    #[arg(
+        long = "service-account",
+        value_name = "NAMESPACE:NAME",
+        required = true
+    )]
+    pub service_accounts: Vec<ServiceAccountRef>,
+    /// Name of the ClusterRole [default: <SPEC>-user].
+    #[arg(long = "role-name", value_name = "NAME")]
+    pub role_name: Option<String>,
+    /// Name of the RoleBindings [default: allow-<SERVICE ACCOUNT>-use-<SPEC>].
+    #[arg(long = "binding-name", value_name = "NAME")]
+    pub binding_name: Option<String>,
+    #[command(flatten)]
+    pub output: OutputFile,
+    /// Apply the objects to the cluster (server-side apply, field manager kubectl-gmsa).
+    #[arg(long)]
+    pub apply: bool,
+    /// With --apply: `server` sends a dry run, `client` only prints.
+    #[arg(long = "dry-run", value_enum, value_name = "MODE", requires = "apply")]
+    pub dry_run: Option<DryRun>,
+    /// With --apply: take over fields another manager owns.
+    #[arg(long = "force-conflicts", requires = "apply")]
+    pub force_conflicts: bool,
+}
+
+/// Where a dry run stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    /// The API server checks and answers, but stores nothing.
+    Server,
+    /// Nothing is sent; the objects are printed.
+    Client,
+}
+
+const ADMIT_EXAMPLES: &str = "\
+Runs the webhook's mutate and then validate decisions, as the API server calls them, on Pods
+and on the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs
+and ReplicationControllers (their pods' creation). The cluster is a directory of manifests:
+GMSACredentialSpecs, ClusterRoles, Roles and their bindings. Admitted objects are printed
+with the credential specs inlined; one verdict per object goes to stderr. Exits 0 if every
+object is admitted, 1 if any is denied, 2 if the input is unusable.
+
+Examples:
+  kubectl gmsa admit -f deployment.yaml --state examples/state
+  kubectl gmsa admit -f pod.yaml --old running-pod.yaml --state examples/state
+  kubectl get deploy -n web -o yaml | kubectl gmsa admit -f - --state ./cluster -o json";
+
+/// `admit`.
+#[derive(Debug, Args)]
+pub struct AdmitArgs {
+    /// Objects to review: YAML or JSON, multi-document or `List`s; `-` for stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub file: PathBuf,
+    /// Directory of manifests that stands for the cluster.
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// The Pods as they are now, for an UPDATE (matched by namespace and name).
+    #[arg(long, value_name = "FILE")]
+    pub old: Option<PathBuf>,
+    /// The operation to review [default: UPDATE with --old, else CREATE].
+    #[arg(long, value_enum, value_name = "OP", ignore_case = true)]
+    pub operation: Option<Operation>,
+    /// Namespace of objects that name none [default: default].
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Output format of the admitted objects.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
+    pub output: Format,
+}
+
+/// An admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Operation {
+    Create,
+    Update,
+}
+
+/// How admitted objects are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// YAML documents separated by `---`.
+    Yaml,
+    /// One JSON `List`.
+    Json,
+}

@@ -1,0 +1,240 @@
+//! `credspec new`, `credspec convert` and `credspec validate`.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+use gmsa_core::credspec::build::{Field, Reason};
+use gmsa_core::credspec::{self, build_credential_spec, CcgPlugin, DomainFacts};
+use gmsa_core::names;
+use gmsa_core::syntax::{self, SyntaxError};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::{ConvertArgs, DomainArgs, NewArgs, ValidateArgs};
+use crate::input::{parse_documents, parse_json, Source};
+use crate::output;
+
+/// `credspec new`: build, print or write.
+pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
+    let domain = domain_facts(&args.domain);
+    let ccg = match (&args.ccg.ccg_plugin_guid, &args.ccg.ccg_plugin_input) {
+        (Some(guid), Some(input)) => Some(CcgPlugin {
+            guid: guid.clone(),
+            input: input.clone(),
+            version: args.ccg.ccg_version.clone(),
+        }),
+        _ => None,
+    };
+    let resource = build_credential_spec(
+        &args.name,
+        &args.account,
+        &domain,
+        &args.additional_accounts,
+        ccg.as_ref(),
+    )
+    .map_err(|e| anyhow::anyhow!(describe_build_error(&args.name, e.field, &e.reason)))?;
+    let yaml = output::yaml_documents(&[&resource])?;
+    output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The domain facts from flags. Reading them from Active Directory is the other way to get a
+/// `DomainFacts`; everything after this point is shared.
+fn domain_facts(args: &DomainArgs) -> DomainFacts {
+    DomainFacts {
+        dns_name: args.domain.clone(),
+        forest_dns_name: args.forest.clone().unwrap_or_else(|| args.domain.clone()),
+        netbios_name: args.netbios.clone(),
+        guid: args.domain_guid.clone(),
+        sid: args.domain_sid.clone(),
+    }
+}
+
+/// A build error, naming the flag that carries the value.
+fn describe_build_error(name: &str, field: Field, reason: &Reason) -> String {
+    let flag = match field {
+        Field::Name => return name_problem(name, reason.to_string()),
+        Field::Account => "--account".to_string(),
+        Field::DnsName => "--domain".to_string(),
+        Field::ForestDnsName => "--forest".to_string(),
+        Field::NetbiosName => "--netbios".to_string(),
+        Field::Guid => "--domain-guid".to_string(),
+        Field::Sid => "--domain-sid".to_string(),
+        Field::AdditionalAccount(i) => format!("--additional-account (#{})", i + 1),
+        Field::AdditionalAccountDomain(i) => {
+            format!("--additional-account (#{}) domain", i + 1)
+        }
+        Field::CcgPluginGuid => "--ccg-plugin-guid".to_string(),
+        Field::CcgPluginInput => "--ccg-plugin-input".to_string(),
+        Field::CcgVersion => "--ccg-version".to_string(),
+    };
+    format!("{flag}: {reason}")
+}
+
+/// The NAME problem, with a word on the documentation's own mixed-case example.
+fn name_problem(name: &str, problem: String) -> String {
+    let mut message = format!("NAME {problem}");
+    if name.chars().any(|c| c.is_ascii_uppercase()) {
+        message.push_str(
+            ". The API server refuses uppercase letters in names, although the Kubernetes GMSA \
+             documentation names its example gmsa-WebApp1",
+        );
+    }
+    message
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    syntax::object_name(name)
+        .map_err(|e: SyntaxError| anyhow::anyhow!(name_problem(name, e.to_string())))
+}
+
+/// A `GMSACredentialSpec` around a credential-spec document, keys in the documentation's
+/// order.
+#[derive(Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: &'static str,
+    metadata: Metadata<'a>,
+    credspec: &'a Value,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    name: &'a str,
+}
+
+/// `credspec convert`: New-CredentialSpec's JSON to a resource.
+pub fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
+    check_name(&args.name)?;
+    let source = Source::new(&args.file);
+    let name = source.name();
+    let text = source.read_text()?;
+    let contents = parse_json(&name, &text)?;
+    if contents.get(names::CREDSPEC_KEY).is_some() || contents.get("kind").is_some() {
+        bail!(
+            "{name} is already a Kubernetes object, not the JSON New-CredentialSpec writes: check it with `kubectl gmsa credspec validate {name}`"
+        );
+    }
+    let problems = credspec::validate_contents(&contents);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        bail!(
+            "{name} is not a credential spec as New-CredentialSpec writes it:\n{}",
+            list.join("\n")
+        );
+    }
+    let resource = Resource {
+        api_version: format!("{}/{}", names::GROUP, names::VERSION),
+        kind: names::KIND,
+        metadata: Metadata { name: &args.name },
+        credspec: &contents,
+    };
+    let yaml = output::yaml_documents(&[&resource])?;
+    output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `credspec validate`: one line per problem on stdout; exit 1 if any, 2 if a file could
+/// not be read.
+pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+    let mut problems = 0usize;
+    let mut checked = 0usize;
+    let mut unreadable = false;
+    let mut lines = Vec::new();
+    for path in &args.files {
+        let source = Source::new(path);
+        let file = source.name();
+        let text = match source.read_text() {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("error: {e}");
+                unreadable = true;
+                continue;
+            }
+        };
+        let docs = match parse_documents(&file, &text) {
+            Ok(docs) => docs,
+            Err(e) => {
+                lines.push(e.to_string());
+                problems += 1;
+                continue;
+            }
+        };
+        for (index, doc) in docs.iter().enumerate() {
+            let label = doc
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("document {}", index + 1));
+            let found = check_document(doc, &file);
+            match found {
+                Checked::Skipped(kind) => {
+                    eprintln!(
+                        "{file}: {label}: skipped, a {kind} is not a {}",
+                        names::KIND
+                    );
+                }
+                Checked::Problems(list) => {
+                    checked += 1;
+                    problems += list.len();
+                    lines.extend(list.into_iter().map(|p| format!("{file}: {label}: {p}")));
+                }
+            }
+        }
+    }
+    let mut stdout = String::new();
+    for line in &lines {
+        stdout.push_str(line);
+        stdout.push('\n');
+    }
+    output::write(None, false, &stdout)?;
+    eprintln!(
+        "{checked} credential spec{} checked, {problems} problem{}",
+        if checked == 1 { "" } else { "s" },
+        if problems == 1 { "" } else { "s" }
+    );
+    Ok(if unreadable {
+        ExitCode::from(2)
+    } else if problems > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+enum Checked {
+    Skipped(String),
+    Problems(Vec<String>),
+}
+
+fn check_document(doc: &Value, file: &str) -> Checked {
+    let kind = doc.get("kind").and_then(Value::as_str);
+    let bare = kind.is_none()
+        && doc.get(names::CREDSPEC_KEY).is_none()
+        && ["CmsPlugins", "DomainJoinConfig", "ActiveDirectoryConfig"]
+            .iter()
+            .any(|k| doc.get(k).is_some());
+    if bare {
+        let mut list = vec![format!(
+            "this is the bare JSON New-CredentialSpec writes, not a {} resource: make one with `kubectl gmsa credspec convert {file} --name NAME`",
+            names::KIND
+        )];
+        list.extend(
+            credspec::validate_contents(doc)
+                .iter()
+                .map(ToString::to_string),
+        );
+        return Checked::Problems(list);
+    }
+    match kind {
+        Some(k) if k != names::KIND => Checked::Skipped(k.to_string()),
+        _ => Checked::Problems(
+            credspec::validate(doc)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
+    }
+}

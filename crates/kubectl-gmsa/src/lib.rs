@@ -1,0 +1,67 @@
+//! `kubectl gmsa`: create, convert and check GMSA credential specs, grant service accounts
+//! their use, and review pods offline with the webhook's own decisions. The domain logic is
+//! `gmsa-core`'s; this crate reads files, prints and talks to the cluster.
+
+pub mod admit;
+pub mod cli;
+pub mod credspec;
+pub mod grant;
+pub mod input;
+pub mod output;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use cli::{Cli, Command, CredspecCommand, DryRun, GrantArgs};
+
+/// Runs one command. `Ok` carries the exit status (1 when a check said no); an error means
+/// the command could not do its work, and the caller exits 2.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Credspec(CredspecCommand::New(args)) => credspec::new(&args),
+        Command::Credspec(CredspecCommand::Convert(args)) => credspec::convert(&args),
+        Command::Credspec(CredspecCommand::Validate(args)) => credspec::validate(&args),
+        Command::Grant(args) => run_grant(&args),
+        Command::Admit(args) => admit::admit(&args),
+    }
+}
+
+fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
+    let grant = grant::grant(
+        &args.spec,
+        &args.service_accounts,
+        args.role_name.as_deref(),
+        args.binding_name.as_deref(),
+    )?;
+    let yaml = grant.to_yaml()?;
+    let sends = args.apply && args.dry_run != Some(DryRun::Client);
+    if args.output.output.is_some() || !sends {
+        output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
+    }
+    if !sends {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // One TLS provider in the tree; install it before the client builds its TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let lines = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(async {
+            let client = kube::Client::try_default().await.context(
+                "cannot connect to the cluster: check KUBECONFIG or your kubectl context",
+            )?;
+            grant
+                .apply(
+                    client,
+                    args.dry_run == Some(DryRun::Server),
+                    args.force_conflicts,
+                )
+                .await
+        })?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    output::write(None, false, &text)?;
+    Ok(ExitCode::SUCCESS)
+}

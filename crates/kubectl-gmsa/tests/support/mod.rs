@@ -1,0 +1,106 @@
+//! Running the built `kubectl-gmsa` binary on files in a temporary directory.
+
+#![allow(dead_code, clippy::unwrap_used)] // shared by several test binaries; tests may panic
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// What one run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The stdout's YAML documents.
+    pub fn docs(&self) -> Vec<Value> {
+        serde_saphyr::from_multiple(&self.stdout).unwrap()
+    }
+}
+
+/// A file of `tests/data`.
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// Runs the binary in `dir` with `args`, feeding `stdin`, with extra environment.
+pub fn run_env(dir: &Path, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"));
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// Runs the binary in `dir` with `args`.
+pub fn run(dir: &Path, args: &[&str]) -> Run {
+    run_env(dir, args, None, &[])
+}
+
+/// Runs the binary in `dir` with `args` and `stdin`.
+pub fn run_stdin(dir: &Path, args: &[&str], stdin: &[u8]) -> Run {
+    run_env(dir, args, Some(stdin), &[])
+}
+
+/// Copies a `tests/data` file (or directory, one level) into `dir`.
+pub fn copy_data(name: &str, dir: &Path) -> PathBuf {
+    let from = data(name);
+    let to = dir.join(name);
+    if from.is_dir() {
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    } else {
+        std::fs::copy(&from, &to).unwrap();
+    }
+    to
+}
+
+/// Checks built-in objects with `kubernetes-validate --strict` (PyPI `kubernetes-validate`).
+pub fn kubernetes_validate_strict(file: &Path) {
+    let out = Command::new("kubernetes-validate")
+        .arg("--strict")
+        .arg(file)
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => panic!(
+            "cannot run kubernetes-validate ({e}): install it with `pip install kubernetes-validate` \
+             (hack/test.sh does); this test checks our manifests against the Kubernetes schemas"
+        ),
+    };
+    assert!(
+        out.status.success(),
+        "kubernetes-validate --strict refused {}:\n{}{}",
+        file.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
