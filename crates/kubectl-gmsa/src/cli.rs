@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use gmsa_core::credspec::AdditionalAccount;
 
 use crate::grant::ServiceAccountRef;
@@ -12,6 +12,8 @@ Examples:
   kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
     --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973 -o gmsa-webapp1.yaml
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --from-ad ldaps://dc1.contoso.com \\
+    --bind-upn svc-gmsa@contoso.com --password-file ad-password --ca-file contoso-ca.pem
   kubectl gmsa grant gmsa-webapp1 --service-account default:default
   kubectl gmsa admit -f deployment.yaml --state examples/state
 
@@ -42,6 +44,15 @@ pub enum Command {
     /// Review pods and workload pod templates offline, exactly as the webhook would.
     #[command(after_help = ADMIT_EXAMPLES)]
     Admit(AdmitArgs),
+    /// Install or upgrade the webhook: CRD, RBAC, certificates, Deployment, webhook configurations.
+    #[command(after_help = crate::install::INSTALL_EXAMPLES)]
+    Install(Box<crate::install::InstallArgs>),
+    /// Remove what install made; the CRD and credential specs stay unless --delete-crd.
+    #[command(after_help = crate::install::UNINSTALL_EXAMPLES)]
+    Uninstall(crate::install::UninstallArgs),
+    /// Check the cluster side of GMSA: CRD, webhook, certificates, credential specs, pods.
+    #[command(after_help = crate::doctor::DOCTOR_EXAMPLES)]
+    Doctor(crate::doctor::DoctorArgs),
 }
 
 const CREDSPEC_EXAMPLES: &str = "\
@@ -49,6 +60,8 @@ Examples:
   kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
     --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --from-ad ldaps://dc1.contoso.com \\
+    --bind-upn svc-gmsa@contoso.com --password-file ad-password --ca-file contoso-ca.pem
   kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 -o gmsa-webapp1.yaml
   kubectl gmsa credspec validate gmsa-webapp1.yaml";
 
@@ -67,7 +80,11 @@ pub enum CredspecCommand {
 
 const NEW_EXAMPLES: &str = "\
 The domain facts are what `Get-ADDomain` shows: DNSRoot (--domain), Forest (--forest),
-NetBIOSName (--netbios), ObjectGUID (--domain-guid) and DomainSID (--domain-sid).
+NetBIOSName (--netbios), ObjectGUID (--domain-guid) and DomainSID (--domain-sid). With
+--from-ad they are read from a domain controller instead, which also checks that the gMSA (and
+each additional account of that domain) exists. The connection is ldaps://, or StartTLS on
+ldap://; plain LDAP only with --insecure-plaintext. The bind password is read from
+--password-file (one trailing newline is dropped; `-` reads stdin), never from a flag.
 
 Examples:
   # The Kubernetes documentation's WebApp1 in contoso.com:
@@ -82,7 +99,18 @@ Examples:
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973 \\
     --additional-account LogReader@fabrikam.com \\
     --ccg-plugin-guid CCC2A336-D7F3-4818-A213-272B7924213E \\
-    --ccg-plugin-input 'ObjectId=<identity object id>;SecretUri=https://contoso.vault.azure.net/secrets/gmsa'";
+    --ccg-plugin-input 'ObjectId=<identity object id>;SecretUri=https://contoso.vault.azure.net/secrets/gmsa'
+
+  # WebApp1 with the facts read from a domain controller, which also checks that the gMSA
+  # exists, trusting the domain's CA:
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --from-ad ldaps://dc1.contoso.com \\
+    --bind-upn svc-gmsa@contoso.com --password-file ad-password --ca-file contoso-ca.pem \\
+    -o gmsa-webapp1.yaml
+
+  # StartTLS on port 389, binding by DN, the password from a Secret on stdin:
+  kubectl get secret ad-bind -o jsonpath='{.data.password}' | base64 -d | \\
+    kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --from-ad ldap://dc1.contoso.com \\
+    --bind-dn 'CN=svc-gmsa,CN=Users,DC=contoso,DC=com' --password-file - --ca-file contoso-ca.pem";
 
 /// `credspec new`.
 #[derive(Debug, Args)]
@@ -94,34 +122,95 @@ pub struct NewArgs {
     pub account: String,
     #[command(flatten)]
     pub domain: DomainArgs,
-    /// Another gMSA the container may use; DOMAIN (DNS name) defaults to --domain. Repeatable.
+    /// Another gMSA the container may use; DOMAIN (DNS name) defaults to the gMSA's domain.
+    /// Repeatable.
     #[arg(long = "additional-account", value_name = "ACCOUNT[@DOMAIN]")]
     pub additional_accounts: Vec<AdditionalAccount>,
     #[command(flatten)]
     pub ccg: CcgArgs,
     #[command(flatten)]
     pub output: OutputFile,
+    /// Last, because its help heading holds for the arguments after it.
+    #[command(flatten)]
+    pub directory: DirectoryArgs,
 }
 
-/// The gMSA's domain, given as flags. (Reading them from Active Directory would be another
-/// way to fill the same `DomainFacts`.)
+/// The gMSA's domain, given as flags; [`DirectoryArgs`] reads the same facts from Active
+/// Directory instead.
 #[derive(Debug, Args)]
 pub struct DomainArgs {
     /// The domain's DNS name, such as contoso.com.
-    #[arg(long, value_name = "DNS")]
-    pub domain: String,
+    #[arg(
+        long,
+        value_name = "DNS",
+        required_unless_present = "from_ad",
+        conflicts_with = "from_ad"
+    )]
+    pub domain: Option<String>,
     /// The domain's NetBIOS name, such as CONTOSO (at most 15 characters).
-    #[arg(long, value_name = "NETBIOS")]
-    pub netbios: String,
+    #[arg(
+        long,
+        value_name = "NETBIOS",
+        required_unless_present = "from_ad",
+        conflicts_with = "from_ad"
+    )]
+    pub netbios: Option<String>,
     /// The domain's GUID (Get-ADDomain's ObjectGUID).
-    #[arg(long = "domain-guid", value_name = "GUID")]
-    pub domain_guid: String,
+    #[arg(
+        long = "domain-guid",
+        value_name = "GUID",
+        required_unless_present = "from_ad",
+        conflicts_with = "from_ad"
+    )]
+    pub domain_guid: Option<String>,
     /// The domain's SID (Get-ADDomain's DomainSID), such as S-1-5-21-1-2-3.
-    #[arg(long = "domain-sid", value_name = "SID")]
-    pub domain_sid: String,
+    #[arg(
+        long = "domain-sid",
+        value_name = "SID",
+        required_unless_present = "from_ad",
+        conflicts_with = "from_ad"
+    )]
+    pub domain_sid: Option<String>,
     /// The forest's root domain (DNS name); defaults to --domain.
-    #[arg(long, value_name = "DNS")]
+    #[arg(long, value_name = "DNS", conflicts_with = "from_ad")]
     pub forest: Option<String>,
+}
+
+/// Reading the domain facts from a domain controller over LDAP, instead of [`DomainArgs`].
+#[derive(Debug, Args)]
+#[command(
+    next_help_heading = "Reading the domain from Active Directory",
+    group(ArgGroup::new("bind").args(["bind_dn", "bind_upn"]))
+)]
+pub struct DirectoryArgs {
+    /// Read the domain facts from this domain controller: ldaps://HOST[:PORT], or
+    /// ldap://HOST[:PORT] with StartTLS.
+    #[arg(
+        long = "from-ad",
+        value_name = "URL",
+        requires_all = ["bind", "password_file"]
+    )]
+    pub from_ad: Option<String>,
+    /// With --from-ad: bind as this DN, such as CN=svc-gmsa,CN=Users,DC=contoso,DC=com.
+    #[arg(long = "bind-dn", value_name = "DN", requires = "from_ad")]
+    pub bind_dn: Option<String>,
+    /// With --from-ad: bind as this user principal name, such as svc-gmsa@contoso.com.
+    #[arg(long = "bind-upn", value_name = "UPN", requires = "from_ad")]
+    pub bind_upn: Option<String>,
+    /// With --from-ad: the file holding the bind password (`-` for stdin).
+    #[arg(long = "password-file", value_name = "FILE", requires = "from_ad")]
+    pub password_file: Option<PathBuf>,
+    /// With --from-ad: PEM file of the CA that issued the domain controller's certificate
+    /// [default: the system's trust store].
+    #[arg(long = "ca-file", value_name = "FILE", requires = "from_ad")]
+    pub ca_file: Option<PathBuf>,
+    /// With --from-ad on ldap://: upgrade the connection with StartTLS (the default).
+    #[arg(long, requires = "from_ad", conflicts_with = "insecure_plaintext")]
+    pub starttls: bool,
+    /// With --from-ad on ldap://: no TLS at all; the bind password crosses the network in
+    /// clear.
+    #[arg(long = "insecure-plaintext", requires = "from_ad")]
+    pub insecure_plaintext: bool,
 }
 
 /// The Container Credential Guard plugin, for hosts that are not joined to the domain.

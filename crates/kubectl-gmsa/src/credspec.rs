@@ -1,10 +1,12 @@
 //! `credspec new`, `credspec convert` and `credspec validate`.
 
+mod from_ad;
+
 use std::process::ExitCode;
 
 use anyhow::bail;
 use gmsa_core::credspec::build::{Field, Reason};
-use gmsa_core::credspec::{self, build_credential_spec, CcgPlugin, DomainFacts};
+use gmsa_core::credspec::{self, build_credential_spec, BuildError, CcgPlugin, DomainFacts};
 use gmsa_core::names;
 use gmsa_core::syntax::{self, SyntaxError};
 use serde::Serialize;
@@ -14,9 +16,32 @@ use crate::cli::{ConvertArgs, DomainArgs, NewArgs, ValidateArgs};
 use crate::input::{parse_documents, parse_json, Source};
 use crate::output;
 
-/// `credspec new`: build, print or write.
+/// Where the domain facts came from, so build errors name the right source.
+#[derive(Debug, Clone, Copy)]
+enum Origin<'a> {
+    Flags,
+    /// A domain controller, by URL.
+    Directory(&'a str),
+}
+
+/// `credspec new`: build, print or write. The domain facts come from flags or, with
+/// `--from-ad`, from a domain controller.
 pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
-    let domain = domain_facts(&args.domain);
+    let (domain, origin) = match &args.directory.from_ad {
+        Some(url) => {
+            // Typos in names need no round trip to the domain controller.
+            check_names(args).map_err(|e| {
+                anyhow::anyhow!(describe_build_error(
+                    &args.name,
+                    e.field,
+                    &e.reason,
+                    Origin::Directory(url)
+                ))
+            })?;
+            (from_ad::read_domain(args, url)?, Origin::Directory(url))
+        }
+        None => (domain_facts(&args.domain)?, Origin::Flags),
+    };
     let ccg = match (&args.ccg.ccg_plugin_guid, &args.ccg.ccg_plugin_input) {
         (Some(guid), Some(input)) => Some(CcgPlugin {
             guid: guid.clone(),
@@ -32,7 +57,7 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
         &args.additional_accounts,
         ccg.as_ref(),
     )
-    .map_err(|e| anyhow::anyhow!(describe_build_error(&args.name, e.field, &e.reason)))?;
+    .map_err(|e| anyhow::anyhow!(describe_build_error(&args.name, e.field, &e.reason, origin)))?;
     let yaml = output::yaml_documents(&[&resource])?;
     output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
     Ok(ExitCode::SUCCESS)
@@ -40,26 +65,55 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
 
 /// The domain facts from flags. Reading them from Active Directory is the other way to get a
 /// `DomainFacts`; everything after this point is shared.
-fn domain_facts(args: &DomainArgs) -> DomainFacts {
-    DomainFacts {
-        dns_name: args.domain.clone(),
-        forest_dns_name: args.forest.clone().unwrap_or_else(|| args.domain.clone()),
-        netbios_name: args.netbios.clone(),
-        guid: args.domain_guid.clone(),
-        sid: args.domain_sid.clone(),
-    }
+fn domain_facts(args: &DomainArgs) -> anyhow::Result<DomainFacts> {
+    let given = |value: &Option<String>, flag: &str| {
+        value
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("give {flag}, or read the domain with --from-ad"))
+    };
+    let dns_name = given(&args.domain, "--domain")?;
+    Ok(DomainFacts {
+        forest_dns_name: args.forest.clone().unwrap_or_else(|| dns_name.clone()),
+        netbios_name: given(&args.netbios, "--netbios")?,
+        guid: given(&args.domain_guid, "--domain-guid")?,
+        sid: given(&args.domain_sid, "--domain-sid")?,
+        dns_name,
+    })
 }
 
-/// A build error, naming the flag that carries the value.
-fn describe_build_error(name: &str, field: Field, reason: &Reason) -> String {
+/// The checks `build_credential_spec` makes that do not depend on the domain facts.
+fn check_names(args: &NewArgs) -> Result<(), BuildError> {
+    let at = |field| {
+        move |e| BuildError {
+            field,
+            reason: Reason::Syntax(e),
+        }
+    };
+    syntax::object_name(&args.name).map_err(at(Field::Name))?;
+    syntax::account(&args.account).map_err(at(Field::Account))?;
+    for (i, extra) in args.additional_accounts.iter().enumerate() {
+        syntax::account(&extra.name).map_err(at(Field::AdditionalAccount(i)))?;
+        if let Some(domain) = &extra.domain {
+            syntax::dns_domain(domain).map_err(at(Field::AdditionalAccountDomain(i)))?;
+        }
+    }
+    Ok(())
+}
+
+/// A build error, naming the flag that carries the value, or the directory it was read from.
+fn describe_build_error(name: &str, field: Field, reason: &Reason, origin: Origin<'_>) -> String {
+    let read = |flag: &str| match origin {
+        Origin::Flags => flag.to_string(),
+        Origin::Directory(url) => format!("the {field} read from {url}"),
+    };
     let flag = match field {
         Field::Name => return name_problem(name, reason.to_string()),
         Field::Account => "--account".to_string(),
-        Field::DnsName => "--domain".to_string(),
-        Field::ForestDnsName => "--forest".to_string(),
-        Field::NetbiosName => "--netbios".to_string(),
-        Field::Guid => "--domain-guid".to_string(),
-        Field::Sid => "--domain-sid".to_string(),
+        Field::DnsName => read("--domain"),
+        Field::ForestDnsName => read("--forest"),
+        Field::NetbiosName => read("--netbios"),
+        Field::Guid => read("--domain-guid"),
+        Field::Sid => read("--domain-sid"),
         Field::AdditionalAccount(i) => format!("--additional-account (#{})", i + 1),
         Field::AdditionalAccountDomain(i) => {
             format!("--additional-account (#{}) domain", i + 1)

@@ -3,11 +3,16 @@
 //! `gmsa-core`'s; this crate reads files, prints and talks to the cluster.
 
 pub mod admit;
+pub mod apply;
+pub mod certs;
 pub mod cli;
 pub mod credspec;
+pub mod doctor;
 pub mod grant;
 pub mod input;
+pub mod install;
 pub mod output;
+pub mod probe;
 
 use std::process::ExitCode;
 
@@ -24,6 +29,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Credspec(CredspecCommand::Validate(args)) => credspec::validate(&args),
         Command::Grant(args) => run_grant(&args),
         Command::Admit(args) => admit::admit(&args),
+        Command::Install(args) => install::install(&args),
+        Command::Uninstall(args) => install::uninstall(&args),
+        Command::Doctor(args) => doctor::doctor(&args),
     }
 }
 

@@ -118,15 +118,31 @@ impl CertificateAuthority {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let cert_pem = read(cert_path)?;
         let key_pem = read(key_path)?;
+        Self::from_pem_at(cert_path, &cert_pem, key_path, &key_pem)
+    }
+
+    /// As [`CertificateAuthority::load`], from PEM text (a Secret's `ca.crt` and a key);
+    /// `origin` names where it came from in errors.
+    pub fn from_pem(origin: &str, cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let path = Path::new(origin);
+        Self::from_pem_at(path, cert_pem.as_bytes(), path, key_pem.as_bytes())
+    }
+
+    fn from_pem_at(
+        cert_path: &Path,
+        cert_pem: &[u8],
+        key_path: &Path,
+        key_pem: &[u8],
+    ) -> Result<Self, TlsError> {
         // Same checks as for serving: parseable chain, matching key.
-        certified_key(cert_path, &cert_pem, key_path, &key_pem)?;
-        let cert_der = parse_chain(cert_path, &cert_pem)?.swap_remove(0);
-        let key_text = String::from_utf8_lossy(&key_pem);
+        certified_key(cert_path, cert_pem, key_path, key_pem)?;
+        let cert_der = parse_chain(cert_path, cert_pem)?.swap_remove(0);
+        let key_text = String::from_utf8_lossy(key_pem);
         let key = KeyPair::from_pem(&key_text).map_err(|source| TlsError::CaKey {
             path: key_path.to_owned(),
             source,
         })?;
-        let cert_text = String::from_utf8_lossy(&cert_pem).into_owned();
+        let cert_text = String::from_utf8_lossy(cert_pem).into_owned();
         Self::assemble(cert_text, cert_der, key, cert_path.to_owned())
     }
 

@@ -9,6 +9,7 @@
 mod config;
 mod der;
 mod dev;
+mod inspect;
 mod reload;
 mod store;
 
@@ -25,6 +26,9 @@ pub use dev::{
     dev_certs, issue_client_cert, issue_serving_cert, CertificateAuthority, DevCerts, IssuedCert,
     Validity, CA_LIFETIME, DEV_CA_NAME, DEV_SERVING_NAMES, NOT_BEFORE_BACKDATE,
     SERVING_CERT_LIFETIME,
+};
+pub use inspect::{
+    certificate_validity, pem_certificates, verify_serving_chain, CertificateValidity,
 };
 pub use reload::{spawn_reloader, spawn_reloader_with, ReloaderOptions, DEFAULT_POLL_INTERVAL};
 pub use store::CertStore;

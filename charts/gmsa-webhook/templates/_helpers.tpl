@@ -1,0 +1,41 @@
+{{/* Labels of every object: name, instance and the given component. */}}
+{{- define "gmsa.labels" -}}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/instance: {{ .root.Values.name }}
+app.kubernetes.io/name: gmsa-webhook
+{{- end }}
+
+{{/* Labels that select the webhook's pods. */}}
+{{- define "gmsa.selectorLabels" -}}
+app.kubernetes.io/instance: {{ .Values.name }}
+app.kubernetes.io/name: gmsa-webhook
+{{- end }}
+
+{{/* "true" when the webhook configurations carry CEL matchConditions. */}}
+{{- define "gmsa.matchConditions" -}}
+{{- $setting := toString .Values.matchConditions -}}
+{{- if eq $setting "auto" -}}
+{{- semverCompare ">=1.28-0" .Capabilities.KubeVersion.Version -}}
+{{- else if eq $setting "true" -}}
+{{- if not (semverCompare ">=1.28-0" .Capabilities.KubeVersion.Version) -}}
+{{- fail "matchConditions need Kubernetes 1.28 or later: set matchConditions=false" -}}
+{{- end -}}
+true
+{{- else -}}
+false
+{{- end -}}
+{{- end }}
+
+{{/* The pod webhooks' CEL condition; identical to gmsa_deploy::match_condition_expression (tests/helm_chart.rs). */}}
+{{- define "gmsa.celExpression" -}}
+(object != null && (has(object.spec) && ((has(object.spec.securityContext) && has(object.spec.securityContext.windowsOptions) && (has(object.spec.securityContext.windowsOptions.gmsaCredentialSpecName) || has(object.spec.securityContext.windowsOptions.gmsaCredentialSpec))) || (has(object.spec.containers) && object.spec.containers.exists(c, (has(c.securityContext) && has(c.securityContext.windowsOptions) && (has(c.securityContext.windowsOptions.gmsaCredentialSpecName) || has(c.securityContext.windowsOptions.gmsaCredentialSpec))))) || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, (has(c.securityContext) && has(c.securityContext.windowsOptions) && (has(c.securityContext.windowsOptions.gmsaCredentialSpecName) || has(c.securityContext.windowsOptions.gmsaCredentialSpec))))) || (has(object.spec.ephemeralContainers) && object.spec.ephemeralContainers.exists(c, (has(c.securityContext) && has(c.securityContext.windowsOptions) && (has(c.securityContext.windowsOptions.gmsaCredentialSpecName) || has(c.securityContext.windowsOptions.gmsaCredentialSpec)))))))) || (oldObject != null && (has(oldObject.spec) && ((has(oldObject.spec.securityContext) && has(oldObject.spec.securityContext.windowsOptions) && (has(oldObject.spec.securityContext.windowsOptions.gmsaCredentialSpecName) || has(oldObject.spec.securityContext.windowsOptions.gmsaCredentialSpec))) || (has(oldObject.spec.containers) && oldObject.spec.containers.exists(c, (has(c.securityContext) && has(c.securityContext.windowsOptions) && (has(c.securityContext.windowsOptions.gmsaCredentialSpecName) || has(c.securityContext.windowsOptions.gmsaCredentialSpec))))) || (has(oldObject.spec.initContainers) && oldObject.spec.initContainers.exists(c, (has(c.securityContext) && has(c.securityContext.windowsOptions) && (has(c.securityContext.windowsOptions.gmsaCredentialSpecName) || has(c.securityContext.windowsOptions.gmsaCredentialSpec))))) || (has(oldObject.spec.ephemeralContainers) && oldObject.spec.ephemeralContainers.exists(c, (has(c.securityContext) && has(c.securityContext.windowsOptions) && (has(c.securityContext.windowsOptions.gmsaCredentialSpecName) || has(c.securityContext.windowsOptions.gmsaCredentialSpec))))))))
+{{- end }}
+
+{{/* The Secret the Deployment mounts. */}}
+{{- define "gmsa.servingSecret" -}}
+{{- if eq .Values.certificates.mode "secret" -}}
+{{- required "certificates.secretName is required with certificates.mode=secret" .Values.certificates.secretName -}}
+{{- else -}}
+{{- printf "%s-tls" .Values.name -}}
+{{- end -}}
+{{- end }}

@@ -1,0 +1,436 @@
+//! The GMSA webhook's Kubernetes objects, rendered from [`Settings`]: the CRD, the namespace,
+//! least-privilege RBAC, certificates (self-signed, cert-manager or an existing Secret), the
+//! Deployment with its Service and PodDisruptionBudget, the webhook configurations and the
+//! optional Windows node setup. Pure: the CLI applies the result, tests compare it with the
+//! Helm chart's, and nothing here talks to a cluster or makes keys.
+
+pub mod crd;
+pub mod names;
+mod objects;
+pub mod version;
+mod webhooks;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::Value;
+use thiserror::Error;
+
+pub use version::{KubeVersion, KubeVersionError};
+pub use webhooks::match_condition_expression;
+
+/// The image rendered when none is given: what `docker build -t gmsa-webhook:<version> .`
+/// makes from this repository's Dockerfile. Push it somewhere your nodes pull from and pass
+/// `--image`.
+pub const DEFAULT_IMAGE: &str = concat!("gmsa-webhook:", env!("CARGO_PKG_VERSION"));
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertMode {
+    /// A CA and serving certificate made by the installer, kept in `<name>-tls`.
+    SelfSigned,
+    /// cert-manager issues `<name>-tls` and injects its CA into the webhook configurations.
+    CertManager,
+    /// An existing `kubernetes.io/tls` Secret; its CA is given separately.
+    Secret(String),
+}
+
+impl fmt::Display for CertMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertMode::SelfSigned => f.write_str("self-signed"),
+            CertMode::CertManager => f.write_str("cert-manager"),
+            CertMode::Secret(name) => write!(f, "secret:{name}"),
+        }
+    }
+}
+
+/// A `--certs` value that is none of the three.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0:?}: write self-signed, cert-manager or secret:NAME")]
+pub struct CertModeError(String);
+
+impl FromStr for CertMode {
+    type Err = CertModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "self-signed" => Ok(CertMode::SelfSigned),
+            "cert-manager" => Ok(CertMode::CertManager),
+            _ => match s.strip_prefix("secret:") {
+                Some(name) if gmsa_core::syntax::object_name(name).is_ok() => {
+                    Ok(CertMode::Secret(name.to_string()))
+                }
+                _ => Err(CertModeError(s.to_string())),
+            },
+        }
+    }
+}
+
+/// Container resources, as Kubernetes quantities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    pub requests_cpu: String,
+    pub requests_memory: String,
+    pub limits_memory: String,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self {
+            requests_cpu: "50m".into(),
+            requests_memory: "64Mi".into(),
+            limits_memory: "256Mi".into(),
+        }
+    }
+}
+
+/// Everything the objects depend on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub namespace: String,
+    pub name: String,
+    pub image: String,
+    pub replicas: i32,
+    pub certs: CertMode,
+    /// The API server's version: picks API versions and whether `matchConditions` exist.
+    pub kube_version: KubeVersion,
+    /// `None`: CEL `matchConditions` when the version has them.
+    pub match_conditions: Option<bool>,
+    /// `RANDOM_HOSTNAME=true` in the container.
+    pub random_hostname: bool,
+    /// Kubernetes client rate limit (`QPS`, `BURST`); the webhook's defaults when `None`.
+    pub qps: Option<String>,
+    pub burst: Option<u32>,
+    pub resources: Resources,
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations, as Kubernetes objects.
+    pub tolerations: Vec<Value>,
+    pub pod_disruption_budget: bool,
+    /// A ClusterRole that lets the built-in `view` role read credential specs.
+    pub aggregate_to_view: bool,
+    /// Register the webhooks by this `https://host:port` URL instead of the Service: for a
+    /// webhook running outside the cluster (development and tests).
+    pub webhook_url: Option<String>,
+    /// The Windows node setup DaemonSet (HostProcess) that sets `EnableCompartmentNamespace`.
+    pub node_setup: bool,
+    /// The image of the node setup: any Windows image with `reg.exe` and `powershell.exe`.
+    pub node_setup_image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let mut node_selector = BTreeMap::new();
+        node_selector.insert("kubernetes.io/os".to_string(), "linux".to_string());
+        Self {
+            namespace: names::DEFAULT_NAMESPACE.into(),
+            name: names::DEFAULT_NAME.into(),
+            image: DEFAULT_IMAGE.into(),
+            replicas: names::DEFAULT_REPLICAS,
+            certs: CertMode::SelfSigned,
+            kube_version: KubeVersion::OFFLINE_DEFAULT,
+            match_conditions: None,
+            random_hostname: false,
+            qps: None,
+            burst: None,
+            resources: Resources::default(),
+            node_selector,
+            tolerations: Vec::new(),
+            pod_disruption_budget: true,
+            aggregate_to_view: false,
+            webhook_url: None,
+            node_setup: false,
+            node_setup_image: DEFAULT_NODE_SETUP_IMAGE.into(),
+        }
+    }
+}
+
+/// The node setup's default image: Nano Server has `reg.exe`; HostProcess containers run on
+/// the host's own OS whatever their image, so its version does not need to match the node's.
+pub const DEFAULT_NODE_SETUP_IMAGE: &str =
+    "mcr.microsoft.com/oss/kubernetes/windows-host-process-containers-base-image:v1.0.0";
+
+impl Settings {
+    /// Whether the webhook configurations carry CEL `matchConditions`.
+    pub fn uses_match_conditions(&self) -> bool {
+        self.match_conditions
+            .unwrap_or_else(|| self.kube_version.at_least(KubeVersion::MATCH_CONDITIONS))
+    }
+
+    /// The names the serving certificate must cover: the Service's, plus the URL's host.
+    pub fn serving_names(&self) -> Vec<String> {
+        let mut names = names::service_dns_names(&self.name, &self.namespace);
+        if let Some(host) = self.webhook_url.as_deref().and_then(url_host) {
+            names.push(host.to_string());
+        }
+        names
+    }
+
+    /// Checks what the API server would refuse, before anything is sent.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        gmsa_core::syntax::namespace(&self.namespace)
+            .map_err(|e| SettingsError::Namespace(e.to_string()))?;
+        gmsa_core::syntax::object_name(&self.name)
+            .map_err(|e| SettingsError::Name(e.to_string()))?;
+        if self.name.len() > 40 {
+            return Err(SettingsError::Name(
+                "keep it to 40 characters: the Secret and DaemonSet add suffixes".into(),
+            ));
+        }
+        if self.replicas < 1 {
+            return Err(SettingsError::Replicas(self.replicas));
+        }
+        if self.match_conditions == Some(true)
+            && !self.kube_version.at_least(KubeVersion::MATCH_CONDITIONS)
+        {
+            return Err(SettingsError::MatchConditions(self.kube_version));
+        }
+        if self.node_setup && !self.kube_version.at_least(KubeVersion::HOST_PROCESS) {
+            return Err(SettingsError::HostProcess(self.kube_version));
+        }
+        if let Some(url) = &self.webhook_url {
+            if url_host(url).is_none() || url.trim_end_matches('/').matches('/').count() != 2 {
+                return Err(SettingsError::Url(url.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The host of an `https://host[:port]` URL (brackets kept off IPv6 addresses).
+fn url_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://")?;
+    let authority = rest.split('/').next()?;
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Settings the API server would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SettingsError {
+    #[error("--namespace: {0}")]
+    Namespace(String),
+    #[error("--name: {0}")]
+    Name(String),
+    #[error("--replicas {0}: give at least 1")]
+    Replicas(i32),
+    #[error("matchConditions need Kubernetes 1.28 or later; this is {0}: leave them off")]
+    MatchConditions(KubeVersion),
+    #[error("the node setup needs HostProcess containers (Kubernetes 1.26 or later); this is {0}")]
+    HostProcess(KubeVersion),
+    #[error("--webhook-url {0:?}: give https://HOST:PORT, without a path")]
+    Url(String),
+    #[error("--certs {0} needs the CA that signed the Secret's certificate: pass --ca-bundle FILE (PEM), or apply to a cluster where the Secret has a ca.crt")]
+    NoCaBundle(String),
+    #[error("--certs self-signed needs the certificates (the installer makes them)")]
+    NoCertificates,
+}
+
+/// The serving certificate material for [`CertMode::SelfSigned`], and the CA bundle for every
+/// mode but cert-manager's (where the injector fills it in).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsMaterial {
+    /// PEM of every CA the webhook configurations trust (more than one while rotating).
+    pub ca_bundle_pem: String,
+    /// The current CA (the Secret's `ca.crt`), PEM.
+    pub ca_pem: String,
+    /// The serving certificate and its key, PEM; empty outside self-signed mode.
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Annotations of the Secret (the rotation deadline).
+    pub secret_annotations: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_bundle_pem", &self.ca_bundle_pem)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"[redacted]")
+            .finish()
+    }
+}
+
+/// The rendered objects, in the order they are applied: definitions and identities first,
+/// the webhook configurations last, so the API server never calls a webhook that is not there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub objects: Vec<Value>,
+}
+
+/// Renders every object for `settings`. `tls` is required for self-signed certificates and for
+/// an existing Secret (its CA bundle), and ignored with cert-manager.
+pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest, SettingsError> {
+    settings.check()?;
+    let ca_bundle = match (&settings.certs, tls) {
+        (CertMode::CertManager, _) => None,
+        (_, Some(tls)) if !tls.ca_bundle_pem.is_empty() => Some(tls.ca_bundle_pem.as_str()),
+        (CertMode::SelfSigned, _) => return Err(SettingsError::NoCertificates),
+        (CertMode::Secret(name), _) => return Err(SettingsError::NoCaBundle(name.clone())),
+    };
+    let mut objects = vec![
+        crd::custom_resource_definition(),
+        objects::namespace(settings),
+        objects::service_account(settings),
+        objects::cluster_role(settings),
+        objects::cluster_role_binding(settings),
+    ];
+    if settings.aggregate_to_view {
+        objects.push(objects::view_role(settings));
+    }
+    match (&settings.certs, tls) {
+        (CertMode::SelfSigned, Some(tls)) => objects.push(objects::tls_secret(settings, tls)),
+        (CertMode::CertManager, _) => {
+            objects.push(objects::issuer(settings));
+            objects.push(objects::certificate(settings));
+        }
+        _ => {}
+    }
+    objects.push(objects::service(settings));
+    objects.push(objects::deployment(settings));
+    if settings.pod_disruption_budget {
+        objects.push(objects::pod_disruption_budget(settings));
+    }
+    if settings.node_setup {
+        objects.push(objects::node_setup(settings));
+    }
+    objects.push(webhooks::mutating(settings, ca_bundle));
+    objects.push(webhooks::validating(settings, ca_bundle));
+    Ok(Manifest { objects })
+}
+
+/// Every kind [`render`] may produce, with the API group/version, plural and scope the CLI
+/// needs to apply and delete them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindInfo {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+}
+
+/// The kinds, in apply order.
+pub const KINDS: &[KindInfo] = &[
+    KindInfo {
+        api_version: "apiextensions.k8s.io/v1",
+        kind: "CustomResourceDefinition",
+        plural: "customresourcedefinitions",
+        namespaced: false,
+    },
+    KindInfo {
+        api_version: "v1",
+        kind: "Namespace",
+        plural: "namespaces",
+        namespaced: false,
+    },
+    KindInfo {
+        api_version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        namespaced: false,
+    },
+    KindInfo {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        namespaced: false,
+    },
+    KindInfo {
+        api_version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "cert-manager.io/v1",
+        kind: "Issuer",
+        plural: "issuers",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "cert-manager.io/v1",
+        kind: "Certificate",
+        plural: "certificates",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "v1",
+        kind: "Service",
+        plural: "services",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "apps/v1",
+        kind: "Deployment",
+        plural: "deployments",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "policy/v1",
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "policy/v1beta1",
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "apps/v1",
+        kind: "DaemonSet",
+        plural: "daemonsets",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "admissionregistration.k8s.io/v1",
+        kind: "MutatingWebhookConfiguration",
+        plural: "mutatingwebhookconfigurations",
+        namespaced: false,
+    },
+    KindInfo {
+        api_version: "admissionregistration.k8s.io/v1",
+        kind: "ValidatingWebhookConfiguration",
+        plural: "validatingwebhookconfigurations",
+        namespaced: false,
+    },
+];
+
+/// The kind information of a rendered object.
+pub fn kind_info(object: &Value) -> Option<&'static KindInfo> {
+    let api_version = object.get("apiVersion")?.as_str()?;
+    let kind = object.get("kind")?.as_str()?;
+    KINDS
+        .iter()
+        .find(|k| k.api_version == api_version && k.kind == kind)
+}
+
+/// The labels every rendered object carries; uninstall deletes only objects that have them.
+pub fn labels(settings: &Settings, component: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(settings);
+    labels.insert(names::LABEL_COMPONENT.into(), component.into());
+    labels
+}
+
+/// The labels that select the webhook's pods.
+pub fn selector_labels(settings: &Settings) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (names::LABEL_NAME.to_string(), names::APP_NAME.to_string()),
+        (names::LABEL_INSTANCE.to_string(), settings.name.clone()),
+    ])
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,89 @@
+//! Names the rendered objects use, defined once: the CLI, the Helm chart's tests and the
+//! doctor all refer to these.
+
+/// Namespace the webhook is installed into by default.
+pub const DEFAULT_NAMESPACE: &str = "gmsa-system";
+/// Name of the Deployment, Service, ServiceAccount, ClusterRole and webhook configurations.
+pub const DEFAULT_NAME: &str = "gmsa-webhook";
+/// Replicas by default: two, so a drained node or a rollout never leaves pods unadmitted.
+pub const DEFAULT_REPLICAS: i32 = 2;
+
+/// The `app.kubernetes.io/name` of everything rendered.
+pub const APP_NAME: &str = "gmsa-webhook";
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+
+/// Label of namespaces the webhooks skip (`gmsa-webhook: disabled`); the webhook's own
+/// namespace carries it.
+pub const DISABLE_LABEL: &str = "gmsa-webhook";
+pub const DISABLE_VALUE: &str = "disabled";
+/// The label the API server puts on every namespace from 1.21 on.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Label that makes a ClusterRole's rules part of the built-in `view` role.
+pub const AGGREGATE_TO_VIEW_LABEL: &str = "rbac.authorization.k8s.io/aggregate-to-view";
+/// cert-manager's CA injector reads this annotation on webhook configurations.
+pub const CERT_MANAGER_INJECT_ANNOTATION: &str = "cert-manager.io/inject-ca-from";
+/// The annotation a CRD in a `*.k8s.io` group needs.
+pub const API_APPROVED_ANNOTATION: &str = "api-approved.kubernetes.io";
+pub const API_APPROVED_VALUE: &str = "https://github.com/kubernetes/enhancements/pull/1158";
+
+/// Webhook names, as the API server reports them in denials.
+pub const MUTATING_WEBHOOK: &str = "pod-mutation.gmsa.windows.k8s.io";
+pub const VALIDATING_WEBHOOK: &str = "pod-validation.gmsa.windows.k8s.io";
+pub const CREDSPEC_WEBHOOK: &str = "credspec-validation.gmsa.windows.k8s.io";
+/// Name of the CEL match condition that sends only pods mentioning GMSA.
+pub const MATCH_CONDITION_NAME: &str = "mentions-gmsa";
+/// Seconds the API server waits for an answer.
+pub const WEBHOOK_TIMEOUT_SECONDS: i64 = 5;
+
+/// The port the container listens on (unprivileged: the container drops every capability).
+pub const CONTAINER_PORT: i32 = 8443;
+/// The Service port the API server calls.
+pub const SERVICE_PORT: i32 = 443;
+pub const PORT_NAME: &str = "https";
+pub const CONTAINER_NAME: &str = "webhook";
+/// Where the serving certificate's Secret is mounted.
+pub const TLS_MOUNT_PATH: &str = "/etc/gmsa-webhook/tls";
+pub const TLS_VOLUME: &str = "tls";
+/// Keys of a `kubernetes.io/tls` Secret, plus the CA that cert-manager also writes.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
+pub const CA_CERT_KEY: &str = "ca.crt";
+/// The user and group of the distroless `nonroot` image.
+pub const NON_ROOT_UID: i64 = 65532;
+/// Annotation on the self-signed Secret: until when the webhook configurations keep trusting
+/// the CA that was replaced by the last rotation (RFC 3339).
+pub const PREVIOUS_CA_UNTIL_ANNOTATION: &str = "gmsa.windows.k8s.io/previous-ca-trusted-until";
+
+/// The registry key the node setup sets (documented for SMB access by host name).
+pub const HNS_STATE_KEY: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\hns\State";
+pub const COMPARTMENT_NAMESPACE_VALUE: &str = "EnableCompartmentNamespace";
+
+/// Name of the Secret holding the serving certificate.
+pub fn tls_secret(name: &str) -> String {
+    format!("{name}-tls")
+}
+
+/// Name of cert-manager's self-signed Issuer.
+pub fn issuer(name: &str) -> String {
+    format!("{name}-selfsigned")
+}
+
+/// Name of the aggregated view ClusterRole.
+pub fn view_role(name: &str) -> String {
+    format!("{name}-view")
+}
+
+/// Name of the node-setup DaemonSet.
+pub fn node_setup(name: &str) -> String {
+    format!("{name}-node-setup")
+}
+
+/// The DNS names the API server uses for the Service.
+pub fn service_dns_names(name: &str, namespace: &str) -> Vec<String> {
+    vec![
+        format!("{name}.{namespace}.svc"),
+        format!("{name}.{namespace}.svc.cluster.local"),
+    ]
+}

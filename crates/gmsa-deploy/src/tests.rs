@@ -1,0 +1,274 @@
+use serde_json::{json, Value};
+
+use super::*;
+
+fn tls() -> TlsMaterial {
+    TlsMaterial {
+        ca_bundle_pem: "CA1\nCA2\n".into(),
+        ca_pem: "CA2\n".into(),
+        cert_pem: "CERT\n".into(),
+        key_pem: "KEY\n".into(),
+        secret_annotations: Default::default(),
+    }
+}
+
+fn find<'m>(m: &'m Manifest, kind: &str) -> &'m Value {
+    m.objects
+        .iter()
+        .find(|o| o["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+fn kinds(m: &Manifest) -> Vec<String> {
+    m.objects
+        .iter()
+        .map(|o| o["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn default_install_in_apply_order() {
+    let m = render(&Settings::default(), Some(&tls())).unwrap();
+    assert_eq!(
+        kinds(&m),
+        [
+            "CustomResourceDefinition",
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Secret",
+            "Service",
+            "Deployment",
+            "PodDisruptionBudget",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration"
+        ]
+    );
+    for object in &m.objects {
+        assert!(kind_info(object).is_some(), "{object}");
+    }
+    let ns = find(&m, "Namespace");
+    assert_eq!(ns["metadata"]["labels"]["gmsa-webhook"], "disabled");
+    let secret = find(&m, "Secret");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(secret["data"]["ca.crt"], "Q0EyCg==");
+}
+
+#[test]
+fn webhooks_cover_pods_ephemeral_containers_and_credspecs() {
+    let m = render(&Settings::default(), Some(&tls())).unwrap();
+    let mutating = &find(&m, "MutatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(mutating["failurePolicy"], "Fail");
+    assert_eq!(mutating["sideEffects"], "None");
+    assert_eq!(mutating["timeoutSeconds"], 5);
+    assert_eq!(
+        mutating["admissionReviewVersions"],
+        json!(["v1", "v1beta1"])
+    );
+    assert_eq!(mutating["rules"][0]["operations"], json!(["CREATE"]));
+    assert_eq!(
+        mutating["rules"][1]["resources"],
+        json!(["pods/ephemeralcontainers"])
+    );
+    assert_eq!(mutating["clientConfig"]["service"]["path"], "/mutate");
+    assert_eq!(
+        mutating["clientConfig"]["caBundle"],
+        json!("Q0ExCkNBMgo="),
+        "both CAs while rotating"
+    );
+    assert_eq!(
+        mutating["namespaceSelector"]["matchExpressions"][1],
+        json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["gmsa-system"]})
+    );
+    assert_eq!(mutating["matchConditions"][0]["name"], "mentions-gmsa");
+
+    let validating = &find(&m, "ValidatingWebhookConfiguration")["webhooks"];
+    assert_eq!(
+        validating[0]["rules"][0]["operations"],
+        json!(["CREATE", "UPDATE"])
+    );
+    assert_eq!(
+        validating[1]["clientConfig"]["service"]["path"],
+        "/validate-credspec"
+    );
+    assert_eq!(
+        validating[1]["rules"][0]["resources"],
+        json!(["gmsacredentialspecs"])
+    );
+    assert!(validating[1].get("matchConditions").is_none());
+}
+
+#[test]
+fn older_clusters_get_what_they_understand() {
+    let settings = Settings {
+        kube_version: KubeVersion::new(1, 20),
+        ..Settings::default()
+    };
+    let m = render(&settings, Some(&tls())).unwrap();
+    assert_eq!(
+        find(&m, "PodDisruptionBudget")["apiVersion"],
+        "policy/v1beta1"
+    );
+    let webhook = &find(&m, "MutatingWebhookConfiguration")["webhooks"][0];
+    assert!(webhook.get("matchConditions").is_none());
+    assert_eq!(
+        webhook["namespaceSelector"]["matchExpressions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let forced = Settings {
+        match_conditions: Some(true),
+        ..settings
+    };
+    assert!(matches!(
+        render(&forced, Some(&tls())),
+        Err(SettingsError::MatchConditions(_))
+    ));
+}
+
+#[test]
+fn cel_expression_guards_every_step() {
+    let cel = match_condition_expression();
+    for needle in [
+        "object != null",
+        "oldObject != null",
+        "has(object.spec.initContainers) && object.spec.initContainers.exists(c,",
+        "has(oldObject.spec.ephemeralContainers)",
+        "has(c.securityContext.windowsOptions.gmsaCredentialSpecName)",
+        "has(object.spec.securityContext.windowsOptions.gmsaCredentialSpec)",
+    ] {
+        assert!(cel.contains(needle), "{needle} missing from {cel}");
+    }
+    assert_eq!(cel.matches('(').count(), cel.matches(')').count());
+}
+
+#[test]
+fn cert_manager_and_url_modes() {
+    let settings = Settings {
+        certs: CertMode::CertManager,
+        webhook_url: Some("https://127.0.0.1:9443".into()),
+        ..Settings::default()
+    };
+    let m = render(&settings, None).unwrap();
+    assert!(kinds(&m).contains(&"Certificate".to_string()));
+    assert!(!kinds(&m).contains(&"Secret".to_string()));
+    let config = find(&m, "ValidatingWebhookConfiguration");
+    assert_eq!(
+        config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "gmsa-system/gmsa-webhook-tls"
+    );
+    assert_eq!(
+        config["webhooks"][0]["clientConfig"],
+        json!({"url": "https://127.0.0.1:9443/validate"})
+    );
+    assert_eq!(
+        find(&m, "Certificate")["spec"]["dnsNames"],
+        json!([
+            "gmsa-webhook.gmsa-system.svc",
+            "gmsa-webhook.gmsa-system.svc.cluster.local",
+            "127.0.0.1"
+        ])
+    );
+
+    let secret_mode = Settings {
+        certs: "secret:mine".parse().unwrap(),
+        ..Settings::default()
+    };
+    assert!(matches!(
+        render(&secret_mode, None),
+        Err(SettingsError::NoCaBundle(_))
+    ));
+    let m = render(&secret_mode, Some(&tls())).unwrap();
+    assert!(!kinds(&m).contains(&"Secret".to_string()));
+    assert_eq!(
+        find(&m, "Deployment")["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"],
+        "mine"
+    );
+    assert!("secret:".parse::<CertMode>().is_err());
+    assert!("vault".parse::<CertMode>().is_err());
+}
+
+#[test]
+fn deployment_is_locked_down() {
+    let settings = Settings {
+        random_hostname: true,
+        qps: Some("20".into()),
+        ..Settings::default()
+    };
+    let m = render(&settings, Some(&tls())).unwrap();
+    let spec = &find(&m, "Deployment")["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let sc = &container["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(
+        spec["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(spec["nodeSelector"]["kubernetes.io/os"], "linux");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(container["livenessProbe"]["httpGet"]["scheme"], "HTTPS");
+    let env: Vec<(String, String)> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(env.contains(&("RANDOM_HOSTNAME".into(), "true".into())));
+    assert!(env.contains(&("HTTPS_PORT".into(), "8443".into())));
+    assert!(env.contains(&("TLS_CRT".into(), "/etc/gmsa-webhook/tls/tls.crt".into())));
+    assert!(env.contains(&("QPS".into(), "20".into())));
+}
+
+#[test]
+fn rbac_is_least_privilege() {
+    let m = render(&Settings::default(), Some(&tls())).unwrap();
+    let role = find(&m, "ClusterRole");
+    let verbs: Vec<&Value> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["verbs"])
+        .collect();
+    assert_eq!(
+        verbs,
+        [
+            &json!(["get", "list", "watch"]),
+            &json!(["list", "watch"]),
+            &json!(["create"])
+        ]
+    );
+}
+
+#[test]
+fn node_setup_is_a_host_process_daemonset() {
+    let settings = Settings {
+        node_setup: true,
+        ..Settings::default()
+    };
+    let m = render(&settings, Some(&tls())).unwrap();
+    let ds = find(&m, "DaemonSet");
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["securityContext"]["windowsOptions"]["hostProcess"],
+        true
+    );
+    assert_eq!(spec["nodeSelector"]["kubernetes.io/os"], "windows");
+    let command = spec["containers"][0]["command"].to_string();
+    assert!(command.contains("EnableCompartmentNamespace"), "{command}");
+    assert!(command.contains(r"HKLM\\SYSTEM\\CurrentControlSet\\Services\\hns\\State"));
+    let old = Settings {
+        kube_version: KubeVersion::new(1, 25),
+        ..settings
+    };
+    assert!(render(&old, Some(&tls())).is_err());
+}

@@ -1,0 +1,309 @@
+//! `credspec new --from-ad`: the domain facts read from a domain controller over LDAP, and the
+//! gMSAs checked to exist there; the build that follows is the same as with flags.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context as _};
+use gmsa_ad::{AdError, BindCredentials, Directory, DirectoryConfig, SecretString, Trust};
+use gmsa_core::credspec::{AdditionalAccount, DomainFacts};
+
+use crate::cli::{DirectoryArgs, NewArgs};
+use crate::input::{InputError, Source};
+
+/// What error messages name besides the error itself: the flags and files the user gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Flags {
+    /// `--bind-dn` or `--bind-upn`.
+    principal_flag: &'static str,
+    /// The password file as messages name it (`<stdin>` for `-`).
+    password_file: String,
+    ca_file: Option<PathBuf>,
+}
+
+/// What went wrong, and with which of the accounts when it was a gMSA check.
+#[derive(Debug)]
+struct Failure {
+    /// `--account` or `--additional-account (#N)`, with the name, for account checks.
+    account: Option<String>,
+    error: AdError,
+}
+
+impl From<AdError> for Failure {
+    fn from(error: AdError) -> Self {
+        Self {
+            account: None,
+            error,
+        }
+    }
+}
+
+/// Connects to the domain controller at `url`, reads the domain facts, and checks that
+/// `--account` and every `--additional-account` of that domain are gMSAs there.
+pub(super) fn read_domain(args: &NewArgs, url: &str) -> anyhow::Result<DomainFacts> {
+    let directory = &args.directory;
+    let (principal_flag, principal) = match (&directory.bind_dn, &directory.bind_upn) {
+        (Some(dn), _) => ("--bind-dn", dn.clone()),
+        (None, Some(upn)) => ("--bind-upn", upn.clone()),
+        (None, None) => return Err(anyhow!("--from-ad needs --bind-dn or --bind-upn")),
+    };
+    let password_path = directory
+        .password_file
+        .as_deref()
+        .ok_or_else(|| anyhow!("--from-ad needs --password-file"))?;
+    let password_source = Source::new(password_path);
+    let flags = Flags {
+        principal_flag,
+        password_file: password_source.name(),
+        ca_file: directory.ca_file.clone(),
+    };
+    let password = read_password(&password_source)?;
+    let config = config(directory, url, BindCredentials::new(principal, password));
+
+    let facts = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(read_and_check(
+            &config,
+            &args.account,
+            &args.additional_accounts,
+        ))
+        .map_err(|failure| anyhow!(describe(&failure, &flags)))?;
+    for (i, extra) in args.additional_accounts.iter().enumerate() {
+        if !in_domain(extra, &facts) {
+            eprintln!(
+                "note: --additional-account (#{}) {}@{} is not in {}, so it was not checked",
+                i + 1,
+                extra.name,
+                extra.domain.as_deref().unwrap_or_default(),
+                facts.dns_name
+            );
+        }
+    }
+    Ok(facts)
+}
+
+/// The connection settings the flags ask for: StartTLS on `ldap://` unless plain LDAP was
+/// accepted with `--insecure-plaintext`.
+fn config(args: &DirectoryArgs, url: &str, credentials: BindCredentials) -> DirectoryConfig {
+    let trust = match &args.ca_file {
+        Some(path) => Trust::CaFile(path.clone()),
+        None => Trust::SystemRoots,
+    };
+    let mut config = DirectoryConfig::new(url, trust, credentials);
+    config.starttls = !args.insecure_plaintext;
+    config.insecure_plaintext = args.insecure_plaintext;
+    config
+}
+
+/// The password: the file's text without one trailing newline. Messages never quote it.
+fn read_password(source: &Source) -> anyhow::Result<SecretString> {
+    let name = source.name();
+    let text = source.read_text().map_err(|e| match e {
+        InputError::Encoding { .. } => {
+            anyhow!("the password file {name} is neither UTF-8 nor UTF-16 text (--password-file)")
+        }
+        other => anyhow!("cannot read the password file (--password-file): {other}"),
+    })?;
+    let password = strip_one_newline(text);
+    if password.is_empty() {
+        return Err(anyhow!(
+            "the password file {name} is empty (--password-file): put the bind password in it; \
+             an empty password would be an anonymous bind"
+        ));
+    }
+    Ok(SecretString::from(password))
+}
+
+fn strip_one_newline(mut text: String) -> String {
+    if text.ends_with("\r\n") {
+        text.truncate(text.len() - 2);
+    } else if text.ends_with('\n') {
+        text.truncate(text.len() - 1);
+    }
+    text
+}
+
+/// Whether an additional account belongs to the domain that was read (then it is checked).
+fn in_domain(account: &AdditionalAccount, facts: &DomainFacts) -> bool {
+    account
+        .domain
+        .as_deref()
+        .is_none_or(|domain| domain.eq_ignore_ascii_case(&facts.dns_name))
+}
+
+async fn read_and_check(
+    config: &DirectoryConfig,
+    account: &str,
+    additional: &[AdditionalAccount],
+) -> Result<DomainFacts, Failure> {
+    let mut directory = Directory::connect(config).await?;
+    let facts = directory.domain_facts().await?;
+    let mut accounts = vec![("--account".to_string(), account)];
+    accounts.extend(
+        additional
+            .iter()
+            .enumerate()
+            .filter(|(_, extra)| in_domain(extra, &facts))
+            .map(|(i, extra)| {
+                (
+                    format!("--additional-account (#{})", i + 1),
+                    extra.name.as_str(),
+                )
+            }),
+    );
+    for (flag, name) in accounts {
+        directory.check_gmsa(name).await.map_err(|error| Failure {
+            account: Some(flag),
+            error,
+        })?;
+    }
+    directory.close().await;
+    Ok(facts)
+}
+
+/// The message for a failure, naming the flag or file to change.
+fn describe(failure: &Failure, flags: &Flags) -> String {
+    let message = match &failure.error {
+        AdError::PlaintextRefused { url } => format!(
+            "refusing plain LDAP to {url}: the bind password would cross the network \
+             unencrypted; use ldaps:// or StartTLS (the default on ldap://), or pass \
+             --insecure-plaintext if you accept that"
+        ),
+        AdError::StartTlsRefused { .. } => format!(
+            "{}; or, if you accept that the bind password crosses the network unencrypted, \
+             pass --insecure-plaintext",
+            failure.error
+        ),
+        AdError::InvalidCredentials { principal, detail } => format!(
+            "the domain controller rejected the credentials of {principal} ({detail}): check \
+             {} and the password in {}",
+            flags.principal_flag, flags.password_file
+        ),
+        AdError::UntrustedCertificate { url, reason } => match &flags.ca_file {
+            Some(path) => format!(
+                "the certificate of {url} is not trusted: {reason}; check that --ca-file {} \
+                 holds the CA that issued it, and connect by a name or address the \
+                 certificate lists",
+                path.display()
+            ),
+            None => format!(
+                "the certificate of {url} is not trusted by the system's trust store: {reason}; \
+                 pass the CA that issued it with --ca-file, and connect by a name or address \
+                 the certificate lists"
+            ),
+        },
+        other => other.to_string(),
+    };
+    match &failure.account {
+        Some(flag) => format!("{flag}: {message}"),
+        None => message,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+
+    fn flags(ca_file: Option<&str>) -> Flags {
+        Flags {
+            principal_flag: "--bind-upn",
+            password_file: "ad-password".into(),
+            ca_file: ca_file.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn one_trailing_newline_is_dropped() {
+        assert_eq!(strip_one_newline("s3cret\n".into()), "s3cret");
+        assert_eq!(strip_one_newline("s3cret\r\n".into()), "s3cret");
+        assert_eq!(strip_one_newline("s3cret\n\n".into()), "s3cret\n");
+        assert_eq!(strip_one_newline(" s3cret ".into()), " s3cret ");
+    }
+
+    #[test]
+    fn empty_password_files_are_refused_without_quoting_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "\n").unwrap();
+        let err = read_password(&Source::new(&path)).unwrap_err().to_string();
+        assert!(err.contains("is empty"), "{err}");
+        std::fs::write(&path, [0xff, 0xfe, 0x00, 0xd8]).unwrap();
+        let err = read_password(&Source::new(&path)).unwrap_err().to_string();
+        assert!(err.contains("neither UTF-8 nor UTF-16"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_only_when_accepted() {
+        let args = |insecure_plaintext| DirectoryArgs {
+            from_ad: Some("ldap://dc1".into()),
+            bind_dn: None,
+            bind_upn: Some("svc@contoso.com".into()),
+            password_file: Some("pw".into()),
+            ca_file: None,
+            starttls: false,
+            insecure_plaintext,
+        };
+        let credentials = || BindCredentials::new("svc@contoso.com", "x".to_string());
+        let safe = config(&args(false), "ldap://dc1", credentials());
+        assert!(safe.starttls && !safe.insecure_plaintext);
+        assert_eq!(safe.trust, Trust::SystemRoots);
+        let plain = config(&args(true), "ldap://dc1", credentials());
+        assert!(!plain.starttls && plain.insecure_plaintext);
+    }
+
+    #[test]
+    fn messages_name_the_flag_to_change() {
+        let failure = |error| Failure {
+            account: None,
+            error,
+        };
+        let wrong = describe(
+            &failure(AdError::InvalidCredentials {
+                principal: "svc@contoso.com".into(),
+                detail: "wrong password or unknown user".into(),
+            }),
+            &flags(None),
+        );
+        assert!(
+            wrong.contains("rejected the credentials of svc@contoso.com")
+                && wrong.contains("check --bind-upn and the password in ad-password"),
+            "{wrong}"
+        );
+        let untrusted = |ca| {
+            describe(
+                &failure(AdError::UntrustedCertificate {
+                    url: "ldaps://dc1".into(),
+                    reason: "unknown issuer".into(),
+                }),
+                &flags(ca),
+            )
+        };
+        assert!(untrusted(None).contains("pass the CA that issued it with --ca-file"));
+        assert!(untrusted(Some("ca.pem")).contains("check that --ca-file ca.pem holds the CA"));
+        let plain = describe(
+            &failure(AdError::PlaintextRefused {
+                url: "ldap://dc1".into(),
+            }),
+            &flags(None),
+        );
+        assert!(plain.contains("--insecure-plaintext"), "{plain}");
+        let unknown = describe(
+            &Failure {
+                account: Some("--additional-account (#2)".into()),
+                error: AdError::UnknownAccount {
+                    account: "Report".into(),
+                    domain: "DC=contoso,DC=com".into(),
+                    close_matches: vec!["Reports".into()],
+                },
+            },
+            &flags(None),
+        );
+        assert!(
+            unknown.starts_with("--additional-account (#2): no group managed service account")
+                && unknown.ends_with("did you mean Reports?"),
+            "{unknown}"
+        );
+    }
+}

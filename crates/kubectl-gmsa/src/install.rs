@@ -1,0 +1,660 @@
+//! `install` and `uninstall`: render the webhook's objects with `gmsa-deploy`, and apply them
+//! by server-side apply in an order where the API server never calls a webhook that is not
+//! there; remove them again without touching the CRD or credential specs unless asked.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::{Args, ValueEnum};
+use gmsa_deploy::{names, CertMode, KubeVersion, Settings, TlsMaterial, KINDS};
+use serde_json::Value;
+
+use crate::apply::{Applier, Outcome};
+use crate::certs::{self, Decision, Existing};
+use crate::cli::{DryRun, OutputFile};
+
+pub const INSTALL_EXAMPLES: &str = "\
+Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's service
+account and least-privilege RBAC, its certificates, Service, Deployment, PodDisruptionBudget
+and the two webhook configurations. With --apply they are applied by server-side apply (field
+manager kubectl-gmsa); re-running changes nothing that is already right, never deletes the CRD
+or a credential spec, and keeps self-signed certificates valid for more than 30 days.
+
+Without --kube-version, rendering (no --apply) is for Kubernetes 1.30: CEL matchConditions are
+included, so only pods that mention GMSA reach the webhook. With --apply the cluster's own
+version decides. Kubernetes before 1.28 gets no matchConditions.
+
+Examples:
+  kubectl gmsa install --image registry.example/gmsa-webhook:0.1.0 -o gmsa-webhook.yaml
+  kubectl gmsa install --image registry.example/gmsa-webhook:0.1.0 --apply --dry-run=server
+  kubectl gmsa install --image registry.example/gmsa-webhook:0.1.0 --apply
+  kubectl gmsa install --certs cert-manager --apply
+  kubectl gmsa install --apply --rotate-certs
+  kubectl gmsa install --node-setup --kube-version 1.30 -o node-setup.yaml";
+
+/// Whether the webhook configurations carry CEL `matchConditions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Toggle {
+    /// When the Kubernetes version has them (1.28+).
+    Auto,
+    On,
+    Off,
+}
+
+/// `install`.
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Namespace of the webhook.
+    #[arg(short = 'n', long, default_value = names::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Name of the Deployment, Service, RBAC objects and webhook configurations.
+    #[arg(long, default_value = names::DEFAULT_NAME)]
+    pub name: String,
+    /// The webhook image (build it with the repository's Dockerfile).
+    #[arg(long, value_name = "REF", default_value = gmsa_deploy::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Webhook replicas.
+    #[arg(long, default_value_t = names::DEFAULT_REPLICAS)]
+    pub replicas: i32,
+    /// Serving certificate: self-signed (made here), cert-manager, or secret:NAME (yours).
+    #[arg(long, value_name = "MODE", default_value = "self-signed")]
+    pub certs: CertMode,
+    /// With --certs secret:NAME: the CA that signed it (PEM) [default: the Secret's ca.crt].
+    #[arg(long = "ca-bundle", value_name = "FILE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Kubernetes version to render for [default: the cluster's with --apply, else 1.30].
+    #[arg(long = "kube-version", value_name = "X.Y")]
+    pub kube_version: Option<KubeVersion>,
+    /// CEL matchConditions on the pod webhooks.
+    #[arg(long = "match-conditions", value_enum, default_value = "auto")]
+    pub match_conditions: Toggle,
+    /// Give GMSA pods without a hostname a random one (RANDOM_HOSTNAME=true), so replicas do
+    /// not share a NetBIOS name.
+    #[arg(long = "random-hostname")]
+    pub random_hostname: bool,
+    /// Kubernetes client rate limit of the webhook (QPS env) [default: the webhook's, 5].
+    #[arg(long, value_name = "N")]
+    pub qps: Option<f32>,
+    /// Kubernetes client burst of the webhook (BURST env) [default: the webhook's, 10].
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u32>,
+    /// Leave out the PodDisruptionBudget.
+    #[arg(long = "no-pdb")]
+    pub no_pdb: bool,
+    /// Also let holders of the built-in `view` role read credential specs.
+    #[arg(long = "aggregate-to-view")]
+    pub aggregate_to_view: bool,
+    /// Add the Windows node setup: a HostProcess DaemonSet that sets the hns
+    /// EnableCompartmentNamespace registry value (Kubernetes 1.26+).
+    #[arg(long = "node-setup")]
+    pub node_setup: bool,
+    /// Register the webhooks at https://HOST:PORT instead of the Service: for a webhook
+    /// running outside the cluster (development and tests only).
+    #[arg(long = "webhook-url", value_name = "URL", hide = true)]
+    pub webhook_url: Option<String>,
+    #[command(flatten)]
+    pub output: OutputFile,
+    /// Apply to the cluster of the current kubectl context.
+    #[arg(long)]
+    pub apply: bool,
+    /// With --apply: `server` sends a dry run, `client` only prints.
+    #[arg(long = "dry-run", value_enum, value_name = "MODE", requires = "apply")]
+    pub dry_run: Option<DryRun>,
+    /// With --apply: take over fields another manager owns.
+    #[arg(long = "force-conflicts", requires = "apply")]
+    pub force_conflicts: bool,
+    /// With --apply: new self-signed CA and certificate; the old CA stays trusted for 15
+    /// minutes so no admission fails while the webhook reloads.
+    #[arg(long = "rotate-certs", requires = "apply")]
+    pub rotate_certs: bool,
+    /// With --apply: do not wait for a ready webhook before registering it.
+    #[arg(long = "no-wait")]
+    pub no_wait: bool,
+    /// With --apply: how long to wait for a ready webhook.
+    #[arg(long = "wait-timeout", value_name = "SECONDS", default_value_t = 180)]
+    pub wait_timeout: u64,
+}
+
+impl InstallArgs {
+    fn settings(&self, kube_version: KubeVersion) -> anyhow::Result<Settings> {
+        if let Some(qps) = self.qps {
+            if !qps.is_finite() || qps <= 0.0 {
+                bail!("--qps {qps}: give a positive number");
+            }
+        }
+        Ok(Settings {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            image: self.image.clone(),
+            replicas: self.replicas,
+            certs: self.certs.clone(),
+            kube_version,
+            match_conditions: match self.match_conditions {
+                Toggle::Auto => None,
+                Toggle::On => Some(true),
+                Toggle::Off => Some(false),
+            },
+            random_hostname: self.random_hostname,
+            qps: self.qps.map(|q| q.to_string()),
+            burst: self.burst,
+            pod_disruption_budget: !self.no_pdb,
+            aggregate_to_view: self.aggregate_to_view,
+            webhook_url: self.webhook_url.clone(),
+            node_setup: self.node_setup,
+            ..Settings::default()
+        })
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One TLS provider in the tree; install it before the client builds its TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A client for the current kubectl context.
+pub async fn client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("cannot connect to the cluster: check KUBECONFIG or your kubectl context")
+}
+
+fn to_yaml(objects: &[Value]) -> anyhow::Result<String> {
+    Ok(crate::output::yaml_documents(objects)?)
+}
+
+fn read_ca_bundle(path: &PathBuf) -> anyhow::Result<String> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --ca-bundle {}", path.display()))?;
+    if certs::pem_blocks(&pem).is_empty() {
+        bail!("--ca-bundle {}: no PEM certificate in it", path.display());
+    }
+    Ok(pem)
+}
+
+/// `install`.
+pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+    let sends = args.apply && args.dry_run != Some(DryRun::Client);
+    if !sends {
+        if args.rotate_certs {
+            bail!("--rotate-certs changes the cluster: it needs --apply without --dry-run=client");
+        }
+        let kube_version = match args.kube_version {
+            Some(v) => v,
+            None => {
+                eprintln!(
+                    "note: rendering for Kubernetes {} (no --kube-version given): CEL matchConditions included; pass --kube-version for older clusters",
+                    KubeVersion::OFFLINE_DEFAULT
+                );
+                KubeVersion::OFFLINE_DEFAULT
+            }
+        };
+        let settings = args.settings(kube_version)?;
+        settings.check()?;
+        let tls = offline_tls(args, &settings)?;
+        let manifest = gmsa_deploy::render(&settings, tls.as_ref())?;
+        crate::output::write(
+            args.output.output.as_deref(),
+            args.output.force,
+            &to_yaml(&manifest.objects)?,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    runtime()?.block_on(install_to_cluster(args))
+}
+
+/// Certificates for output without a cluster: new self-signed ones, or the given CA.
+fn offline_tls(args: &InstallArgs, settings: &Settings) -> anyhow::Result<Option<TlsMaterial>> {
+    Ok(match &settings.certs {
+        CertMode::SelfSigned => Some(
+            certs::self_signed(
+                settings,
+                &Existing::default(),
+                false,
+                time::OffsetDateTime::now_utc(),
+            )?
+            .0,
+        ),
+        CertMode::CertManager => None,
+        CertMode::Secret(_) => args
+            .ca_bundle
+            .as_ref()
+            .map(read_ca_bundle)
+            .transpose()?
+            .map(|pem| TlsMaterial {
+                ca_bundle_pem: pem,
+                ..TlsMaterial::default()
+            }),
+    })
+}
+
+fn secret_info() -> &'static gmsa_deploy::KindInfo {
+    kind("v1", "Secret")
+}
+
+fn kind(api_version: &str, kind: &str) -> &'static gmsa_deploy::KindInfo {
+    KINDS
+        .iter()
+        .find(|k| k.api_version == api_version && k.kind == kind)
+        .unwrap_or(&KINDS[0])
+}
+
+fn secret_text(secret: &Value, key: &str) -> Option<String> {
+    let b64 = secret["data"][key].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn decode_bundle(b64: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The cluster's version, from `/version`.
+pub async fn cluster_version(client: &kube::Client) -> anyhow::Result<KubeVersion> {
+    let info = client
+        .apiserver_version()
+        .await
+        .context("cannot read the cluster's version")?;
+    Ok(KubeVersion::from_version_info(&info.major, &info.minor)?)
+}
+
+/// What the webhook configurations trust now (the mutating one's first caBundle).
+async fn current_ca_bundle(applier: &Applier, name: &str) -> anyhow::Result<Option<String>> {
+    let info = kind(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
+    Ok(applier
+        .get(info, None, name)
+        .await?
+        .and_then(|c| {
+            c["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .and_then(|b| decode_bundle(&b)))
+}
+
+async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+    let client = client().await?;
+    let discovered = cluster_version(&client).await?;
+    let kube_version = match args.kube_version {
+        Some(v) if v != discovered => {
+            eprintln!("note: the cluster runs Kubernetes {discovered}; rendering for {v} as asked");
+            v
+        }
+        _ => discovered,
+    };
+    let settings = args.settings(kube_version)?;
+    settings.check()?;
+    let server_dry_run = args.dry_run == Some(DryRun::Server);
+    let applier = Applier {
+        client: client.clone(),
+        server_dry_run,
+        force_conflicts: args.force_conflicts,
+    };
+    let ns = settings.namespace.as_str();
+
+    let tls = match &settings.certs {
+        CertMode::SelfSigned => {
+            let secret = applier
+                .get(secret_info(), Some(ns), &names::tls_secret(&settings.name))
+                .await?;
+            let existing = Existing {
+                cert_pem: secret
+                    .as_ref()
+                    .and_then(|s| secret_text(s, names::TLS_CERT_KEY)),
+                key_pem: secret
+                    .as_ref()
+                    .and_then(|s| secret_text(s, names::TLS_KEY_KEY)),
+                ca_pem: secret
+                    .as_ref()
+                    .and_then(|s| secret_text(s, names::CA_CERT_KEY)),
+                annotations: secret
+                    .as_ref()
+                    .and_then(|s| {
+                        serde_json::from_value::<BTreeMap<String, String>>(
+                            s["metadata"]["annotations"].clone(),
+                        )
+                        .ok()
+                    })
+                    .unwrap_or_default(),
+                ca_bundle_pem: current_ca_bundle(&applier, &settings.name).await?,
+            };
+            let (material, decision) = certs::self_signed(
+                &settings,
+                &existing,
+                args.rotate_certs,
+                time::OffsetDateTime::now_utc(),
+            )?;
+            match &decision {
+                Decision::Reused => {
+                    eprintln!("certificates: keeping the Secret's (valid for more than 30 days)")
+                }
+                Decision::Issued(reason) => {
+                    eprintln!("certificates: issuing a new CA and serving certificate ({reason})")
+                }
+            }
+            Some((material, decision))
+        }
+        CertMode::CertManager => {
+            if args.rotate_certs {
+                bail!("--rotate-certs rotates self-signed certificates; with cert-manager run `cmctl renew -n {ns} {}`", names::tls_secret(&settings.name));
+            }
+            None
+        }
+        CertMode::Secret(secret_name) => {
+            if args.rotate_certs {
+                bail!("--rotate-certs rotates self-signed certificates; update Secret {secret_name} yourself (add the new CA to --ca-bundle first)");
+            }
+            let pem = match &args.ca_bundle {
+                Some(path) => read_ca_bundle(path)?,
+                None => applier
+                    .get(secret_info(), Some(ns), secret_name)
+                    .await?
+                    .as_ref()
+                    .and_then(|s| secret_text(s, names::CA_CERT_KEY))
+                    .with_context(|| format!("Secret {ns}/{secret_name} is missing or has no ca.crt: create it, or pass --ca-bundle FILE"))?,
+            };
+            Some((
+                TlsMaterial {
+                    ca_bundle_pem: pem,
+                    ..TlsMaterial::default()
+                },
+                Decision::Reused,
+            ))
+        }
+    };
+    let manifest = gmsa_deploy::render(&settings, tls.as_ref().map(|(m, _)| m))?;
+    if args.output.output.is_some() {
+        crate::output::write(
+            args.output.output.as_deref(),
+            args.output.force,
+            &to_yaml(&manifest.objects)?,
+        )?;
+    }
+    let is_webhook_config = |o: &Value| {
+        o["kind"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+    };
+
+    // A new CA is trusted before any replica can serve a certificate it signed.
+    let rotating = matches!(tls, Some((_, Decision::Issued(_))))
+        && current_ca_bundle(&applier, &settings.name).await?.is_some();
+    if rotating {
+        for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
+            println!("{}", applier.apply(object).await?.1);
+        }
+        if !server_dry_run {
+            eprintln!("certificates: the webhook configurations trust the new CA; waiting for the API server to load them");
+            tokio::time::sleep(ROTATION_SETTLE).await;
+        }
+    }
+
+    for object in manifest.objects.iter().filter(|o| !is_webhook_config(o)) {
+        let (outcome, line) = applier.apply(object).await?;
+        println!("{line}");
+        if object["kind"] == "CustomResourceDefinition"
+            && outcome == Outcome::Created
+            && !server_dry_run
+        {
+            wait_established(&applier).await?;
+        }
+    }
+    let wait = !args.no_wait && !server_dry_run && settings.webhook_url.is_none();
+    if wait {
+        wait_available(&applier, &settings, Duration::from_secs(args.wait_timeout)).await?;
+    }
+    for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
+        println!("{}", applier.apply(object).await?.1);
+    }
+    if rotating && !server_dry_run {
+        eprintln!(
+            "certificates: rotated; the previous CA stays trusted for {} minutes (re-run install afterwards to drop it)",
+            certs::PREVIOUS_CA_GRACE.whole_minutes()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How long the API server gets to load new webhook configurations before the Secret they
+/// must trust changes. It watches them and usually reacts within a second.
+const ROTATION_SETTLE: Duration = Duration::from_secs(3);
+
+async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
+    let info = kind("apiextensions.k8s.io/v1", "CustomResourceDefinition");
+    let name = gmsa_deploy::crd::crd_name();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let crd = applier.get(info, None, &name).await?;
+        let established = crd.as_ref().is_some_and(|c| {
+            c["status"]["conditions"].as_array().is_some_and(|conds| {
+                conds
+                    .iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            })
+        });
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "CRD {name} was not established within 60 s: check `kubectl describe crd {name}`"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the Deployment's current generation has a ready replica, so registering the
+/// webhooks does not block pod creation.
+async fn wait_available(
+    applier: &Applier,
+    settings: &Settings,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let info = kind("apps/v1", "Deployment");
+    let deadline = Instant::now() + timeout;
+    eprintln!(
+        "waiting up to {}s for deployment {}/{} to have a ready replica",
+        timeout.as_secs(),
+        settings.namespace,
+        settings.name
+    );
+    loop {
+        let deployment = applier
+            .get(info, Some(&settings.namespace), &settings.name)
+            .await?
+            .unwrap_or(Value::Null);
+        let generation = deployment["metadata"]["generation"].as_i64().unwrap_or(0);
+        let observed = deployment["status"]["observedGeneration"]
+            .as_i64()
+            .unwrap_or(-1);
+        let available = deployment["status"]["availableReplicas"]
+            .as_i64()
+            .unwrap_or(0);
+        if observed >= generation && available > 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "deployment {ns}/{name} has no ready replica after {}s, so the webhooks were not registered: \
+                 check `kubectl -n {ns} describe deploy/{name}` and `kubectl -n {ns} logs deploy/{name}`, \
+                 then run install again (or pass --no-wait)",
+                timeout.as_secs(),
+                ns = settings.namespace,
+                name = settings.name
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+pub const UNINSTALL_EXAMPLES: &str = "\
+Deletes the webhook configurations first (so pod creation never waits on a webhook being
+removed), then everything else install made. The CRD and every GMSACredentialSpec stay unless
+--delete-crd is given; the namespace stays unless --delete-namespace is given. Objects without
+the install's labels are left alone.
+
+Examples:
+  kubectl gmsa uninstall --dry-run=server
+  kubectl gmsa uninstall
+  kubectl gmsa uninstall --delete-crd --delete-namespace";
+
+/// `uninstall`.
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Namespace of the webhook.
+    #[arg(short = 'n', long, default_value = names::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Name given to install.
+    #[arg(long, default_value = names::DEFAULT_NAME)]
+    pub name: String,
+    /// Also delete the CRD, and with it EVERY GMSACredentialSpec in the cluster.
+    #[arg(long = "delete-crd")]
+    pub delete_crd: bool,
+    /// Also delete the namespace (refused for default, kube-system, kube-public).
+    #[arg(long = "delete-namespace")]
+    pub delete_namespace: bool,
+    /// `server`: the API server checks and answers, but deletes nothing.
+    #[arg(long = "dry-run", value_enum, value_name = "MODE")]
+    pub dry_run: Option<UninstallDryRun>,
+}
+
+/// Dry run of uninstall: only the server kind makes sense.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UninstallDryRun {
+    Server,
+}
+
+/// `uninstall`.
+pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
+    if args.delete_namespace
+        && ["default", "kube-system", "kube-public", "kube-node-lease"]
+            .contains(&args.namespace.as_str())
+    {
+        bail!("--delete-namespace refuses to delete {}", args.namespace);
+    }
+    runtime()?.block_on(uninstall_from_cluster(args))
+}
+
+async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
+    let applier = Applier {
+        client: client().await?,
+        server_dry_run: args.dry_run.is_some(),
+        force_conflicts: false,
+    };
+    let settings = Settings {
+        namespace: args.namespace.clone(),
+        name: args.name.clone(),
+        ..Settings::default()
+    };
+    let ns = Some(args.namespace.as_str());
+    let name = args.name.as_str();
+    let targets: Vec<(&gmsa_deploy::KindInfo, Option<&str>, String)> = vec![
+        (
+            kind(
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration",
+            ),
+            None,
+            name.into(),
+        ),
+        (
+            kind(
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration",
+            ),
+            None,
+            name.into(),
+        ),
+        (kind("apps/v1", "DaemonSet"), ns, names::node_setup(name)),
+        (kind("policy/v1", "PodDisruptionBudget"), ns, name.into()),
+        (
+            kind("policy/v1beta1", "PodDisruptionBudget"),
+            ns,
+            name.into(),
+        ),
+        (kind("apps/v1", "Deployment"), ns, name.into()),
+        (kind("v1", "Service"), ns, name.into()),
+        (
+            kind("cert-manager.io/v1", "Certificate"),
+            ns,
+            names::tls_secret(name),
+        ),
+        (
+            kind("cert-manager.io/v1", "Issuer"),
+            ns,
+            names::issuer(name),
+        ),
+        (kind("v1", "Secret"), ns, names::tls_secret(name)),
+        (
+            kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            None,
+            names::view_role(name),
+        ),
+        (
+            kind("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+            None,
+            name.into(),
+        ),
+        (
+            kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
+            None,
+            name.into(),
+        ),
+        (kind("v1", "ServiceAccount"), ns, name.into()),
+    ];
+    let ours = gmsa_deploy::selector_labels(&settings);
+    for (info, namespace, object) in &targets {
+        let Some(found) = applier.get(info, *namespace, object).await? else {
+            continue;
+        };
+        let labelled = ours
+            .iter()
+            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
+        if !labelled {
+            eprintln!(
+                "skipped {}: it does not carry install's labels",
+                crate::apply::display_name(info, object)
+            );
+            continue;
+        }
+        if let Some(line) = applier.delete(info, *namespace, object).await? {
+            println!("{line}");
+        }
+    }
+    if args.delete_namespace {
+        if let Some(line) = applier
+            .delete(kind("v1", "Namespace"), None, &args.namespace)
+            .await?
+        {
+            println!("{line}");
+        }
+    }
+    let crd = gmsa_deploy::crd::crd_name();
+    if args.delete_crd {
+        if let Some(line) = applier
+            .delete(
+                kind("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+                None,
+                &crd,
+            )
+            .await?
+        {
+            println!("{line}");
+        }
+    } else {
+        eprintln!("kept customresourcedefinition.apiextensions.k8s.io/{crd} and every GMSACredentialSpec (pass --delete-crd to delete them)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

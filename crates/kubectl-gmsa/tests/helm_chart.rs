@@ -1,0 +1,299 @@
+//! The Helm chart (`charts/gmsa-webhook`) against `kubectl gmsa install -o -`: for the same
+//! settings both produce the same objects, compared parsed, certificate bytes aside (each run
+//! makes its own). Also `helm lint`, and `kubernetes-validate --strict` over the chart's output.
+//!
+//! helm comes from `hack/install-helm.sh` (cached under ~/.cache/gmsa-k8s/helm), or `GMSA_HELM`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use serde_json::Value;
+use support::kubernetes_validate_strict;
+
+fn helm() -> PathBuf {
+    if let Some(path) = std::env::var_os("GMSA_HELM").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let cache = match (
+        std::env::var_os("GMSA_CACHE_DIR"),
+        std::env::var_os("XDG_CACHE_HOME"),
+    ) {
+        (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
+        (_, Some(dir)) if !dir.is_empty() => PathBuf::from(dir).join("gmsa-k8s"),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/gmsa-k8s"),
+    };
+    let path = cache.join("helm/2.1.0/helm");
+    assert!(
+        path.is_file(),
+        "helm not found at {}: run hack/install-helm.sh (or set GMSA_HELM)",
+        path.display()
+    );
+    path
+}
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../charts/gmsa-webhook")
+}
+
+/// Runs helm with its state in a temporary directory, so nothing of the user's is read.
+fn run_helm(home: &Path, args: &[&str]) -> String {
+    let out = Command::new(helm())
+        .args(args)
+        .env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("run helm");
+    assert!(
+        out.status.success(),
+        "helm {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn run_install(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec!["install", "-o", "-"];
+    all.extend_from_slice(args);
+    let out = support::run(dir, &all);
+    assert_eq!(out.code, 0, "install {}: {}", all.join(" "), out.stderr);
+    out.stdout
+}
+
+/// `Kind/namespace/name` → object, certificate bytes replaced unless `keep_ca_bundle`.
+fn objects(yaml: &str, keep_ca_bundle: bool) -> BTreeMap<String, Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).unwrap();
+    let mut out = BTreeMap::new();
+    for mut doc in docs.into_iter().filter(|d| d.is_object()) {
+        if doc["kind"] == "Secret" {
+            for (_, v) in doc["data"].as_object_mut().unwrap().iter_mut() {
+                *v = Value::String("<bytes>".into());
+            }
+        }
+        if !keep_ca_bundle {
+            if let Some(hooks) = doc["webhooks"].as_array_mut() {
+                for hook in hooks {
+                    if let Some(config) = hook["clientConfig"].as_object_mut() {
+                        if config.contains_key("caBundle") {
+                            config.insert("caBundle".into(), Value::String("<bytes>".into()));
+                        }
+                    }
+                }
+            }
+        }
+        let key = format!(
+            "{}/{}/{}",
+            doc["kind"].as_str().unwrap(),
+            doc["metadata"]["namespace"].as_str().unwrap_or(""),
+            doc["metadata"]["name"].as_str().unwrap()
+        );
+        out.insert(key, doc);
+    }
+    out
+}
+
+fn assert_same(case: &str, helm: &BTreeMap<String, Value>, cli: &BTreeMap<String, Value>) {
+    let helm_keys: Vec<&String> = helm.keys().collect();
+    let cli_keys: Vec<&String> = cli.keys().collect();
+    assert_eq!(helm_keys, cli_keys, "{case}: different objects");
+    for (key, expected) in cli {
+        let got = &helm[key];
+        assert!(
+            got == expected,
+            "{case}: {key} differs\n--- helm ---\n{}\n--- install ---\n{}",
+            serde_json::to_string_pretty(got).unwrap(),
+            serde_json::to_string_pretty(expected).unwrap()
+        );
+    }
+}
+
+struct Case {
+    name: &'static str,
+    namespace: &'static str,
+    kube: &'static str,
+    cli: Vec<String>,
+    helm: Vec<String>,
+}
+
+fn case(
+    name: &'static str,
+    namespace: &'static str,
+    kube: &'static str,
+    cli: &[&str],
+    set: &[&str],
+) -> Case {
+    let mut helm = vec![format!("--set=namespace.create=true")];
+    helm.extend(set.iter().map(|s| format!("--set={s}")));
+    Case {
+        name,
+        namespace,
+        kube,
+        cli: cli.iter().map(|s| s.to_string()).collect(),
+        helm,
+    }
+}
+
+#[test]
+fn chart_renders_what_install_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = gmsa_webhook::tls::CertificateAuthority::generate(
+        "test CA",
+        gmsa_webhook::tls::Validity::starting_now(time::Duration::days(30)),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+    let ca_set = format!("certificates.caBundle={ca_b64}");
+    let cases = [
+        case("defaults, Kubernetes 1.30", "gmsa-system", "1.30", &[], &[]),
+        case("defaults, Kubernetes 1.20", "gmsa-system", "1.20", &[], &[]),
+        case("defaults, Kubernetes 1.28", "gmsa-system", "1.28", &[], &[]),
+        case(
+            "cert-manager and every option",
+            "windows-gmsa",
+            "1.31",
+            &[
+                "--name",
+                "gmsa",
+                "--certs",
+                "cert-manager",
+                "--random-hostname",
+                "--replicas",
+                "3",
+                "--image",
+                "registry.example/gmsa-webhook:1.2.3",
+                "--qps",
+                "20",
+                "--burst",
+                "40",
+                "--aggregate-to-view",
+                "--no-pdb",
+                "--node-setup",
+                "--match-conditions",
+                "off",
+            ],
+            &[
+                "name=gmsa",
+                "certificates.mode=certManager",
+                "randomHostname=true",
+                "replicas=3",
+                "image.repository=registry.example/gmsa-webhook",
+                "image.tag=1.2.3",
+                "qps=20",
+                "burst=40",
+                "aggregateToView=true",
+                "pdb.enabled=false",
+                "nodeSetup.enabled=true",
+                "matchConditions=false",
+            ],
+        ),
+        case(
+            "an existing Secret",
+            "gmsa-system",
+            "1.29",
+            &["--certs", "secret:my-tls", "--ca-bundle", "ca.pem"],
+            &[
+                "certificates.mode=secret",
+                "certificates.secretName=my-tls",
+                &ca_set,
+            ],
+        ),
+    ];
+    let home = dir.path().join("helm-home");
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    for case in &cases {
+        let mut cli: Vec<&str> = vec!["--namespace", case.namespace, "--kube-version", case.kube];
+        cli.extend(case.cli.iter().map(String::as_str));
+        let installed = run_install(dir.path(), &cli);
+        let kube = format!("{}.0", case.kube);
+        let mut args = vec![
+            "template",
+            "gmsa-webhook",
+            chart,
+            "--namespace",
+            case.namespace,
+            "--include-crds",
+            "--kube-version",
+            &kube,
+        ];
+        args.extend(case.helm.iter().map(String::as_str));
+        let rendered = run_helm(&home, &args);
+        let keep_ca = case.name == "an existing Secret";
+        assert_same(
+            case.name,
+            &objects(&rendered, keep_ca),
+            &objects(&installed, keep_ca),
+        );
+    }
+}
+
+#[test]
+fn chart_lints_and_passes_schema_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("helm-home");
+    let out = run_helm(&home, &["lint", "--strict", chart().to_str().unwrap()]);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    let rendered = run_helm(
+        &home,
+        &[
+            "template",
+            "gmsa-webhook",
+            chart().to_str().unwrap(),
+            "--namespace",
+            "gmsa-system",
+            "--kube-version",
+            "1.30.0",
+            "--set",
+            "namespace.create=true,nodeSetup.enabled=true,aggregateToView=true",
+        ],
+    );
+    let file = dir.path().join("chart.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    kubernetes_validate_strict(&file);
+}
+
+#[test]
+fn install_output_passes_schema_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let rendered = run_install(
+        dir.path(),
+        &[
+            "--node-setup",
+            "--aggregate-to-view",
+            "--random-hostname",
+            "--kube-version",
+            "1.30",
+        ],
+    );
+    let file = dir.path().join("install.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    kubernetes_validate_strict(&file);
+    let cert_manager = run_install(dir.path(), &["--certs", "cert-manager"]);
+    assert!(cert_manager.contains("cert-manager.io/inject-ca-from: gmsa-system/gmsa-webhook-tls"));
+}
+
+/// Offline rendering says which Kubernetes version it chose.
+#[test]
+fn offline_rendering_names_its_kubernetes_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = support::run(dir.path(), &["install"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("rendering for Kubernetes 1.30"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("matchConditions"));
+}

@@ -1,0 +1,796 @@
+//! `install`, `doctor` and `uninstall` against a real kube-apiserver v1.20.2. There is no
+//! kubelet, so the webhook runs here (in this process, as the installed ServiceAccount, with
+//! a token from the TokenRequest API) and is registered by URL (`install --webhook-url`); a
+//! thread plays the kubelet, copying the installed Secret into the files the webhook serves.
+//!
+//! One cluster, one sequence: install; admission through the installed configuration;
+//! `--dry-run=server` changes nothing; re-install changes nothing; certificate rotation while
+//! pods are created without pause (no admission may fail); doctor's findings for a healthy
+//! cluster and for each kind of breakage; uninstall keeps the CRD and the credential specs.
+//!
+//! Needs `hack/build-kube-apiserver.sh` to have run; `GMSA_SKIP_REAL_APISERVER=1` skips.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use clap::Parser as _;
+use gmsa_testkit::real_cluster::{free_port, skip_requested, RealCluster, SKIP_ENV};
+use serde_json::{json, Value};
+
+const SYSTEM_NS: &str = "gmsa-system";
+const NS: &str = "gmsa-install-e2e";
+const SECRET: &str = "gmsa-webhook-tls";
+const CRD: &str = "gmsacredentialspecs.windows.k8s.io";
+
+/// What every step needs.
+struct Env<'a> {
+    cluster: &'a RealCluster,
+    dir: PathBuf,
+    url: String,
+    webhook_kubeconfig: PathBuf,
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Env<'_> {
+    fn gmsa(&self, args: &[&str]) -> Out {
+        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
+            .args(args)
+            .env("KUBECONFIG", self.cluster.admin_kubeconfig())
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .output()
+            .unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn gmsa_ok(&self, args: &[&str]) -> Out {
+        let out = self.gmsa(args);
+        assert_eq!(
+            out.code,
+            0,
+            "kubectl-gmsa {}\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            out.stdout,
+            out.stderr
+        );
+        out
+    }
+
+    fn install(&self, extra: &[&str]) -> Out {
+        let mut args = vec!["install", "--apply", "--webhook-url", &self.url];
+        args.extend_from_slice(extra);
+        self.gmsa_ok(&args)
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        self.cluster
+            .kubectl_ok(args, None)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn apply(&self, manifest: &Value) {
+        self.cluster
+            .apply(&manifest.to_string())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).unwrap()
+    }
+
+    fn secret(&self) -> BTreeMap<String, String> {
+        let secret = self.json(&["get", "secret", "-n", SYSTEM_NS, SECRET]);
+        secret["data"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap())
+                    .unwrap();
+                (k.clone(), String::from_utf8(bytes).unwrap())
+            })
+            .collect()
+    }
+
+    fn ca_bundle(&self) -> String {
+        let config = self.json(&["get", "mutatingwebhookconfiguration", "gmsa-webhook"]);
+        let b64 = config["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// `kind/namespace/name` → resourceVersion of everything install makes, plus the specs.
+    fn snapshot(&self) -> BTreeMap<String, String> {
+        let list = self.json(&[
+            "get",
+            "crd,namespace,serviceaccount,clusterrole,clusterrolebinding,secret,service,deployment,\
+             poddisruptionbudget,mutatingwebhookconfiguration,validatingwebhookconfiguration,\
+             gmsacredentialspecs,rolebinding",
+            "-A",
+        ]);
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                let m = &o["metadata"];
+                (
+                    format!(
+                        "{}/{}/{}",
+                        o["kind"].as_str().unwrap(),
+                        m["namespace"].as_str().unwrap_or(""),
+                        m["name"].as_str().unwrap()
+                    ),
+                    m["resourceVersion"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn post_pod(&self, pod: &Value) -> (u16, String) {
+        self.cluster
+            .request(
+                "POST",
+                &format!("/api/v1/namespaces/{NS}/pods"),
+                Some(&pod.to_string()),
+            )
+            .unwrap_or_else(|e| (0, e.to_string()))
+    }
+
+    fn doctor(&self, extra: &[&str]) -> (i32, Vec<Value>) {
+        let mut args = vec!["doctor", "-o", "json"];
+        args.extend_from_slice(extra);
+        let out = self.gmsa(&args);
+        let report: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor printed no JSON ({e}):\n{}\n{}",
+                out.stdout, out.stderr
+            )
+        });
+        (out.code, report["findings"].as_array().unwrap().clone())
+    }
+}
+
+fn gmsa_pod(name: &str, service_account: &str, spec: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": {"e2e": "install"}},
+        "spec": {
+            "serviceAccountName": service_account,
+            "nodeSelector": {"kubernetes.io/os": "windows"},
+            "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": spec}},
+            "containers": [{"name": "iis", "image": "mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2019"}]
+        }
+    })
+}
+
+fn credspec(name: &str, account: &str, guid: &str) -> Value {
+    json!({
+        "apiVersion": "windows.k8s.io/v1",
+        "kind": "GMSACredentialSpec",
+        "metadata": {"name": name},
+        "credspec": {
+            "ActiveDirectoryConfig": {"GroupManagedServiceAccounts": [
+                {"Name": account, "Scope": "CONTOSO"}, {"Name": account, "Scope": "contoso.com"}]},
+            "CmsPlugins": ["ActiveDirectory"],
+            "DomainJoinConfig": {
+                "DnsName": "contoso.com", "DnsTreeName": "contoso.com", "Guid": guid,
+                "MachineAccountName": account, "NetBiosName": "CONTOSO",
+                "Sid": "S-1-5-21-2126449477-2524075714-3094792973"
+            }
+        }
+    })
+}
+
+const GUID: &str = "244818ae-87ac-4fcd-92ec-e79e5252348a";
+
+/// The webhook under test, in this process, stopped on drop.
+struct Webhook {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Webhook {
+    fn start(tls_dir: &Path, kubeconfig: &Path, port: u16) -> Self {
+        let args = gmsa_webhook::config::Args::try_parse_from([
+            "gmsa-webhook".to_string(),
+            format!("--tls-cert={}", tls_dir.join("tls.crt").display()),
+            format!("--tls-key={}", tls_dir.join("tls.key").display()),
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--port={port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--cert-poll-interval=1s".into(),
+            "--shutdown-grace=0s".into(),
+        ])
+        .unwrap();
+        let (config, _) = gmsa_webhook::config::Config::from_args_and_env(args, |_| None).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = gmsa_webhook::Server::bind(config).await.unwrap();
+                server
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Writes the Secret's pair as the kubelet would: a new directory, then an atomic swap of
+/// the files the webhook reads.
+fn write_pair(dir: &Path, cert: &str, key: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, text) in [("tls.key", key), ("tls.crt", cert)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match ready() {
+            Ok(()) => return,
+            Err(last) if Instant::now() > deadline => {
+                panic!("{what}: not after {timeout:?}: {last}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The leaf certificate the webhook presents, PEM-free (DER bytes).
+fn presented(url: &str) -> Result<Vec<u8>, String> {
+    let target = kubectl_gmsa::probe::target(url)?;
+    let answer = kubectl_gmsa::probe::get(&target, "/readyz")?;
+    if answer.status != 200 {
+        return Err(format!("/readyz answered {}", answer.status));
+    }
+    Ok(answer.chain.first().map(|c| c.to_vec()).unwrap_or_default())
+}
+
+fn der_of(pem: &str) -> Vec<u8> {
+    gmsa_webhook::tls::pem_certificates("x", pem).unwrap()[0].to_vec()
+}
+
+fn find<'f>(findings: &'f [Value], check: &str, subject: &str) -> Option<&'f Value> {
+    findings
+        .iter()
+        .find(|f| f["check"] == check && f["subject"] == subject)
+}
+
+fn expect(findings: &[Value], check: &str, subject: &str, status: &str, detail_has: &str) {
+    let Some(found) = find(findings, check, subject) else {
+        panic!(
+            "no {check} finding for {subject:?} in:\n{}",
+            serde_json::to_string_pretty(findings).unwrap()
+        );
+    };
+    assert_eq!(found["status"], status, "{found}");
+    let detail = found["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(detail_has),
+        "{detail:?} lacks {detail_has:?}"
+    );
+    if status != "pass" {
+        assert!(
+            found["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "{found}"
+        );
+    }
+}
+
+#[test]
+fn install_rotate_doctor_uninstall_on_a_real_kube_apiserver() {
+    if skip_requested() {
+        eprintln!("skipped: {SKIP_ENV}=1");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = RealCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port().unwrap();
+    let dir = cluster.dir().join("install-e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = Env {
+        cluster: &cluster,
+        url: format!("https://127.0.0.1:{port}"),
+        webhook_kubeconfig: dir.join("webhook.kubeconfig"),
+        dir,
+    };
+    let step = |name: &str| eprintln!("== {name}");
+
+    step("install --apply");
+    let out = env.install(&[]);
+    assert!(out.stdout.contains("customresourcedefinition.apiextensions.k8s.io/gmsacredentialspecs.windows.k8s.io created"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(
+            "validatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook created"
+        ),
+        "{}",
+        out.stdout
+    );
+    let ns = env.json(&["get", "namespace", SYSTEM_NS]);
+    assert_eq!(ns["metadata"]["labels"]["gmsa-webhook"], "disabled");
+    let pdb = env.json(&[
+        "get",
+        "poddisruptionbudget.v1beta1.policy",
+        "-n",
+        SYSTEM_NS,
+        "gmsa-webhook",
+    ]);
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let mutating = env.json(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "gmsa-webhook",
+        "--show-managed-fields",
+    ]);
+    assert!(
+        mutating["webhooks"][0].get("matchConditions").is_none(),
+        "1.20 has no matchConditions"
+    );
+    let managers: Vec<&str> = mutating["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["kubectl-gmsa"]);
+
+    step("the webhook runs as the installed service account");
+    let token = env.kubectl(&[
+        "create",
+        "token",
+        "gmsa-webhook",
+        "-n",
+        SYSTEM_NS,
+        "--duration=1h",
+    ]);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
+         users:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context:\n    cluster: real\n    user: sa\ncurrent-context: sa\n",
+        cluster.url(),
+        base64::engine::general_purpose::STANDARD.encode(cluster.ca_pem()),
+        token.trim()
+    );
+    std::fs::write(&env.webhook_kubeconfig, kubeconfig).unwrap();
+    for (verb, resource, expected) in [
+        ("watch", "gmsacredentialspecs.windows.k8s.io", "yes"),
+        ("watch", "rolebindings.rbac.authorization.k8s.io", "yes"),
+        (
+            "create",
+            "localsubjectaccessreviews.authorization.k8s.io",
+            "yes",
+        ),
+        ("list", "pods", "no"),
+        ("get", "secrets", "no"),
+        ("use", "gmsacredentialspecs.windows.k8s.io", "no"),
+    ] {
+        let out = cluster.kubectl_as(
+            &env.webhook_kubeconfig,
+            &["auth", "can-i", verb, resource],
+            None,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "can-i {verb} {resource}"
+        );
+    }
+    let tls_dir = env.dir.join("tls");
+    let secret = env.secret();
+    write_pair(&tls_dir, &secret["tls.crt"], &secret["tls.key"]);
+    let mut webhook = Webhook::start(&tls_dir, &env.webhook_kubeconfig, port);
+    wait_for("webhook /readyz", Duration::from_secs(30), || {
+        presented(&env.url).map(drop)
+    });
+
+    step("credential specs, grants, and admission through the installed configuration");
+    cluster.create_service_account(NS, "web").unwrap();
+    cluster.create_service_account(NS, "other").unwrap();
+    env.apply(&json!({"apiVersion": "v1", "kind": "List", "items": [
+        credspec("gmsa-webapp1", "WebApp1", GUID),
+        credspec("gmsa-temp", "Temp", GUID),
+    ]}));
+    env.gmsa_ok(&[
+        "grant",
+        "gmsa-webapp1",
+        "--service-account",
+        &format!("{NS}:web"),
+        "--service-account",
+        &format!("{NS}:other"),
+        "--apply",
+    ]);
+    env.gmsa_ok(&[
+        "grant",
+        "gmsa-temp",
+        "--service-account",
+        &format!("{NS}:web"),
+        "--apply",
+    ]);
+    wait_for(
+        "the API server calls the installed webhook",
+        Duration::from_secs(30),
+        || {
+            let (code, body) = env.post_pod(&gmsa_pod("probe", "web", "gmsa-missing"));
+            if code == 201 {
+                env.kubectl(&["delete", "pod", "-n", NS, "probe", "--wait=false"]);
+            }
+            if body.contains("cred spec gmsa-missing does not exist") {
+                Ok(())
+            } else {
+                Err(format!("{code}: {body}"))
+            }
+        },
+    );
+    let (code, body) = env.post_pod(&gmsa_pod("app-1", "web", "gmsa-webapp1"));
+    assert_eq!(code, 201, "{body}");
+    let stored = env.json(&["get", "pod", "-n", NS, "app-1"]);
+    assert!(
+        stored["spec"]["securityContext"]["windowsOptions"]["gmsaCredentialSpec"]
+            .as_str()
+            .is_some_and(|c| c.contains("WebApp1"))
+    );
+    let bad = credspec("gmsa-bad", "WebApp1", "not-a-guid");
+    let (code, body) = cluster
+        .request(
+            "POST",
+            "/apis/windows.k8s.io/v1/gmsacredentialspecs",
+            Some(&bad.to_string()),
+        )
+        .unwrap();
+    assert_eq!(
+        code, 422,
+        "the /validate-credspec webhook refuses a bad spec: {body}"
+    );
+
+    step("--dry-run=server changes nothing");
+    let before = env.snapshot();
+    let out = env.install(&["--dry-run=server"]);
+    assert!(out.stdout.contains("(server dry run)"), "{}", out.stdout);
+    env.install(&["--dry-run=server", "--rotate-certs"]);
+    assert_eq!(env.snapshot(), before);
+    env.gmsa_ok(&["uninstall", "--dry-run=server"]);
+    assert_eq!(env.snapshot(), before);
+
+    step("re-install is idempotent");
+    let out = env.install(&[]);
+    for line in out.stdout.lines() {
+        assert!(line.ends_with(" unchanged"), "{line}\n{}", out.stdout);
+    }
+    assert_eq!(env.snapshot(), before, "no resourceVersion moved");
+
+    step("rotation under load: no admission fails");
+    let old_secret = env.secret();
+    let stop = AtomicBool::new(false);
+    let created = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        // The kubelet: copies the Secret into the webhook's files as soon as it changes.
+        s.spawn(|| {
+            let mut served = old_secret["tls.crt"].clone();
+            while !stop.load(Ordering::Relaxed) {
+                let now = env.secret();
+                if now["tls.crt"] != served {
+                    write_pair(&tls_dir, &now["tls.crt"], &now["tls.key"]);
+                    served = now["tls.crt"].clone();
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        // Pods, one after another, for the whole rotation.
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let pod = gmsa_pod(&format!("load-{i}"), "web", "gmsa-webapp1");
+                match env.post_pod(&pod) {
+                    (201, _) => {
+                        created.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (code, body) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("load-{i}: {code} {body}")),
+                }
+            }
+        });
+        thread::sleep(Duration::from_secs(1));
+        let out = env.install(&["--rotate-certs"]);
+        assert!(out.stderr.contains("issuing a new CA"), "{}", out.stderr);
+        let new_cert = der_of(&env.secret()["tls.crt"]);
+        wait_for(
+            "the webhook serves the new certificate",
+            Duration::from_secs(30),
+            || match presented(&env.url) {
+                Ok(der) if der == new_cert => Ok(()),
+                Ok(_) => Err("still the old certificate".into()),
+                Err(e) => Err(e),
+            },
+        );
+        thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let failures = failures.into_inner().unwrap();
+    let created = created.into_inner();
+    eprintln!("   {created} pods admitted during the rotation");
+    assert!(
+        failures.is_empty(),
+        "{} failed admissions:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(created > 10, "only {created} pods were created");
+    let new_secret = env.secret();
+    assert_ne!(new_secret["ca.crt"], old_secret["ca.crt"]);
+    let bundle = env.ca_bundle();
+    assert!(
+        bundle.contains(new_secret["ca.crt"].trim())
+            && bundle.contains(old_secret["ca.crt"].trim()),
+        "both CAs trusted while rotating"
+    );
+    let out = env.install(&[]);
+    assert!(
+        out.stdout.lines().all(|l| l.ends_with(" unchanged")),
+        "re-install during the grace period keeps both CAs:\n{}",
+        out.stdout
+    );
+    env.kubectl(&[
+        "delete",
+        "pods",
+        "-n",
+        NS,
+        "-l",
+        "e2e=install",
+        "--field-selector",
+        "metadata.name!=app-1",
+        "--wait=false",
+    ]);
+
+    step("doctor: healthy");
+    let (code, findings) = env.doctor(&[]);
+    let problems: Vec<&Value> = findings.iter().filter(|f| f["status"] != "pass").collect();
+    assert!(
+        problems.is_empty() && code == 0,
+        "exit {code}: {problems:#?}"
+    );
+    expect(&findings, "crd", CRD, "pass", "v1alpha1");
+    expect(&findings, "certificate", "127.0.0.1", "pass", "verifies");
+    expect(
+        &findings,
+        "webhook-ready",
+        &env.url,
+        "pass",
+        env!("CARGO_PKG_VERSION"),
+    );
+    expect(
+        &findings,
+        "pod",
+        &format!("{NS}/app-1"),
+        "pass",
+        "gmsa-webapp1",
+    );
+
+    step("doctor: missing grant, missing spec, mismatched contents, shared host name");
+    let (code, body) = env.post_pod(&gmsa_pod("app-temp", "web", "gmsa-temp"));
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = env.post_pod(&gmsa_pod("app-other", "other", "gmsa-webapp1"));
+    assert_eq!(code, 201, "{body}");
+    let mut shared = gmsa_pod("shared-a", "web", "gmsa-webapp1");
+    shared["spec"]["hostname"] = json!("iis-frontend-00a");
+    assert_eq!(env.post_pod(&shared).0, 201);
+    shared["metadata"]["name"] = json!("shared-b");
+    shared["spec"]["hostname"] = json!("iis-frontend-00b");
+    assert_eq!(env.post_pod(&shared).0, 201);
+    env.kubectl(&["delete", "gmsacredentialspec", "gmsa-temp"]);
+    env.kubectl(&[
+        "delete",
+        "rolebinding",
+        "-n",
+        NS,
+        "allow-other-use-gmsa-webapp1",
+    ]);
+    env.apply(&credspec(
+        "gmsa-webapp1",
+        "WebApp1",
+        "11111111-2222-3333-4444-555555555555",
+    ));
+    let (code, findings) = env.doctor(&["-n", NS]);
+    assert_eq!(code, 2);
+    expect(
+        &findings,
+        "pod-spec-exists",
+        &format!("{NS}/app-temp"),
+        "fail",
+        "gmsa-temp, which does not exist",
+    );
+    expect(
+        &findings,
+        "pod-grant",
+        &format!("{NS}/app-other"),
+        "fail",
+        &format!("{NS}/other may not use gmsa-webapp1"),
+    );
+    expect(
+        &findings,
+        "pod-contents",
+        &format!("{NS}/app-1"),
+        "fail",
+        "differ from gmsa-webapp1",
+    );
+    expect(
+        &findings,
+        "pod-hostname",
+        &format!("{NS}/shared-a"),
+        "fail",
+        "IIS-FRONTEND-00",
+    );
+    let one = env.gmsa(&["doctor", "-n", NS, "--pod", "app-other", "--node-steps"]);
+    assert_eq!(one.code, 2, "{}", one.stdout);
+    assert!(
+        one.stdout.contains(&format!(
+            "kubectl gmsa grant gmsa-webapp1 --service-account {NS}:other --apply"
+        )),
+        "{}",
+        one.stdout
+    );
+    assert!(
+        one.stdout.contains(&format!(
+            "kubectl exec -n {NS} app-other -c iis -- nltest.exe /sc_reset:contoso.com"
+        )),
+        "{}",
+        one.stdout
+    );
+    assert!(!one.stdout.contains("app-temp"), "--pod checks one pod");
+
+    step("doctor: expired certificate");
+    let ca = gmsa_webhook::tls::CertificateAuthority::generate(
+        "expired test CA",
+        gmsa_webhook::tls::Validity::starting_now(time::Duration::days(30)),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = gmsa_webhook::tls::issue_serving_cert(
+        &ca,
+        &["127.0.0.1"],
+        gmsa_webhook::tls::Validity {
+            not_before: now - time::Duration::days(10),
+            not_after: now - time::Duration::days(1),
+        },
+    )
+    .unwrap();
+    write_pair(&tls_dir, &expired.cert_pem, &expired.key_pem);
+    let expired_der = der_of(&expired.cert_pem);
+    wait_for(
+        "the webhook serves the expired certificate",
+        Duration::from_secs(30),
+        || match presented(&env.url) {
+            Ok(der) if der == expired_der => Ok(()),
+            Ok(_) => Err("not yet".into()),
+            Err(e) => Err(e),
+        },
+    );
+    let (code, findings) = env.doctor(&["-n", "default"]);
+    assert_eq!(code, 2);
+    expect(
+        &findings,
+        "certificate-expiry",
+        "127.0.0.1",
+        "fail",
+        "expired on",
+    );
+    expect(
+        &findings,
+        "certificate",
+        "127.0.0.1",
+        "fail",
+        "does not verify",
+    );
+    let current = env.secret();
+    write_pair(&tls_dir, &current["tls.crt"], &current["tls.key"]);
+
+    step("doctor: webhook down");
+    webhook.stop();
+    let (code, findings) = env.doctor(&["-n", "default"]);
+    assert_eq!(code, 2);
+    expect(
+        &findings,
+        "webhook-ready",
+        &env.url,
+        "fail",
+        "does not answer /readyz",
+    );
+
+    step("uninstall keeps the CRD and the credential specs");
+    let out = env.gmsa_ok(&["uninstall"]);
+    assert!(
+        out.stdout.contains(
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook deleted"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("kept customresourcedefinition"),
+        "{}",
+        out.stderr
+    );
+    for (kind, namespace, name) in [
+        ("mutatingwebhookconfiguration", None, "gmsa-webhook"),
+        ("validatingwebhookconfiguration", None, "gmsa-webhook"),
+        ("deployment", Some(SYSTEM_NS), "gmsa-webhook"),
+        ("secret", Some(SYSTEM_NS), SECRET),
+        ("clusterrole", None, "gmsa-webhook"),
+        ("serviceaccount", Some(SYSTEM_NS), "gmsa-webhook"),
+    ] {
+        let mut args = vec!["get", kind, name, "--ignore-not-found", "-o", "name"];
+        if let Some(ns) = namespace {
+            args.extend(["-n", ns]);
+        }
+        assert_eq!(env.kubectl(&args).trim(), "", "{kind} {name} is gone");
+    }
+    assert_eq!(
+        env.kubectl(&["get", "crd", CRD, "-o", "name"]).trim(),
+        format!("customresourcedefinition.apiextensions.k8s.io/{CRD}")
+    );
+    assert_eq!(
+        env.kubectl(&["get", "gmsacredentialspec", "gmsa-webapp1", "-o", "name"])
+            .trim(),
+        "gmsacredentialspec.windows.k8s.io/gmsa-webapp1"
+    );
+    let (code, body) = env.post_pod(&gmsa_pod("after-uninstall", "web", "gmsa-webapp1"));
+    assert_eq!(code, 201, "pods are created without the webhook: {body}");
+}
