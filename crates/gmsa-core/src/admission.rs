@@ -259,6 +259,35 @@ struct Empty {}
 
 /// Builds the AdmissionReview answer for `verdict`.
 pub fn response_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
+    match verdict {
+        Verdict::Allowed { patch: Some(patch) } => patched_body(api_version, uid, patch),
+        _ => serialized_body(api_version, uid, verdict),
+    }
+}
+
+/// The answer with a patch, written directly: the same bytes as [`serialized_body`], but the
+/// base64 text (most of the answer, and on the admission hot path) is encoded in place instead
+/// of being built apart and scanned again for characters to escape, which base64 never has.
+fn patched_body(api_version: &str, uid: &str, patch: &str) -> Vec<u8> {
+    let encoded_len = patch.len().div_ceil(3) * 4;
+    let mut out = Vec::with_capacity(encoded_len + uid.len() + 128);
+    out.extend_from_slice(br#"{"kind":"AdmissionReview","apiVersion":"#);
+    // Writing a string to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, api_version);
+    out.extend_from_slice(br#","response":{"uid":"#);
+    let _ = serde_json::to_writer(&mut out, uid);
+    out.extend_from_slice(br#","allowed":true,"patch":""#);
+    let start = out.len();
+    out.resize(start + encoded_len, 0);
+    let written = base64::engine::general_purpose::STANDARD
+        .encode_slice(patch, &mut out[start..])
+        .unwrap_or(0);
+    out.truncate(start + written);
+    out.extend_from_slice(br#"","patchType":"JSONPatch"}}"#);
+    out
+}
+
+fn serialized_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
     let response = match verdict {
         Verdict::Allowed { patch } => ResponseOut {
             uid,
@@ -288,4 +317,38 @@ pub fn response_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8>
     };
     // Serializing these plain structs cannot fail.
     serde_json::to_vec(&out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod response_tests {
+    use super::*;
+
+    #[test]
+    fn the_direct_patched_answer_equals_the_serialized_one() {
+        let patch = r#"[{"op":"add","path":"/spec/hostname","value":"a\u003cb"}]"#;
+        let verdict = Verdict::Allowed {
+            patch: Some(patch.to_string()),
+        };
+        for uid in ["", "705ab4f5", "q\"u<o>te\u{1}é😀"] {
+            for version in [API_VERSION_V1, API_VERSION_V1BETA1] {
+                for p in [patch, "", "x", "xy"] {
+                    assert_eq!(
+                        patched_body(version, uid, p),
+                        serialized_body(
+                            version,
+                            uid,
+                            &Verdict::Allowed {
+                                patch: Some(p.to_string())
+                            }
+                        ),
+                        "{uid:?} {p:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            response_body(API_VERSION_V1, "u", &verdict),
+            serialized_body(API_VERSION_V1, "u", &verdict)
+        );
+    }
 }

@@ -74,30 +74,71 @@ fn write_number(out: &mut String, n: &serde_json::Number) {
     }
 }
 
+/// Bytes that end a run of characters copied as they are: those Go escapes, and the first
+/// byte of U+2028 and U+2029 (which is also the first byte of other characters).
+const STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[b'<' as usize] = true;
+    table[b'>' as usize] = true;
+    table[b'&' as usize] = true;
+    table[0xe2] = true;
+    table
+};
+
 /// Writes `s` as a JSON string with Go's escaping rules (HTML-safe).
 pub fn write_go_string(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c if (c as u32) < 0x20 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
+    // Runs that need no escape are copied whole: this sits on the admission hot path (every
+    // patch carries a credential spec's contents, a JSON text full of quotes, as a string).
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !STOP[usize::from(bytes[i])] {
+            i += 1;
+            continue;
         }
+        // A stop byte is ASCII or the lead byte 0xE2, so `i` is a character boundary.
+        let c = s[i..].chars().next().unwrap_or_default();
+        if c == '\u{2028}' || c == '\u{2029}' || c.is_ascii() {
+            out.push_str(&s[run..i]);
+            write_escaped(out, c);
+            run = i + c.len_utf8();
+        }
+        i += c.len_utf8();
     }
+    out.push_str(&s[run..]);
     out.push('"');
+}
+
+/// One character [`write_go_string`] must escape.
+fn write_escaped(out: &mut String, c: char) {
+    match c {
+        '"' => out.push_str("\\\""),
+        '\\' => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\u{8}' => out.push_str("\\b"),
+        '\u{c}' => out.push_str("\\f"),
+        '<' => out.push_str("\\u003c"),
+        '>' => out.push_str("\\u003e"),
+        '&' => out.push_str("\\u0026"),
+        '\u{2028}' => out.push_str("\\u2028"),
+        '\u{2029}' => out.push_str("\\u2029"),
+        c if (c as u32) < 0x20 => {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        }
+        c => out.push(c),
+    }
 }
 
 /// Quotes `s` as Go's `%q` (`strconv.Quote`) does, for messages that must equal the
@@ -169,6 +210,19 @@ mod tests {
             to_go_json(&v),
             r#""\u003ca\u003e\u0026b\u2028\u2029\"\\\n\r\t\u0001\b\fé""#
         );
+    }
+
+    #[test]
+    fn copies_plain_runs_and_escapes_between_them() {
+        let mut out = String::new();
+        write_go_string(&mut out, "€ … \u{2027}x\u{2028}y\u{2029}\u{202a}<é&>\u{1f}");
+        assert_eq!(
+            out,
+            "\"€ … \u{2027}x\\u2028y\\u2029\u{202a}\\u003cé\\u0026\\u003e\\u001f\""
+        );
+        let mut empty = String::new();
+        write_go_string(&mut empty, "");
+        assert_eq!(empty, r#""""#);
     }
 
     #[test]
