@@ -216,7 +216,10 @@ async fn review(
     deadline: Duration,
 ) -> (Vec<u8>, String, bool) {
     let review = Review::read(hook, body);
-    let span = tracing::info_span!(
+    // Debug level: formatting a span's fields for every admission costs more than deciding it.
+    // A refusal, which an operator must be able to find, is logged at info with the same
+    // fields; an allowed admission is counted in the metrics and logged at debug.
+    let span = tracing::debug_span!(
         "admission",
         hook = hook.as_str(),
         uid = review.uid(),
@@ -238,9 +241,18 @@ async fn review(
         };
         match &verdict {
             Verdict::Allowed { patch } => {
-                tracing::info!(patched = patch.is_some(), "admitted");
+                tracing::debug!(patched = patch.is_some(), "admitted");
             }
-            Verdict::Denied(d) => tracing::info!(code = d.code, message = %d.message, "refused"),
+            Verdict::Denied(d) => tracing::info!(
+                hook = hook.as_str(),
+                uid = review.uid(),
+                namespace = %review.namespace,
+                name = %review.name,
+                operation = %review.operation,
+                code = d.code,
+                message = %d.message,
+                "refused"
+            ),
         }
         let allowed = verdict.is_allowed();
         (review.respond(&verdict), review.operation.clone(), allowed)

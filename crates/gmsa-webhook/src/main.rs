@@ -28,8 +28,12 @@ fn init_logging(config: &Config) {
             "{},hyper=warn,rustls=warn,kube=warn,tower=warn",
             config.log_level
         ));
+    // Colour codes only on a terminal: in a pod they would litter the logs, and writing them
+    // costs time on every admission.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
