@@ -173,7 +173,9 @@ impl DecisionCache {
     }
 
     /// Flushes on every change of one RBAC kind until the task is aborted. Watch errors are
-    /// logged and retried with backoff, and flush too: events may have been missed.
+    /// logged and retried with backoff, and do not flush: while the API server is unreachable,
+    /// decisions within their TTL keep answering (and the TTL bounds how stale they get); the
+    /// resumed watch delivers what was missed, or re-lists, and either flushes.
     pub(super) async fn run_rbac_watch(
         self: Arc<Self>,
         client: Client,
@@ -197,7 +199,6 @@ impl DecisionCache {
                 }
                 Ok(Event::Init | Event::Apply(_) | Event::Delete(_)) => self.flush(),
                 Err(e) => {
-                    self.flush();
                     tracing::warn!(
                         kind = %resource.kind,
                         error = %e,
