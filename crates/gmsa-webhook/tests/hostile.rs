@@ -205,3 +205,98 @@ async fn slow_headers_and_tls_garbage_are_dropped() {
     }
     still_serves(addr, &ca).await;
 }
+
+/// HTTP/2 rapid reset (CVE-2023-44487): one connection opens streams and cancels them at once,
+/// as fast as it can. The server bounds what that costs (hyper counts pending resets and ends
+/// such a connection with GOAWAY); everyone else keeps getting answers, during and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_does_not_stop_the_server() {
+    const STREAMS: usize = 5_000;
+    let (_dir, addr, ca) = start(Duration::from_secs(5)).await;
+    let attack_ca = ca.clone();
+    let attacker = tokio::spawn(async move { rapid_reset(addr, &attack_ca, STREAMS).await });
+    // Others are served while the attack runs.
+    let mut served_during = 0;
+    while !attacker.is_finished() && served_during < 50 {
+        still_serves(addr, &ca).await;
+        served_during += 1;
+    }
+    let (opened, ended_by) = tokio::time::timeout(Duration::from_secs(60), attacker)
+        .await
+        .expect("the attack is bounded")
+        .unwrap();
+    for _ in 0..5 {
+        still_serves(addr, &ca).await;
+    }
+    println!(
+        "h2 rapid reset: {opened} streams opened and reset on one connection ({ended_by}); {served_during} reviews served to others meanwhile"
+    );
+    assert!(opened > 0);
+}
+
+/// Opens and resets up to `streams` streams on one h2 connection; returns how many were opened
+/// and how the connection ended.
+async fn rapid_reset(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    streams: usize,
+) -> (usize, String) {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut opened = 0;
+    let mut ended_by = "all streams sent".to_string();
+    for _ in 0..streams {
+        let ready = tokio::time::timeout(Duration::from_secs(5), sender.clone().ready()).await;
+        let mut ready = match ready {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                ended_by = format!("server ended the connection: {e}");
+                break;
+            }
+            Err(_) => {
+                ended_by = "no stream capacity for 5 s".into();
+                break;
+            }
+        };
+        let request = http::Request::post(format!("https://localhost:{}/mutate", addr.port()))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap();
+        match ready.send_request(request, false) {
+            Ok((_response, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                opened += 1;
+            }
+            Err(e) => {
+                ended_by = format!("server ended the connection: {e}");
+                break;
+            }
+        }
+        sender = ready;
+    }
+    drop(sender);
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    (opened, ended_by)
+}

@@ -1,0 +1,226 @@
+//! `gmsa-bench`: run the benchmark suite (or one of its parts) and print one JSON object.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gmsa_bench::decide::{self, Counts};
+use gmsa_bench::machine::Machine;
+use gmsa_bench::report;
+use gmsa_bench::suite::{self, Placement, Plan};
+use gmsa_bench::target::{self, TargetKind, TargetSpec};
+use gmsa_core::Hook;
+
+/// Benchmarks the GMSA webhook on 127.0.0.1 and prints one JSON object on standard output
+/// (progress on standard error).
+#[derive(Debug, Parser)]
+#[command(name = "gmsa-bench")]
+struct Args {
+    /// Short cells (under a minute in all), for CI.
+    #[arg(long)]
+    quick: bool,
+    /// Write the report as Markdown to FILE (default BENCHMARKS.md).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "BENCHMARKS.md")]
+    write_report: Option<PathBuf>,
+    /// Skip the large-cluster part.
+    #[arg(long)]
+    no_scale: bool,
+    /// Also count instructions per admission with valgrind (callgrind).
+    #[arg(long)]
+    callgrind: bool,
+    /// Log level of the targets (production logs each admission at info); `off` for none.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    /// Run the targets in this process instead of child processes.
+    #[arg(long)]
+    in_process: bool,
+    /// Only these targets (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    targets: Vec<TargetKind>,
+    /// Only these concurrencies (default 1,16,64).
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Only these reference counts (default 1,10).
+    #[arg(long, value_delimiter = ',')]
+    refs: Vec<usize>,
+    /// Length of each measured window, seconds.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Rounds per cell (the median counts).
+    #[arg(long)]
+    rounds: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Part>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Part {
+    /// Serve one target until standard input closes (used by the suite).
+    Target {
+        #[arg(long, value_enum)]
+        kind: TargetKind,
+        #[arg(long)]
+        certs: PathBuf,
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Run the pure decision path N times (for callgrind).
+    Decide {
+        #[arg(long)]
+        iterations: u64,
+        #[arg(long, value_parser = parse_hook, default_value = "mutate")]
+        hook: Hook,
+        #[arg(long, default_value_t = 1)]
+        refs: usize,
+    },
+    /// Instructions per admission: `decide` under callgrind at two iteration counts.
+    Callgrind {
+        #[arg(long, default_value_t = 1000)]
+        n1: u64,
+        #[arg(long, default_value_t = 11000)]
+        n2: u64,
+    },
+}
+
+fn parse_hook(s: &str) -> Result<Hook, String> {
+    match s {
+        "mutate" => Ok(Hook::Mutate),
+        "validate" => Ok(Hook::Validate),
+        _ => Err(format!("{s:?}: expected mutate or validate")),
+    }
+}
+
+/// The decision path at `n1` and `n2` iterations, and the whole server at 500 and 2,500
+/// requests per target, under callgrind.
+fn instruction_counts(n1: u64, n2: u64, log_level: &str) -> anyhow::Result<Counts> {
+    let exe = std::env::current_exe()?;
+    let mut counts = Counts::default();
+    for hook in [Hook::Mutate, Hook::Validate] {
+        for refs in [1, 10] {
+            let count = decide::callgrind(&exe, hook, refs, n1, n2)?;
+            eprintln!(
+                "callgrind: {} refs={refs}: {} instructions per admission (decision path)",
+                hook.as_str(),
+                count.per_admission
+            );
+            counts.decide.push(count);
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    counts.server = runtime.block_on(suite::server_instructions(
+        &exe,
+        &[
+            TargetKind::Noop,
+            TargetKind::KubeCached,
+            TargetKind::Embedded,
+        ],
+        500,
+        2500,
+        log_level,
+    ))?;
+    Ok(counts)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match args.command {
+        Some(Part::Target {
+            kind,
+            certs,
+            kubeconfig,
+            state_dir,
+            log_level,
+        }) => {
+            return target::run_child(TargetSpec {
+                kind,
+                kubeconfig,
+                state_dir,
+                certs,
+                log_level,
+            })
+        }
+        Some(Part::Decide {
+            iterations,
+            hook,
+            refs,
+        }) => {
+            let allowed = decide::run(iterations, hook, refs)?;
+            println!("{allowed}");
+            return Ok(());
+        }
+        Some(Part::Callgrind { n1, n2 }) => {
+            let counts = instruction_counts(n1, n2, &args.log_level)?;
+            println!("{}", serde_json::to_string_pretty(&counts)?);
+            return Ok(());
+        }
+        None => {}
+    }
+
+    let placement = if args.in_process {
+        Placement::InProcess
+    } else {
+        Placement::Child(std::env::current_exe()?)
+    };
+    let mut plan = if args.quick {
+        Plan::quick(placement)
+    } else {
+        Plan::full(placement)
+    };
+    if args.no_scale {
+        plan.scale = None;
+    }
+    plan.log_level = args.log_level.clone();
+    if !args.targets.is_empty() {
+        plan.targets = args.targets.clone();
+    }
+    if !args.concurrency.is_empty() {
+        plan.concurrencies = args.concurrency.clone();
+    }
+    if !args.refs.is_empty() {
+        plan.refs = args.refs.clone();
+    }
+    if let Some(s) = args.seconds {
+        plan.duration = std::time::Duration::from_secs_f64(s);
+    }
+    if let Some(r) = args.rounds {
+        plan.rounds = r;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let results = runtime.block_on(suite::run(&plan))?;
+    drop(runtime);
+    let instructions = if args.callgrind {
+        instruction_counts(1000, 11000, &args.log_level)?
+    } else {
+        Counts::default()
+    };
+    let machine = Machine::detect();
+    let mode = if args.quick { "quick" } else { "full" };
+    let json = report::json(&results, &machine, &instructions, mode);
+    println!("{}", serde_json::to_string(&json)?);
+    if let Some(path) = &args.write_report {
+        let command = std::env::args().skip(1).fold(
+            "cargo run --release -p gmsa-bench --".to_string(),
+            |mut c, a| {
+                c.push(' ');
+                c.push_str(&a);
+                c
+            },
+        );
+        std::fs::write(
+            path,
+            report::markdown(&results, &machine, &instructions, &command),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}
