@@ -17,5 +17,15 @@ if [ "${GMSA_SKIP_REAL_APISERVER:-}" != 1 ]; then
   export GMSA_KUBE_APISERVER
 fi
 
-cargo test --workspace --all-targets "$@"
-cargo test --workspace --doc "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --doc "$@" 2>&1 | tee -a "$log" || status=$?
+if [ "$status" -eq 0 ]; then
+  cargo test --workspace --all-targets "$@" 2>&1 | tee -a "$log" || status=$?
+fi
+
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
