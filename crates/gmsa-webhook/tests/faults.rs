@@ -6,6 +6,7 @@
 
 mod common;
 
+use gmsa_testkit::secret_volume::SecretVolume;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -483,51 +484,6 @@ async fn a_slow_api_server_gets_a_clear_denial_before_the_api_servers_deadline()
 
 // ---------------------------------------------------- certificate swaps ---
 
-/// The kubelet's atomic writer for Secret volumes: `tls.crt -> ..data/tls.crt`,
-/// `..data -> ..<generation>/`, swapped by renaming a new symlink over `..data`.
-struct SecretVolume {
-    dir: PathBuf,
-    generation: Option<String>,
-    count: u32,
-}
-
-impl SecretVolume {
-    fn create(dir: &Path, issued: &IssuedCert) -> Self {
-        let mut volume = Self {
-            dir: dir.to_owned(),
-            generation: None,
-            count: 0,
-        };
-        let generation = volume.write_generation(issued);
-        std::os::unix::fs::symlink(&generation, dir.join("..data")).expect("..data");
-        for name in ["tls.crt", "tls.key"] {
-            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).expect("link");
-        }
-        volume.generation = Some(generation);
-        volume
-    }
-
-    fn write_generation(&mut self, issued: &IssuedCert) -> String {
-        self.count += 1;
-        let name = format!("..2026_11_28_10_00_00.{:09}", self.count);
-        let path = self.dir.join(&name);
-        std::fs::create_dir(&path).expect("generation dir");
-        std::fs::write(path.join("tls.crt"), &issued.cert_pem).expect("write");
-        std::fs::write(path.join("tls.key"), &issued.key_pem).expect("write");
-        name
-    }
-
-    fn rotate(&mut self, issued: &IssuedCert) {
-        let generation = self.write_generation(issued);
-        let tmp = self.dir.join("..data_tmp");
-        std::os::unix::fs::symlink(&generation, &tmp).expect("..data_tmp");
-        std::fs::rename(&tmp, self.dir.join("..data")).expect("swap ..data");
-        if let Some(old) = self.generation.replace(generation) {
-            std::fs::remove_dir_all(self.dir.join(old)).expect("remove old generation");
-        }
-    }
-}
-
 fn serving_cert(ca: &CertificateAuthority) -> IssuedCert {
     tls::issue_serving_cert(
         ca,
@@ -618,7 +574,9 @@ async fn certificates_swapped_100_times_under_load_fail_no_request() {
     std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("ca file");
     let tls_dir = dir.path().join("tls");
     std::fs::create_dir(&tls_dir).expect("tls dir");
-    let mut volume = SecretVolume::create(&tls_dir, &serving_cert(&ca));
+    let first = serving_cert(&ca);
+    let mut volume =
+        SecretVolume::create(&tls_dir, &first.cert_pem, &first.key_pem).expect("secret volume");
     let mut cfg = common::config(dir.path(), Duration::from_millis(10));
     cfg.certs = CertSource::Files {
         cert: tls_dir.join("tls.crt"),
@@ -649,7 +607,9 @@ async fn certificates_swapped_100_times_under_load_fail_no_request() {
     let mut last = None;
     for _ in 0..SWAPS {
         let next = serving_cert(&ca);
-        volume.rotate(&next);
+        volume
+            .rotate(&next.cert_pem, &next.key_pem)
+            .expect("rotate");
         last = Some(next);
         tokio::time::sleep(Duration::from_millis(30)).await;
     }

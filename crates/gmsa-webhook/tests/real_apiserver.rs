@@ -22,7 +22,6 @@ const NS: &str = "gmsa-e2e";
 const OTHER_NS: &str = "gmsa-other";
 const IMAGE: &str = "mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2019";
 const IMAGE_2: &str = "mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2022";
-const CRD_NAME: &str = "gmsacredentialspecs.windows.k8s.io";
 const MUTATING_WEBHOOK: &str = "pod-mutation.gmsa.windows.k8s.io";
 const VALIDATING_WEBHOOK: &str = "pod-validation.gmsa.windows.k8s.io";
 
@@ -34,43 +33,6 @@ const LEGACY: &str = r#"{"ActiveDirectoryConfig":{"GroupManagedServiceAccounts":
 /// Go escapes `<`, `>` and `&` inside strings; so must we, byte for byte.
 const ESCAPE: &str = r#"{"ActiveDirectoryConfig":{"GroupManagedServiceAccounts":[{"Name":"R\u0026D","Scope":"CONTOSO"}]},"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"DnsName":"contoso.com","DnsTreeName":"contoso.com","Guid":"244818ae-87ac-4fcd-92ec-e79e5252348a","MachineAccountName":"\u003cR\u0026D\u003e","NetBiosName":"CONTOSO","Sid":"S-1-5-21-2126449477-2524075714-3094792973"}}"#;
 const LATE: &str = r#"{"ActiveDirectoryConfig":{"GroupManagedServiceAccounts":[{"Name":"Late","Scope":"CONTOSO"}]},"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"DnsName":"contoso.com","DnsTreeName":"contoso.com","Guid":"244818ae-87ac-4fcd-92ec-e79e5252348a","MachineAccountName":"Late","NetBiosName":"CONTOSO","Sid":"S-1-5-21-2126449477-2524075714-3094792973"}}"#;
-
-/// The CRD as the reference project ships it in spirit: cluster-scoped, v1 stored, v1alpha1
-/// still served, `credspec` kept as an arbitrary object.
-fn crd() -> Value {
-    let schema = json!({
-        "openAPIV3Schema": {
-            "type": "object",
-            "properties": {
-                "credspec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-            }
-        }
-    });
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": CRD_NAME,
-            "annotations": {
-                "api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1158"
-            }
-        },
-        "spec": {
-            "group": "windows.k8s.io",
-            "scope": "Cluster",
-            "names": {
-                "kind": "GMSACredentialSpec",
-                "listKind": "GMSACredentialSpecList",
-                "plural": "gmsacredentialspecs",
-                "singular": "gmsacredentialspec"
-            },
-            "versions": [
-                {"name": "v1", "served": true, "storage": true, "schema": schema},
-                {"name": "v1alpha1", "served": true, "storage": false, "schema": schema}
-            ]
-        }
-    })
-}
 
 /// Least privilege for the webhook: read specs and RBAC objects, ask access reviews.
 fn webhook_rbac() -> Value {
@@ -153,7 +115,7 @@ fn role_binding(name: &str, role: &str, service_accounts: &[&str]) -> Value {
 ///   `nogrant` nothing; namespace gmsa-other has no grants.
 fn set_up_cluster(cluster: &RealCluster) -> Result<(), String> {
     cluster
-        .apply(&crd().to_string())
+        .apply(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| e.to_string())?;
     cluster
         .kubectl_ok(
@@ -161,7 +123,7 @@ fn set_up_cluster(cluster: &RealCluster) -> Result<(), String> {
                 "wait",
                 "--for=condition=established",
                 "--timeout=60s",
-                &format!("crd/{CRD_NAME}"),
+                &format!("crd/{}", gmsa_deploy::crd::crd_name()),
             ],
             None,
         )

@@ -2,6 +2,7 @@
 //! handshakes on 127.0.0.1 against a server built from `server_config`.
 #![cfg(unix)]
 
+use gmsa_testkit::secret_volume::SecretVolume;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -478,71 +479,14 @@ async fn a_mismatched_pair_is_refused_at_load_and_never_replaces_a_good_one() {
         .expect("reloader did not panic");
 }
 
-/// Mimics the kubelet's atomic writer for Secret volumes:
-/// `tls.crt -> ..data/tls.crt`, `..data -> ..<timestamp>/`.
-struct SecretVolume {
-    dir: PathBuf,
-    generation: Option<String>,
-    count: u32,
-}
-
-impl SecretVolume {
-    fn create(dir: &Path, issued: &IssuedCert) -> Self {
-        let mut volume = Self {
-            dir: dir.to_owned(),
-            generation: None,
-            count: 0,
-        };
-        let generation = volume.write_generation(issued);
-        std::os::unix::fs::symlink(&generation, dir.join("..data")).expect("..data");
-        for name in ["tls.crt", "tls.key"] {
-            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).expect("link");
-        }
-        volume.generation = Some(generation);
-        volume
-    }
-
-    fn write_generation(&mut self, issued: &IssuedCert) -> String {
-        self.count += 1;
-        let name = format!(
-            "..2026_11_28_10_{:02}_{:02}.{:09}",
-            self.count / 60,
-            self.count % 60,
-            self.count
-        );
-        let path = self.dir.join(&name);
-        std::fs::create_dir(&path).expect("generation dir");
-        std::fs::write(path.join("tls.crt"), &issued.cert_pem).expect("write");
-        std::fs::write(path.join("tls.key"), &issued.key_pem).expect("write");
-        name
-    }
-
-    fn rotate(&mut self, issued: &IssuedCert) {
-        let generation = self.write_generation(issued);
-        let tmp = self.dir.join("..data_tmp");
-        std::os::unix::fs::symlink(&generation, &tmp).expect("..data_tmp");
-        std::fs::rename(&tmp, self.dir.join("..data")).expect("swap ..data");
-        if let Some(old) = self.generation.replace(generation) {
-            std::fs::remove_dir_all(self.dir.join(old)).expect("remove old generation");
-        }
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.dir.join("tls.crt")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.dir.join("tls.key")
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_volume_rotations_are_picked_up_by_the_directory_watch() {
     const ROTATIONS: u64 = 25;
     let ca = test_ca("ca");
     let dir = tempfile::tempdir().expect("tempdir");
     let first = localhost_cert(&ca);
-    let mut volume = SecretVolume::create(dir.path(), &first);
+    let mut volume =
+        SecretVolume::create(dir.path(), &first.cert_pem, &first.key_pem).expect("secret volume");
     let store = Arc::new(CertStore::load(volume.cert(), volume.key()).expect("load"));
     let server = serve(tls::server_config(store.clone(), None).expect("config")).await;
     let client = Client::trusting(ca.cert_der());
@@ -557,7 +501,9 @@ async fn secret_volume_rotations_are_picked_up_by_the_directory_watch() {
 
     for rotation in 1..=ROTATIONS {
         let next = localhost_cert(&ca);
-        volume.rotate(&next);
+        volume
+            .rotate(&next.cert_pem, &next.key_pem)
+            .expect("rotate");
         let session = client.wait_for_cert(server.addr, &leaf(&next)).await;
         assert_eq!(session.version, ProtocolVersion::TLSv1_3);
         assert_eq!(store.reloads(), rotation, "one reload per rotation");
@@ -576,7 +522,8 @@ async fn polling_alone_picks_up_changes() {
     let ca = test_ca("ca");
     let dir = tempfile::tempdir().expect("tempdir");
     let first = localhost_cert(&ca);
-    let mut volume = SecretVolume::create(dir.path(), &first);
+    let mut volume =
+        SecretVolume::create(dir.path(), &first.cert_pem, &first.key_pem).expect("secret volume");
     let store = Arc::new(CertStore::load(volume.cert(), volume.key()).expect("load"));
     let server = serve(tls::server_config(store.clone(), None).expect("config")).await;
     let client = Client::trusting(ca.cert_der());
@@ -591,7 +538,9 @@ async fn polling_alone_picks_up_changes() {
 
     for rotation in 1..=3 {
         let next = localhost_cert(&ca);
-        volume.rotate(&next);
+        volume
+            .rotate(&next.cert_pem, &next.key_pem)
+            .expect("rotate");
         client.wait_for_cert(server.addr, &leaf(&next)).await;
         assert_eq!(store.reloads(), rotation);
     }

@@ -26,7 +26,6 @@ const ROLE: &str = "gmsa-webapp1-user";
 const NS: &str = "web";
 const SA: &str = "iis";
 const RBAC: &str = "rbac.authorization.k8s.io";
-const CRD_NAME: &str = "gmsacredentialspecs.windows.k8s.io";
 
 struct Fixture {
     cluster: RealCluster,
@@ -243,50 +242,17 @@ fn server_dry_run_creates_nothing(f: &Fixture) -> Result<(), String> {
     })
 }
 
-/// The smallest GMSACredentialSpec CRD: enough for kubectl to resolve the type.
-fn crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": CRD_NAME,
-            "annotations": {
-                "api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1158"
-            }
-        },
-        "spec": {
-            "group": "windows.k8s.io",
-            "scope": "Cluster",
-            "names": {
-                "kind": "GMSACredentialSpec",
-                "listKind": "GMSACredentialSpecList",
-                "plural": "gmsacredentialspecs",
-                "singular": "gmsacredentialspec"
-            },
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object",
-                    "properties": {
-                        "credspec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
-                    }
-                }}
-            }]
-        }
-    })
-}
-
 fn granted_service_accounts_may_use_the_spec(f: &Fixture) -> Result<(), String> {
     let cluster = &f.cluster;
     cluster
-        .apply(&crd().to_string())
+        .apply(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| e.to_string())?;
     cluster
         .kubectl_ok(
             &[
                 "wait",
                 "--for=condition=Established",
-                &format!("crd/{CRD_NAME}"),
+                &format!("crd/{}", gmsa_deploy::crd::crd_name()),
                 "--timeout=30s",
             ],
             None,
