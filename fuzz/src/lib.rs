@@ -104,7 +104,7 @@ fn check_spec(spec: &CredentialSpec) {
     if let Some(contents) = spec.contents() {
         let back: Value = serde_json::from_str(&contents.encoded).expect("contents are JSON");
         assert_eq!(to_go_json(&back), *contents.encoded);
-        if contents.value.is_object() {
+        if contents.value().is_object() {
             assert_eq!(contents.matches(&contents.encoded), Ok(true));
         }
     }

@@ -28,12 +28,15 @@ pub struct CredentialSpec {
     contents: Option<Contents>,
 }
 
-/// The `credspec` object and its Go-compatible encoding.
+/// The `credspec` object in its Go-compatible encoding, and that encoding already written as a
+/// JSON string, as it stands in a patch. Only text is kept: a parsed value costs about ten
+/// times the memory, and admissions need the text (the value is re-read in the rare cases that
+/// need it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contents {
-    pub value: Value,
     /// `json.Marshal(credspec)`, as the reference inlines it.
     pub encoded: Arc<str>,
+    quoted: Arc<str>,
 }
 
 /// Why an object is not a usable `GMSACredentialSpec`.
@@ -100,8 +103,24 @@ impl CredentialSpec {
 impl Contents {
     /// Wraps a `credspec` value and encodes it once.
     pub fn new(value: Value) -> Self {
-        let encoded: Arc<str> = to_go_json(&value).into();
-        Self { value, encoded }
+        let encoded = to_go_json(&value);
+        let mut quoted = String::with_capacity(encoded.len() + encoded.len() / 4 + 2);
+        crate::canonical::write_go_string(&mut quoted, &encoded);
+        Self {
+            encoded: encoded.into(),
+            quoted: quoted.into(),
+        }
+    }
+
+    /// The contents as a JSON value.
+    pub fn value(&self) -> Value {
+        // `encoded` is JSON we wrote ourselves; it always parses.
+        serde_json::from_str(&self.encoded).unwrap_or(Value::Null)
+    }
+
+    /// [`Contents::encoded`] as a JSON string with Go's escaping: a patch operation's value.
+    pub fn quoted(&self) -> &str {
+        &self.quoted
     }
 
     /// Whether pre-set contents from a pod mean the same as these: the same JSON object, keys in
@@ -117,8 +136,8 @@ impl Contents {
                 crate::canonical::go_quote(preset)
             )
         })?;
-        Ok(match &self.value {
-            Value::Object(expected) => json_equal_objects(&parsed, expected),
+        Ok(match self.value() {
+            Value::Object(expected) => json_equal_objects(&parsed, &expected),
             _ => false,
         })
     }

@@ -316,7 +316,7 @@ impl Plan {
                 continue;
             }
             let contents = spec_contents(facts, name)?;
-            patch.add(&place.contents_path(), &contents.encoded);
+            patch.add_quoted(&place.contents_path(), contents.quoted());
         }
         if names_a_spec
             && options.random_hostname
@@ -494,11 +494,18 @@ struct JsonPatch {
 
 impl JsonPatch {
     fn add(&mut self, path: &str, value: &str) {
+        let mut quoted = String::with_capacity(value.len() + 2);
+        write_go_string(&mut quoted, value);
+        self.add_quoted(path, &quoted);
+    }
+
+    /// Adds a value already written as a JSON string by [`write_go_string`].
+    fn add_quoted(&mut self, path: &str, quoted: &str) {
         self.out.push(if self.out.is_empty() { '[' } else { ',' });
         self.out.push_str(r#"{"op":"add","path":"#);
         write_go_string(&mut self.out, path);
         self.out.push_str(r#","value":"#);
-        write_go_string(&mut self.out, value);
+        self.out.push_str(quoted);
         self.out.push('}');
     }
 

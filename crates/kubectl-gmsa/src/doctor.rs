@@ -1062,7 +1062,7 @@ fn node_steps(
         .and_then(|s| specs.get(s))
         .and_then(|s| s.contents())
         .and_then(|c| {
-            c.value["DomainJoinConfig"]["DnsName"]
+            c.value()["DomainJoinConfig"]["DnsName"]
                 .as_str()
                 .map(str::to_owned)
         })
