@@ -26,30 +26,65 @@ struct ReviewIn<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct GroupVersionKind {
+pub(crate) struct GroupVersionKind {
     #[serde(default)]
-    kind: String,
+    pub(crate) kind: String,
 }
 
+/// The request part of an AdmissionReview, shared by every admission endpoint.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+pub(crate) struct RequestIn<'a> {
     #[serde(default, deserialize_with = "null_default")]
-    uid: String,
+    pub(crate) uid: String,
     #[serde(default, deserialize_with = "object")]
-    kind: GroupVersionKind,
+    pub(crate) kind: GroupVersionKind,
     #[serde(default)]
-    sub_resource: Option<String>,
+    pub(crate) sub_resource: Option<String>,
     #[serde(default)]
-    name: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default)]
-    namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     #[serde(default, deserialize_with = "null_default")]
-    operation: String,
+    pub(crate) operation: String,
     #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
+    pub(crate) object: Option<&'a RawValue>,
     #[serde(default, borrow)]
-    old_object: Option<&'a RawValue>,
+    pub(crate) old_object: Option<&'a RawValue>,
+}
+
+/// Reads a review's envelope with the reference's rules for broken bodies: returns the answer's
+/// `apiVersion` (the request's) and the request, or the 400 denial to answer with.
+pub(crate) fn read_envelope(
+    body: &[u8],
+) -> Result<(&'static str, RequestIn<'_>), (&'static str, Denial)> {
+    // Go decodes a `null` body into an empty review without error.
+    let parsed: ReviewIn<'_> = match serde_json::from_slice::<Option<Obj<ReviewIn<'_>>>>(body) {
+        Ok(r) => r.map(|r| r.0).unwrap_or(ReviewIn {
+            api_version: None,
+            request: None,
+        }),
+        Err(e) => {
+            return Err((
+                API_VERSION_V1,
+                Denial::new(
+                    400,
+                    format!("unable to unmarshall JSON body as an admission review: {e}"),
+                ),
+            ))
+        }
+    };
+    let api_version = match parsed.api_version.as_deref() {
+        Some(API_VERSION_V1BETA1) => API_VERSION_V1BETA1,
+        _ => API_VERSION_V1,
+    };
+    match parsed.request {
+        Some(request) => Ok((api_version, request)),
+        None => Err((
+            api_version,
+            Denial::new(400, "no 'Request' field in JSON body"),
+        )),
+    }
 }
 
 /// A review request, read and checked up to the point where lookups are needed.
@@ -75,33 +110,9 @@ impl Review {
     /// Reads a request body. Never fails: an unusable body becomes a review to be refused with
     /// code 400, as the reference does.
     pub fn read(hook: Hook, body: &[u8]) -> Self {
-        // Go decodes a `null` body into an empty review without error.
-        let parsed: ReviewIn<'_> = match serde_json::from_slice::<Option<Obj<ReviewIn<'_>>>>(body) {
-            Ok(r) => r.map(|r| r.0).unwrap_or(ReviewIn {
-                api_version: None,
-                request: None,
-            }),
-            Err(e) => {
-                return Self::refused(
-                    API_VERSION_V1,
-                    String::new(),
-                    Denial::new(
-                        400,
-                        format!("unable to unmarshall JSON body as an admission review: {e}"),
-                    ),
-                )
-            }
-        };
-        let api_version = match parsed.api_version.as_deref() {
-            Some(API_VERSION_V1BETA1) => API_VERSION_V1BETA1,
-            _ => API_VERSION_V1,
-        };
-        let Some(request) = parsed.request else {
-            return Self::refused(
-                api_version,
-                String::new(),
-                Denial::new(400, "no 'Request' field in JSON body"),
-            );
+        let (api_version, request) = match read_envelope(body) {
+            Ok(envelope) => envelope,
+            Err((api_version, denial)) => return Self::refused(api_version, String::new(), denial),
         };
         let mut review = Self {
             api_version,

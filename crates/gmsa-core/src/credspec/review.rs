@@ -1,45 +1,14 @@
 //! Admission review of `GMSACredentialSpec` objects (`/validate-credspec`): the checks of
 //! [`super::validate`] on CREATE and UPDATE, answered in the pod endpoints' wire format.
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::check::validate;
-use crate::admission::{response_body, API_VERSION_V1, API_VERSION_V1BETA1};
+use crate::admission::{read_envelope, response_body, RequestIn};
 use crate::canonical::go_quote;
 use crate::decision::{Denial, Verdict};
 use crate::names;
-use crate::pod::{object, optional_object, Obj};
-use crate::rbac::null_default;
-
-#[derive(Debug, Deserialize)]
-struct ReviewIn<'a> {
-    #[serde(default, rename = "apiVersion")]
-    api_version: Option<String>,
-    #[serde(default, borrow, deserialize_with = "optional_object")]
-    request: Option<RequestIn<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct GroupVersionKind {
-    #[serde(default)]
-    kind: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct RequestIn<'a> {
-    #[serde(default, deserialize_with = "null_default")]
-    uid: String,
-    #[serde(default, deserialize_with = "object")]
-    kind: GroupVersionKind,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default, deserialize_with = "null_default")]
-    operation: String,
-    #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
-}
 
 /// A decided review of a credential-spec object.
 #[derive(Debug)]
@@ -56,30 +25,9 @@ impl CredentialSpecReview {
     /// Reads a request body and decides it. Never fails: an unusable body is refused with
     /// code 400 and the same messages as the pod endpoints.
     pub fn read(body: &[u8]) -> Self {
-        let parsed = match serde_json::from_slice::<Option<Obj<ReviewIn<'_>>>>(body) {
-            Ok(r) => r.map(|r| r.0).unwrap_or(ReviewIn {
-                api_version: None,
-                request: None,
-            }),
-            Err(e) => {
-                return Self::refused(
-                    API_VERSION_V1,
-                    Denial::new(
-                        400,
-                        format!("unable to unmarshall JSON body as an admission review: {e}"),
-                    ),
-                )
-            }
-        };
-        let api_version = match parsed.api_version.as_deref() {
-            Some(API_VERSION_V1BETA1) => API_VERSION_V1BETA1,
-            _ => API_VERSION_V1,
-        };
-        let Some(request) = parsed.request else {
-            return Self::refused(
-                api_version,
-                Denial::new(400, "no 'Request' field in JSON body"),
-            );
+        let (api_version, request) = match read_envelope(body) {
+            Ok(envelope) => envelope,
+            Err((api_version, denial)) => return Self::refused(api_version, denial),
         };
         let verdict = decide(&request);
         Self {
