@@ -7,5 +7,6 @@ pub mod fake_api;
 pub mod real_cluster;
 pub mod samba;
 pub mod secret_volume;
+pub mod wait;
 
 pub use fake_api::{FakeApiError, FakeApiServer, FakeOptions};

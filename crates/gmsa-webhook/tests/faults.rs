@@ -7,7 +7,7 @@
 mod common;
 
 use gmsa_testkit::secret_volume::SecretVolume;
-use std::future::Future;
+use gmsa_testkit::wait::eventually;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -139,24 +139,6 @@ impl Client {
             .map_err(|e| e.to_string())?;
         Ok(response.status().as_u16())
     }
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    tokio::time::timeout(limit, async {
-        loop {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .is_ok()
 }
 
 // ------------------------------------------------------------------- world ---

@@ -1,6 +1,7 @@
 //! The Kubernetes backend against the loopback fake API server: readiness, the credential-spec
 //! watch cache and its GET fallback, access reviews and their cache, and the caches-off mode.
 
+use gmsa_testkit::wait::eventually;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -124,24 +125,6 @@ async fn bounded<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), future)
         .await
         .expect("bounded wait elapsed")
-}
-
-/// Polls `check` every 20 ms until it is true or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    tokio::time::timeout(limit, async {
-        loop {
-            if check().await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .is_ok()
 }
 
 fn credential_spec(name: &str, account: &str) -> Value {
