@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one command that runs the whole test suite, on a fresh Debian bookworm machine too:
 # installs what the test tiers need when missing (hack/install-test-deps.sh: etcd, kubectl,
-# Samba, kubernetes-validate), builds and caches
-# kube-apiserver v1.20.2 (hack/build-kube-apiserver.sh; minutes the first time, instant after),
+# Samba, kubernetes-validate), builds and caches both kube-apiservers of the real-API-server
+# tier, v1.20.2 and the current release, and the current one's etcd
+# (hack/build-kube-apiserver.sh, hack/build-etcd.sh; minutes the first time, instant after),
 # then runs every test target and the doc tests. Extra arguments go to both cargo test runs.
 #
 # Quiet and idempotent when everything is already there. GMSA_SKIP_REAL_APISERVER=1 skips the
@@ -13,8 +14,10 @@ cd "$(dirname "$0")/.."
 hack/install-test-deps.sh
 
 if [ "${GMSA_SKIP_REAL_APISERVER:-}" != 1 ]; then
-  GMSA_KUBE_APISERVER="$(hack/build-kube-apiserver.sh)"
-  export GMSA_KUBE_APISERVER
+  GMSA_KUBE_APISERVER="$(hack/build-kube-apiserver.sh v1.20.2)"
+  GMSA_KUBE_APISERVER_CURRENT="$(hack/build-kube-apiserver.sh v1.37.2)"
+  GMSA_ETCD_CURRENT="$(hack/build-etcd.sh)"
+  export GMSA_KUBE_APISERVER GMSA_KUBE_APISERVER_CURRENT GMSA_ETCD_CURRENT
 fi
 
 log="$(mktemp)"

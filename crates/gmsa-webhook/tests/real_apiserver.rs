@@ -1,9 +1,14 @@
-//! End to end against a real kube-apiserver v1.20.2: the webhook binary runs as a plain
-//! process, is registered by URL, and pods are created through the API. Assertions are on what
-//! the API server stored or answered, which is what users of the reference webhook see.
+//! End to end against a real kube-apiserver, on every version the tier covers (v1.20.2 and the
+//! current release): the webhook binary runs as a plain process, is registered by URL with the
+//! webhook configurations exactly as `install` renders them for that version, and pods are
+//! created through the API. Assertions are on what the API server stored or answered, which is
+//! what users see.
 //!
-//! One cluster serves every scenario (start-up dominates the cost); scenarios run in order and
-//! all of them run even when one fails, so a failure report lists every broken behaviour.
+//! One cluster per version serves every scenario (start-up dominates the cost); scenarios run
+//! in order and all of them run even when one fails, so a failure report lists every broken
+//! behaviour. Scenarios that need a newer server (native sidecars, `pods/ephemeralcontainers`,
+//! CEL `matchConditions`) run where the server has the feature. The last phase stops the
+//! webhook and checks what fails closed and what does not.
 //!
 //! Needs `hack/build-kube-apiserver.sh` to have run; `GMSA_SKIP_REAL_APISERVER=1` skips.
 
@@ -12,7 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gmsa_testkit::real_cluster::{
-    free_port, skip_requested, LoopbackTls, ManagedProcess, RealCluster, SKIP_ENV, WEBHOOK_USER,
+    free_port, skip_requested, Feature, LoopbackTls, ManagedProcess, RealCluster, ServerVersion,
+    SKIP_ENV, WEBHOOK_USER,
 };
 use serde_json::{json, Value};
 
@@ -250,38 +256,65 @@ fn start_webhook(cluster: &RealCluster) -> Result<Webhook, String> {
     Ok(Webhook { process, tls, port })
 }
 
-/// Registers both webhooks by URL, `failurePolicy: Fail`, as a real deployment would.
+/// Registers the webhooks by URL with the configurations `install --webhook-url` renders for
+/// this server's version, and checks that the API server stored them as sent: the CEL
+/// `matchConditions` compiled (a condition that does not is refused on create).
 fn register_webhooks(cluster: &RealCluster, webhook: &Webhook) -> Result<(), String> {
-    let client = |path: &str| json!({"url": format!("https://127.0.0.1:{}{path}", webhook.port), "caBundle": webhook.tls.ca_bundle()});
-    let common = |name: &str, path: &str, operations: &[&str]| {
-        json!({
-            "name": name,
-            "clientConfig": client(path),
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": operations,
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "admissionReviewVersions": ["v1", "v1beta1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "timeoutSeconds": 5
-        })
+    let settings = gmsa_deploy::Settings {
+        kube_version: gmsa_deploy::KubeVersion::new(1, cluster.version().minor()),
+        certs: gmsa_deploy::CertMode::Secret("unused".into()),
+        webhook_url: Some(format!("https://127.0.0.1:{}", webhook.port)),
+        ..gmsa_deploy::Settings::default()
     };
-    let configs = json!({"apiVersion": "v1", "kind": "List", "items": [
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": "gmsa-webhook"},
-            "webhooks": [common(MUTATING_WEBHOOK, "/mutate", &["CREATE"])]
-        },
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": "gmsa-webhook"},
-            "webhooks": [common(VALIDATING_WEBHOOK, "/validate", &["CREATE", "UPDATE"])]
+    let tls = gmsa_deploy::TlsMaterial {
+        ca_bundle_pem: webhook.tls.ca_pem.clone(),
+        ..gmsa_deploy::TlsMaterial::default()
+    };
+    let manifest = gmsa_deploy::render(&settings, Some(&tls)).map_err(|e| e.to_string())?;
+    let configs: Vec<&Value> = manifest
+        .objects
+        .iter()
+        .filter(|o| {
+            o["kind"]
+                .as_str()
+                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+        })
+        .collect();
+    if configs.len() != 2 {
+        return Err(format!(
+            "install renders {} webhook configurations",
+            configs.len()
+        ));
+    }
+    for config in configs {
+        cluster
+            .apply(&config.to_string())
+            .map_err(|e| e.to_string())?;
+        let kind = config["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let name = config["metadata"]["name"].as_str().unwrap_or_default();
+        let stored = cluster
+            .kubectl_ok(&["get", &kind, name, "-o", "json"], None)
+            .map_err(|e| e.to_string())?;
+        let stored: Value = serde_json::from_str(&stored).map_err(|e| e.to_string())?;
+        let conditions = |c: &Value| c["webhooks"][0]["matchConditions"].clone();
+        if conditions(&stored) != conditions(config) {
+            return Err(format!(
+                "{kind} {name}: stored matchConditions {} differ from the rendered {}",
+                conditions(&stored),
+                conditions(config)
+            ));
         }
-    ]});
-    cluster
-        .apply(&configs.to_string())
-        .map_err(|e| e.to_string())?;
+        let has = !conditions(&stored).is_null();
+        if has != cluster.version().has(Feature::MatchConditions) {
+            return Err(format!(
+                "{kind} {name} on {}: matchConditions present = {has}",
+                cluster.version()
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -379,28 +412,65 @@ impl E2e<'_> {
     ) -> Result<(), String> {
         let namespace = pod_namespace(pod);
         let (got_code, status) = self.post_pod(namespace, pod)?;
-        let expected = format!("admission webhook \"{webhook}\" denied the request: {message}");
-        let got = status["message"].as_str().unwrap_or_default();
-        let mut problems = Vec::new();
-        if got != expected {
-            problems.push(format!(
-                "message\n      got:      {got:?}\n      expected: {expected:?}"
-            ));
+        denial(got_code, &status, webhook, code, message)
+    }
+
+    /// Adds `ephemeral` to the pod through the `pods/ephemeralcontainers` subresource (a PUT
+    /// of the whole pod, as 1.25+ takes it); returns the status code and the answer.
+    fn add_ephemeral(
+        &self,
+        namespace: &str,
+        name: &str,
+        ephemeral: Value,
+    ) -> Result<(u16, Value), String> {
+        let mut pod = self.get_pod(namespace, name)?;
+        match pod["spec"]["ephemeralContainers"].as_array_mut() {
+            Some(list) => list.push(ephemeral),
+            None => pod["spec"]["ephemeralContainers"] = json!([ephemeral]),
         }
-        if got_code != code || status["code"] != json!(code) {
-            problems.push(format!(
-                "HTTP {got_code}, Status.code {}, expected {code}",
-                status["code"]
-            ));
-        }
-        if got_code == 201 {
-            problems.push("the pod was created".into());
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(problems.join("; "))
-        }
+        let (code, body) = self
+            .cluster
+            .request(
+                "PUT",
+                &format!("/api/v1/namespaces/{namespace}/pods/{name}/ephemeralcontainers"),
+                Some(&pod.to_string()),
+            )
+            .map_err(|e| e.to_string())?;
+        let answer: Value = serde_json::from_str(&body)
+            .map_err(|e| format!("answer {code} is not JSON ({e}): {body}"))?;
+        Ok((code, answer))
+    }
+}
+
+/// `Ok` when the API server refused with `code` and the message `webhook` gave.
+fn denial(
+    got_code: u16,
+    status: &Value,
+    webhook: &str,
+    code: u16,
+    message: &str,
+) -> Result<(), String> {
+    let expected = format!("admission webhook \"{webhook}\" denied the request: {message}");
+    let got = status["message"].as_str().unwrap_or_default();
+    let mut problems = Vec::new();
+    if got != expected {
+        problems.push(format!(
+            "message\n      got:      {got:?}\n      expected: {expected:?}"
+        ));
+    }
+    if got_code != code || status["code"] != json!(code) {
+        problems.push(format!(
+            "HTTP {got_code}, Status.code {}, expected {code}",
+            status["code"]
+        ));
+    }
+    if got_code == 201 {
+        problems.push("the pod was created".into());
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -828,16 +898,360 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     }),
 ];
 
-/// The whole tier: cluster, webhook, registration, then every scenario.
+/// Scenarios for features the oldest server lacks; each runs where the server has it.
+const FEATURE_SCENARIOS: &[(&str, Feature, Scenario)] = &[
+    (
+        "native sidecar name is inlined",
+        Feature::NativeSidecars,
+        |e| {
+            let mut pod = windows_pod("sidecar", Some("webapp"));
+            pod["spec"]["initContainers"] = json!([sidecar("proxy", named("gmsa-webapp2"))]);
+            let stored = e.create_pod(&pod)?;
+            same(
+                "restartPolicy",
+                stored["spec"]["initContainers"][0]["restartPolicy"].as_str(),
+                Some("Always"),
+            )?;
+            same(
+                "sidecar contents",
+                container_contents(&stored, "initContainers", "proxy"),
+                Some(WEBAPP2),
+            )
+        },
+    ),
+    (
+        "native sidecar without a grant is denied",
+        Feature::NativeSidecars,
+        |e| {
+            let mut pod = windows_pod("sidecar-no-grant", Some("limited"));
+            pod["spec"]["initContainers"] = json!([sidecar("proxy", named("gmsa-webapp1"))]);
+            e.expect_denied(
+                &pod,
+                VALIDATING_WEBHOOK,
+                403,
+                r#"service account "limited" is not authorized to `use` GMSA cred spec "gmsa-webapp1""#,
+            )
+        },
+    ),
+    (
+        "native sidecar with mismatching contents is denied",
+        Feature::NativeSidecars,
+        |e| {
+            let mut pod = windows_pod("sidecar-mismatch", Some("webapp"));
+            pod["spec"]["initContainers"] = json!([sidecar(
+                "proxy",
+                Some(
+                    json!({"gmsaCredentialSpecName": "gmsa-webapp2", "gmsaCredentialSpec": WEBAPP1})
+                )
+            )]);
+            e.expect_denied(
+                &pod,
+                VALIDATING_WEBHOOK,
+                422,
+                r#"the GMSA cred spec contents for init container "proxy" does not match the contents of GMSA resource "gmsa-webapp2""#,
+            )
+        },
+    ),
+    (
+        "ephemeral container added by kubectl debug gets the contents",
+        Feature::EphemeralContainers,
+        |e| {
+            e.create_pod(&windows_pod("debug-target", Some("webapp")))?;
+            let custom = e.cluster.dir().join("debug-gmsa.json");
+            let partial = json!({"securityContext": {"windowsOptions": {"gmsaCredentialSpecName": "gmsa-webapp1"}}});
+            std::fs::write(&custom, partial.to_string()).map_err(|e| e.to_string())?;
+            e.cluster
+                .kubectl_ok(
+                    &[
+                        "debug",
+                        "-n",
+                        NS,
+                        "debug-target",
+                        &format!("--image={IMAGE}"),
+                        "--container=debugger",
+                        "--profile=general",
+                        &format!("--custom={}", custom.display()),
+                    ],
+                    None,
+                )
+                .map_err(|e| e.to_string())?;
+            let stored = e.get_pod(NS, "debug-target")?;
+            same(
+                "ephemeral container contents",
+                container_contents(&stored, "ephemeralContainers", "debugger"),
+                Some(WEBAPP1),
+            )?;
+            same(
+                "app contents",
+                container_contents(&stored, "containers", "app"),
+                None,
+            )
+        },
+    ),
+    (
+        "ephemeral container naming a spec its service account may not use is refused",
+        Feature::EphemeralContainers,
+        |e| {
+            e.create_pod(&windows_pod("debug-limited", Some("limited")))?;
+            let (code, status) = e.add_ephemeral(
+                NS,
+                "debug-limited",
+                container("debugger", named("gmsa-webapp1")),
+            )?;
+            denial(
+                code,
+                &status,
+                VALIDATING_WEBHOOK,
+                403,
+                r#"service account "limited" is not authorized to `use` GMSA cred spec "gmsa-webapp1""#,
+            )?;
+            let stored = e.get_pod(NS, "debug-limited")?;
+            same(
+                "ephemeral containers after the refusal",
+                stored["spec"]["ephemeralContainers"]
+                    .as_array()
+                    .map(|_| "some"),
+                None,
+            )
+        },
+    ),
+    (
+        "ephemeral container naming a missing spec is refused",
+        Feature::EphemeralContainers,
+        |e| {
+            let (code, status) = e.add_ephemeral(
+                NS,
+                "debug-target",
+                container("missing", named("gmsa-missing")),
+            )?;
+            denial(
+                code,
+                &status,
+                MUTATING_WEBHOOK,
+                404,
+                "cred spec gmsa-missing does not exist",
+            )
+        },
+    ),
+];
+
+/// A native sidecar: an init container that keeps running (`restartPolicy: Always`).
+fn sidecar(name: &str, windows_options: Option<Value>) -> Value {
+    let mut c = container(name, windows_options);
+    c["restartPolicy"] = json!("Always");
+    c
+}
+
+/// Scenarios on every server that `SCENARIOS` does not hold because they create pods other
+/// ways than `kubectl create`.
+const WRITE_PATH_SCENARIOS: &[(&str, Scenario)] = &[
+    (
+        "server dry run returns the contents and stores nothing",
+        |e| {
+            let pod = with_pod_gmsa(
+                windows_pod("dry-run", None),
+                json!({"gmsaCredentialSpecName": "gmsa-webapp1"}),
+            );
+            let answer = e
+                .cluster
+                .kubectl_ok(
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    Some(&pod.to_string()),
+                )
+                .map_err(|e| e.to_string())?;
+            let answer: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+            same("dry-run contents", pod_contents(&answer), Some(WEBAPP1))?;
+            let stored = e.cluster.kubectl_ok(
+                &[
+                    "get",
+                    "pod",
+                    "-n",
+                    NS,
+                    "dry-run",
+                    "--ignore-not-found",
+                    "-o",
+                    "name",
+                ],
+                None,
+            );
+            same(
+                "stored pod",
+                Some(stored.map_err(|e| e.to_string())?.trim()),
+                Some(""),
+            )
+        },
+    ),
+    (
+        "server dry run of a refused pod is refused the same way",
+        |e| {
+            let mut pod = windows_pod("dry-run-no-grant", Some("nogrant"));
+            pod["spec"]["containers"] = json!([container("app", named("gmsa-webapp1"))]);
+            let (code, body) = e
+                .cluster
+                .request(
+                    "POST",
+                    &format!("/api/v1/namespaces/{NS}/pods?dryRun=All"),
+                    Some(&pod.to_string()),
+                )
+                .map_err(|e| e.to_string())?;
+            let status: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            denial(
+                code,
+                &status,
+                VALIDATING_WEBHOOK,
+                403,
+                r#"service account "nogrant" is not authorized to `use` GMSA cred spec "gmsa-webapp1""#,
+            )
+        },
+    ),
+    ("server-side apply of a pod that names a spec", |e| {
+        let mut pod = windows_pod("applied", Some("webapp"));
+        pod["spec"]["containers"] = json!([container("app", named("gmsa-webapp1"))]);
+        let apply = || {
+            e.cluster.kubectl_ok(
+                &["apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+                Some(&pod.to_string()),
+            )
+        };
+        apply().map_err(|e| e.to_string())?;
+        let stored = e.get_pod(NS, "applied")?;
+        same(
+            "applied contents",
+            container_contents(&stored, "containers", "app"),
+            Some(WEBAPP1),
+        )?;
+        // The same manifest again, as GitOps tools do on every sync.
+        let again = apply();
+        let after = e.get_pod(NS, "applied")?;
+        same(
+            "contents after re-apply",
+            container_contents(&after, "containers", "app"),
+            Some(WEBAPP1),
+        )?;
+        match again {
+            Ok(_) => Ok(()),
+            Err(err) => Err(format!("re-applying the same manifest failed: {err}")),
+        }
+    }),
+];
+
+/// The webhook process is gone: pods that mention GMSA must be refused (fail closed), and,
+/// where `matchConditions` exist, every other pod is created as if there were no webhook.
+fn fail_closed(e: &E2e, webhook: &mut Webhook) -> Vec<String> {
+    webhook.process.stop();
+    let version = e.cluster.version();
+    let unreachable = |name: &str, pod: &Value| -> Result<(), String> {
+        let (code, status) = e.post_pod(NS, pod)?;
+        unreachable_refusal(name, code, &status)
+    };
+    let mut cases: Vec<(String, Result<(), String>)> = Vec::new();
+
+    let plain = windows_pod("down-plain", Some("webapp"));
+    let outcome = if version.has(Feature::MatchConditions) {
+        e.post_pod(NS, &plain)
+            .and_then(|(code, status)| match code {
+                201 => Ok(()),
+                _ => Err(format!("a pod without GMSA was refused: {code} {status}")),
+            })
+    } else {
+        unreachable("down-plain", &plain)
+    };
+    let plain_case = if version.has(Feature::MatchConditions) {
+        "pod without GMSA is created while the webhook is down"
+    } else {
+        "pod without GMSA is refused while the webhook is down (no matchConditions before 1.28)"
+    };
+    cases.push((plain_case.into(), outcome));
+
+    let pod_level = with_pod_gmsa(
+        windows_pod("down-pod", Some("webapp")),
+        json!({"gmsaCredentialSpecName": "gmsa-webapp1"}),
+    );
+    let mut in_container = windows_pod("down-container", Some("webapp"));
+    in_container["spec"]["containers"] = json!([container("app", named("gmsa-webapp1"))]);
+    let mut in_init = windows_pod("down-init", Some("webapp"));
+    in_init["spec"]["initContainers"] = json!([container("init", named("gmsa-webapp1"))]);
+    let mut contents_only = windows_pod("down-contents", Some("webapp"));
+    contents_only["spec"]["containers"] = json!([container(
+        "app",
+        Some(json!({"gmsaCredentialSpec": WEBAPP1}))
+    )]);
+    let mut refused = vec![
+        ("pod-level name", pod_level),
+        ("container name", in_container),
+        ("init container name", in_init),
+        ("contents without a name", contents_only),
+    ];
+    if version.has(Feature::NativeSidecars) {
+        let mut in_sidecar = windows_pod("down-sidecar", Some("webapp"));
+        in_sidecar["spec"]["initContainers"] = json!([sidecar("proxy", named("gmsa-webapp1"))]);
+        refused.push(("native sidecar name", in_sidecar));
+    }
+    for (what, pod) in &refused {
+        cases.push((
+            format!("{what}: refused while the webhook is down"),
+            unreachable(pod_name(pod), pod),
+        ));
+    }
+    if version.has(Feature::EphemeralContainers) && version.has(Feature::MatchConditions) {
+        let outcome = e
+            .add_ephemeral(
+                NS,
+                "down-plain",
+                container("debugger", named("gmsa-webapp1")),
+            )
+            .and_then(|(code, status)| unreachable_refusal("down-plain", code, &status));
+        cases.push((
+            "ephemeral container name: refused while the webhook is down".into(),
+            outcome,
+        ));
+    }
+    let mut failures = Vec::new();
+    for (name, outcome) in cases {
+        match outcome {
+            Ok(()) => eprintln!("ok    {name}"),
+            Err(problem) => {
+                eprintln!("FAIL  {name}");
+                failures.push(format!("  {name}: {problem}"));
+            }
+        }
+    }
+    failures
+}
+
+/// The API server's answer when it cannot reach a webhook whose failurePolicy is Fail.
+fn unreachable_refusal(name: &str, code: u16, status: &Value) -> Result<(), String> {
+    let message = status["message"].as_str().unwrap_or_default();
+    let expected = format!("failed calling webhook \"{MUTATING_WEBHOOK}\"");
+    if code == 500 && message.contains(&expected) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: expected 500 with {expected:?}, got {code}: {message}"
+        ))
+    }
+}
+
 #[test]
-fn webhook_behind_a_real_kube_apiserver() {
+fn webhook_behind_kube_1_20() {
+    webhook_behind_a_real_kube_apiserver(ServerVersion::V1_20);
+}
+
+#[test]
+fn webhook_behind_current_kube() {
+    webhook_behind_a_real_kube_apiserver(ServerVersion::Current);
+}
+
+/// The whole tier on one server: cluster, webhook, registration, every scenario the server
+/// can run, then the webhook stopped.
+fn webhook_behind_a_real_kube_apiserver(version: ServerVersion) {
     if skip_requested() {
         eprintln!("skipped: {SKIP_ENV}=1");
         return;
     }
-    let cluster = RealCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
-        "kube-apiserver ready in {:.1?} at {}",
+        "kube-apiserver {version} ready in {:.1?} at {}",
         cluster.startup_time(),
         cluster.url()
     );
@@ -854,8 +1268,20 @@ fn webhook_behind_a_real_kube_apiserver() {
         panic!("{e}\n--- webhook log ---\n{}", webhook.process.log_tail(60));
     }
 
+    let scenarios = SCENARIOS
+        .iter()
+        .chain(WRITE_PATH_SCENARIOS)
+        .map(|(name, run)| (*name, *run))
+        .chain(
+            FEATURE_SCENARIOS
+                .iter()
+                .filter(|(_, feature, _)| version.has(*feature))
+                .map(|(name, _, run)| (*name, *run)),
+        );
     let mut failures = Vec::new();
-    for (name, scenario) in SCENARIOS {
+    let mut count = 0;
+    for (name, scenario) in scenarios {
+        count += 1;
         let began = Instant::now();
         match scenario(&e2e) {
             Ok(()) => eprintln!("ok    {name} ({:.1?})", began.elapsed()),
@@ -866,14 +1292,20 @@ fn webhook_behind_a_real_kube_apiserver() {
         }
     }
     let still_running = webhook.process.check_running();
+    let log = webhook.process.log_tail(80);
+    let closed = fail_closed(&e2e, &mut webhook);
+    eprintln!(
+        "{version}: {count} scenarios with the webhook up, {} failed; fail-closed phase: {} failed",
+        failures.len(),
+        closed.len()
+    );
+    failures.extend(closed);
     if !failures.is_empty() || still_running.is_err() {
         panic!(
-            "{} of {} scenarios failed:\n{}\nwebhook running: {:?}\n--- webhook log (last 80 lines) ---\n{}",
+            "{} failures on {version}:\n{}\nwebhook running: {:?}\n--- webhook log (last 80 lines) ---\n{log}",
             failures.len(),
-            SCENARIOS.len(),
             failures.join("\n"),
             still_running.err().map(|e| e.to_string()),
-            webhook.process.log_tail(80)
         );
     }
 }

@@ -1,4 +1,5 @@
-//! `kubectl gmsa grant --apply` end to end against a real kube-apiserver v1.20.2: the built
+//! `kubectl gmsa grant --apply` end to end against a real kube-apiserver, on each version the
+//! tier covers (v1.20.2 and the current release): the built
 //! binary applies the RBAC objects with the admin's kubeconfig, and what the API server stored
 //! and answers (kubectl get, kubectl auth can-i) is checked.
 //!
@@ -16,7 +17,7 @@ mod support;
 
 use std::time::Instant;
 
-use gmsa_testkit::real_cluster::{skip_requested, RealCluster, SKIP_ENV};
+use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
 use serde_json::{json, Value};
 use support::{run_env, Run};
 
@@ -315,12 +316,21 @@ fn conflicts_are_refused_unless_forced(f: &Fixture) -> Result<(), String> {
 }
 
 #[test]
-fn grant_apply_against_a_real_api_server() {
+fn grant_apply_on_kube_1_20() {
+    grant_apply_against_a_real_api_server(ServerVersion::V1_20);
+}
+
+#[test]
+fn grant_apply_on_current_kube() {
+    grant_apply_against_a_real_api_server(ServerVersion::Current);
+}
+
+fn grant_apply_against_a_real_api_server(version: ServerVersion) {
     if skip_requested() {
         eprintln!("skipping: {SKIP_ENV}=1");
         return;
     }
-    let cluster = RealCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("real cluster ready in {:?}", cluster.startup_time());
     cluster
         .create_service_account(NS, SA)

@@ -1,6 +1,7 @@
-//! A real kube-apiserver (v1.20.2, built by `hack/build-kube-apiserver.sh`) and etcd on
-//! loopback, for end-to-end tests that the fake API server cannot make honest: real RBAC,
-//! real admission chain, real webhook calls.
+//! A real kube-apiserver and etcd on loopback, in each [`ServerVersion`] the tier covers
+//! (built by `hack/build-kube-apiserver.sh` and `hack/build-etcd.sh`), for end-to-end tests
+//! that the fake API server cannot make honest: real RBAC, real admission chain, real webhook
+//! calls.
 //!
 //! Everything lives in one temporary directory (certificates, tokens, kubeconfigs, etcd data,
 //! process logs) that is removed when the [`RealCluster`] is dropped, after both processes are
@@ -30,16 +31,13 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use thiserror::Error;
 
-/// The kube-apiserver version the tier runs against; the build script caches it under this name.
-pub const KUBE_APISERVER_VERSION: &str = "v1.20.2";
-/// Environment variable naming the kube-apiserver binary, overriding the cache path.
-pub const KUBE_APISERVER_ENV: &str = "GMSA_KUBE_APISERVER";
+mod server;
+pub use server::{Feature, ServerVersion, CURRENT_ETCD_VERSION, DEBIAN_ETCD_PATH};
+
 /// Environment variable that, set to `1`, lets real-API-server tests skip instead of fail.
 pub const SKIP_ENV: &str = "GMSA_SKIP_REAL_APISERVER";
 /// Environment variable that, set to `1`, keeps the cluster's directory (logs, configs).
 pub const KEEP_DIR_ENV: &str = "GMSA_KEEP_REAL_CLUSTER_DIR";
-/// Where Debian's `etcd-server` package installs etcd.
-pub const ETCD_PATH: &str = "/usr/bin/etcd";
 /// The kubectl the helpers run.
 pub const KUBECTL_PATH: &str = "/usr/bin/kubectl";
 /// The user the webhook kubeconfig authenticates as; it has no permissions until a test grants them.
@@ -56,16 +54,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Error)]
 pub enum ClusterError {
     #[error(
-        "kube-apiserver {KUBE_APISERVER_VERSION} not found at {}: run hack/build-kube-apiserver.sh \
-         (it builds and caches it), or set {KUBE_APISERVER_ENV} to a kube-apiserver binary; \
+        "kube-apiserver {version} not found at {}: run hack/build-kube-apiserver.sh {version} \
+         (it builds and caches it), or set {} to a kube-apiserver binary; \
          set {SKIP_ENV}=1 to skip the real API server tests",
-        path.display()
+        path.display(),
+        version.apiserver_env()
     )]
-    MissingApiServer { path: PathBuf },
+    MissingApiServer {
+        version: ServerVersion,
+        path: PathBuf,
+    },
     #[error(
-        "etcd not found at {ETCD_PATH}: install the Debian packages etcd-server and etcd-client"
+        "etcd for kube-apiserver {version} not found at {}: {}, or set {} to an etcd binary",
+        path.display(),
+        version.etcd_hint(),
+        version.etcd_env()
     )]
-    MissingEtcd,
+    MissingEtcd {
+        version: ServerVersion,
+        path: PathBuf,
+    },
     #[error("kubectl not found at {KUBECTL_PATH}")]
     MissingKubectl,
     #[error("{context}: {source}")]
@@ -119,32 +127,6 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ClusterError 
 /// Whether the environment asks to skip real-API-server tests (`GMSA_SKIP_REAL_APISERVER=1`).
 pub fn skip_requested() -> bool {
     std::env::var(SKIP_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-}
-
-/// The kube-apiserver binary: `$GMSA_KUBE_APISERVER`, else the build script's cache path
-/// (`${GMSA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gmsa-k8s}/kube-apiserver-v1.20.2/kube-apiserver`).
-pub fn kube_apiserver_path() -> Result<PathBuf, ClusterError> {
-    let path = match std::env::var_os(KUBE_APISERVER_ENV) {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => {
-            let cache = match std::env::var_os("GMSA_CACHE_DIR") {
-                Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-                _ => match std::env::var_os("XDG_CACHE_HOME") {
-                    Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("gmsa-k8s"),
-                    _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                        .join(".cache/gmsa-k8s"),
-                },
-            };
-            cache
-                .join(format!("kube-apiserver-{KUBE_APISERVER_VERSION}"))
-                .join("kube-apiserver")
-        }
-    };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(ClusterError::MissingApiServer { path })
-    }
 }
 
 /// A loopback port that was free a moment ago (the OS picked it; we released it).
@@ -520,6 +502,7 @@ fn dechunk(mut rest: &str) -> Option<String> {
 #[derive(Debug)]
 pub struct RealCluster {
     // Field order is drop order: the API server goes before etcd, the directory last.
+    version: ServerVersion,
     apiserver: ManagedProcess,
     etcd: ManagedProcess,
     url: String,
@@ -538,22 +521,20 @@ impl RealCluster {
     /// for `/readyz`. Also creates the `default` ServiceAccount of namespace `default`, which
     /// the missing controller-manager would otherwise create. Retries (twice) with new ports
     /// when a port picked as free was taken by someone else in the meantime.
-    pub fn start() -> Result<Self, ClusterError> {
+    pub fn start(version: ServerVersion) -> Result<Self, ClusterError> {
         let began = Instant::now();
         let mut attempt = 1;
         loop {
-            match Self::start_once(began) {
+            match Self::start_once(version, began) {
                 Err(e) if attempt < 3 && e.is_port_clash() => attempt += 1,
                 result => return result,
             }
         }
     }
 
-    fn start_once(began: Instant) -> Result<Self, ClusterError> {
-        let apiserver_bin = kube_apiserver_path()?;
-        if !Path::new(ETCD_PATH).is_file() {
-            return Err(ClusterError::MissingEtcd);
-        }
+    fn start_once(version: ServerVersion, began: Instant) -> Result<Self, ClusterError> {
+        let apiserver_bin = version.apiserver_path()?;
+        let etcd_bin = version.etcd_path()?;
         if !Path::new(KUBECTL_PATH).is_file() {
             return Err(ClusterError::MissingKubectl);
         }
@@ -591,7 +572,7 @@ impl RealCluster {
         let etcd_url = format!("http://127.0.0.1:{etcd_client_port}");
         let url = format!("https://127.0.0.1:{apiserver_port}");
 
-        let mut etcd_cmd = Command::new(ETCD_PATH);
+        let mut etcd_cmd = Command::new(&etcd_bin);
         etcd_cmd
             .arg("--name=gmsa-test")
             .arg(format!("--data-dir={}", root.join("etcd").display()))
@@ -619,7 +600,6 @@ impl RealCluster {
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={apiserver_port}"))
-            .arg("--insecure-port=0")
             .arg(format!("--cert-dir={}", root.join("certs").display()))
             .arg(format!("--tls-cert-file={}", tls.cert_path.display()))
             .arg(format!("--tls-private-key-file={}", tls.key_path.display()))
@@ -639,6 +619,9 @@ impl RealCluster {
             .arg("--endpoint-reconciler-type=none")
             .arg("--profiling=false")
             .arg("--v=0");
+        if version.has_insecure_port() {
+            apiserver_cmd.arg("--insecure-port=0");
+        }
         let mut apiserver = ManagedProcess::spawn(
             "kube-apiserver",
             apiserver_cmd,
@@ -665,6 +648,7 @@ impl RealCluster {
         )?;
 
         let mut cluster = Self {
+            version,
             apiserver,
             etcd,
             url,
@@ -680,6 +664,11 @@ impl RealCluster {
         cluster.create_service_account("default", "default")?;
         cluster.startup = began.elapsed();
         Ok(cluster)
+    }
+
+    /// The kube-apiserver version running.
+    pub fn version(&self) -> ServerVersion {
+        self.version
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -915,15 +904,24 @@ fn kubeconfig(url: &str, ca_pem: &str, user: &str, token: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The cluster comes up, the admin is an admin, and the webhook identity is a distinct,
-    /// unprivileged user: what every end-to-end test builds on.
     #[test]
-    fn starts_with_admin_and_unprivileged_webhook_user() {
+    fn v1_20_starts_with_admin_and_unprivileged_webhook_user() {
+        starts_with_admin_and_unprivileged_webhook_user(ServerVersion::V1_20);
+    }
+
+    #[test]
+    fn current_starts_with_admin_and_unprivileged_webhook_user() {
+        starts_with_admin_and_unprivileged_webhook_user(ServerVersion::Current);
+    }
+
+    /// The cluster comes up in the version asked for, the admin is an admin, and the webhook
+    /// identity is a distinct, unprivileged user: what every end-to-end test builds on.
+    fn starts_with_admin_and_unprivileged_webhook_user(version: ServerVersion) {
         if skip_requested() {
             eprintln!("skipped: {SKIP_ENV}=1");
             return;
         }
-        let cluster = match RealCluster::start() {
+        let cluster = match RealCluster::start(version) {
             Ok(cluster) => cluster,
             Err(e) => panic!("{e}"),
         };
@@ -932,7 +930,12 @@ mod tests {
 
         let version = cluster.kubectl_ok(&["version", "-o", "json"], None);
         let version = version.unwrap_or_else(|e| panic!("{e}"));
-        assert!(version.contains(r#""gitVersion": "v1.20.2""#), "{version}");
+        let expected = format!(r#""gitVersion": "{}""#, cluster.version().git_version());
+        let server = version
+            .split("\"serverVersion\"")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(server.contains(&expected), "{version}");
 
         let sa = cluster.kubectl_ok(&["get", "serviceaccount", "default", "-o", "name"], None);
         assert_eq!(
@@ -976,16 +979,29 @@ mod tests {
             not_ready("listen tcp 127.0.0.1:2379: bind: address already in use").is_port_clash()
         );
         assert!(!not_ready("etcdserver: request timed out").is_port_clash());
-        assert!(!ClusterError::MissingEtcd.is_port_clash());
+        let missing = ClusterError::MissingEtcd {
+            version: ServerVersion::Current,
+            path: PathBuf::from("/nowhere/etcd"),
+        };
+        assert!(!missing.is_port_clash());
+        assert!(
+            missing.to_string().contains("hack/build-etcd.sh"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn missing_binary_names_the_build_script() {
         let err = ClusterError::MissingApiServer {
+            version: ServerVersion::Current,
             path: PathBuf::from("/nowhere/kube-apiserver"),
         };
         let text = err.to_string();
-        assert!(text.contains("hack/build-kube-apiserver.sh"), "{text}");
+        assert!(
+            text.contains("hack/build-kube-apiserver.sh v1.37.2"),
+            "{text}"
+        );
+        assert!(text.contains("GMSA_KUBE_APISERVER_CURRENT"), "{text}");
         assert!(text.contains(SKIP_ENV), "{text}");
     }
 }
