@@ -3,7 +3,8 @@
 
 /// Namespace the webhook is installed into by default.
 pub const DEFAULT_NAMESPACE: &str = "gmsa-system";
-/// Name of the Deployment, Service, ServiceAccount, ClusterRole and webhook configurations.
+/// Name of the Deployment, Service, ServiceAccount and ClusterRole; the webhook configurations
+/// add a suffix ([`webhook_configuration`]).
 pub const DEFAULT_NAME: &str = "gmsa-webhook";
 /// Replicas by default: two, so a drained node or a rollout never leaves pods unadmitted.
 pub const DEFAULT_REPLICAS: i32 = 2;
@@ -59,6 +60,14 @@ pub const PREVIOUS_CA_UNTIL_ANNOTATION: &str = "gmsa.windows.k8s.io/previous-ca-
 /// The registry key the node setup sets (documented for SMB access by host name).
 pub const HNS_STATE_KEY: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\hns\State";
 pub const COMPARTMENT_NAMESPACE_VALUE: &str = "EnableCompartmentNamespace";
+
+/// Name of both webhook configurations. It differs from `name` on purpose: the reference
+/// webhook names its configurations after its Deployment (`gmsa-webhook` by default), and an
+/// apply onto those would merge our webhooks into its configurations, so the API server would
+/// call both and retiring one would delete the other.
+pub fn webhook_configuration(name: &str) -> String {
+    format!("{name}-admission")
+}
 
 /// Name of the Secret holding the serving certificate.
 pub fn tls_secret(name: &str) -> String {

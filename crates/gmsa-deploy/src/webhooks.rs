@@ -118,7 +118,10 @@ fn pod_webhook(
 }
 
 fn metadata(settings: &Settings) -> Value {
-    let mut meta = json!({"name": settings.name, "labels": labels(settings, "webhook")});
+    let mut meta = json!({
+        "name": names::webhook_configuration(&settings.name),
+        "labels": labels(settings, "webhook")
+    });
     if settings.certs == crate::CertMode::CertManager {
         meta["annotations"] = json!({
             (names::CERT_MANAGER_INJECT_ANNOTATION):

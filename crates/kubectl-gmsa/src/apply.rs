@@ -30,6 +30,7 @@ impl fmt::Display for Outcome {
 }
 
 /// Applies and deletes with one client, field manager `kubectl-gmsa`.
+#[derive(Clone)]
 pub struct Applier {
     pub client: Client,
     pub server_dry_run: bool,
@@ -80,12 +81,12 @@ pub fn is_not_found(e: &kube::Error) -> bool {
 }
 
 impl Applier {
-    fn params(&self) -> PatchParams {
+    fn params(&self, force: bool) -> PatchParams {
         let mut params = PatchParams::apply(FIELD_MANAGER);
         if self.server_dry_run {
             params = params.dry_run();
         }
-        if self.force_conflicts {
+        if force || self.force_conflicts {
             params = params.force();
         }
         params
@@ -107,12 +108,23 @@ impl Applier {
 
     /// Applies one rendered object; returns what happened and the kubectl-like line.
     pub async fn apply(&self, object: &Value) -> anyhow::Result<(Outcome, String)> {
+        self.apply_with(object, false).await
+    }
+
+    /// Applies one object, taking over fields other managers own whatever `force_conflicts`
+    /// says: for objects that are ours by definition (the CRD a reference install applied
+    /// client-side).
+    pub async fn apply_forced(&self, object: &Value) -> anyhow::Result<(Outcome, String)> {
+        self.apply_with(object, true).await
+    }
+
+    async fn apply_with(&self, object: &Value, force: bool) -> anyhow::Result<(Outcome, String)> {
         let info = gmsa_deploy::kind_info(object)
             .with_context(|| format!("no API known for {}", object["kind"]))?;
         let (name, namespace) = object_name(object);
         let before = self.get(info, namespace, name).await?;
         let applied = api(&self.client, info, namespace)
-            .patch(name, &self.params(), &Patch::Apply(object))
+            .patch(name, &self.params(force), &Patch::Apply(object))
             .await
             .map_err(|e| explain(info, name, e))?;
         let outcome = match before {

@@ -54,7 +54,7 @@ pub struct DoctorArgs {
     /// Print the documentation's node-side checks as kubectl exec command lines.
     #[arg(long = "node-steps")]
     pub node_steps: bool,
-    /// Name of the webhook configurations (install's --name).
+    /// Name given to install (its webhook configurations are <NAME>-admission).
     #[arg(long, default_value = names::DEFAULT_NAME)]
     pub name: String,
     /// Output format.
@@ -93,7 +93,7 @@ impl fmt::Display for Status {
 pub struct Finding {
     pub status: Status,
     /// A stable identifier: `crd`, `webhook-configurations`, `certificate`, `certificate-expiry`,
-    /// `webhook-ready`, `credspec`, `pod-spec-exists`, `pod-grant`, `pod-contents`,
+    /// `webhook-ready`, `reference-webhook`, `credspec`, `pod-spec-exists`, `pod-grant`, `pod-contents`,
     /// `pod-windows`, `pod-hostname`, `pod`.
     pub check: String,
     /// What it is about (`default/iis`, `gmsa-webapp1`).
@@ -231,7 +231,13 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
         }
     }
     check_crd(&client, &mut report).await;
-    check_webhook(&client, &args.name, &mut report).await;
+    check_webhook(
+        &client,
+        &names::webhook_configuration(&args.name),
+        &mut report,
+    )
+    .await;
+    check_reference(&client, &mut report).await;
     let specs = check_credspecs(&client, &mut report).await;
     let pods = check_pods(&client, args, &specs, &mut report).await;
     let steps = args
@@ -303,6 +309,33 @@ async fn check_crd(client: &Client, report: &mut Report) {
                 _ => report.fail("crd", &name, "v1 is not served: the webhook reads windows.k8s.io/v1".into(), install),
             }
         }
+    }
+}
+
+/// A reference webhook still registered beside ours: pods go through both.
+async fn check_reference(client: &Client, report: &mut Report) {
+    match crate::reference::find(client).await {
+        Ok(None) => {}
+        Ok(Some(found)) => {
+            let subject = found
+                .objects
+                .first()
+                .map(|o| o.display())
+                .unwrap_or_default();
+            report.warn(
+                "reference-webhook",
+                &subject,
+                found.describe(),
+                "kubectl gmsa install --apply --retire-reference".into(),
+            );
+        }
+        Err(e) => report.warn(
+            "reference-webhook",
+            "",
+            format!("cannot look for a reference webhook: {e:#}"),
+            "check your permissions: `kubectl auth can-i list mutatingwebhookconfigurations`"
+                .into(),
+        ),
     }
 }
 

@@ -22,7 +22,14 @@ Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's
 account and least-privilege RBAC, its certificates, Service, Deployment, PodDisruptionBudget
 and the two webhook configurations. With --apply they are applied by server-side apply (field
 manager kubectl-gmsa); re-running changes nothing that is already right, never deletes the CRD
-or a credential spec, and keeps self-signed certificates valid for more than 30 days.
+or a credential spec, and keeps self-signed certificates valid for more than 30 days. Every
+object is first sent as a server-side dry run: when any would fail, nothing is changed.
+
+Switching from the reference webhook (kubernetes-sigs/windows-gmsa): install takes over its
+CRD (this install owns it now; credential specs are untouched), registers webhook
+configurations of its own (<name>-admission), and says what is left of the reference.
+--retire-reference then deletes the reference's webhook configurations, Service and
+Deployment, so pods are no longer sent to two webhooks.
 
 Without --kube-version, rendering (no --apply) is for Kubernetes 1.30: CEL matchConditions are
 included, so only pods that mention GMSA reach the webhook. With --apply the cluster's own
@@ -34,6 +41,7 @@ Examples:
   kubectl gmsa install --image registry.example/gmsa-webhook:0.1.0 --apply
   kubectl gmsa install --certs cert-manager --apply
   kubectl gmsa install --apply --rotate-certs
+  kubectl gmsa install --image registry.example/gmsa-webhook:0.1.0 --apply --retire-reference
   kubectl gmsa install --node-setup --kube-version 1.30 -o node-setup.yaml";
 
 /// Whether the webhook configurations carry CEL `matchConditions`.
@@ -111,6 +119,11 @@ pub struct InstallArgs {
     /// minutes so no admission fails while the webhook reloads.
     #[arg(long = "rotate-certs", requires = "apply")]
     pub rotate_certs: bool,
+    /// With --apply: once this webhook is registered, delete what is left of a reference
+    /// install (kubernetes-sigs/windows-gmsa): its two webhook configurations, and the Service
+    /// and Deployment they call. Its CRD and credential specs are kept.
+    #[arg(long = "retire-reference", requires = "apply")]
+    pub retire_reference: bool,
     /// With --apply: do not wait for a ready webhook before registering it.
     #[arg(long = "no-wait")]
     pub no_wait: bool,
@@ -273,7 +286,7 @@ async fn current_ca_bundle(applier: &Applier, name: &str) -> anyhow::Result<Opti
         "MutatingWebhookConfiguration",
     );
     Ok(applier
-        .get(info, None, name)
+        .get(info, None, &names::webhook_configuration(name))
         .await?
         .and_then(|c| {
             c["webhooks"][0]["clientConfig"]["caBundle"]
@@ -386,6 +399,10 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             .as_str()
             .is_some_and(|k| k.ends_with("WebhookConfiguration"))
     };
+    if !server_dry_run {
+        preflight(&applier, &manifest.objects, ns).await?;
+    }
+    let reference = crate::reference::find(&client).await?;
 
     // A new CA is trusted before any replica can serve a certificate it signed.
     let rotating = matches!(tls, Some((_, Decision::Issued(_))))
@@ -401,12 +418,9 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     }
 
     for object in manifest.objects.iter().filter(|o| !is_webhook_config(o)) {
-        let (outcome, line) = applier.apply(object).await?;
+        let (outcome, line) = apply_one(&applier, object).await?;
         println!("{line}");
-        if object["kind"] == "CustomResourceDefinition"
-            && outcome == Outcome::Created
-            && !server_dry_run
-        {
+        if is_crd(object) && outcome == Outcome::Created && !server_dry_run {
             wait_established(&applier).await?;
         }
     }
@@ -417,6 +431,20 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
         println!("{}", applier.apply(object).await?.1);
     }
+    for line in remove_superseded(&applier, &settings).await? {
+        println!("{line}");
+    }
+    match (&reference, args.retire_reference) {
+        (Some(found), true) => {
+            for line in found.retire(&applier).await? {
+                println!("{line}");
+            }
+            eprintln!("the reference webhook is retired; its CRD and credential specs are kept");
+        }
+        (Some(found), false) => eprintln!("\n{}\n", found.describe()),
+        (None, true) => eprintln!("--retire-reference: no reference webhook is registered"),
+        (None, false) => {}
+    }
     if rotating && !server_dry_run {
         eprintln!(
             "certificates: rotated; the previous CA stays trusted for {} minutes (re-run install afterwards to drop it)",
@@ -424,6 +452,86 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn is_crd(object: &Value) -> bool {
+    object["kind"] == "CustomResourceDefinition"
+}
+
+/// The CRD is ours by definition, even when a reference install applied it client-side (its
+/// fields then belong to `kubectl-client-side-apply`): take it over. Everything else
+/// conflicts unless `--force-conflicts`.
+async fn apply_one(applier: &Applier, object: &Value) -> anyhow::Result<(Outcome, String)> {
+    if is_crd(object) {
+        applier.apply_forced(object).await
+    } else {
+        applier.apply(object).await
+    }
+}
+
+/// Sends every object as a server-side dry run, so an install that would fail part-way
+/// (a conflict, a missing cert-manager, a forbidden kind) fails before changing anything.
+/// Objects in a namespace the install itself creates cannot be checked until it exists: the
+/// API server answers those with "namespace not found", which is not counted.
+async fn preflight(applier: &Applier, objects: &[Value], namespace: &str) -> anyhow::Result<()> {
+    let dry = Applier {
+        server_dry_run: true,
+        ..applier.clone()
+    };
+    let mut problems = Vec::new();
+    for object in objects {
+        if let Err(e) = apply_one(&dry, object).await {
+            if !is_missing_namespace(&e, namespace) {
+                problems.push(format!("{e:#}"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "nothing was changed: {} of {} objects would fail (server-side dry run):\n  {}",
+        problems.len(),
+        objects.len(),
+        problems.join("\n  ")
+    )
+}
+
+fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
+    matches!(
+        e.downcast_ref::<kube::Error>(),
+        Some(kube::Error::Api(status)) if status.code == 404
+            && status.details.as_ref().is_some_and(|d| d.kind == "namespaces" && d.name == namespace)
+    )
+}
+
+/// Our own webhook configurations under the name earlier versions gave them (`<name>`, now
+/// `<name>-admission`): deleted once the new ones are in place, unless they also hold a
+/// reference webhook (then they are the reference's, and `--retire-reference` decides).
+async fn remove_superseded(applier: &Applier, settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let ours = gmsa_deploy::selector_labels(settings);
+    let mut lines = Vec::new();
+    for config_kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let info = kind("admissionregistration.k8s.io/v1", config_kind);
+        let Some(found) = applier.get(info, None, &settings.name).await? else {
+            continue;
+        };
+        let labelled = ours
+            .iter()
+            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
+        if labelled && !crate::reference::is_reference_configuration(&found) {
+            if let Some(line) = applier.delete(info, None, &settings.name).await? {
+                lines.push(format!(
+                    "{line} (superseded by {})",
+                    names::webhook_configuration(&settings.name)
+                ));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 /// How long the API server gets to load new webhook configurations before the Secret they
@@ -560,23 +668,21 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
     };
     let ns = Some(args.namespace.as_str());
     let name = args.name.as_str();
+    let validating = kind(
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+    );
+    let mutating = kind(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
+    let configurations = names::webhook_configuration(name);
     let targets: Vec<(&gmsa_deploy::KindInfo, Option<&str>, String)> = vec![
-        (
-            kind(
-                "admissionregistration.k8s.io/v1",
-                "ValidatingWebhookConfiguration",
-            ),
-            None,
-            name.into(),
-        ),
-        (
-            kind(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-            ),
-            None,
-            name.into(),
-        ),
+        (validating, None, configurations.clone()),
+        (mutating, None, configurations),
+        // The name earlier versions gave them.
+        (validating, None, name.into()),
+        (mutating, None, name.into()),
         (kind("apps/v1", "DaemonSet"), ns, names::node_setup(name)),
         (kind("policy/v1", "PodDisruptionBudget"), ns, name.into()),
         (
@@ -625,6 +731,13 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
         if !labelled {
             eprintln!(
                 "skipped {}: it does not carry install's labels",
+                crate::apply::display_name(info, object)
+            );
+            continue;
+        }
+        if crate::reference::is_reference_configuration(&found) {
+            eprintln!(
+                "skipped {}: it also holds the reference webhook (delete it yourself to retire that)",
                 crate::apply::display_name(info, object)
             );
             continue;

@@ -13,6 +13,7 @@ pub mod input;
 pub mod install;
 pub mod output;
 pub mod probe;
+pub mod reference;
 
 use std::process::ExitCode;
 

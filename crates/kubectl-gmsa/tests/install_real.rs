@@ -1,4 +1,5 @@
-//! `install`, `doctor` and `uninstall` against a real kube-apiserver v1.20.2. There is no
+//! `install`, `doctor` and `uninstall` against a real kube-apiserver, on each version the tier
+//! covers (v1.20.2 and the current release). There is no
 //! kubelet, so the webhook runs here (in this process, as the installed ServiceAccount, with
 //! a token from the TokenRequest API) and is registered by URL (`install --webhook-url`); a
 //! thread plays the kubelet, copying the installed Secret into the files the webhook serves.
@@ -22,13 +23,17 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use clap::Parser as _;
-use gmsa_testkit::real_cluster::{free_port, skip_requested, RealCluster, SKIP_ENV};
+use gmsa_testkit::real_cluster::{
+    free_port, skip_requested, Feature, RealCluster, ServerVersion, SKIP_ENV,
+};
 use serde_json::{json, Value};
 
 const SYSTEM_NS: &str = "gmsa-system";
 const NS: &str = "gmsa-install-e2e";
 const SECRET: &str = "gmsa-webhook-tls";
 const CRD: &str = "gmsacredentialspecs.windows.k8s.io";
+/// Both webhook configurations install makes (the reference's are called `gmsa-webhook`).
+const WEBHOOK_CONFIGURATION: &str = "gmsa-webhook-admission";
 
 /// What every step needs.
 struct Env<'a> {
@@ -112,7 +117,7 @@ impl Env<'_> {
     }
 
     fn ca_bundle(&self) -> String {
-        let config = self.json(&["get", "mutatingwebhookconfiguration", "gmsa-webhook"]);
+        let config = self.json(&["get", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION]);
         let b64 = config["webhooks"][0]["clientConfig"]["caBundle"]
             .as_str()
             .unwrap();
@@ -334,13 +339,22 @@ fn expect(findings: &[Value], check: &str, subject: &str, status: &str, detail_h
 }
 
 #[test]
-fn install_rotate_doctor_uninstall_on_a_real_kube_apiserver() {
+fn install_rotate_doctor_uninstall_on_kube_1_20() {
+    install_rotate_doctor_uninstall(ServerVersion::V1_20);
+}
+
+#[test]
+fn install_rotate_doctor_uninstall_on_current_kube() {
+    install_rotate_doctor_uninstall(ServerVersion::Current);
+}
+
+fn install_rotate_doctor_uninstall(version: ServerVersion) {
     if skip_requested() {
         eprintln!("skipped: {SKIP_ENV}=1");
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cluster = RealCluster::start().unwrap_or_else(|e| panic!("{e}"));
+    let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
     let port = free_port().unwrap();
     let dir = cluster.dir().join("install-e2e");
     std::fs::create_dir_all(&dir).unwrap();
@@ -357,30 +371,32 @@ fn install_rotate_doctor_uninstall_on_a_real_kube_apiserver() {
     assert!(out.stdout.contains("customresourcedefinition.apiextensions.k8s.io/gmsacredentialspecs.windows.k8s.io created"), "{}", out.stdout);
     assert!(
         out.stdout.contains(
-            "validatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook created"
+            "validatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook-admission created"
         ),
         "{}",
         out.stdout
     );
     let ns = env.json(&["get", "namespace", SYSTEM_NS]);
     assert_eq!(ns["metadata"]["labels"]["gmsa-webhook"], "disabled");
-    let pdb = env.json(&[
-        "get",
-        "poddisruptionbudget.v1beta1.policy",
-        "-n",
-        SYSTEM_NS,
-        "gmsa-webhook",
-    ]);
+    // policy/v1 from 1.21; 1.20 has only v1beta1.
+    let pdb_kind = if version.minor() >= 21 {
+        "poddisruptionbudget.v1.policy"
+    } else {
+        "poddisruptionbudget.v1beta1.policy"
+    };
+    let pdb = env.json(&["get", pdb_kind, "-n", SYSTEM_NS, "gmsa-webhook"]);
     assert_eq!(pdb["spec"]["maxUnavailable"], 1);
     let mutating = env.json(&[
         "get",
         "mutatingwebhookconfiguration",
-        "gmsa-webhook",
+        WEBHOOK_CONFIGURATION,
         "--show-managed-fields",
     ]);
-    assert!(
-        mutating["webhooks"][0].get("matchConditions").is_none(),
-        "1.20 has no matchConditions"
+    assert_eq!(
+        mutating["webhooks"][0].get("matchConditions").is_some(),
+        version.has(Feature::MatchConditions),
+        "matchConditions exactly where the server has them: {:#}",
+        mutating["webhooks"][0]
     );
     let managers: Vec<&str> = mutating["metadata"]["managedFields"]
         .as_array()
@@ -758,7 +774,7 @@ fn install_rotate_doctor_uninstall_on_a_real_kube_apiserver() {
     let out = env.gmsa_ok(&["uninstall"]);
     assert!(
         out.stdout.contains(
-            "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook deleted"
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook-admission deleted"
         ),
         "{}",
         out.stdout
@@ -769,8 +785,8 @@ fn install_rotate_doctor_uninstall_on_a_real_kube_apiserver() {
         out.stderr
     );
     for (kind, namespace, name) in [
-        ("mutatingwebhookconfiguration", None, "gmsa-webhook"),
-        ("validatingwebhookconfiguration", None, "gmsa-webhook"),
+        ("mutatingwebhookconfiguration", None, WEBHOOK_CONFIGURATION),
+        ("validatingwebhookconfiguration", None, WEBHOOK_CONFIGURATION),
         ("deployment", Some(SYSTEM_NS), "gmsa-webhook"),
         ("secret", Some(SYSTEM_NS), SECRET),
         ("clusterrole", None, "gmsa-webhook"),
