@@ -482,7 +482,7 @@ async fn preflight(applier: &Applier, objects: &[Value], namespace: &str) -> any
     for object in objects {
         if let Err(e) = apply_one(&dry, object).await {
             if !is_missing_namespace(&e, namespace) {
-                problems.push(format!("{e:#}"));
+                problems.push(format!("{e}: {}", e.root_cause()));
             }
         }
     }

@@ -167,6 +167,58 @@ impl Env<'_> {
             .unwrap_or_else(|e| (0, e.to_string()))
     }
 
+    /// Runs the webhook in this process as the installed ServiceAccount (a TokenRequest token),
+    /// serving the installed Secret's pair; checks that account's permissions first.
+    fn start_installed_webhook(&self, port: u16) -> (Webhook, PathBuf) {
+        let token = self.kubectl(&[
+            "create",
+            "token",
+            "gmsa-webhook",
+            "-n",
+            SYSTEM_NS,
+            "--duration=1h",
+        ]);
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
+             users:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context:\n    cluster: real\n    user: sa\ncurrent-context: sa\n",
+            self.cluster.url(),
+            base64::engine::general_purpose::STANDARD.encode(self.cluster.ca_pem()),
+            token.trim()
+        );
+        std::fs::write(&self.webhook_kubeconfig, kubeconfig).unwrap();
+        for (verb, resource, expected) in [
+            ("watch", "gmsacredentialspecs.windows.k8s.io", "yes"),
+            ("watch", "rolebindings.rbac.authorization.k8s.io", "yes"),
+            (
+                "create",
+                "localsubjectaccessreviews.authorization.k8s.io",
+                "yes",
+            ),
+            ("list", "pods", "no"),
+            ("get", "secrets", "no"),
+            ("use", "gmsacredentialspecs.windows.k8s.io", "no"),
+        ] {
+            let out = self.cluster.kubectl_as(
+                &self.webhook_kubeconfig,
+                &["auth", "can-i", verb, resource],
+                None,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                expected,
+                "can-i {verb} {resource}"
+            );
+        }
+        let tls_dir = self.dir.join("tls");
+        let secret = self.secret();
+        write_pair(&tls_dir, &secret["tls.crt"], &secret["tls.key"]);
+        let webhook = Webhook::start(&tls_dir, &self.webhook_kubeconfig, port);
+        wait_for("webhook /readyz", Duration::from_secs(30), || {
+            presented(&self.url).map(drop)
+        });
+        (webhook, tls_dir)
+    }
+
     fn doctor(&self, extra: &[&str]) -> (i32, Vec<Value>) {
         let mut args = vec!["doctor", "-o", "json"];
         args.extend_from_slice(extra);
@@ -407,52 +459,7 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
     assert_eq!(managers, ["kubectl-gmsa"]);
 
     step("the webhook runs as the installed service account");
-    let token = env.kubectl(&[
-        "create",
-        "token",
-        "gmsa-webhook",
-        "-n",
-        SYSTEM_NS,
-        "--duration=1h",
-    ]);
-    let kubeconfig = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {}\n    certificate-authority-data: {}\n\
-         users:\n- name: sa\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context:\n    cluster: real\n    user: sa\ncurrent-context: sa\n",
-        cluster.url(),
-        base64::engine::general_purpose::STANDARD.encode(cluster.ca_pem()),
-        token.trim()
-    );
-    std::fs::write(&env.webhook_kubeconfig, kubeconfig).unwrap();
-    for (verb, resource, expected) in [
-        ("watch", "gmsacredentialspecs.windows.k8s.io", "yes"),
-        ("watch", "rolebindings.rbac.authorization.k8s.io", "yes"),
-        (
-            "create",
-            "localsubjectaccessreviews.authorization.k8s.io",
-            "yes",
-        ),
-        ("list", "pods", "no"),
-        ("get", "secrets", "no"),
-        ("use", "gmsacredentialspecs.windows.k8s.io", "no"),
-    ] {
-        let out = cluster.kubectl_as(
-            &env.webhook_kubeconfig,
-            &["auth", "can-i", verb, resource],
-            None,
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            expected,
-            "can-i {verb} {resource}"
-        );
-    }
-    let tls_dir = env.dir.join("tls");
-    let secret = env.secret();
-    write_pair(&tls_dir, &secret["tls.crt"], &secret["tls.key"]);
-    let mut webhook = Webhook::start(&tls_dir, &env.webhook_kubeconfig, port);
-    wait_for("webhook /readyz", Duration::from_secs(30), || {
-        presented(&env.url).map(drop)
-    });
+    let (mut webhook, tls_dir) = env.start_installed_webhook(port);
 
     step("credential specs, grants, and admission through the installed configuration");
     cluster.create_service_account(NS, "web").unwrap();
@@ -786,7 +793,11 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
     );
     for (kind, namespace, name) in [
         ("mutatingwebhookconfiguration", None, WEBHOOK_CONFIGURATION),
-        ("validatingwebhookconfiguration", None, WEBHOOK_CONFIGURATION),
+        (
+            "validatingwebhookconfiguration",
+            None,
+            WEBHOOK_CONFIGURATION,
+        ),
         ("deployment", Some(SYSTEM_NS), "gmsa-webhook"),
         ("secret", Some(SYSTEM_NS), SECRET),
         ("clusterrole", None, "gmsa-webhook"),
@@ -809,4 +820,296 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
     );
     let (code, body) = env.post_pod(&gmsa_pod("after-uninstall", "web", "gmsa-webapp1"));
     assert_eq!(code, 201, "pods are created without the webhook: {body}");
+}
+
+/// Namespace and object name of the reference install, as its deploy script defaults them.
+const REFERENCE: &str = "gmsa-webhook";
+const REFERENCE_WEBHOOK: &str = "admission-webhook.windows-gmsa.sigs.k8s.io";
+
+/// A cluster prepared the way the reference's documentation does it, every object applied
+/// client-side (`kubectl apply -f`): its CRD, a credential spec and a grant, and its webhook
+/// (namespace, RBAC, Secret, Deployment, Service, both webhook configurations). No kubelet
+/// runs, so the reference's Service has no endpoints: like a reference webhook that is down.
+fn reference_install(env: &Env) {
+    let crd_version = |name: &str, storage: bool| {
+        json!({"name": name, "served": true, "storage": storage, "schema": {"openAPIV3Schema": {
+            "type": "object",
+            "properties": {"credspec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
+        }}})
+    };
+    env.apply(&json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": CRD, "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1158"}},
+        "spec": {
+            "group": "windows.k8s.io",
+            "scope": "Cluster",
+            "names": {"plural": "gmsacredentialspecs", "singular": "gmsacredentialspec", "kind": "GMSACredentialSpec"},
+            "versions": [crd_version("v1alpha1", false), crd_version("v1", true)]
+        }
+    }));
+    env.kubectl(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        &format!("crd/{CRD}"),
+    ]);
+    env.cluster.create_service_account(NS, "web").unwrap();
+    env.apply(&credspec("gmsa-webapp1", "WebApp1", GUID));
+    env.gmsa_ok(&[
+        "grant",
+        "gmsa-webapp1",
+        "--service-account",
+        &format!("{NS}:web"),
+        "--apply",
+    ]);
+
+    let ca = gmsa_webhook::tls::CertificateAuthority::generate(
+        "reference test CA",
+        gmsa_webhook::tls::Validity::starting_now(time::Duration::days(30)),
+    )
+    .unwrap();
+    let bundle = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
+    let labels = json!({"app": REFERENCE});
+    let webhook = |path: &str, operations: &[&str]| {
+        json!([{
+            "name": REFERENCE_WEBHOOK,
+            "clientConfig": {"service": {"name": REFERENCE, "namespace": REFERENCE, "path": path}, "caBundle": bundle},
+            "rules": [{"operations": operations, "apiGroups": [""], "apiVersions": ["*"], "resources": ["pods"]}],
+            "failurePolicy": "Fail",
+            "admissionReviewVersions": ["v1", "v1beta1"],
+            "sideEffects": "None",
+            "namespaceSelector": {"matchExpressions": [{"key": "gmsa-webhook", "operator": "NotIn", "values": ["disabled"]}]}
+        }])
+    };
+    env.apply(&json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": REFERENCE, "labels": {"gmsa-webhook": "disabled"}}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": REFERENCE, "namespace": REFERENCE}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "gmsa-webhook-rbac-role"},
+         "rules": [{"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"], "verbs": ["get"]}]},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": REFERENCE, "namespace": REFERENCE},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
+             "metadata": {"labels": labels},
+             "spec": {"serviceAccountName": REFERENCE, "containers": [{"name": REFERENCE, "image": "sigwindowstools/k8s-gmsa-webhook:v0.13.0"}]}}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": REFERENCE, "namespace": REFERENCE},
+         "spec": {"ports": [{"port": 443, "targetPort": 443}], "selector": labels}},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+         "metadata": {"name": REFERENCE}, "webhooks": webhook("/validate", &["CREATE", "UPDATE"])},
+        {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+         "metadata": {"name": REFERENCE}, "webhooks": webhook("/mutate", &["CREATE"])}
+    ]}));
+}
+
+/// uid and resourceVersion of every credential spec.
+fn specs(env: &Env) -> Vec<(String, String, String)> {
+    env.json(&["get", "gmsacredentialspecs"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let m = &s["metadata"];
+            let text = |k: &str| m[k].as_str().unwrap().to_string();
+            (text("name"), text("uid"), text("resourceVersion"))
+        })
+        .collect()
+}
+
+fn managers(object: &Value) -> Vec<String> {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["manager"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn migration_from_a_reference_install_on_kube_1_20() {
+    migration_from_a_reference_install(ServerVersion::V1_20);
+}
+
+#[test]
+fn migration_from_a_reference_install_on_current_kube() {
+    migration_from_a_reference_install(ServerVersion::Current);
+}
+
+/// From a reference install to ours, as a new user switches: install without
+/// `--force-conflicts`, the credential specs untouched, the reference named and then retired.
+fn migration_from_a_reference_install(version: ServerVersion) {
+    if skip_requested() {
+        eprintln!("skipped: {SKIP_ENV}=1");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
+    let port = free_port().unwrap();
+    let dir = cluster.dir().join("migration-e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let env = Env {
+        cluster: &cluster,
+        url: format!("https://127.0.0.1:{port}"),
+        webhook_kubeconfig: dir.join("webhook.kubeconfig"),
+        dir,
+    };
+    let step = |name: &str| eprintln!("== {name}");
+
+    step("the reference install, as its documentation makes it");
+    reference_install(&env);
+    let before = specs(&env);
+    let crd = env.json(&["get", "crd", CRD, "--show-managed-fields"]);
+    // kube-apiserver manages the status.
+    assert!(
+        managers(&crd).contains(&"kubectl-client-side-apply".to_string())
+            && !managers(&crd).contains(&"kubectl-gmsa".to_string()),
+        "{:?}",
+        managers(&crd)
+    );
+    let (code, body) = env.post_pod(&gmsa_pod("while-reference", "web", "gmsa-webapp1"));
+    assert_eq!(
+        code, 500,
+        "the reference is down, so GMSA pods are refused: {body}"
+    );
+    assert!(body.contains(REFERENCE_WEBHOOK), "{body}");
+
+    step("an install that would fail part-way changes nothing");
+    let everything = |env: &Env| {
+        let mut all = env.snapshot();
+        all.retain(|k, _| !k.starts_with("Secret/") || k.contains("gmsa"));
+        all
+    };
+    let untouched = everything(&env);
+    let out = env.gmsa(&[
+        "install",
+        "--apply",
+        "--webhook-url",
+        &env.url,
+        "--certs",
+        "cert-manager",
+    ]);
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("nothing was changed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cert-manager is not installed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "", "no object was applied");
+    assert_eq!(everything(&env), untouched);
+
+    step("install --apply takes over the CRD and names what is left of the reference");
+    let out = env.install(&[]);
+    assert!(
+        out.stdout.contains(&format!(
+            "customresourcedefinition.apiextensions.k8s.io/{CRD} configured"
+        )),
+        "{}",
+        out.stdout
+    );
+    for expected in [
+        "The reference GMSA webhook (kubernetes-sigs/windows-gmsa) is still installed",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook",
+        "deployment.apps/gmsa-webhook in namespace gmsa-webhook",
+        "service/gmsa-webhook in namespace gmsa-webhook",
+        "--retire-reference",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "{expected:?} missing from:\n{}",
+            out.stderr
+        );
+    }
+    assert_eq!(specs(&env), before, "credential specs untouched");
+    let crd = env.json(&["get", "crd", CRD, "--show-managed-fields"]);
+    assert!(
+        managers(&crd).contains(&"kubectl-gmsa".to_string()),
+        "{:?}",
+        managers(&crd)
+    );
+    let served: Vec<&str> = crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(served, ["v1", "v1alpha1"]);
+    let reference = env.json(&["get", "mutatingwebhookconfiguration", REFERENCE]);
+    let hooks: Vec<&str> = reference["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["name"].as_str())
+        .collect();
+    assert_eq!(
+        hooks,
+        [REFERENCE_WEBHOOK],
+        "ours are not merged into the reference's"
+    );
+    let ours = env.json(&["get", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION]);
+    assert_eq!(
+        ours["webhooks"][0]["name"],
+        "pod-mutation.gmsa.windows.k8s.io"
+    );
+
+    step("doctor warns while the reference is registered");
+    let (mut webhook, _tls) = env.start_installed_webhook(port);
+    let (code, findings) = env.doctor(&["-n", NS]);
+    assert_eq!(code, 1, "{findings:#?}");
+    expect(
+        &findings,
+        "reference-webhook",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook",
+        "warn",
+        "sends every pod to it as well",
+    );
+
+    step("--retire-reference removes it; pods get the contents from ours alone");
+    let out = env.install(&["--retire-reference"]);
+    for expected in [
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook deleted",
+        "validatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook deleted",
+        "deployment.apps/gmsa-webhook deleted",
+        "service/gmsa-webhook deleted",
+    ] {
+        assert!(
+            out.stdout.contains(expected),
+            "{expected:?} missing from:\n{}",
+            out.stdout
+        );
+    }
+    for line in out.stdout.lines().filter(|l| !l.ends_with(" deleted")) {
+        assert!(line.ends_with(" unchanged"), "{line}");
+    }
+    wait_for(
+        "pods are admitted by our webhook alone",
+        Duration::from_secs(30),
+        || match env.post_pod(&gmsa_pod("after-retire", "web", "gmsa-webapp1")) {
+            (201, _) => Ok(()),
+            (code, body) => Err(format!("{code}: {body}")),
+        },
+    );
+    let stored = env.json(&["get", "pod", "-n", NS, "after-retire"]);
+    assert!(
+        stored["spec"]["securityContext"]["windowsOptions"]["gmsaCredentialSpec"]
+            .as_str()
+            .is_some_and(|c| c.contains("WebApp1")),
+        "{stored}"
+    );
+    assert_eq!(specs(&env), before, "credential specs untouched");
+    let (_, findings) = env.doctor(&["-n", NS]);
+    assert!(find(
+        &findings,
+        "reference-webhook",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook"
+    )
+    .is_none());
+    let out = env.install(&["--retire-reference"]);
+    assert!(
+        out.stderr.contains("no reference webhook is registered"),
+        "{}",
+        out.stderr
+    );
+    webhook.stop();
 }
