@@ -450,13 +450,29 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
         "matchConditions exactly where the server has them: {:#}",
         mutating["webhooks"][0]
     );
-    let managers: Vec<&str> = mutating["metadata"]["managedFields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["manager"].as_str())
-        .collect();
-    assert_eq!(managers, ["kubectl-gmsa"]);
+    assert_eq!(managers(&mutating), ["kubectl-gmsa"]);
+
+    step("configurations under the name earlier versions used are superseded");
+    let mut old = mutating.clone();
+    old["metadata"] = json!({"name": "gmsa-webhook", "labels": mutating["metadata"]["labels"]});
+    env.apply(&old);
+    let out = env.install(&[]);
+    assert!(
+        out.stdout.contains(
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/gmsa-webhook deleted (superseded by gmsa-webhook-admission)"
+        ),
+        "{}",
+        out.stdout
+    );
+    let left = env.kubectl(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "gmsa-webhook",
+        "--ignore-not-found",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(left.trim(), "");
 
     step("the webhook runs as the installed service account");
     let (mut webhook, tls_dir) = env.start_installed_webhook(port);
