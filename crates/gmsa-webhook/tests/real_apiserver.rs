@@ -388,17 +388,18 @@ impl E2e<'_> {
 
     /// POSTs a pod straight to the API: the exact status code and `Status` message of a refusal.
     fn post_pod(&self, namespace: &str, pod: &Value) -> Result<(u16, Value), String> {
-        let (code, body) = self
+        self.send("POST", &format!("/api/v1/namespaces/{namespace}/pods"), pod)
+    }
+
+    /// One request as the admin; the status code and the JSON answer (an object or a `Status`).
+    fn send(&self, method: &str, path: &str, body: &Value) -> Result<(u16, Value), String> {
+        let (code, answer) = self
             .cluster
-            .request(
-                "POST",
-                &format!("/api/v1/namespaces/{namespace}/pods"),
-                Some(&pod.to_string()),
-            )
+            .request(method, path, Some(&body.to_string()))
             .map_err(|e| e.to_string())?;
-        let status: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("answer {code} is not JSON ({e}): {body}"))?;
-        Ok((code, status))
+        let answer: Value = serde_json::from_str(&answer)
+            .map_err(|e| format!("answer {code} is not JSON ({e}): {answer}"))?;
+        Ok((code, answer))
     }
 
     /// Expects the pod to be refused by `webhook` with `code` and a message ending in `message`,
@@ -428,17 +429,11 @@ impl E2e<'_> {
             Some(list) => list.push(ephemeral),
             None => pod["spec"]["ephemeralContainers"] = json!([ephemeral]),
         }
-        let (code, body) = self
-            .cluster
-            .request(
-                "PUT",
-                &format!("/api/v1/namespaces/{namespace}/pods/{name}/ephemeralcontainers"),
-                Some(&pod.to_string()),
-            )
-            .map_err(|e| e.to_string())?;
-        let answer: Value = serde_json::from_str(&body)
-            .map_err(|e| format!("answer {code} is not JSON ({e}): {body}"))?;
-        Ok((code, answer))
+        self.send(
+            "PUT",
+            &format!("/api/v1/namespaces/{namespace}/pods/{name}/ephemeralcontainers"),
+            &pod,
+        )
     }
 }
 
@@ -1086,15 +1081,11 @@ const WRITE_PATH_SCENARIOS: &[(&str, Scenario)] = &[
         |e| {
             let mut pod = windows_pod("dry-run-no-grant", Some("nogrant"));
             pod["spec"]["containers"] = json!([container("app", named("gmsa-webapp1"))]);
-            let (code, body) = e
-                .cluster
-                .request(
-                    "POST",
-                    &format!("/api/v1/namespaces/{NS}/pods?dryRun=All"),
-                    Some(&pod.to_string()),
-                )
-                .map_err(|e| e.to_string())?;
-            let status: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let (code, status) = e.send(
+                "POST",
+                &format!("/api/v1/namespaces/{NS}/pods?dryRun=All"),
+                &pod,
+            )?;
             denial(
                 code,
                 &status,

@@ -48,8 +48,8 @@ pub enum Command {
     #[command(after_help = crate::install::INSTALL_EXAMPLES)]
     Install(Box<crate::install::InstallArgs>),
     /// Remove what install made; the CRD and credential specs stay unless --delete-crd.
-    #[command(after_help = crate::install::UNINSTALL_EXAMPLES)]
-    Uninstall(crate::install::UninstallArgs),
+    #[command(after_help = crate::uninstall::UNINSTALL_EXAMPLES)]
+    Uninstall(crate::uninstall::UninstallArgs),
     /// Check the cluster side of GMSA: CRD, webhook, certificates, credential specs, pods.
     #[command(after_help = crate::doctor::DOCTOR_EXAMPLES)]
     Doctor(crate::doctor::DoctorArgs),

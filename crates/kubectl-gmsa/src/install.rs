@@ -163,7 +163,7 @@ impl InstallArgs {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     // One TLS provider in the tree; install it before the client builds its TLS config.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tokio::runtime::Builder::new_current_thread()
@@ -252,7 +252,7 @@ fn secret_info() -> &'static gmsa_deploy::KindInfo {
     kind("v1", "Secret")
 }
 
-fn kind(api_version: &str, kind: &str) -> &'static gmsa_deploy::KindInfo {
+pub(crate) fn kind(api_version: &str, kind: &str) -> &'static gmsa_deploy::KindInfo {
     KINDS
         .iter()
         .find(|k| k.api_version == api_version && k.kind == kind)
@@ -605,169 +605,4 @@ async fn wait_available(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-}
-
-pub const UNINSTALL_EXAMPLES: &str = "\
-Deletes the webhook configurations first (so pod creation never waits on a webhook being
-removed), then everything else install made. The CRD and every GMSACredentialSpec stay unless
---delete-crd is given; the namespace stays unless --delete-namespace is given. Objects without
-the install's labels are left alone.
-
-Examples:
-  kubectl gmsa uninstall --dry-run=server
-  kubectl gmsa uninstall
-  kubectl gmsa uninstall --delete-crd --delete-namespace";
-
-/// `uninstall`.
-#[derive(Debug, Args)]
-pub struct UninstallArgs {
-    /// Namespace of the webhook.
-    #[arg(short = 'n', long, default_value = names::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    /// Name given to install.
-    #[arg(long, default_value = names::DEFAULT_NAME)]
-    pub name: String,
-    /// Also delete the CRD, and with it EVERY GMSACredentialSpec in the cluster.
-    #[arg(long = "delete-crd")]
-    pub delete_crd: bool,
-    /// Also delete the namespace (refused for default, kube-system, kube-public).
-    #[arg(long = "delete-namespace")]
-    pub delete_namespace: bool,
-    /// `server`: the API server checks and answers, but deletes nothing.
-    #[arg(long = "dry-run", value_enum, value_name = "MODE")]
-    pub dry_run: Option<UninstallDryRun>,
-}
-
-/// Dry run of uninstall: only the server kind makes sense.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum UninstallDryRun {
-    Server,
-}
-
-/// `uninstall`.
-pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
-    if args.delete_namespace
-        && ["default", "kube-system", "kube-public", "kube-node-lease"]
-            .contains(&args.namespace.as_str())
-    {
-        bail!("--delete-namespace refuses to delete {}", args.namespace);
-    }
-    runtime()?.block_on(uninstall_from_cluster(args))
-}
-
-async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
-    let applier = Applier {
-        client: client().await?,
-        server_dry_run: args.dry_run.is_some(),
-        force_conflicts: false,
-    };
-    let settings = Settings {
-        namespace: args.namespace.clone(),
-        name: args.name.clone(),
-        ..Settings::default()
-    };
-    let ns = Some(args.namespace.as_str());
-    let name = args.name.as_str();
-    let validating = kind(
-        "admissionregistration.k8s.io/v1",
-        "ValidatingWebhookConfiguration",
-    );
-    let mutating = kind(
-        "admissionregistration.k8s.io/v1",
-        "MutatingWebhookConfiguration",
-    );
-    let configurations = names::webhook_configuration(name);
-    let targets: Vec<(&gmsa_deploy::KindInfo, Option<&str>, String)> = vec![
-        (validating, None, configurations.clone()),
-        (mutating, None, configurations),
-        // The name earlier versions gave them.
-        (validating, None, name.into()),
-        (mutating, None, name.into()),
-        (kind("apps/v1", "DaemonSet"), ns, names::node_setup(name)),
-        (kind("policy/v1", "PodDisruptionBudget"), ns, name.into()),
-        (
-            kind("policy/v1beta1", "PodDisruptionBudget"),
-            ns,
-            name.into(),
-        ),
-        (kind("apps/v1", "Deployment"), ns, name.into()),
-        (kind("v1", "Service"), ns, name.into()),
-        (
-            kind("cert-manager.io/v1", "Certificate"),
-            ns,
-            names::tls_secret(name),
-        ),
-        (
-            kind("cert-manager.io/v1", "Issuer"),
-            ns,
-            names::issuer(name),
-        ),
-        (kind("v1", "Secret"), ns, names::tls_secret(name)),
-        (
-            kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
-            None,
-            names::view_role(name),
-        ),
-        (
-            kind("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-            None,
-            name.into(),
-        ),
-        (
-            kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
-            None,
-            name.into(),
-        ),
-        (kind("v1", "ServiceAccount"), ns, name.into()),
-    ];
-    let ours = gmsa_deploy::selector_labels(&settings);
-    for (info, namespace, object) in &targets {
-        let Some(found) = applier.get(info, *namespace, object).await? else {
-            continue;
-        };
-        let labelled = ours
-            .iter()
-            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
-        if !labelled {
-            eprintln!(
-                "skipped {}: it does not carry install's labels",
-                crate::apply::display_name(info, object)
-            );
-            continue;
-        }
-        if crate::reference::is_reference_configuration(&found) {
-            eprintln!(
-                "skipped {}: it also holds the reference webhook (delete it yourself to retire that)",
-                crate::apply::display_name(info, object)
-            );
-            continue;
-        }
-        if let Some(line) = applier.delete(info, *namespace, object).await? {
-            println!("{line}");
-        }
-    }
-    if args.delete_namespace {
-        if let Some(line) = applier
-            .delete(kind("v1", "Namespace"), None, &args.namespace)
-            .await?
-        {
-            println!("{line}");
-        }
-    }
-    let crd = gmsa_deploy::crd::crd_name();
-    if args.delete_crd {
-        if let Some(line) = applier
-            .delete(
-                kind("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
-                None,
-                &crd,
-            )
-            .await?
-        {
-            println!("{line}");
-        }
-    } else {
-        eprintln!("kept customresourcedefinition.apiextensions.k8s.io/{crd} and every GMSACredentialSpec (pass --delete-crd to delete them)");
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@ pub mod install;
 pub mod output;
 pub mod probe;
 pub mod reference;
+pub mod uninstall;
 
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Grant(args) => run_grant(&args),
         Command::Admit(args) => admit::admit(&args),
         Command::Install(args) => install::install(&args),
-        Command::Uninstall(args) => install::uninstall(&args),
+        Command::Uninstall(args) => uninstall::uninstall(&args),
         Command::Doctor(args) => doctor::doctor(&args),
     }
 }

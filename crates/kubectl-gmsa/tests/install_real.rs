@@ -49,7 +49,21 @@ struct Out {
     stderr: String,
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    /// The environment of one test in `cluster`, with a port for the webhook it will run.
+    fn new(cluster: &'a RealCluster, dir_name: &str) -> (Self, u16) {
+        let port = free_port().unwrap();
+        let dir = cluster.dir().join(dir_name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let env = Env {
+            cluster,
+            url: format!("https://127.0.0.1:{port}"),
+            webhook_kubeconfig: dir.join("webhook.kubeconfig"),
+            dir,
+        };
+        (env, port)
+    }
+
     fn gmsa(&self, args: &[&str]) -> Out {
         let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
             .args(args)
@@ -407,15 +421,7 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port().unwrap();
-    let dir = cluster.dir().join("install-e2e");
-    std::fs::create_dir_all(&dir).unwrap();
-    let env = Env {
-        cluster: &cluster,
-        url: format!("https://127.0.0.1:{port}"),
-        webhook_kubeconfig: dir.join("webhook.kubeconfig"),
-        dir,
-    };
+    let (env, port) = Env::new(&cluster, "install-e2e");
     let step = |name: &str| eprintln!("== {name}");
 
     step("install --apply");
@@ -960,15 +966,7 @@ fn migration_from_a_reference_install(version: ServerVersion) {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
-    let port = free_port().unwrap();
-    let dir = cluster.dir().join("migration-e2e");
-    std::fs::create_dir_all(&dir).unwrap();
-    let env = Env {
-        cluster: &cluster,
-        url: format!("https://127.0.0.1:{port}"),
-        webhook_kubeconfig: dir.join("webhook.kubeconfig"),
-        dir,
-    };
+    let (env, port) = Env::new(&cluster, "migration-e2e");
     let step = |name: &str| eprintln!("== {name}");
 
     step("the reference install, as its documentation makes it");
