@@ -1,0 +1,398 @@
+//! Differential test of `gmsa_core::rbac` against the real RBAC authorizer, on every version
+//! the real-API-server tier covers. Generated worlds of Roles, ClusterRoles and bindings are
+//! applied to a real kube-apiserver; then, for every service account and credential spec of
+//! each world, the answer of our evaluator (over the roles and bindings the server lists, its
+//! bootstrap policy included) is compared with a LocalSubjectAccessReview, the question the
+//! webhook asks. A second round deletes and re-creates bindings and roles and compares again.
+//!
+//! Worlds are independent: each has its own namespaces, service accounts and spec names, and a
+//! binding to a group that spans worlds (`system:serviceaccounts`, `system:authenticated`)
+//! only ever grants that world's spec names. Aggregated ClusterRoles are left out: without a
+//! controller manager the server never fills their rules, which the webhook will read as the
+//! controller filled them.
+//!
+//! `GMSA_RBAC_SEED=N` replays a run; `GMSA_SKIP_REAL_APISERVER=1` skips.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use gmsa_core::rbac::{Binding, RbacPolicy, ResourceAttributes, Role, UserInfo};
+use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::{json, Value};
+
+const WORLDS: usize = 24;
+const RBAC: &str = "rbac.authorization.k8s.io/v1";
+
+/// One question: may this service account do `verb` on this spec name, in its namespace?
+#[derive(Debug, Clone)]
+struct Case {
+    namespace: String,
+    service_account: String,
+    verb: &'static str,
+    spec: String,
+}
+
+/// The names one world uses.
+struct World {
+    index: usize,
+}
+
+impl World {
+    fn ns(&self, which: usize) -> String {
+        format!("w{}-{}", self.index, ["a", "b"][which])
+    }
+    fn spec(&self, which: usize) -> String {
+        format!("w{}-spec-{which}", self.index)
+    }
+    fn name(&self, what: &str, n: usize) -> String {
+        format!("w{}-{what}-{n}", self.index)
+    }
+    /// (namespace, service account) pairs: two in namespace a, one in b.
+    fn service_accounts(&self) -> Vec<(String, String)> {
+        vec![
+            (self.ns(0), "sa1".into()),
+            (self.ns(0), "sa2".into()),
+            (self.ns(1), "sa1".into()),
+        ]
+    }
+
+    fn cases(&self) -> Vec<Case> {
+        let mut cases = Vec::new();
+        for (namespace, service_account) in self.service_accounts() {
+            for spec in 0..3 {
+                for verb in ["use", "get"] {
+                    cases.push(Case {
+                        namespace: namespace.clone(),
+                        service_account: service_account.clone(),
+                        verb,
+                        spec: self.spec(spec),
+                    });
+                }
+            }
+        }
+        cases
+    }
+
+    /// Namespaces and service accounts (no token: there is no controller manager).
+    fn identities(&self) -> Vec<Value> {
+        let mut objects: Vec<Value> = (0..2)
+            .map(|i| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.ns(i)}}))
+            .collect();
+        for (namespace, name) in self.service_accounts() {
+            objects.push(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": name, "namespace": namespace},
+                "automountServiceAccountToken": false}));
+        }
+        objects
+    }
+
+    /// A random rule; `names_required` forces resourceNames (of this world) when the rule
+    /// may reach subjects of other worlds.
+    fn rule(&self, rng: &mut StdRng, names_required: bool) -> Value {
+        let verbs: &[&[&str]] = &[&["use"], &["get"], &["*"], &["use", "get"], &["list"]];
+        let groups: &[&[&str]] = &[
+            &["windows.k8s.io"],
+            &["windows.k8s.io"],
+            &["*"],
+            &[""],
+            &["example.k8s.io"],
+        ];
+        let resources: &[&[&str]] = &[
+            &["gmsacredentialspecs"],
+            &["gmsacredentialspecs"],
+            &["*"],
+            &["gmsacredentialspecs/status"],
+            &["pods"],
+        ];
+        let mut rule = json!({
+            "verbs": verbs.choose(rng).unwrap(),
+            "apiGroups": groups.choose(rng).unwrap(),
+            "resources": resources.choose(rng).unwrap(),
+        });
+        let names: Vec<String> = match rng.random_range(0..4) {
+            0 if !names_required => Vec::new(),
+            0 | 1 => vec![self.spec(0)],
+            2 => vec![self.spec(1)],
+            _ => vec![self.spec(0), self.spec(1)],
+        };
+        if !names.is_empty() {
+            rule["resourceNames"] = json!(names);
+        }
+        rule
+    }
+
+    /// A random subject, and whether it reaches beyond this world.
+    fn subject(&self, rng: &mut StdRng, cluster_binding: bool) -> (Value, bool) {
+        let name = *["sa1", "sa2"].choose(rng).unwrap();
+        let sa = json!({"kind": "ServiceAccount", "name": name,
+            "namespace": self.ns(rng.random_range(0..2))});
+        let group = |name: String| json!({"kind": "Group", "name": name, "apiGroup": "rbac.authorization.k8s.io"});
+        match rng.random_range(0..7) {
+            0 | 1 => (sa, false),
+            // Without a namespace: the binding's own (RoleBindings only; the API refuses it
+            // in a ClusterRoleBinding).
+            2 if !cluster_binding => (json!({"kind": "ServiceAccount", "name": "sa1"}), false),
+            2 => (sa, false),
+            3 => (
+                json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io",
+                    "name": format!("system:serviceaccount:{}:sa2", self.ns(0))}),
+                false,
+            ),
+            4 => (
+                group(format!(
+                    "system:serviceaccounts:{}",
+                    self.ns(rng.random_range(0..2))
+                )),
+                false,
+            ),
+            5 => (group("system:serviceaccounts".into()), true),
+            _ => (group("system:authenticated".into()), true),
+        }
+    }
+
+    /// A random binding (and the role it refers to, unless it refers to a missing one), in a
+    /// namespace of this world or cluster-wide.
+    fn binding(&self, rng: &mut StdRng, n: usize) -> Vec<Value> {
+        let cluster_binding = rng.random_range(0..4) == 0;
+        let subjects: Vec<(Value, bool)> = (0..rng.random_range(1..=2))
+            .map(|_| self.subject(rng, cluster_binding))
+            .collect();
+        let wide = subjects.iter().any(|(_, wide)| *wide);
+        // A binding's subjects may reach other worlds only through this world's spec names;
+        // a cluster-wide binding reaches every namespace, so it too is held to them.
+        let names_required = wide || cluster_binding;
+        let rules: Vec<Value> = (0..rng.random_range(1..=2))
+            .map(|_| self.rule(rng, names_required))
+            .collect();
+        let subjects: Vec<Value> = subjects.into_iter().map(|(s, _)| s).collect();
+        let binding_ns = self.ns(rng.random_range(0..2));
+        let role_name = self.name("role", n);
+        let mut objects = Vec::new();
+        let use_cluster_role = cluster_binding || rng.random_range(0..2) == 0;
+        let role_ref = if use_cluster_role {
+            objects.push(json!({"apiVersion": RBAC, "kind": "ClusterRole",
+                "metadata": {"name": role_name}, "rules": rules}));
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name})
+        } else {
+            // Sometimes the Role lives in the other namespace: the binding then grants nothing.
+            let role_ns = if rng.random_range(0..5) == 0 {
+                self.ns(1 - usize::from(binding_ns.ends_with('b')))
+            } else {
+                binding_ns.clone()
+            };
+            objects.push(json!({"apiVersion": RBAC, "kind": "Role",
+                "metadata": {"name": role_name, "namespace": role_ns}, "rules": rules}));
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role_name})
+        };
+        let binding_name = self.name("binding", n);
+        objects.push(if cluster_binding {
+            json!({"apiVersion": RBAC, "kind": "ClusterRoleBinding",
+                "metadata": {"name": binding_name}, "subjects": subjects, "roleRef": role_ref})
+        } else {
+            json!({"apiVersion": RBAC, "kind": "RoleBinding",
+                "metadata": {"name": binding_name, "namespace": binding_ns},
+                "subjects": subjects, "roleRef": role_ref})
+        });
+        objects
+    }
+}
+
+/// Our evaluator over every role and binding the server lists.
+fn local_policy(cluster: &RealCluster) -> RbacPolicy {
+    let list = |kind: &str| -> Vec<Value> {
+        let text = cluster
+            .kubectl_ok(&["get", kind, "-A", "-o", "json"], None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let list: Value = serde_json::from_str(&text).unwrap();
+        list["items"].as_array().cloned().unwrap_or_default()
+    };
+    let role = |v: Value| serde_json::from_value::<Role>(v).unwrap();
+    let binding = |v: Value| serde_json::from_value::<Binding>(v).unwrap();
+    let mut policy = RbacPolicy::default();
+    for v in list("clusterroles.rbac.authorization.k8s.io") {
+        policy.add_cluster_role(role(v));
+    }
+    for v in list("roles.rbac.authorization.k8s.io") {
+        policy.add_role(role(v));
+    }
+    for v in list("clusterrolebindings.rbac.authorization.k8s.io") {
+        policy.add_cluster_role_binding(binding(v));
+    }
+    for v in list("rolebindings.rbac.authorization.k8s.io") {
+        policy.add_role_binding(binding(v));
+    }
+    policy
+}
+
+fn local_answer(policy: &RbacPolicy, case: &Case) -> bool {
+    let attrs = ResourceAttributes {
+        verb: case.verb.to_string(),
+        ..ResourceAttributes::use_credential_spec(&case.namespace, &case.spec)
+    };
+    policy
+        .authorize(
+            &UserInfo::service_account(&case.namespace, &case.service_account),
+            &attrs,
+        )
+        .allowed
+}
+
+/// The real authorizer's answer, asked the way the webhook asks it.
+fn server_answer(cluster: &RealCluster, case: &Case) -> bool {
+    let user = UserInfo::service_account(&case.namespace, &case.service_account);
+    let review = json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "LocalSubjectAccessReview",
+        "metadata": {"namespace": case.namespace},
+        "spec": {
+            "user": user.name,
+            "groups": user.groups,
+            "resourceAttributes": {
+                "namespace": case.namespace, "verb": case.verb, "group": "windows.k8s.io",
+                "version": "v1", "resource": "gmsacredentialspecs", "name": case.spec
+            }
+        }
+    });
+    let path = format!(
+        "/apis/authorization.k8s.io/v1/namespaces/{}/localsubjectaccessreviews",
+        case.namespace
+    );
+    let (code, body) = cluster
+        .request("POST", &path, Some(&review.to_string()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code, 201, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    answer["status"]["allowed"] == json!(true)
+}
+
+/// Compares every case; a difference is asked again for up to 10 s, since the authorizer's
+/// caches follow the API a moment behind. Returns (cases, allowed, differences).
+fn compare(cluster: &RealCluster, cases: &[Case]) -> (usize, usize, Vec<String>) {
+    let policy = local_policy(cluster);
+    let mut differing: Vec<(&Case, bool)> = Vec::new();
+    let mut allowed = 0;
+    for case in cases {
+        let local = local_answer(&policy, case);
+        allowed += usize::from(local);
+        if server_answer(cluster, case) != local {
+            differing.push((case, local));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !differing.is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(500));
+        differing.retain(|(case, local)| server_answer(cluster, case) != *local);
+    }
+    let differences = differing
+        .iter()
+        .map(|(case, local)| format!("{case:?}: ours {local}, the API server's {}", !local))
+        .collect();
+    (cases.len(), allowed, differences)
+}
+
+fn apply_all(cluster: &RealCluster, objects: &[Value]) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    cluster
+        .apply(&list.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn rbac_evaluation_agrees_with_kube_1_20() {
+    rbac_evaluation_agrees_with_the_real_authorizer(ServerVersion::V1_20);
+}
+
+#[test]
+fn rbac_evaluation_agrees_with_current_kube() {
+    rbac_evaluation_agrees_with_the_real_authorizer(ServerVersion::Current);
+}
+
+fn rbac_evaluation_agrees_with_the_real_authorizer(version: ServerVersion) {
+    if skip_requested() {
+        eprintln!("skipped: {SKIP_ENV}=1");
+        return;
+    }
+    let seed = std::env::var("GMSA_RBAC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random::<u64>());
+    eprintln!("GMSA_RBAC_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
+    let worlds: Vec<World> = (0..WORLDS).map(|index| World { index }).collect();
+    let cases: Vec<Case> = worlds.iter().flat_map(World::cases).collect();
+
+    apply_all(
+        &cluster,
+        &worlds
+            .iter()
+            .flat_map(World::identities)
+            .collect::<Vec<_>>(),
+    );
+    let mut bindings: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for world in &worlds {
+        for n in 0..rng.random_range(2..=5) {
+            bindings.insert(world.name("binding", n), world.binding(&mut rng, n));
+        }
+    }
+    apply_all(
+        &cluster,
+        &bindings.values().flatten().cloned().collect::<Vec<_>>(),
+    );
+    let (count, allowed, mut differences) = compare(&cluster, &cases);
+    eprintln!(
+        "{version} round 1: {count} cases, {allowed} allowed, {} differences",
+        differences.len()
+    );
+
+    // Round 2: delete some bindings and roles, re-create others under the same names with
+    // new subjects and rules, as operators and controllers do.
+    let mut changed = Vec::new();
+    let mut deleted = Vec::new();
+    for (name, objects) in bindings.iter_mut() {
+        match rng.random_range(0..4) {
+            0 => deleted.extend(objects.iter().cloned()),
+            // The role alone: the binding now refers to nothing.
+            1 => deleted.push(objects[0].clone()),
+            2 => {
+                deleted.extend(objects.iter().cloned());
+                let world: usize = name[1..name.find('-').unwrap()].parse().unwrap();
+                let n: usize = name.rsplit('-').next().unwrap().parse().unwrap();
+                *objects = worlds[world].binding(&mut rng, n);
+                changed.extend(objects.iter().cloned());
+            }
+            _ => {}
+        }
+    }
+    let deleted = json!({"apiVersion": "v1", "kind": "List", "items": deleted});
+    cluster
+        .kubectl_ok(
+            &["delete", "--ignore-not-found", "--wait=false", "-f", "-"],
+            Some(&deleted.to_string()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    apply_all(&cluster, &changed);
+    let (count2, allowed2, differences2) = compare(&cluster, &cases);
+    eprintln!(
+        "{version} round 2: {count2} cases, {allowed2} allowed, {} differences",
+        differences2.len()
+    );
+    differences.extend(differences2);
+    assert!(
+        allowed > 0 && allowed < count,
+        "the generated worlds must both allow and deny ({allowed} of {count} allowed)"
+    );
+    assert!(
+        differences.is_empty(),
+        "GMSA_RBAC_SEED={seed}: {} of {} answers differ from {version}'s authorizer:\n{}",
+        differences.len(),
+        count + count2,
+        differences.join("\n")
+    );
+}
