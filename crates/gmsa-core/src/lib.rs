@@ -9,6 +9,7 @@ pub mod decision;
 pub mod names;
 pub mod pod;
 pub mod rbac;
+pub mod rbac_index;
 pub mod state;
 pub mod syntax;
 

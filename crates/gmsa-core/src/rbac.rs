@@ -374,7 +374,11 @@ fn describe_subject(subject: &Subject, binding_ns: Option<&str>) -> String {
     }
 }
 
-fn subject_matches(subject: &Subject, user: &UserInfo, binding_ns: Option<&str>) -> bool {
+pub(crate) fn subject_matches(
+    subject: &Subject,
+    user: &UserInfo,
+    binding_ns: Option<&str>,
+) -> bool {
     match subject.kind.as_str() {
         "User" => rbac_api_group(subject) && subject.name == user.name,
         "Group" => rbac_api_group(subject) && user.groups.contains(&subject.name),
@@ -393,18 +397,18 @@ fn subject_matches(subject: &Subject, user: &UserInfo, binding_ns: Option<&str>)
 
 /// Whether a User or Group subject is in the RBAC API group; the API server defaults an empty
 /// group to it.
-fn rbac_api_group(subject: &Subject) -> bool {
+pub(crate) fn rbac_api_group(subject: &Subject) -> bool {
     matches!(
         subject.api_group.as_deref(),
         None | Some("") | Some(RBAC_GROUP)
     )
 }
 
-fn has(list: &[String], wanted: &str) -> bool {
+pub(crate) fn has(list: &[String], wanted: &str) -> bool {
     list.iter().any(|x| x == "*" || x == wanted)
 }
 
-fn rule_allows(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {
+pub(crate) fn rule_allows(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {
     has(&rule.verbs, &attrs.verb)
         && has(&rule.api_groups, &attrs.group)
         && resource_matches(rule, attrs)

@@ -5,21 +5,26 @@
 //! bootstrap policy included) is compared with a LocalSubjectAccessReview, the question the
 //! webhook asks. A second round deletes and re-creates bindings and roles and compares again.
 //!
+//! Two evaluators are compared: `RbacIndex`, the webhook's (roles read as stored, indexed by
+//! subject), on every case; and `RbacPolicy`, the embedded state's and the fake API server's,
+//! on every case outside worlds with an aggregated ClusterRole. Those are stored with rules
+//! as if the aggregation controller had filled them (the test server runs none), which the
+//! authorizer and `RbacIndex` read, while `RbacPolicy` computes aggregation itself.
+//!
 //! Worlds are independent: each has its own namespaces, service accounts and spec names, and a
 //! binding to a group that spans worlds (`system:serviceaccounts`, `system:authenticated`)
-//! only ever grants that world's spec names. Aggregated ClusterRoles are left out: without a
-//! controller manager the server never fills their rules, which the webhook will read as the
-//! controller filled them.
+//! only ever grants that world's spec names.
 //!
 //! `GMSA_RBAC_SEED=N` replays a run; `GMSA_SKIP_REAL_APISERVER=1` skips.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use gmsa_core::rbac::{Binding, RbacPolicy, ResourceAttributes, Role, UserInfo};
+use gmsa_core::rbac_index::RbacIndex;
 use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
@@ -176,8 +181,19 @@ impl World {
         let mut objects = Vec::new();
         let use_cluster_role = cluster_binding || rng.random_range(0..2) == 0;
         let role_ref = if use_cluster_role {
-            objects.push(json!({"apiVersion": RBAC, "kind": "ClusterRole",
-                "metadata": {"name": role_name}, "rules": rules}));
+            let mut role = json!({"apiVersion": RBAC, "kind": "ClusterRole",
+                "metadata": {"name": role_name}, "rules": rules});
+            if rng.random_range(0..4) == 0 {
+                // Aggregated, with rules as if the aggregation controller had filled them (the
+                // test server runs none), and a labelled part whose rules differ.
+                let label = format!("gmsa-test/aggregate-w{}", self.index);
+                role["aggregationRule"] =
+                    json!({"clusterRoleSelectors": [{"matchLabels": {(label.clone()): "true"}}]});
+                objects.push(json!({"apiVersion": RBAC, "kind": "ClusterRole",
+                    "metadata": {"name": self.name("part", n), "labels": {(label): "true"}},
+                    "rules": [self.rule(rng, true)]}));
+            }
+            objects.insert(0, role);
             json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name})
         } else {
             // Sometimes the Role lives in the other namespace: the binding then grants nothing.
@@ -203,8 +219,10 @@ impl World {
     }
 }
 
-/// Our evaluator over every role and binding the server lists.
-fn local_policy(cluster: &RealCluster) -> RbacPolicy {
+/// Both evaluators over every role and binding the server lists: `RbacPolicy` (the embedded
+/// state's, which computes aggregation) and `RbacIndex` (the webhook's, which reads roles as
+/// stored), the index built object by object as watch events would build it.
+fn local_evaluators(cluster: &RealCluster) -> (RbacPolicy, RbacIndex) {
     let list = |kind: &str| -> Vec<Value> {
         let text = cluster
             .kubectl_ok(&["get", kind, "-A", "-o", "json"], None)
@@ -215,32 +233,35 @@ fn local_policy(cluster: &RealCluster) -> RbacPolicy {
     let role = |v: Value| serde_json::from_value::<Role>(v).unwrap();
     let binding = |v: Value| serde_json::from_value::<Binding>(v).unwrap();
     let mut policy = RbacPolicy::default();
-    for v in list("clusterroles.rbac.authorization.k8s.io") {
-        policy.add_cluster_role(role(v));
-    }
-    for v in list("roles.rbac.authorization.k8s.io") {
-        policy.add_role(role(v));
-    }
+    let mut index = RbacIndex::default();
+    // Bindings first: the index must cope with roles arriving after the bindings to them.
     for v in list("clusterrolebindings.rbac.authorization.k8s.io") {
+        index.apply_binding(binding(v.clone()), false);
         policy.add_cluster_role_binding(binding(v));
     }
     for v in list("rolebindings.rbac.authorization.k8s.io") {
+        index.apply_binding(binding(v.clone()), true);
         policy.add_role_binding(binding(v));
     }
-    policy
+    for v in list("clusterroles.rbac.authorization.k8s.io") {
+        index.apply_role(role(v.clone()), false);
+        policy.add_cluster_role(role(v));
+    }
+    for v in list("roles.rbac.authorization.k8s.io") {
+        index.apply_role(role(v.clone()), true);
+        policy.add_role(role(v));
+    }
+    (policy, index)
 }
 
-fn local_answer(policy: &RbacPolicy, case: &Case) -> bool {
-    let attrs = ResourceAttributes {
-        verb: case.verb.to_string(),
-        ..ResourceAttributes::use_credential_spec(&case.namespace, &case.spec)
-    };
-    policy
-        .authorize(
-            &UserInfo::service_account(&case.namespace, &case.service_account),
-            &attrs,
-        )
-        .allowed
+fn attributes(case: &Case) -> (UserInfo, ResourceAttributes) {
+    (
+        UserInfo::service_account(&case.namespace, &case.service_account),
+        ResourceAttributes {
+            verb: case.verb.to_string(),
+            ..ResourceAttributes::use_credential_spec(&case.namespace, &case.spec)
+        },
+    )
 }
 
 /// The real authorizer's answer, asked the way the webhook asks it.
@@ -271,29 +292,58 @@ fn server_answer(cluster: &RealCluster, case: &Case) -> bool {
     answer["status"]["allowed"] == json!(true)
 }
 
-/// Compares every case; a difference is asked again for up to 10 s, since the authorizer's
-/// caches follow the API a moment behind. Returns (cases, allowed, differences).
-fn compare(cluster: &RealCluster, cases: &[Case]) -> (usize, usize, Vec<String>) {
-    let policy = local_policy(cluster);
-    let mut differing: Vec<(&Case, bool)> = Vec::new();
+/// Compares every case with both evaluators (`RbacPolicy` only outside `aggregated` worlds,
+/// where it computes what the server reads as stored); a difference is asked again for up to
+/// 10 s, since the authorizer's caches follow the API a moment behind. Returns (cases,
+/// allowed, differences).
+fn compare(
+    cluster: &RealCluster,
+    cases: &[Case],
+    aggregated: &BTreeSet<String>,
+) -> (usize, usize, Vec<String>) {
+    let (policy, index) = local_evaluators(cluster);
+    let mut differing: Vec<(&Case, &str, bool)> = Vec::new();
     let mut allowed = 0;
     for case in cases {
-        let local = local_answer(&policy, case);
-        allowed += usize::from(local);
-        if server_answer(cluster, case) != local {
-            differing.push((case, local));
+        let (user, attrs) = attributes(case);
+        let by_index = index.allows(&user, &attrs);
+        allowed += usize::from(by_index);
+        let server = server_answer(cluster, case);
+        if server != by_index {
+            differing.push((case, "RbacIndex", by_index));
+        }
+        let world = case.namespace.rsplit_once('-').map_or("", |(w, _)| w);
+        let by_policy = policy.authorize(&user, &attrs).allowed;
+        if !aggregated.contains(world) && server != by_policy {
+            differing.push((case, "RbacPolicy", by_policy));
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while !differing.is_empty() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(500));
-        differing.retain(|(case, local)| server_answer(cluster, case) != *local);
+        differing.retain(|(case, _, ours)| server_answer(cluster, case) != *ours);
     }
     let differences = differing
         .iter()
-        .map(|(case, local)| format!("{case:?}: ours {local}, the API server's {}", !local))
+        .map(|(case, which, ours)| format!("{case:?}: {which} {ours}, the API server's {}", !ours))
         .collect();
     (cases.len(), allowed, differences)
+}
+
+/// The worlds (`w3`) holding an aggregated ClusterRole.
+fn aggregated_worlds(bindings: &BTreeMap<String, Vec<Value>>) -> BTreeSet<String> {
+    bindings
+        .values()
+        .flatten()
+        .filter(|o| o.get("aggregationRule").is_some())
+        .filter_map(|o| {
+            o["metadata"]["name"]
+                .as_str()?
+                .split('-')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect()
 }
 
 fn apply_all(cluster: &RealCluster, objects: &[Value]) {
@@ -345,9 +395,11 @@ fn rbac_evaluation_agrees_with_the_real_authorizer(version: ServerVersion) {
         &cluster,
         &bindings.values().flatten().cloned().collect::<Vec<_>>(),
     );
-    let (count, allowed, mut differences) = compare(&cluster, &cases);
+    let aggregated = aggregated_worlds(&bindings);
+    let (count, allowed, mut differences) = compare(&cluster, &cases, &aggregated);
     eprintln!(
-        "{version} round 1: {count} cases, {allowed} allowed, {} differences",
+        "{version} round 1: {count} cases, {allowed} allowed, {} of {WORLDS} worlds aggregated, {} differences",
+        aggregated.len(),
         differences.len()
     );
 
@@ -370,6 +422,7 @@ fn rbac_evaluation_agrees_with_the_real_authorizer(version: ServerVersion) {
             _ => {}
         }
     }
+    let deleted_objects = deleted.clone();
     let deleted = json!({"apiVersion": "v1", "kind": "List", "items": deleted});
     cluster
         .kubectl_ok(
@@ -378,9 +431,15 @@ fn rbac_evaluation_agrees_with_the_real_authorizer(version: ServerVersion) {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     apply_all(&cluster, &changed);
-    let (count2, allowed2, differences2) = compare(&cluster, &cases);
+    let mut aggregated = aggregated_worlds(&bindings);
+    aggregated.extend(aggregated_worlds(&BTreeMap::from([(
+        String::new(),
+        deleted_objects,
+    )])));
+    let (count2, allowed2, differences2) = compare(&cluster, &cases, &aggregated);
     eprintln!(
-        "{version} round 2: {count2} cases, {allowed2} allowed, {} differences",
+        "{version} round 2: {count2} cases, {allowed2} allowed, {} of {WORLDS} worlds aggregated, {} differences",
+        aggregated.len(),
         differences2.len()
     );
     differences.extend(differences2);
