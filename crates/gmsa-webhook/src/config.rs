@@ -85,6 +85,13 @@ pub struct Args {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Where `use` decisions come from: `hybrid` finds RBAC grants in the watch caches and asks
+    /// the API server (an access review) only when RBAC alone says no; `api` asks it every time
+    /// (answers cached briefly), for clusters where an authorizer ahead of RBAC can deny what
+    /// RBAC allows; `local` never asks.
+    #[arg(long, value_enum, default_value_t = Authorization::Hybrid)]
+    pub authorization: Authorization,
+
     /// After SIGTERM, keep serving (with /readyz failing) this long before draining.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -104,6 +111,18 @@ pub struct Args {
     /// Accepted for compatibility with the reference; reloading is always on.
     #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true")]
     pub cert_reload: Option<String>,
+}
+
+/// Where `use` decisions come from (`--authorization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Authorization {
+    /// RBAC from the watch caches; an access review only when RBAC alone does not allow.
+    #[default]
+    Hybrid,
+    /// An access review for every decision (cached briefly).
+    Api,
+    /// RBAC from the watch caches alone.
+    Local,
 }
 
 /// How logs are written.
@@ -131,6 +150,7 @@ pub enum ClusterSource {
         allow_ttl: Duration,
         deny_ttl: Duration,
         caches: bool,
+        authorization: Authorization,
     },
 }
 
@@ -221,6 +241,7 @@ impl Config {
                 allow_ttl: args.allow_cache_ttl,
                 deny_ttl: args.deny_cache_ttl,
                 caches: !args.no_cache,
+                authorization: args.authorization,
             },
         };
         Ok((

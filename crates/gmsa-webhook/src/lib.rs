@@ -68,6 +68,7 @@ impl Server {
                 allow_ttl,
                 deny_ttl,
                 caches,
+                authorization,
             } => {
                 let settings = KubeSettings {
                     kubeconfig: kubeconfig.clone(),
@@ -76,6 +77,7 @@ impl Server {
                     allow_ttl: *allow_ttl,
                     deny_ttl: *deny_ttl,
                     caches: *caches,
+                    authorization: *authorization,
                 };
                 Backend::Kubernetes(KubeCluster::connect(settings, metrics.clone()).await?)
             }

@@ -27,7 +27,10 @@ pub struct PathLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum CacheKind {
     CredentialSpec,
+    /// Access reviews' answers.
     Authorization,
+    /// RBAC in the watch caches: a hit is a grant found there, needing no access review.
+    Rbac,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

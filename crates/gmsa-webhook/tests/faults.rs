@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gmsa_testkit::FakeApiServer;
-use gmsa_webhook::config::{CertSource, ClusterSource};
+use gmsa_webhook::config::{Authorization, CertSource, ClusterSource};
 use gmsa_webhook::tls::{self, CertificateAuthority, IssuedCert, Validity};
 use gmsa_webhook::Server;
 use http_body_util::{BodyExt, Empty, Full};
@@ -248,6 +248,8 @@ async fn kube_webhook(fake: &FakeApiServer, allow_ttl: Duration) -> KubeWebhook 
         allow_ttl,
         deny_ttl: allow_ttl,
         caches: true,
+        // These faults are about access reviews: ask one for every decision.
+        authorization: Authorization::Api,
     };
     let server = Server::bind(cfg).await.expect("bind");
     let client = Client::new(server.addr, &dir.path().join("certs/ca.crt"));

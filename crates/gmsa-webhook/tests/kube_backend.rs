@@ -11,6 +11,7 @@ use std::time::Duration;
 use gmsa_core::{AccessCheck, Facts, Needs, SpecLookup};
 use gmsa_testkit::FakeApiServer;
 use gmsa_webhook::backend::kubernetes::{KubeCluster, KubeError, KubeSettings};
+use gmsa_webhook::config::Authorization;
 use gmsa_webhook::metrics::{ApiCallKind, ApiCallLabels, CacheKind, CacheLabels, Metrics};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -30,6 +31,8 @@ struct Rig {
     _dir: TempDir,
 }
 
+/// Settings of a backend that asks an access review for every decision (`--authorization
+/// api`), whose cache these tests follow; `hybrid_settings` for RBAC from the watch caches.
 fn settings(kubeconfig: PathBuf, caches: bool) -> KubeSettings {
     KubeSettings {
         kubeconfig: Some(kubeconfig),
@@ -38,6 +41,7 @@ fn settings(kubeconfig: PathBuf, caches: bool) -> KubeSettings {
         allow_ttl: LONG_TTL,
         deny_ttl: LONG_TTL,
         caches,
+        authorization: Authorization::Api,
     }
 }
 
@@ -652,4 +656,118 @@ async fn requests_on_an_admissions_behalf_are_rate_limited() {
     }
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
+}
+
+/// A RoleBinding in `namespace` of the `use-<spec>` ClusterRole to `sa`, alone.
+fn role_binding(namespace: &str, sa: &str, spec: &str) -> Value {
+    grant_objects(namespace, sa, spec).remove(1)
+}
+
+impl Rig {
+    /// Applies `object` and waits until the RBAC index holds `count` objects.
+    async fn apply_rbac(&self, object: Value, count: usize) {
+        self.fake.apply(object).expect("apply");
+        let indexed = eventually(WAIT, || async {
+            self.cluster.rbac_objects() == Some(count)
+        });
+        assert!(
+            indexed.await,
+            "the RBAC index holds {:?}, not {count}",
+            self.cluster.rbac_objects()
+        );
+    }
+}
+
+#[tokio::test]
+async fn hybrid_finds_rbac_grants_without_a_review() {
+    let rig = Rig::ready(web_world(), |s| s.authorization = Authorization::Hybrid).await;
+    let reviews = || rig.api_calls(ApiCallKind::LocalSubjectAccessReview);
+    for _ in 0..50 {
+        assert_eq!(rig.grant("web", "gmsa-web").await, AccessCheck::Allowed);
+    }
+    assert_eq!(reviews(), 0, "a grant RBAC makes needs no review");
+    assert_eq!(rig.cache(CacheKind::Rbac, true), 50);
+
+    // RBAC says no: the API server is asked (another authorizer might allow), once.
+    assert!(matches!(
+        rig.grant("other", "gmsa-web").await,
+        AccessCheck::Denied { .. }
+    ));
+    assert!(matches!(
+        rig.grant("other", "gmsa-web").await,
+        AccessCheck::Denied { .. }
+    ));
+    assert_eq!(reviews(), 1);
+    assert_eq!(rig.cache(CacheKind::Rbac, false), 2);
+
+    // A binding in another namespace cannot affect the denial: it stays cached.
+    let held = rig.cluster.rbac_objects().expect("caches on");
+    rig.apply_rbac(role_binding("elsewhere", "other", "gmsa-web"), held + 1)
+        .await;
+    assert!(matches!(
+        rig.grant("other", "gmsa-web").await,
+        AccessCheck::Denied { .. }
+    ));
+    assert_eq!(
+        reviews(),
+        1,
+        "no review for a change that cannot affect the decision"
+    );
+
+    // One in its namespace can (it names a role that grants use): asked again.
+    rig.apply_rbac(role_binding(NS, "third", "gmsa-web"), held + 2)
+        .await;
+    assert!(matches!(
+        rig.grant("other", "gmsa-web").await,
+        AccessCheck::Denied { .. }
+    ));
+    assert_eq!(reviews(), 2);
+
+    // Granted at last: found in RBAC, no review.
+    rig.apply_rbac(role_binding(NS, "other", "gmsa-web"), held + 3)
+        .await;
+    assert_eq!(rig.grant("other", "gmsa-web").await, AccessCheck::Allowed);
+    assert_eq!(reviews(), 2);
+
+    // Revoked: RBAC no longer allows, and the API server is asked again.
+    rig.fake
+        .delete("rolebindings", Some(NS), "use-gmsa-web-other")
+        .expect("delete");
+    let revoked = eventually(WAIT, || async {
+        rig.cluster.rbac_objects() == Some(held + 2)
+    });
+    assert!(revoked.await);
+    assert!(matches!(
+        rig.grant("other", "gmsa-web").await,
+        AccessCheck::Denied { .. }
+    ));
+    assert_eq!(reviews(), 3);
+}
+
+#[tokio::test]
+async fn local_authorization_never_asks_the_api_server() {
+    let rig = Rig::ready(web_world(), |s| s.authorization = Authorization::Local).await;
+    assert_eq!(rig.grant("web", "gmsa-web").await, AccessCheck::Allowed);
+    assert!(matches!(
+        rig.grant("other", "gmsa-web").await,
+        AccessCheck::Denied { .. }
+    ));
+    assert_eq!(rig.api_calls(ApiCallKind::LocalSubjectAccessReview), 0);
+}
+
+#[tokio::test]
+async fn api_authorization_keeps_answers_a_change_elsewhere_cannot_affect() {
+    let rig = Rig::ready(web_world(), |_| {}).await;
+    let reviews = || rig.api_calls(ApiCallKind::LocalSubjectAccessReview);
+    assert_eq!(rig.grant("web", "gmsa-web").await, AccessCheck::Allowed);
+    assert_eq!(reviews(), 1);
+    let held = rig.cluster.rbac_objects().expect("caches on");
+    rig.apply_rbac(role_binding("elsewhere", "web", "gmsa-web"), held + 1)
+        .await;
+    assert_eq!(rig.grant("web", "gmsa-web").await, AccessCheck::Allowed);
+    assert_eq!(reviews(), 1, "the cached answer survives");
+    rig.apply_rbac(role_binding(NS, "third", "gmsa-web"), held + 2)
+        .await;
+    assert_eq!(rig.grant("web", "gmsa-web").await, AccessCheck::Allowed);
+    assert_eq!(reviews(), 2, "a change in its namespace drops it");
 }

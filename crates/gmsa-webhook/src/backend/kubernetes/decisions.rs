@@ -1,19 +1,25 @@
-//! The access-decision cache: answers of LocalSubjectAccessReviews per (namespace, service
-//! account, credential spec), kept for a short TTL and dropped all at once whenever any Role,
-//! ClusterRole, RoleBinding or ClusterRoleBinding changes. Working out which decisions one RBAC
-//! change affects would mean re-implementing the authorizer; changes are rare, reviews cheap.
+//! Access decisions without the API server where RBAC can answer, and a short-lived cache of
+//! the API server's answers where it must.
 //!
-//! Concurrent admissions that need the same decision share one review, so a Deployment scaling
-//! out sends one review, not one per pod.
+//! The four RBAC watches keep an [`RbacIndex`] of every Role, ClusterRole and binding, so a
+//! grant RBAC makes is found locally. The answers of LocalSubjectAccessReviews (asked when RBAC
+//! alone says no, or always in `api` mode) are kept per (namespace, service account, credential
+//! spec) for a short TTL, and dropped by scope when RBAC changes: only the decisions a change
+//! can affect ([`gmsa_core::rbac_index::Invalidation`]), everything only after a re-list.
+//!
+//! Concurrent admissions that need the same review share it, so a Deployment scaling out sends
+//! one review, not one per pod.
 
 use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
+use gmsa_core::rbac;
+use gmsa_core::rbac_index::{Invalidation, RbacIndex};
 use gmsa_core::AccessCheck;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -52,17 +58,19 @@ pub(super) struct DecisionCache {
     allow_ttl: Duration,
     deny_ttl: Duration,
     /// Set once all four RBAC watches have synced: before that, no change could flush a stale
-    /// decision, so none is kept.
+    /// decision, so none is kept, and the index is not complete enough to answer.
     armed: AtomicBool,
     state: Mutex<State>,
+    rbac: RwLock<RbacIndex>,
 }
 
 #[derive(Default)]
 struct State {
-    /// Bumped by every flush; a review started under an older generation is not stored.
-    generation: u64,
+    /// Numbers flights; a flight's answer is stored only while it is still the key's flight
+    /// (an invalidation detaches it: its answer may predate the change).
+    next_flight: u64,
     entries: HashMap<DecisionKey, Entry>,
-    flights: HashMap<DecisionKey, Flight>,
+    flights: HashMap<DecisionKey, (u64, Flight)>,
 }
 
 struct Entry {
@@ -79,7 +87,26 @@ impl DecisionCache {
             deny_ttl,
             armed: AtomicBool::new(false),
             state: Mutex::new(State::default()),
+            rbac: RwLock::new(RbacIndex::default()),
         }
+    }
+
+    /// How many Roles, ClusterRoles and bindings the index holds.
+    pub(super) fn rbac_objects(&self) -> usize {
+        self.rbac
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether RBAC alone grants the service account `use` of the spec; `None` until every
+    /// RBAC watch has synced.
+    pub(super) fn rbac_allows(&self, key: &DecisionKey) -> Option<bool> {
+        if !self.armed.load(Ordering::Acquire) {
+            return None;
+        }
+        let index = self.rbac.read().unwrap_or_else(PoisonError::into_inner);
+        Some(index.may_use(&key.namespace, &key.service_account, &key.spec))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -108,10 +135,11 @@ impl DecisionCache {
             }
             None => {}
         }
-        if let Some(flight) = state.flights.get(&key) {
+        if let Some((_, flight)) = state.flights.get(&key) {
             return Lookup::Pending(flight.clone());
         }
-        let generation = state.generation;
+        state.next_flight += 1;
+        let id = state.next_flight;
         // Weak: the flight is stored in this cache, and must not keep it alive.
         let cache = Arc::downgrade(self);
         let review = review();
@@ -119,20 +147,20 @@ impl DecisionCache {
         let flight = async move {
             let check = review.await;
             if let Some(cache) = cache.upgrade() {
-                cache.complete(&flight_key, generation, &check);
+                cache.complete(&flight_key, id, &check);
             }
             check
         }
         .boxed()
         .shared();
-        state.flights.insert(key, flight.clone());
+        state.flights.insert(key, (id, flight.clone()));
         Lookup::Pending(flight)
     }
 
-    /// Stores a review's answer, unless RBAC changed while it was under way.
-    fn complete(&self, key: &DecisionKey, generation: u64, check: &AccessCheck) {
+    /// Stores a review's answer, unless an RBAC change it may predate detached it.
+    fn complete(&self, key: &DecisionKey, id: u64, check: &AccessCheck) {
         let mut state = self.state();
-        if state.generation != generation {
+        if state.flights.get(key).map(|(current, _)| *current) != Some(id) {
             return;
         }
         state.flights.remove(key);
@@ -164,7 +192,6 @@ impl DecisionCache {
     /// made under the old RBAC, are not stored or shared with later admissions.
     pub(super) fn flush(&self) {
         let mut state = self.state();
-        state.generation += 1;
         if !state.entries.is_empty() {
             tracing::debug!(count = state.entries.len(), "access decisions flushed");
         }
@@ -172,10 +199,78 @@ impl DecisionCache {
         state.flights.clear();
     }
 
-    /// Flushes on every change of one RBAC kind until the task is aborted. Watch errors are
-    /// logged and retried with backoff, and do not flush: while the API server is unreachable,
-    /// decisions within their TTL keep answering (and the TTL bounds how stale they get); the
-    /// resumed watch delivers what was missed, or re-lists, and either flushes.
+    /// Forgets the decisions (and detaches the reviews under way) that `scope` covers.
+    pub(super) fn invalidate(&self, scope: &Invalidation) {
+        if scope.everything {
+            self.flush();
+            return;
+        }
+        if scope.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        let affected = |key: &DecisionKey| scope.affects(&key.namespace, &key.service_account);
+        state.entries.retain(|key, _| !affected(key));
+        state.flights.retain(|key, _| !affected(key));
+    }
+
+    /// Applies one watch event's object to the index; returns what it invalidates.
+    fn index_change(&self, source: Source, object: &DynamicObject, deleted: bool) -> Invalidation {
+        let value = match serde_json::to_value(object) {
+            Ok(value) => value,
+            Err(_) => return Invalidation::everything(),
+        };
+        let mut index = self.rbac.write().unwrap_or_else(PoisonError::into_inner);
+        let parsed = match source {
+            Source::Roles | Source::ClusterRoles => serde_json::from_value::<rbac::Role>(value)
+                .map(|role| {
+                    let namespaced = source == Source::Roles;
+                    if deleted {
+                        index.delete_role(&role, namespaced)
+                    } else {
+                        index.apply_role(role, namespaced)
+                    }
+                }),
+            _ => serde_json::from_value::<rbac::Binding>(value).map(|binding| {
+                let namespaced = source == Source::RoleBindings;
+                if deleted {
+                    index.delete_binding(&binding, namespaced)
+                } else {
+                    index.apply_binding(binding, namespaced)
+                }
+            }),
+        };
+        parsed.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unreadable RBAC object; every decision is re-checked");
+            Invalidation::everything()
+        })
+    }
+
+    /// Replaces every object of one kind, after a (re-)list.
+    fn index_replace(&self, source: Source, objects: Vec<DynamicObject>) {
+        let values = objects.iter().filter_map(|o| serde_json::to_value(o).ok());
+        let mut index = self.rbac.write().unwrap_or_else(PoisonError::into_inner);
+        match source {
+            Source::Roles | Source::ClusterRoles => {
+                let roles = values
+                    .filter_map(|v| serde_json::from_value(v).ok())
+                    .collect();
+                index.replace_roles(roles, source == Source::Roles);
+            }
+            _ => {
+                let bindings = values
+                    .filter_map(|v| serde_json::from_value(v).ok())
+                    .collect();
+                index.replace_bindings(bindings, source == Source::RoleBindings);
+            }
+        }
+    }
+
+    /// Keeps one RBAC kind in the index, and invalidates what each change can affect, until the
+    /// task is aborted. Watch errors are logged and retried with backoff, and invalidate
+    /// nothing: while the API server is unreachable the index and decisions within their TTL
+    /// keep answering; the resumed watch delivers what was missed, or re-lists (a re-list
+    /// replaces the kind in the index and flushes every decision).
     pub(super) async fn run_rbac_watch(
         self: Arc<Self>,
         client: Client,
@@ -187,17 +282,27 @@ impl DecisionCache {
         };
         let api: Api<DynamicObject> = Api::all_with(client, &resource);
         let mut events = pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+        let mut listing: Vec<DynamicObject> = Vec::new();
         while let Some(event) = events.next().await {
             match event {
-                Ok(Event::InitApply(_)) => {}
+                Ok(Event::Init) => listing.clear(),
+                Ok(Event::InitApply(object)) => listing.push(object),
                 Ok(Event::InitDone) => {
+                    self.index_replace(source, std::mem::take(&mut listing));
                     self.flush();
                     readiness.mark(source);
                     if readiness.all_synced(&Source::RBAC) {
                         self.arm();
                     }
                 }
-                Ok(Event::Init | Event::Apply(_) | Event::Delete(_)) => self.flush(),
+                Ok(Event::Apply(object)) => {
+                    let scope = self.index_change(source, &object, false);
+                    self.invalidate(&scope);
+                }
+                Ok(Event::Delete(object)) => {
+                    let scope = self.index_change(source, &object, true);
+                    self.invalidate(&scope);
+                }
                 Err(e) => {
                     tracing::warn!(
                         kind = %resource.kind,

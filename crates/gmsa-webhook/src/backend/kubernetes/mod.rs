@@ -1,7 +1,8 @@
 //! The Kubernetes API backend: credential specs from a watch cache with a direct GET on a miss;
-//! `use` grants by LocalSubjectAccessReview, cached briefly and flushed when any RBAC object
-//! changes. With the caches off it behaves as the reference does: a GET per spec and a review
-//! per grant on every admission.
+//! `use` grants from RBAC in watch caches, and by LocalSubjectAccessReview where RBAC alone
+//! does not allow (or always, with `--authorization api`), the reviews' answers cached briefly
+//! and dropped by the scope of each RBAC change. With the caches off it behaves as the
+//! reference does: a GET per spec and a review per grant on every admission.
 
 mod client;
 mod decisions;
@@ -18,6 +19,7 @@ use gmsa_core::{AccessCheck, Facts, Needs, SpecLookup};
 use thiserror::Error;
 use tokio::task::JoinHandle;
 
+use crate::config::Authorization;
 use crate::metrics::{CacheKind, Metrics};
 
 pub use client::API_CALL_TIMEOUT;
@@ -39,8 +41,10 @@ pub struct KubeSettings {
     pub allow_ttl: Duration,
     pub deny_ttl: Duration,
     /// `false` turns every cache off: a GET and a review per reference, the reference's design
-    /// (for benchmarks).
+    /// (for benchmarks); decisions are then always by review.
     pub caches: bool,
+    /// Where `use` decisions come from.
+    pub authorization: Authorization,
 }
 
 /// Errors that stop the backend from starting. An unreachable API server is not one: the
@@ -65,6 +69,7 @@ struct Inner {
     /// `None` with the caches off.
     specs: Option<Arc<SpecCache>>,
     decisions: Option<Arc<DecisionCache>>,
+    authorization: Authorization,
     readiness: Arc<Readiness>,
 }
 
@@ -109,6 +114,7 @@ impl KubeCluster {
                 metrics,
                 specs: Some(specs),
                 decisions: Some(decisions),
+                authorization: settings.authorization,
                 readiness,
             }
         } else {
@@ -122,6 +128,7 @@ impl KubeCluster {
                 metrics,
                 specs: None,
                 decisions: None,
+                authorization: Authorization::Api,
                 readiness,
             }
         };
@@ -154,6 +161,12 @@ impl KubeCluster {
         }
     }
 
+    /// How many Roles, ClusterRoles and bindings the RBAC index holds (`None` with the caches
+    /// off): how far the watches have got.
+    pub fn rbac_objects(&self) -> Option<usize> {
+        self.inner.decisions.as_ref().map(|d| d.rbac_objects())
+    }
+
     /// Whether the credential-spec and RBAC watches have synced (with the caches off: whether
     /// the API server has answered once). Stays true after that; watch errors are logged.
     pub fn is_ready(&self) -> bool {
@@ -184,8 +197,9 @@ impl Inner {
         self.api.get_credential_spec(name).await
     }
 
-    /// From the decision cache, or by a review (shared with concurrent admissions asking the
-    /// same). Joining a review under way counts as a miss: the answer came from the API.
+    /// From RBAC in the watch caches (unless `--authorization api`); else from the decision
+    /// cache, or by a review (shared with concurrent admissions asking the same). Joining a
+    /// review under way counts as a miss: the answer came from the API.
     async fn may_use(&self, namespace: &str, service_account: &str, spec: &str) -> AccessCheck {
         let Some(cache) = &self.decisions else {
             return self
@@ -198,6 +212,19 @@ impl Inner {
             service_account: service_account.to_string(),
             spec: spec.to_string(),
         };
+        if self.authorization != Authorization::Api {
+            if let Some(allowed) = cache.rbac_allows(&key) {
+                self.metrics.cache(CacheKind::Rbac, allowed);
+                if allowed {
+                    return AccessCheck::Allowed;
+                }
+                if self.authorization == Authorization::Local {
+                    return AccessCheck::Denied {
+                        reason: String::new(),
+                    };
+                }
+            }
+        }
         let api = self.api.clone();
         let lookup = cache.lookup(key.clone(), move || {
             async move {
