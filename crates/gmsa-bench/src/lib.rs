@@ -3,6 +3,7 @@
 //! per admission, memory, a large cluster, and instruction counts of the pure decision path.
 //! `main.rs` parses arguments; everything else is here so the smoke test can run it.
 
+pub mod authz;
 pub mod decide;
 pub mod load;
 pub mod machine;

@@ -58,6 +58,26 @@ pub async fn get_status(
     tls: &Arc<rustls::ClientConfig>,
     path: &str,
 ) -> anyhow::Result<u16> {
+    Ok(get(addr, tls, path).await?.0)
+}
+
+/// GET `path` on a new connection; the body as text, when the answer is 200.
+pub async fn get_text(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> anyhow::Result<String> {
+    match get(addr, tls, path).await? {
+        (200, body) => Ok(String::from_utf8_lossy(&body).into_owned()),
+        (status, _) => Err(anyhow!("GET {path}: HTTP {status}")),
+    }
+}
+
+async fn get(
+    addr: SocketAddr,
+    tls: &Arc<rustls::ClientConfig>,
+    path: &str,
+) -> anyhow::Result<(u16, Bytes)> {
     let tcp = TcpStream::connect(addr).await?;
     let stream = TlsConnector::from(tls.clone())
         .connect(ServerName::try_from("localhost")?, tcp)
@@ -70,7 +90,9 @@ pub async fn get_status(
         .header(http::header::HOST, "localhost")
         .body(Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
-    Ok(response.status().as_u16())
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }
 
 /// Polls `/readyz` until it answers 200; how long that took.
@@ -95,7 +117,8 @@ pub struct Cell {
     pub addr: SocketAddr,
     pub tls: Arc<rustls::ClientConfig>,
     pub path: &'static str,
-    pub body: Bytes,
+    /// The request bodies, taken in turn across all connections (one body: always that one).
+    pub bodies: Arc<[Bytes]>,
     pub connections: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -141,7 +164,7 @@ pub async fn run(
     let failures = Arc::new(AtomicU64::new(0));
     let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
     let mut tasks = Vec::with_capacity(n);
-    for _ in 0..n {
+    for connection in 0..n {
         let cell = cell.clone();
         let barrier = barrier.clone();
         let failures = failures.clone();
@@ -160,6 +183,7 @@ pub async fn run(
                 }
             };
             let mut count = 0u64;
+            let mut sent = 0usize;
             for measured in [false, true] {
                 let window = if measured { cell.duration } else { cell.warmup };
                 let end = Instant::now() + window;
@@ -168,8 +192,10 @@ pub async fn run(
                         note("no connection".into());
                         break;
                     };
+                    let body = &cell.bodies[(connection + sent * n) % cell.bodies.len().max(1)];
+                    sent += 1;
                     let started = Instant::now();
-                    match send(s, &cell).await {
+                    match send(s, &cell, body).await {
                         Ok(()) => {
                             if measured {
                                 let us = started.elapsed().as_micros().max(1) as u64;
@@ -220,12 +246,12 @@ pub async fn run(
     })
 }
 
-async fn send(sender: &mut Sender, cell: &Cell) -> anyhow::Result<()> {
+async fn send(sender: &mut Sender, cell: &Cell, body: &Bytes) -> anyhow::Result<()> {
     sender.ready().await?;
     let request = http::Request::post(cell.path)
         .header(http::header::HOST, "localhost")
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(cell.body.clone()))?;
+        .body(Full::new(body.clone()))?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();

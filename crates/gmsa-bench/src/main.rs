@@ -77,6 +77,19 @@ enum Part {
         #[arg(long, default_value_t = 1)]
         refs: usize,
     },
+    /// Access decisions on a real kube-apiserver (v1.37.2, built by
+    /// hack/build-kube-apiserver.sh): --authorization api against hybrid, quiet, under RBAC
+    /// churn, with many service accounts and in a burst of new ones. With --write-report the
+    /// section of BENCHMARKS.md is replaced. Example:
+    /// cargo run --release -p gmsa-bench -- authorization --write-report
+    Authorization {
+        /// Short windows and fewer keys.
+        #[arg(long)]
+        quick: bool,
+        /// Replace the section in FILE (default BENCHMARKS.md).
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "BENCHMARKS.md")]
+        write_report: Option<PathBuf>,
+    },
     /// Instructions per admission: `decide` under callgrind at two iteration counts.
     Callgrind {
         #[arg(long, default_value_t = 1000)]
@@ -155,6 +168,30 @@ fn main() -> anyhow::Result<()> {
             println!("{allowed}");
             return Ok(());
         }
+        Some(Part::Authorization {
+            quick,
+            write_report,
+        }) => {
+            let plan = if quick {
+                gmsa_bench::authz::Plan::quick()
+            } else {
+                gmsa_bench::authz::Plan::full()
+            };
+            let rows = gmsa_bench::authz::run(&plan)?;
+            println!("{}", serde_json::to_string(&rows)?);
+            if let Some(path) = write_report {
+                let command = format!(
+                    "cargo run --release -p gmsa-bench -- authorization{}",
+                    if quick { " --quick" } else { "" }
+                );
+                let section = gmsa_bench::authz::markdown(&rows, &command);
+                let report = std::fs::read_to_string(&path).unwrap_or_default();
+                std::fs::write(&path, gmsa_bench::authz::splice(&report, &section))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("section written to {}", path.display());
+            }
+            return Ok(());
+        }
         Some(Part::Callgrind { n1, n2 }) => {
             let counts = instruction_counts(n1, n2, &args.log_level)?;
             println!("{}", serde_json::to_string_pretty(&counts)?);
@@ -215,11 +252,20 @@ fn main() -> anyhow::Result<()> {
                 c
             },
         );
-        std::fs::write(
-            path,
-            report::markdown(&results, &machine, &instructions, &command),
-        )
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        // The access-decision section comes from `authorization`; keep it.
+        let mut text = report::markdown(&results, &machine, &instructions, &command);
+        if let Ok(old) = std::fs::read_to_string(path) {
+            if let (Some(b), Some(e)) = (
+                old.find(gmsa_bench::authz::BEGIN),
+                old.find(gmsa_bench::authz::END),
+            ) {
+                if e > b {
+                    text =
+                        gmsa_bench::authz::splice(&text, &old[b..e + gmsa_bench::authz::END.len()]);
+                }
+            }
+        }
+        std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("report written to {}", path.display());
     }
     Ok(())

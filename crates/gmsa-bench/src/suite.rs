@@ -373,7 +373,7 @@ async fn measure_cell(
             Hook::Mutate => paths::MUTATE,
             Hook::Validate => paths::VALIDATE,
         },
-        body,
+        bodies: Arc::from(vec![body]),
         connections,
         warmup: plan.warmup,
         duration: plan.duration,

@@ -89,6 +89,8 @@ impl TargetSpec {
                 allow_ttl: Duration::from_secs(10),
                 deny_ttl: Duration::from_secs(2),
                 caches: self.kind == TargetKind::KubeCached,
+                // What ships: RBAC grants from the watch caches.
+                authorization: gmsa_webhook::config::Authorization::default(),
             },
             TargetKind::Embedded => ClusterSource::StateDir(
                 self.state_dir

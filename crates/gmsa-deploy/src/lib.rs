@@ -100,6 +100,8 @@ pub struct Settings {
     pub match_conditions: Option<bool>,
     /// `RANDOM_HOSTNAME=true` in the container.
     pub random_hostname: bool,
+    /// The webhook's `--authorization`.
+    pub authorization: gmsa_core::rbac_index::AuthorizationMode,
     /// Kubernetes client rate limit (`QPS`, `BURST`); the webhook's defaults when `None`.
     pub qps: Option<String>,
     pub burst: Option<u32>,
@@ -132,6 +134,7 @@ impl Default for Settings {
             kube_version: KubeVersion::OFFLINE_DEFAULT,
             match_conditions: None,
             random_hostname: false,
+            authorization: gmsa_core::rbac_index::AuthorizationMode::Hybrid,
             qps: None,
             burst: None,
             resources: Resources::default(),

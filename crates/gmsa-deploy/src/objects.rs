@@ -204,6 +204,11 @@ pub fn deployment(settings: &Settings) -> Value {
     if settings.random_hostname {
         env.push(json!({"name": "RANDOM_HOSTNAME", "value": "true"}));
     }
+    // The default needs no argument, so a default install renders as before.
+    let args: Vec<String> = match settings.authorization {
+        gmsa_core::rbac_index::AuthorizationMode::Hybrid => Vec::new(),
+        mode => vec![format!("--authorization={mode}")],
+    };
     let probe = |path: &str, period: i64, failures: i64| {
         json!({
             "httpGet": {"path": path, "port": names::PORT_NAME, "scheme": "HTTPS"},
@@ -251,6 +256,9 @@ pub fn deployment(settings: &Settings) -> Value {
         }],
         "volumes": [{"name": names::TLS_VOLUME, "secret": {"secretName": serving_secret_name(settings)}}]
     });
+    if !args.is_empty() {
+        pod_spec["containers"][0]["args"] = json!(args);
+    }
     if !settings.tolerations.is_empty() {
         pod_spec["tolerations"] = json!(settings.tolerations);
     }

@@ -89,7 +89,7 @@ pub struct Args {
     /// the API server (an access review) only when RBAC alone says no; `api` asks it every time
     /// (answers cached briefly), for clusters where an authorizer ahead of RBAC can deny what
     /// RBAC allows; `local` never asks.
-    #[arg(long, value_enum, default_value_t = Authorization::Hybrid)]
+    #[arg(long, value_name = "MODE", default_value = "hybrid", value_parser = str::parse::<Authorization>)]
     pub authorization: Authorization,
 
     /// After SIGTERM, keep serving (with /readyz failing) this long before draining.
@@ -114,16 +114,7 @@ pub struct Args {
 }
 
 /// Where `use` decisions come from (`--authorization`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Authorization {
-    /// RBAC from the watch caches; an access review only when RBAC alone does not allow.
-    #[default]
-    Hybrid,
-    /// An access review for every decision (cached briefly).
-    Api,
-    /// RBAC from the watch caches alone.
-    Local,
-}
+pub use gmsa_core::rbac_index::AuthorizationMode as Authorization;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

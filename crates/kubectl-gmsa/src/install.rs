@@ -84,6 +84,11 @@ pub struct InstallArgs {
     /// not share a NetBIOS name.
     #[arg(long = "random-hostname")]
     pub random_hostname: bool,
+    /// Where the webhook's `use` decisions come from: hybrid (RBAC from its watch caches, an
+    /// access review only when RBAC alone does not allow), api (a review every time: when an
+    /// authorizer ahead of RBAC can deny), local (never a review).
+    #[arg(long, value_name = "MODE", default_value = "hybrid", value_parser = str::parse::<gmsa_core::rbac_index::AuthorizationMode>)]
+    pub authorization: gmsa_core::rbac_index::AuthorizationMode,
     /// Kubernetes client rate limit of the webhook (QPS env) [default: the webhook's, 5].
     #[arg(long, value_name = "N")]
     pub qps: Option<f32>,
@@ -152,6 +157,7 @@ impl InstallArgs {
                 Toggle::Off => Some(false),
             },
             random_hostname: self.random_hostname,
+            authorization: self.authorization,
             qps: self.qps.map(|q| q.to_string()),
             burst: self.burst,
             pod_disruption_budget: !self.no_pdb,

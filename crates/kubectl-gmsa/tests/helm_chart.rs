@@ -182,6 +182,8 @@ fn chart_renders_what_install_renders() {
                 "--node-setup",
                 "--match-conditions",
                 "off",
+                "--authorization",
+                "api",
             ],
             &[
                 "name=gmsa",
@@ -196,6 +198,7 @@ fn chart_renders_what_install_renders() {
                 "pdb.enabled=false",
                 "nodeSetup.enabled=true",
                 "matchConditions=false",
+                "authorization=api",
             ],
         ),
         case(
