@@ -124,7 +124,8 @@ pub struct Cell {
     pub duration: Duration,
     /// Bytes every successful answer contains.
     pub expect: &'static [u8],
-    /// Hard cap on requests per connection, so a cell is bounded in count as well as time.
+    /// Hard cap on requests per connection (warm-up, successes and failures alike), so a cell
+    /// is bounded in count as well as time.
     pub max_requests_per_connection: u64,
 }
 
@@ -187,7 +188,8 @@ pub async fn run(
             for measured in [false, true] {
                 let window = if measured { cell.duration } else { cell.warmup };
                 let end = Instant::now() + window;
-                while Instant::now() < end && count < cell.max_requests_per_connection {
+                // Failed requests count too: a burst asks each key once, and a refusal is final.
+                while Instant::now() < end && (sent as u64) < cell.max_requests_per_connection {
                     let Some(s) = sender.as_mut() else {
                         note("no connection".into());
                         break;

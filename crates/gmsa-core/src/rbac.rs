@@ -415,6 +415,17 @@ pub(crate) fn rule_allows(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool
         && (rule.resource_names.is_empty() || rule.resource_names.contains(&attrs.name))
 }
 
+/// [`rule_allows`] for `use` of the credential spec `spec`, without building the request.
+pub(crate) fn rule_allows_use(rule: &PolicyRule, spec: &str) -> bool {
+    has(&rule.verbs, names::USE_VERB)
+        && has(&rule.api_groups, names::GROUP)
+        && rule
+            .resources
+            .iter()
+            .any(|r| r == "*" || r == names::RESOURCE)
+        && (rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| n == spec))
+}
+
 fn resource_matches(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {
     let combined = if attrs.subresource.is_empty() {
         attrs.resource.clone()

@@ -14,7 +14,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::names;
-use crate::rbac::{has, rule_allows, Binding, ResourceAttributes, Role, Subject, UserInfo};
+use crate::rbac::{
+    has, rule_allows, rule_allows_use, Binding, PolicyRule, ResourceAttributes, Role, Subject,
+    UserInfo,
+};
 
 /// Where the webhook's `use` decisions come from (`--authorization`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -73,7 +76,7 @@ pub enum BindingId {
 }
 
 /// Who a subject is, as the authorizer compares it: service accounts become their user name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum SubjectKey {
     User(String),
     Group(String),
@@ -131,7 +134,9 @@ pub struct RbacIndex {
     cluster_roles: HashMap<String, Role>,
     roles: HashMap<(String, String), Role>,
     bindings: HashMap<BindingId, Binding>,
-    by_subject: HashMap<SubjectKey, HashSet<BindingId>>,
+    /// Bindings by the users they name (service accounts as their user names) and by groups.
+    by_user: HashMap<String, HashSet<BindingId>>,
+    by_group: HashMap<String, HashSet<BindingId>>,
 }
 
 /// Whether a rule could grant `use` of some credential spec: only such rules matter here.
@@ -228,27 +233,58 @@ impl RbacIndex {
         self.len() == 0
     }
 
-    /// Whether the service account may `use` the credential spec, by RBAC alone.
+    /// Whether the service account may `use` the credential spec, by RBAC alone: the answer
+    /// of [`RbacIndex::allows`] for that request, with two allocations (the user and the
+    /// namespace group names), as the admission hot path wants.
     pub fn may_use(&self, namespace: &str, service_account: &str, spec: &str) -> bool {
-        self.allows(
-            &UserInfo::service_account(namespace, service_account),
-            &ResourceAttributes::use_credential_spec(namespace, spec),
-        )
+        let user = names::service_account_user(namespace, service_account);
+        let namespace_group = format!("{}:{namespace}", names::SERVICE_ACCOUNTS_GROUP);
+        let groups = [
+            names::SERVICE_ACCOUNTS_GROUP,
+            namespace_group.as_str(),
+            names::AUTHENTICATED_GROUP,
+        ];
+        self.any_binding(&user, &groups, namespace, |rule| {
+            rule_allows_use(rule, spec)
+        })
     }
 
     /// Whether RBAC allows the request: some binding naming the user or one of its groups,
     /// cluster-wide or in the request's namespace, refers to a role with a matching rule.
     pub fn allows(&self, user: &UserInfo, attrs: &ResourceAttributes) -> bool {
-        let keys = std::iter::once(SubjectKey::User(user.name.clone()))
-            .chain(user.groups.iter().cloned().map(SubjectKey::Group));
-        keys.filter_map(|key| self.by_subject.get(&key))
+        let groups: Vec<&str> = user.groups.iter().map(String::as_str).collect();
+        self.any_binding(&user.name, &groups, &attrs.namespace, |rule| {
+            rule_allows(rule, attrs)
+        })
+    }
+
+    fn any_binding(
+        &self,
+        user: &str,
+        groups: &[&str],
+        namespace: &str,
+        allows: impl Fn(&PolicyRule) -> bool,
+    ) -> bool {
+        let sets = std::iter::once(self.by_user.get(user))
+            .chain(groups.iter().map(|g| self.by_group.get(*g)));
+        sets.flatten()
             .flatten()
-            .filter(|id| id.namespace().is_none_or(|ns| ns == attrs.namespace))
+            .filter(|id| id.namespace().is_none_or(|ns| ns == namespace))
             .filter_map(|id| Some((id, self.bindings.get(id)?)))
             .any(|(id, binding)| {
                 self.role_of(binding, id.namespace())
-                    .is_some_and(|role| role.rules.iter().any(|r| rule_allows(r, attrs)))
+                    .is_some_and(|role| role.rules.iter().any(&allows))
             })
+    }
+
+    fn subjects_mut(
+        &mut self,
+        key: SubjectKey,
+    ) -> (&mut HashMap<String, HashSet<BindingId>>, String) {
+        match key {
+            SubjectKey::User(name) => (&mut self.by_user, name),
+            SubjectKey::Group(name) => (&mut self.by_group, name),
+        }
     }
 
     fn role_of(&self, binding: &Binding, binding_ns: Option<&str>) -> Option<&Role> {
@@ -365,7 +401,8 @@ impl RbacIndex {
         scope.add(self.binding_scope(&id, &binding));
         for subject in &binding.subjects {
             if let Some(key) = subject_key(subject, id.namespace()) {
-                self.by_subject.entry(key).or_default().insert(id.clone());
+                let (map, name) = self.subjects_mut(key);
+                map.entry(name).or_default().insert(id.clone());
             }
         }
         self.bindings.insert(id, binding);
@@ -383,10 +420,11 @@ impl RbacIndex {
         };
         for subject in &old.subjects {
             if let Some(key) = subject_key(subject, id.namespace()) {
-                if let Some(ids) = self.by_subject.get_mut(&key) {
+                let (map, name) = self.subjects_mut(key);
+                if let Some(ids) = map.get_mut(&name) {
                     ids.remove(id);
                     if ids.is_empty() {
-                        self.by_subject.remove(&key);
+                        map.remove(&name);
                     }
                 }
             }
@@ -541,7 +579,10 @@ mod tests {
         assert!(index.may_use("a", "new", "web"));
         index.delete_binding(&grant, true);
         assert!(!index.may_use("a", "new", "web"));
-        assert!(index.by_subject.is_empty(), "no index entry is left behind");
+        assert!(
+            index.by_user.is_empty() && index.by_group.is_empty(),
+            "no index entry is left behind"
+        );
     }
 
     #[test]
