@@ -89,6 +89,9 @@ enum Part {
         /// Replace the section in FILE (default BENCHMARKS.md).
         #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "BENCHMARKS.md")]
         write_report: Option<PathBuf>,
+        /// The modes to compare, in order.
+        #[arg(long, value_delimiter = ',', default_value = "api,hybrid", value_parser = str::parse::<gmsa_webhook::config::Authorization>)]
+        modes: Vec<gmsa_webhook::config::Authorization>,
     },
     /// Instructions per admission: `decide` under callgrind at two iteration counts.
     Callgrind {
@@ -171,12 +174,14 @@ fn main() -> anyhow::Result<()> {
         Some(Part::Authorization {
             quick,
             write_report,
+            modes,
         }) => {
-            let plan = if quick {
+            let mut plan = if quick {
                 gmsa_bench::authz::Plan::quick()
             } else {
                 gmsa_bench::authz::Plan::full()
             };
+            plan.modes = modes;
             let rows = gmsa_bench::authz::run(&plan)?;
             println!("{}", serde_json::to_string(&rows)?);
             if let Some(path) = write_report {
