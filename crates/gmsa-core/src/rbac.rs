@@ -404,7 +404,7 @@ pub(crate) fn rbac_api_group(subject: &Subject) -> bool {
     )
 }
 
-pub(crate) fn has(list: &[String], wanted: &str) -> bool {
+fn has(list: &[String], wanted: &str) -> bool {
     list.iter().any(|x| x == "*" || x == wanted)
 }
 
@@ -415,15 +415,17 @@ pub(crate) fn rule_allows(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool
         && (rule.resource_names.is_empty() || rule.resource_names.contains(&attrs.name))
 }
 
-/// [`rule_allows`] for `use` of the credential spec `spec`, without building the request.
-pub(crate) fn rule_allows_use(rule: &PolicyRule, spec: &str) -> bool {
+/// [`rule_allows`] for `use` of the credential spec `spec` (of any, with `None`), without
+/// building the request.
+pub(crate) fn rule_allows_use(rule: &PolicyRule, spec: Option<&str>) -> bool {
     has(&rule.verbs, names::USE_VERB)
         && has(&rule.api_groups, names::GROUP)
         && rule
             .resources
             .iter()
             .any(|r| r == "*" || r == names::RESOURCE)
-        && (rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| n == spec))
+        && (rule.resource_names.is_empty()
+            || spec.is_none_or(|spec| rule.resource_names.iter().any(|n| n == spec)))
 }
 
 fn resource_matches(rule: &PolicyRule, attrs: &ResourceAttributes) -> bool {

@@ -15,8 +15,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::names;
 use crate::rbac::{
-    has, rule_allows, rule_allows_use, Binding, PolicyRule, ResourceAttributes, Role, Subject,
-    UserInfo,
+    rule_allows, rule_allows_use, Binding, PolicyRule, ResourceAttributes, Role, Subject, UserInfo,
 };
 
 /// Where the webhook's `use` decisions come from (`--authorization`).
@@ -139,16 +138,9 @@ pub struct RbacIndex {
     by_group: HashMap<String, HashSet<BindingId>>,
 }
 
-/// Whether a rule could grant `use` of some credential spec: only such rules matter here.
+/// Whether a role could grant `use` of some credential spec: only such roles matter here.
 fn could_grant_use(role: &Role) -> bool {
-    role.rules.iter().any(|rule| {
-        has(&rule.verbs, names::USE_VERB)
-            && has(&rule.api_groups, names::GROUP)
-            && rule
-                .resources
-                .iter()
-                .any(|r| r == "*" || r == names::RESOURCE)
-    })
+    role.rules.iter().any(|rule| rule_allows_use(rule, None))
 }
 
 /// How the authorizer reads a subject of a binding in `binding_ns`; `None` when it never
@@ -201,6 +193,24 @@ fn subject_scope(key: &SubjectKey) -> Invalidation {
     scope
 }
 
+/// Whose decisions a binding reaches: its namespace's, or a ClusterRoleBinding's subjects'.
+fn reach(id: &BindingId, binding: &Binding) -> Invalidation {
+    let mut scope = Invalidation::none();
+    match id.namespace() {
+        Some(ns) => {
+            scope.namespaces.insert(ns.to_string());
+        }
+        None => {
+            for subject in &binding.subjects {
+                if let Some(key) = subject_key(subject, None) {
+                    scope.add(subject_scope(&key));
+                }
+            }
+        }
+    }
+    scope
+}
+
 impl BindingId {
     fn of(binding: &Binding, namespaced: bool) -> Self {
         let name = binding.metadata.name.clone();
@@ -245,7 +255,7 @@ impl RbacIndex {
             names::AUTHENTICATED_GROUP,
         ];
         self.any_binding(&user, &groups, namespace, |rule| {
-            rule_allows_use(rule, spec)
+            rule_allows_use(rule, Some(spec))
         })
     }
 
@@ -304,25 +314,12 @@ impl RbacIndex {
         {
             return Invalidation::none();
         }
-        let mut scope = Invalidation::none();
-        match id.namespace() {
-            Some(ns) => {
-                scope.namespaces.insert(ns.to_string());
-            }
-            None => {
-                for subject in &binding.subjects {
-                    if let Some(key) = subject_key(subject, None) {
-                        scope.add(subject_scope(&key));
-                    }
-                }
-            }
-        }
-        scope
+        reach(id, binding)
     }
 
     /// Adds or replaces a Role (`namespaced`) or ClusterRole.
     pub fn apply_role(&mut self, role: Role, namespaced: bool) -> Invalidation {
-        let scope = self.role_scope(Some(&role), &role, namespaced);
+        let scope = self.role_scope(&role, namespaced);
         let name = role.metadata.name.clone();
         if namespaced {
             let ns = role.metadata.namespace.clone().unwrap_or_default();
@@ -344,7 +341,7 @@ impl RbacIndex {
             self.cluster_roles.remove(&name)
         };
         match old {
-            Some(old) => self.role_scope(Some(&old), &old, namespaced),
+            Some(old) => self.role_scope(&old, namespaced),
             None => Invalidation::none(),
         }
     }
@@ -356,15 +353,15 @@ impl RbacIndex {
         namespaced: bool,
     ) -> Invalidation {
         if let Some(old) = old {
-            scope.add(self.role_scope(Some(old), old, namespaced));
+            scope.add(self.role_scope(old, namespaced));
         }
         scope
     }
 
     /// The decisions a role (in one of its versions) can affect: none unless it could grant
     /// `use`; else those of the bindings referring to it.
-    fn role_scope(&self, version: Option<&Role>, role: &Role, namespaced: bool) -> Invalidation {
-        if !version.is_some_and(could_grant_use) {
+    fn role_scope(&self, role: &Role, namespaced: bool) -> Invalidation {
+        if !could_grant_use(role) {
             return Invalidation::none();
         }
         let mut scope = Invalidation::none();
@@ -377,18 +374,7 @@ impl RbacIndex {
         for (id, binding) in &self.bindings {
             if binding.role_ref.kind == "ClusterRole" && binding.role_ref.name == role.metadata.name
             {
-                match id.namespace() {
-                    Some(ns) => {
-                        scope.namespaces.insert(ns.to_string());
-                    }
-                    None => {
-                        for subject in &binding.subjects {
-                            if let Some(key) = subject_key(subject, None) {
-                                scope.add(subject_scope(&key));
-                            }
-                        }
-                    }
-                }
+                scope.add(reach(id, binding));
             }
         }
         scope
