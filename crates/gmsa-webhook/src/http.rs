@@ -201,7 +201,7 @@ async fn admission(app: Arc<App>, endpoint: Endpoint, request: Request) -> Respo
         .admissions
         .get_or_create(&AdmissionLabels {
             path,
-            operation,
+            operation: crate::metrics::operation_label(&operation),
             allowed: if allowed { "true" } else { "false" },
         })
         .inc();

@@ -13,8 +13,22 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdmissionLabels {
     pub path: &'static str,
-    pub operation: String,
+    /// From a fixed set ([`operation_label`]): a caller must not be able to make new series.
+    pub operation: &'static str,
     pub allowed: &'static str,
+}
+
+/// The label for a review's `operation`: one of the four the API server sends, `none` when
+/// the review had none (an unreadable body), `unknown` for anything else a caller invents.
+pub fn operation_label(operation: &str) -> &'static str {
+    match operation {
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        "" => "none",
+        _ => "unknown",
+    }
 }
 
 /// Labels of one latency observation.

@@ -237,6 +237,39 @@ async fn mutate_inlines_go_encoded_contents_and_echoes_version() {
 }
 
 #[tokio::test]
+async fn invented_operations_make_no_new_metric_series() {
+    let f = fixture(Options::default());
+    for i in 0..300 {
+        let operation = format!("INVENTED-{i}");
+        call(
+            &f.app,
+            post(
+                "/validate",
+                review("admission.k8s.io/v1", &operation, "default", "gmsa-webapp1"),
+            ),
+        )
+        .await;
+    }
+    let (_, m, _) = call(
+        &f.app,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let m = String::from_utf8(m).unwrap();
+    let series: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("gmsa_webhook_admissions_total{"))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            r#"gmsa_webhook_admissions_total{path="/validate",operation="unknown",allowed="false"} 300"#
+        ],
+        "{m}"
+    );
+}
+
+#[tokio::test]
 async fn validate_refuses_an_unauthorized_service_account_and_counts_it() {
     let f = fixture(Options::default());
     let (_, b, _) = call(
