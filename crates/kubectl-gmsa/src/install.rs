@@ -408,7 +408,14 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     if !server_dry_run {
         preflight(&applier, &manifest.objects, ns).await?;
     }
-    let reference = crate::reference::find(&client).await?;
+    // Looking is a courtesy: a user who may not list webhook configurations still installs.
+    let (reference, looked) = match crate::reference::find(&client).await {
+        Ok(found) => (found, true),
+        Err(e) => {
+            eprintln!("note: could not look for a reference webhook ({e:#}); `kubectl gmsa doctor` checks again");
+            (None, false)
+        }
+    };
 
     // A new CA is trusted before any replica can serve a certificate it signed.
     let rotating = matches!(tls, Some((_, Decision::Issued(_))))
@@ -448,7 +455,12 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             eprintln!("the reference webhook is retired; its CRD and credential specs are kept");
         }
         (Some(found), false) => eprintln!("\n{}\n", found.describe()),
-        (None, true) => eprintln!("--retire-reference: no reference webhook is registered"),
+        (None, true) if looked => {
+            eprintln!("--retire-reference: no reference webhook is registered")
+        }
+        (None, true) => bail!(
+            "--retire-reference: could not look for the reference webhook (see the note above)"
+        ),
         (None, false) => {}
     }
     if rotating && !server_dry_run {
