@@ -97,6 +97,15 @@ fn webhooks_cover_pods_ephemeral_containers_and_credspecs() {
         json!(["gmsacredentialspecs"])
     );
     assert!(validating[1].get("matchConditions").is_none());
+    assert_eq!(
+        validating[0]["namespaceSelector"]["matchExpressions"],
+        json!([{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["gmsa-system"]}]),
+        "no label skips authorization"
+    );
+    assert_eq!(
+        mutating["namespaceSelector"]["matchExpressions"][0]["key"], "gmsa-webhook",
+        "mutation can be opted out of"
+    );
 }
 
 #[test]
@@ -118,6 +127,13 @@ fn older_clusters_get_what_they_understand() {
             .unwrap()
             .len(),
         1
+    );
+    // Before 1.21 the label is the only way to skip the webhook's own namespace: it stays on
+    // both webhooks.
+    let validating = &find(&m, "ValidatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(
+        validating["namespaceSelector"]["matchExpressions"][0]["key"],
+        "gmsa-webhook"
     );
     let forced = Settings {
         match_conditions: Some(true),

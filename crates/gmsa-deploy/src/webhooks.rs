@@ -60,13 +60,17 @@ fn client_config(settings: &Settings, path: &str, ca_bundle: Option<&str>) -> Va
     config
 }
 
-/// Skips the webhook's own namespace and namespaces labelled `gmsa-webhook: disabled`.
-fn namespace_selector(settings: &Settings) -> Value {
-    let mut expressions = vec![json!({
-        "key": names::DISABLE_LABEL,
-        "operator": "NotIn",
-        "values": [names::DISABLE_VALUE]
-    })];
+/// Skips the webhook's own namespace and, with `opt_out`, namespaces labelled
+/// `gmsa-webhook: disabled`.
+fn namespace_selector(settings: &Settings, opt_out: bool) -> Value {
+    let mut expressions = Vec::new();
+    if opt_out {
+        expressions.push(json!({
+            "key": names::DISABLE_LABEL,
+            "operator": "NotIn",
+            "values": [names::DISABLE_VALUE]
+        }));
+    }
     if settings.kube_version.at_least(KubeVersion::POLICY_V1) {
         expressions.push(json!({
             "key": names::NAMESPACE_NAME_LABEL,
@@ -87,12 +91,21 @@ fn pod_rule(operations: &[&str], resource: &str) -> Value {
     })
 }
 
+/// Whether namespaces labelled `gmsa-webhook: disabled` skip the validating webhook too. A
+/// label must not switch authorization off, so from 1.21, where the webhook's own namespace
+/// is skipped by its name, they do not: only mutation can be opted out of. Before 1.21 the
+/// label is the only way to keep the webhook's own pods from waiting on it, and stays.
+fn validation_opt_out(settings: &Settings) -> bool {
+    !settings.kube_version.at_least(KubeVersion::POLICY_V1)
+}
+
 fn pod_webhook(
     settings: &Settings,
     name: &str,
     path: &str,
     pod_operations: &[&str],
     ca_bundle: Option<&str>,
+    opt_out: bool,
 ) -> Value {
     let mut webhook = json!({
         "name": name,
@@ -101,7 +114,7 @@ fn pod_webhook(
             pod_rule(pod_operations, "pods"),
             pod_rule(&["UPDATE"], &format!("pods/{}", core_names::EPHEMERAL_CONTAINERS_SUBRESOURCE))
         ],
-        "namespaceSelector": namespace_selector(settings),
+        "namespaceSelector": namespace_selector(settings, opt_out),
         "failurePolicy": "Fail",
         "matchPolicy": "Equivalent",
         "sideEffects": "None",
@@ -137,7 +150,7 @@ pub fn mutating(settings: &Settings, ca_bundle: Option<&str>) -> Value {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": metadata(settings),
-        "webhooks": [pod_webhook(settings, names::MUTATING_WEBHOOK, paths::MUTATE, &["CREATE"], ca_bundle)]
+        "webhooks": [pod_webhook(settings, names::MUTATING_WEBHOOK, paths::MUTATE, &["CREATE"], ca_bundle, true)]
     })
 }
 
@@ -164,7 +177,14 @@ pub fn validating(settings: &Settings, ca_bundle: Option<&str>) -> Value {
         "kind": "ValidatingWebhookConfiguration",
         "metadata": metadata(settings),
         "webhooks": [
-            pod_webhook(settings, names::VALIDATING_WEBHOOK, paths::VALIDATE, &["CREATE", "UPDATE"], ca_bundle),
+            pod_webhook(
+                settings,
+                names::VALIDATING_WEBHOOK,
+                paths::VALIDATE,
+                &["CREATE", "UPDATE"],
+                ca_bundle,
+                validation_opt_out(settings),
+            ),
             credspecs
         ]
     })

@@ -26,6 +26,8 @@ use serde_json::{json, Value};
 const NS: &str = "gmsa-e2e";
 /// A namespace with no grants at all.
 const OTHER_NS: &str = "gmsa-other";
+/// A namespace labelled `gmsa-webhook: disabled`, with no grants.
+const OPT_OUT_NS: &str = "gmsa-opted-out";
 const IMAGE: &str = "mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2019";
 const IMAGE_2: &str = "mcr.microsoft.com/windows/servercore/iis:windowsservercore-ltsc2022";
 const MUTATING_WEBHOOK: &str = "pod-mutation.gmsa.windows.k8s.io";
@@ -145,6 +147,14 @@ fn set_up_cluster(cluster: &RealCluster) -> Result<(), String> {
     }
     cluster
         .create_service_account(OTHER_NS, "default")
+        .map_err(|e| e.to_string())?;
+    cluster
+        .create_service_account(OPT_OUT_NS, "default")
+        .map_err(|e| e.to_string())?;
+    let opted_out = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": OPT_OUT_NS, "labels": {"gmsa-webhook": "disabled"}}});
+    cluster
+        .apply(&opted_out.to_string())
         .map_err(|e| e.to_string())?;
 
     let specs = json!({"apiVersion": "v1", "kind": "List", "items": [
@@ -711,6 +721,30 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             r#"service account "default" is not authorized to `use` GMSA cred spec "gmsa-webapp1""#,
         )
     }),
+    (
+        "the opt-out label skips mutation, never authorization",
+        |e| {
+            let mut pod = with_pod_gmsa(
+                windows_pod("opted-out", None),
+                json!({"gmsaCredentialSpecName": "gmsa-webapp1"}),
+            );
+            pod["metadata"]["namespace"] = json!(OPT_OUT_NS);
+            if e.cluster.version().minor() >= 21 {
+                e.expect_denied(
+                &pod,
+                VALIDATING_WEBHOOK,
+                403,
+                r#"service account "default" is not authorized to `use` GMSA cred spec "gmsa-webapp1""#,
+            )
+            } else {
+                // Before 1.21 the label is how the webhook's own namespace is skipped, so it skips
+                // validation too (README: Kubernetes versions).
+                let (code, stored) = e.post_pod(OPT_OUT_NS, &pod)?;
+                same("status", Some(&code.to_string()), Some("201"))?;
+                same("pod-level contents", pod_contents(&stored), None)
+            }
+        },
+    ),
     ("unknown spec is denied", |e| {
         let mut pod = windows_pod("unknown-spec", Some("webapp"));
         pod["spec"]["containers"] = json!([container("app", named("gmsa-missing"))]);
