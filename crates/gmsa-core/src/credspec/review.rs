@@ -104,6 +104,11 @@ fn decide(request: &RequestIn<'_>) -> Verdict {
             ))
         }
     };
+    if unchanged_contents(request, &object) {
+        // Ratcheting: a spec written before today's checks can still get labels, annotations
+        // and finalizers; what pods would receive has not changed.
+        return Verdict::Allowed { patch: None };
+    }
     let problems = validate(&object);
     if problems.is_empty() {
         return Verdict::Allowed { patch: None };
@@ -122,6 +127,20 @@ fn decide(request: &RequestIn<'_>) -> Verdict {
             list.join("; ")
         ),
     ))
+}
+
+/// Whether an UPDATE leaves `credspec` as it was (JSON-equal; absent on both sides counts).
+fn unchanged_contents(request: &RequestIn<'_>, object: &Value) -> bool {
+    if request.operation != "UPDATE" {
+        return false;
+    }
+    let Some(old) = request.old_object else {
+        return false;
+    };
+    match serde_json::from_str::<Value>(old.get()) {
+        Ok(old) => old.get("credspec") == object.get("credspec"),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -176,5 +195,36 @@ mod tests {
         );
         let review = CredentialSpecReview::read(&body("GMSACredentialSpec", "UPDATE", json!(7)));
         assert!(matches!(review.verdict(), Verdict::Denied(d) if d.code == 400));
+    }
+
+    /// An UPDATE that leaves `credspec` alone is not re-checked; one that changes it is.
+    #[test]
+    fn updates_ratchet_on_unchanged_contents() {
+        let invalid = json!({"CmsPlugins": ["ActiveDirectory"]});
+        let spec = |credspec: &Value, label: &str| {
+            json!({"apiVersion": "windows.k8s.io/v1", "kind": "GMSACredentialSpec",
+                "metadata": {"name": "x", "labels": {"team": label}}, "credspec": credspec})
+        };
+        let update = |old: Value, new: Value| {
+            let mut review: Value =
+                serde_json::from_slice(&body("GMSACredentialSpec", "UPDATE", new)).unwrap();
+            review["request"]["oldObject"] = old;
+            CredentialSpecReview::read(review.to_string().as_bytes())
+        };
+        let relabelled = update(spec(&invalid, "a"), spec(&invalid, "b"));
+        assert!(
+            relabelled.verdict().is_allowed(),
+            "{:?}",
+            relabelled.verdict()
+        );
+        let changed = update(
+            spec(&invalid, "a"),
+            spec(&json!({"CmsPlugins": ["ActiveDirectory"], "X": 1}), "a"),
+        );
+        assert!(matches!(changed.verdict(), Verdict::Denied(d) if d.code == 422));
+        // Without the old object (or on CREATE) the checks run.
+        let review =
+            CredentialSpecReview::read(&body("GMSACredentialSpec", "UPDATE", spec(&invalid, "a")));
+        assert!(matches!(review.verdict(), Verdict::Denied(d) if d.code == 422));
     }
 }
