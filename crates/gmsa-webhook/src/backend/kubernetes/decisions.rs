@@ -101,12 +101,17 @@ impl DecisionCache {
 
     /// Whether RBAC alone grants the service account `use` of the spec; `None` until every
     /// RBAC watch has synced.
-    pub(super) fn rbac_allows(&self, key: &DecisionKey) -> Option<bool> {
+    pub(super) fn rbac_allows(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        spec: &str,
+    ) -> Option<bool> {
         if !self.armed.load(Ordering::Acquire) {
             return None;
         }
         let index = self.rbac.read().unwrap_or_else(PoisonError::into_inner);
-        Some(index.may_use(&key.namespace, &key.service_account, &key.spec))
+        Some(index.may_use(namespace, service_account, spec))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
