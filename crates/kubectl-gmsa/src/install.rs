@@ -444,7 +444,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
         println!("{}", applier.apply(object).await?.1);
     }
-    for line in remove_superseded(&applier, &settings).await? {
+    for line in crate::reference::remove_superseded(&applier, &settings).await? {
         println!("{line}");
     }
     match (&reference, args.retire_reference) {
@@ -521,35 +521,6 @@ fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
         Some(kube::Error::Api(status)) if status.code == 404
             && status.details.as_ref().is_some_and(|d| d.kind == "namespaces" && d.name == namespace)
     )
-}
-
-/// Our own webhook configurations under the name earlier versions gave them (`<name>`, now
-/// `<name>-admission`): deleted once the new ones are in place, unless they also hold a
-/// reference webhook (then they are the reference's, and `--retire-reference` decides).
-async fn remove_superseded(applier: &Applier, settings: &Settings) -> anyhow::Result<Vec<String>> {
-    let ours = gmsa_deploy::selector_labels(settings);
-    let mut lines = Vec::new();
-    for config_kind in [
-        "ValidatingWebhookConfiguration",
-        "MutatingWebhookConfiguration",
-    ] {
-        let info = kind("admissionregistration.k8s.io/v1", config_kind);
-        let Some(found) = applier.get(info, None, &settings.name).await? else {
-            continue;
-        };
-        let labelled = ours
-            .iter()
-            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
-        if labelled && !crate::reference::is_reference_configuration(&found) {
-            if let Some(line) = applier.delete(info, None, &settings.name).await? {
-                lines.push(format!(
-                    "{line} (superseded by {})",
-                    names::webhook_configuration(&settings.name)
-                ));
-            }
-        }
-    }
-    Ok(lines)
 }
 
 /// How long the API server gets to load new webhook configurations before the Secret they

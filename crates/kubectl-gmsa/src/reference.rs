@@ -6,6 +6,9 @@
 //! The reference is recognised by the one webhook name both its deploy script and its chart
 //! give every webhook; the object names are the user's choice there (`gmsa-webhook` by
 //! default), so they identify nothing.
+//!
+//! Our own earlier installs left something similar: webhook configurations under the name
+//! they had before (`<name>`), which [`remove_superseded`] deletes.
 
 use std::fmt::Write as _;
 
@@ -173,6 +176,38 @@ impl ReferenceInstall {
         }
         Ok(lines)
     }
+}
+
+/// Our own webhook configurations under the name earlier versions gave them (`<name>`, now
+/// `<name>-admission`): deleted once the new ones are in place, unless they also hold a
+/// reference webhook (then they are the reference's, and `--retire-reference` decides).
+pub async fn remove_superseded(
+    applier: &Applier,
+    settings: &gmsa_deploy::Settings,
+) -> anyhow::Result<Vec<String>> {
+    let ours = gmsa_deploy::selector_labels(settings);
+    let mut lines = Vec::new();
+    for config_kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let info = kind("admissionregistration.k8s.io/v1", config_kind);
+        let Some(found) = applier.get(info, None, &settings.name).await? else {
+            continue;
+        };
+        let labelled = ours
+            .iter()
+            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
+        if labelled && !is_reference_configuration(&found) {
+            if let Some(line) = applier.delete(info, None, &settings.name).await? {
+                lines.push(format!(
+                    "{line} (superseded by {})",
+                    gmsa_deploy::names::webhook_configuration(&settings.name)
+                ));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]
