@@ -114,17 +114,8 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
             .map(drop)
             .map_err(|e| anyhow!("{e}"))
     };
-    apply(gmsa_deploy::crd::custom_resource_definition())?;
     cluster
-        .kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=established",
-                "--timeout=60s",
-                &format!("crd/{}", gmsa_deploy::crd::crd_name()),
-            ],
-            None,
-        )
+        .apply_crd(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| anyhow!("{e}"))?;
     let rbac = "rbac.authorization.k8s.io";
     apply(json!({"apiVersion": "v1", "kind": "List", "items": [

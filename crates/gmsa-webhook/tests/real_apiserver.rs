@@ -123,18 +123,7 @@ fn role_binding(name: &str, role: &str, service_accounts: &[&str]) -> Value {
 ///   `nogrant` nothing; namespace gmsa-other has no grants.
 fn set_up_cluster(cluster: &RealCluster) -> Result<(), String> {
     cluster
-        .apply(&gmsa_deploy::crd::custom_resource_definition().to_string())
-        .map_err(|e| e.to_string())?;
-    cluster
-        .kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=established",
-                "--timeout=60s",
-                &format!("crd/{}", gmsa_deploy::crd::crd_name()),
-            ],
-            None,
-        )
+        .apply_crd(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| e.to_string())?;
     cluster
         .apply(&webhook_rbac().to_string())

@@ -859,7 +859,7 @@ fn reference_install(env: &Env) {
             "properties": {"credspec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
         }}})
     };
-    env.apply(&json!({
+    let crd = json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": CRD, "annotations": {"api-approved.kubernetes.io": "https://github.com/kubernetes/enhancements/pull/1158"}},
@@ -869,13 +869,10 @@ fn reference_install(env: &Env) {
             "names": {"plural": "gmsacredentialspecs", "singular": "gmsacredentialspec", "kind": "GMSACredentialSpec"},
             "versions": [crd_version("v1alpha1", false), crd_version("v1", true)]
         }
-    }));
-    env.kubectl(&[
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        &format!("crd/{CRD}"),
-    ]);
+    });
+    env.cluster
+        .apply_crd(&crd.to_string())
+        .unwrap_or_else(|e| panic!("{e}"));
     env.cluster.create_service_account(NS, "web").unwrap();
     env.apply(&credspec("gmsa-webapp1", "WebApp1", GUID));
     env.gmsa_ok(&[

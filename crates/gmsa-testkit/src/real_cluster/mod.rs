@@ -794,6 +794,22 @@ impl RealCluster {
         self.kubectl_ok(&["apply", "-f", "-"], Some(manifest))
     }
 
+    /// Applies a CustomResourceDefinition (`manifest`, YAML or JSON) and waits (60 s) until the
+    /// API server serves it, so objects of its kind can be created right after.
+    pub fn apply_crd(&self, manifest: &str) -> Result<(), ClusterError> {
+        let name = self.kubectl_ok(&["apply", "-f", "-", "-o", "name"], Some(manifest))?;
+        self.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=established",
+                "--timeout=60s",
+                name.trim(),
+            ],
+            None,
+        )
+        .map(drop)
+    }
+
     /// Creates `namespace` (if missing) and a ServiceAccount in it that mounts no token
     /// (there is no controller-manager to create token secrets).
     pub fn create_service_account(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
