@@ -173,6 +173,7 @@ impl Webhook {
             random_hostname: false,
             shutdown_grace: Duration::ZERO,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             cert_poll_interval: Duration::from_secs(10),
             max_body_bytes: 3 * 1024 * 1024,
             log_level: tracing::Level::WARN,

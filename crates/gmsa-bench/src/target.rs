@@ -109,6 +109,7 @@ impl TargetSpec {
             random_hostname: false,
             shutdown_grace: Duration::ZERO,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             cert_poll_interval: Duration::from_secs(10),
             max_body_bytes: 3 * 1024 * 1024,
             log_level: tracing::Level::INFO,
@@ -162,7 +163,7 @@ pub async fn start(
         backend,
         Metrics::new("bench"),
         gmsa_core::Options::default(),
-        3 * 1024 * 1024,
+        gmsa_webhook::http::BodyLimits::new(3 * 1024 * 1024),
     );
     let router = Router::new()
         .route(gmsa_core::names::paths::MUTATE, post(noop_answer))

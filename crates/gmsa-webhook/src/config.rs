@@ -100,6 +100,12 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
 
+    /// Give up on a request whose body has not fully arrived this long after its headers
+    /// (HTTP/1.1 and HTTP/2 alike): a client that stalls mid-body is answered 408 and, on
+    /// HTTP/1.1, disconnected.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+
     /// How often certificate files are checked when change notifications are missed.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub cert_poll_interval: Duration,
@@ -155,6 +161,7 @@ pub struct Config {
     pub random_hostname: bool,
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
     pub cert_poll_interval: Duration,
     /// Largest request body accepted (3 MiB, as the API server's own limit for objects).
     pub max_body_bytes: usize,
@@ -244,6 +251,7 @@ impl Config {
                 random_hostname,
                 shutdown_grace: args.shutdown_grace,
                 header_read_timeout: args.header_read_timeout,
+                body_read_timeout: args.body_read_timeout,
                 cert_poll_interval: args.cert_poll_interval,
                 max_body_bytes: 3 * 1024 * 1024,
                 log_level,

@@ -27,8 +27,26 @@ pub struct App {
     pub backend: Backend,
     pub metrics: Arc<Metrics>,
     pub options: Options,
-    pub max_body_bytes: usize,
+    pub body: BodyLimits,
     draining: AtomicBool,
+}
+
+/// What a request body may cost: its size, and how long it may take to arrive after the
+/// headers (they have their own timeout in [`crate::serve`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+impl BodyLimits {
+    /// At most `max_bytes`, arriving within the default 10 s.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl App {
@@ -36,13 +54,13 @@ impl App {
         backend: Backend,
         metrics: Arc<Metrics>,
         options: Options,
-        max_body_bytes: usize,
+        body: BodyLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
             backend,
             metrics,
             options,
-            max_body_bytes,
+            body,
             draining: AtomicBool::new(false),
         })
     }
@@ -164,12 +182,25 @@ async fn admission(app: Arc<App>, endpoint: Endpoint, request: Request) -> Respo
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared_len.is_some_and(|n| n > app.max_body_bytes as u64) {
+    if declared_len.is_some_and(|n| n > app.body.max_bytes as u64) {
         return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     }
-    let body = match axum::body::to_bytes(request.into_body(), app.max_body_bytes).await {
-        Ok(body) => body,
-        Err(e) => {
+    let version = request.version();
+    let read = axum::body::to_bytes(request.into_body(), app.body.max_bytes);
+    let body = match tokio::time::timeout(app.body.read_timeout, read).await {
+        Ok(Ok(body)) => body,
+        Err(_) => {
+            tracing::info!(path = endpoint.path(), timeout = ?app.body.read_timeout, "request body not received in time");
+            let mut response = StatusCode::REQUEST_TIMEOUT.into_response();
+            // HTTP/1.1 cannot go on after an unfinished body; HTTP/2 ends just this stream.
+            if version < axum::http::Version::HTTP_2 {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
+        }
+        Ok(Err(e)) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
@@ -229,7 +260,8 @@ async fn review(
     );
     async {
         let needs = review.needs();
-        let verdict = match tokio::time::timeout(deadline, app.backend.gather(&needs)).await {
+        let ends = tokio::time::Instant::now() + deadline;
+        let verdict = match tokio::time::timeout_at(ends, app.backend.gather(&needs, ends)).await {
             Ok(facts) => review.decide(&facts, app.options, || random_hostname(&mut rand::rng())),
             Err(_) => Verdict::Denied(Denial::new(
                 500,

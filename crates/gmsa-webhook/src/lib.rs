@@ -86,7 +86,15 @@ impl Server {
         let options = Options {
             random_hostname: config.random_hostname,
         };
-        let app = http::App::new(backend, metrics, options, config.max_body_bytes);
+        let app = http::App::new(
+            backend,
+            metrics,
+            options,
+            http::BodyLimits {
+                max_bytes: config.max_body_bytes,
+                read_timeout: config.body_read_timeout,
+            },
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;

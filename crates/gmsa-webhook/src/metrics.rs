@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
@@ -86,6 +87,8 @@ pub struct Metrics {
     pub api_calls: Family<ApiCallLabels, Counter>,
     /// Certificate reloads, read from the TLS store when metrics are scraped.
     cert_reloads: OnceLock<CountSource>,
+    /// Access reviews under way, read from the decision cache when metrics are scraped.
+    reviews_in_flight: OnceLock<CountSource>,
 }
 
 impl Metrics {
@@ -138,6 +141,7 @@ impl Metrics {
             cache_misses,
             api_calls,
             cert_reloads: OnceLock::new(),
+            reviews_in_flight: OnceLock::new(),
         })
     }
 
@@ -161,6 +165,11 @@ impl Metrics {
         let _ = self.cert_reloads.set(Box::new(source));
     }
 
+    /// Where the count of access reviews under way is read from. Set once.
+    pub fn track_reviews_in_flight(&self, source: impl Fn() -> u64 + Send + Sync + 'static) {
+        let _ = self.reviews_in_flight.set(Box::new(source));
+    }
+
     /// OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -171,6 +180,12 @@ impl Metrics {
             "certificate_reloads",
             "Serving certificates loaded after start",
             ConstCounter::new(reloads),
+        );
+        let in_flight = self.reviews_in_flight.get().map_or(0, |f| f());
+        extra.register(
+            "access_reviews_in_flight",
+            "LocalSubjectAccessReviews under way that admissions wait for",
+            ConstGauge::new(i64::try_from(in_flight).unwrap_or(i64::MAX)),
         );
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &extra);

@@ -115,6 +115,26 @@ impl Client {
             .expect("an answer")
     }
 
+    /// The body of a GET, as text.
+    async fn text(&self, path: &str) -> Result<String, String> {
+        let mut sender = self.connect().await?;
+        let request = http::Request::get(path)
+            .header(http::header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     async fn status(&self, path: &str) -> Result<u16, String> {
         let tcp = TcpStream::connect(self.addr)
             .await
@@ -239,12 +259,22 @@ struct KubeWebhook {
 }
 
 async fn kube_webhook(fake: &FakeApiServer, allow_ttl: Duration) -> KubeWebhook {
+    kube_webhook_limited(fake, allow_ttl, 0.0, 10).await
+}
+
+/// As [`kube_webhook`], with the client rate limit `qps`/`burst`.
+async fn kube_webhook_limited(
+    fake: &FakeApiServer,
+    allow_ttl: Duration,
+    qps: f32,
+    burst: u32,
+) -> KubeWebhook {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cfg = common::config(dir.path(), Duration::from_millis(10));
     cfg.cluster = ClusterSource::Kubernetes {
         kubeconfig: Some(kubeconfig(dir.path(), &fake.url())),
-        qps: 0.0,
-        burst: 10,
+        qps,
+        burst,
         allow_ttl,
         deny_ttl: allow_ttl,
         caches: true,
@@ -464,6 +494,143 @@ async fn a_slow_api_server_gets_a_clear_denial_before_the_api_servers_deadline()
         .once("/mutate?timeout=3s", &review("m", "web", "gmsa-web", None))
         .await;
     assert!(allowed(&answer), "{answer}");
+}
+
+/// Every service account in `team-a` may use `gmsa-web`, so any invented name is allowed by
+/// an access review that gets answered.
+fn team_wide_grant() -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "team-uses-gmsa-web", "namespace": NS},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "use-gmsa-web"},
+        "subjects": [{"kind": "Group", "name": format!("system:serviceaccounts:{NS}")}]
+    })
+}
+
+/// Sends `count` validations at once, each for its own service account, with `?timeout=`;
+/// returns the answers.
+async fn validations_at_once(
+    client: &Client,
+    prefix: &str,
+    count: usize,
+    timeout: &str,
+) -> Vec<Value> {
+    let path = format!("/validate?timeout={timeout}");
+    let answers = futures::future::join_all((0..count).map(|i| {
+        let (client, path) = (client.clone(), path.clone());
+        let body = review(
+            &format!("{prefix}-{i}"),
+            &format!("{prefix}-{i}"),
+            "gmsa-web",
+            Some(WEB_CONTENTS),
+        );
+        async move { client.once(&path, &body).await.1 }
+    }))
+    .await;
+    answers
+}
+
+/// The value of an unlabelled metric in the webhook's `/metrics` text.
+async fn metric(client: &Client, name: &str) -> Option<f64> {
+    let text = client.text("/metrics").await.ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Item 3 of the hardening issue: admissions that gave up waiting for the client rate limit
+/// must not have spent its tokens. A reserving bucket at QPS 5 left 100 abandoned waits 19 s
+/// of debt, so every later review timed out too, a run that fed itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_rate_limit_waits_leave_the_limit_whole() {
+    let mut objects = world();
+    objects.push(team_wide_grant());
+    let fake = FakeApiServer::start().await;
+    fake.apply_all(objects).expect("seed");
+    let hook = kube_webhook_limited(&fake, Duration::ZERO, 5.0, 5).await;
+    hook.wait_ready().await;
+    let reviews_before = fake.access_reviews();
+
+    // A burst of 100 cache misses with a 1 s deadline: the limit admits about 5–10, and the
+    // rest are refused at once, naming the limit, instead of waiting in vain.
+    let started = Instant::now();
+    let burst = validations_at_once(&hook.client, "burst", 100, "1s").await;
+    let took = started.elapsed();
+    let admitted = burst.iter().filter(|a| allowed(a)).count();
+    let limited: Vec<String> = burst
+        .iter()
+        .filter(|a| !allowed(a))
+        .map(|a| denial(a).1)
+        .collect();
+    assert!(admitted >= 5, "{admitted} admitted: {limited:?}");
+    assert!(
+        limited
+            .iter()
+            .all(|m| m.contains("client rate limit (QPS 5, BURST 5)")),
+        "{limited:?}"
+    );
+
+    // After a quiet second the limit has refilled: every review gets its answer.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let mut later = Vec::new();
+    for i in 0..5 {
+        let body = review(
+            &format!("later-{i}"),
+            &format!("later-{i}"),
+            "gmsa-web",
+            Some(WEB_CONTENTS),
+        );
+        later.push(hook.client.once("/validate?timeout=2s", &body).await.1);
+    }
+    let denied: Vec<_> = later.iter().filter(|a| !allowed(a)).collect();
+    assert!(denied.is_empty(), "after the burst: {denied:?}");
+    println!(
+        "rate limit QPS 5 BURST 5: a burst of 100 misses, {admitted} admitted and {} refused at once in {} ms; 5 of 5 admitted after 1.2 s quiet; {} access reviews sent",
+        limited.len(),
+        took.as_millis(),
+        fake.access_reviews() - reviews_before
+    );
+}
+
+/// Item 4 of the hardening issue: when every admission waiting for an access review has given
+/// up, the review is dropped and its entry with it; invented names cannot grow the map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_no_one_waits_for_are_dropped() {
+    let mut objects = world();
+    objects.push(team_wide_grant());
+    let fake = FakeApiServer::start().await;
+    fake.apply_all(objects).expect("seed");
+    let hook = kube_webhook(&fake, Duration::from_secs(60)).await;
+    hook.wait_ready().await;
+    let gauge = "gmsa_webhook_access_reviews_in_flight";
+    assert_eq!(metric(&hook.client, gauge).await, Some(0.0));
+
+    // Access reviews now take 10 s; 300 admissions with invented names give up after ~1 s.
+    fake.set_latency(Duration::from_secs(10));
+    let answers = validations_at_once(&hook.client, "invented", 300, "1s").await;
+    assert!(answers.iter().all(|a| denial(a).0 == 500), "all time out");
+    let gone = eventually(Duration::from_secs(5), || async {
+        metric(&hook.client, gauge).await == Some(0.0)
+    })
+    .await;
+    assert!(
+        gone,
+        "abandoned reviews still held: {:?}",
+        metric(&hook.client, gauge).await
+    );
+
+    // A review someone still waits for is kept and shared meanwhile.
+    fake.set_latency(Duration::from_millis(800));
+    let shared = validations_at_once(&hook.client, "same", 1, "5s");
+    let watcher = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        metric(&hook.client, gauge).await
+    };
+    let (answers, during) = futures::join!(shared, watcher);
+    assert!(allowed(&answers[0]), "{:?}", answers[0]);
+    assert_eq!(during, Some(1.0), "the review under way is counted");
+    assert_eq!(metric(&hook.client, gauge).await, Some(0.0));
+    println!("300 abandoned access reviews dropped once their admissions gave up; gauge back to 0");
 }
 
 // ---------------------------------------------------- certificate swaps ---

@@ -19,6 +19,7 @@ async fn start(
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), Duration::from_millis(10));
     cfg.header_read_timeout = header_timeout;
+    cfg.body_read_timeout = header_timeout;
     let server = Server::bind(cfg).await.unwrap();
     let addr = server.addr;
     tokio::spawn(server.run(std::future::pending()));
@@ -206,6 +207,129 @@ async fn slow_headers_and_tls_garbage_are_dropped() {
     still_serves(addr, &ca).await;
 }
 
+/// Reads until the server closes the connection; `true` if it did within `limit`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// Item 2 of the hardening issue: complete headers, then a body that stops after a few bytes.
+/// Before the body had a deadline, all 100 such connections were still open 40 s later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_that_stall_are_cut_off_on_http1_and_http2() {
+    const STALLERS: usize = 100;
+    let (_dir, addr, ca) = start(Duration::from_secs(1)).await;
+    let mut stallers = Vec::new();
+    for _ in 0..STALLERS {
+        let mut s = connect(addr, &ca).await;
+        s.write_all(
+            b"POST /validate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"request\"",
+        )
+        .await
+        .unwrap();
+        stallers.push(s);
+    }
+    let started = std::time::Instant::now();
+    // Everyone else is served meanwhile.
+    still_serves(addr, &ca).await;
+    let mut closed = 0;
+    let mut answered_408 = 0;
+    for mut s in stallers {
+        let mut head = [0u8; 12];
+        if tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut head))
+            .await
+            .is_ok_and(|r| r.is_ok())
+            && &head == b"HTTP/1.1 408"
+        {
+            answered_408 += 1;
+        }
+        if closed_within(&mut s, Duration::from_secs(10)).await {
+            closed += 1;
+        }
+    }
+    let took = started.elapsed();
+    assert_eq!(answered_408, STALLERS, "each stalled body is answered 408");
+    assert_eq!(
+        closed, STALLERS,
+        "each stalled HTTP/1.1 connection is closed"
+    );
+
+    // HTTP/2: the stalled stream is answered 408; the connection stays usable.
+    let (mut sender, driver) = h2_connect(addr, &ca).await;
+    let request = http::Request::post(format!("https://localhost:{}/validate", addr.port()))
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = sender.send_request(request, false).unwrap();
+    stream
+        .send_data(bytes::Bytes::from_static(b"{\"request\""), false)
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the stalled h2 stream is answered")
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    let request = http::Request::get(format!("https://localhost:{}/health", addr.port()))
+        .body(())
+        .unwrap();
+    let (response, _) = sender.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 204);
+    drop(sender);
+    driver.abort();
+    still_serves(addr, &ca).await;
+    println!(
+        "stalled bodies: {STALLERS} HTTP/1.1 connections answered 408 and closed within {} ms of a 1 s body timeout; an h2 stream answered 408",
+        took.as_millis()
+    );
+}
+
+/// An h2 client connection trusting `ca`; the sender and the connection's driver.
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (sender, connection) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, driver)
+}
+
 /// HTTP/2 rapid reset (CVE-2023-44487): one connection opens streams and cancels them at once,
 /// as fast as it can. The server bounds what that costs (hyper counts pending resets and ends
 /// such a connection with GOAWAY); everyone else keeps getting answers, during and after.
@@ -241,30 +365,7 @@ async fn rapid_reset(
     ca: &std::path::Path,
     streams: usize,
 ) -> (usize, String) {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, connection) = h2::client::handshake(tls).await.unwrap();
-    let driver = tokio::spawn(connection);
+    let (mut sender, driver) = h2_connect(addr, ca).await;
     let mut opened = 0;
     let mut ended_by = "all streams sent".to_string();
     for _ in 0..streams {

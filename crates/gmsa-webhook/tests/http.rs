@@ -50,7 +50,7 @@ fn fixture(options: Options) -> Fixture {
         Backend::Embedded(state),
         Metrics::new("test"),
         options,
-        3 * 1024 * 1024,
+        gmsa_webhook::http::BodyLimits::new(3 * 1024 * 1024),
     );
     Fixture { _dir: dir, app }
 }

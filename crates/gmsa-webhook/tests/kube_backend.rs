@@ -95,7 +95,7 @@ impl Rig {
     }
 
     async fn gather(&self, needs: &Needs) -> Facts {
-        bounded(self.cluster.gather(needs)).await
+        bounded(self.cluster.gather(needs, soon())).await
     }
 
     async fn spec(&self, name: &str) -> SpecLookup {
@@ -123,6 +123,11 @@ impl Rig {
         };
         family.get_or_create(&CacheLabels { cache }).get()
     }
+}
+
+/// The deadline the API server gives a webhook by default.
+fn soon() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(10)
 }
 
 async fn bounded<T>(future: impl Future<Output = T>) -> T {
@@ -250,7 +255,7 @@ async fn an_unusable_kubeconfig_is_the_only_start_error() {
         .expect("connect without a server");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!cluster.is_ready());
-    let facts = bounded(cluster.gather(&specs(&["gmsa-web"]))).await;
+    let facts = bounded(cluster.gather(&specs(&["gmsa-web"]), soon())).await;
     assert!(matches!(
         facts.specs.get("gmsa-web"),
         Some(SpecLookup::Failed(_))
@@ -519,7 +524,7 @@ async fn concurrent_admissions_share_one_review() {
     rig.fake.set_latency(Duration::from_millis(200));
     let needs = grants(NS, "web", &["gmsa-web"]);
     let reviews = rig.fake.access_reviews();
-    let all = futures::future::join_all((0..20).map(|_| rig.cluster.gather(&needs)));
+    let all = futures::future::join_all((0..20).map(|_| rig.cluster.gather(&needs, soon())));
     let answers = bounded(all).await;
     assert!(answers
         .iter()

@@ -48,7 +48,7 @@ fn app() -> (tempfile::TempDir, Arc<App>) {
         Options {
             random_hostname: true,
         },
-        MAX_BODY,
+        gmsa_webhook::http::BodyLimits::new(MAX_BODY),
     );
     (dir, app)
 }

@@ -31,7 +31,7 @@ fn fixture() -> Fixture {
         Backend::Embedded(state),
         Metrics::new("test"),
         Options::default(),
-        MAX_BODY,
+        gmsa_webhook::http::BodyLimits::new(MAX_BODY),
     );
     Fixture { _dir: dir, app }
 }

@@ -15,14 +15,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Gathers what a review needs. Never fails: lookup errors become facts that deny.
-    pub async fn gather(&self, needs: &Needs) -> Facts {
+    /// Gathers what a review needs, API requests starting no later than `deadline`. Never
+    /// fails: lookup errors become facts that deny.
+    pub async fn gather(&self, needs: &Needs, deadline: tokio::time::Instant) -> Facts {
         if needs.is_empty() {
             return Facts::default();
         }
         match self {
             Backend::Embedded(state) => state.gather(needs),
-            Backend::Kubernetes(cluster) => cluster.gather(needs).await,
+            Backend::Kubernetes(cluster) => cluster.gather(needs, deadline).await,
         }
     }
 

@@ -49,6 +49,7 @@ pub fn config(dir: &Path, grace: Duration) -> Config {
         random_hostname: false,
         shutdown_grace: grace,
         header_read_timeout: Duration::from_secs(5),
+        body_read_timeout: Duration::from_secs(10),
         cert_poll_interval: Duration::from_secs(10),
         max_body_bytes: 3 * 1024 * 1024,
         log_level: tracing::Level::INFO,

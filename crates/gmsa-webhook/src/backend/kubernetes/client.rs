@@ -3,7 +3,7 @@
 //! slow API server turns into a clear denial instead of an admission timeout.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -74,51 +74,83 @@ pub(super) fn build_client(config: Config, metrics: Arc<Metrics>) -> Result<Clie
     Ok(builder.with_layer(&CountApiCalls { metrics }).build())
 }
 
-/// A token bucket for the requests made on an admission's behalf. Watches are long-lived and
-/// not throttled per event; their re-lists are paced by the watcher's backoff.
+/// The client rate limit (`QPS`, `BURST`) on the requests made on an admission's behalf.
+/// Watches are long-lived and not throttled per event; their re-lists are paced by the
+/// watcher's backoff.
+///
+/// A waiter takes a token only when it gets one: one that gives up (its admission's deadline
+/// passed) costs nothing, so a burst of abandoned waits cannot leave later admissions short.
+/// A wait that would end after the deadline fails at once instead of sleeping in vain.
 pub(super) struct RateLimiter {
     /// `None` when the limit is off (non-positive or non-finite `QPS`).
-    bucket: Option<Mutex<Bucket>>,
-    qps: f64,
-    burst: f64,
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+    qps: f32,
+    burst: u32,
 }
 
-struct Bucket {
-    /// May go negative: each caller reserves its token and sleeps until it is due, so waiters
-    /// are served in arrival order without a queue.
-    tokens: f64,
-    updated: Instant,
+/// A rate-limit wait that could not end before the admission's deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RateLimited {
+    /// How long the next token is away.
+    pub(super) wait: Duration,
+    pub(super) qps: f32,
+    pub(super) burst: u32,
+}
+
+impl std::fmt::Display for RateLimited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the webhook's client rate limit (QPS {}, BURST {}) would hold this request for {} ms, past the admission's deadline: raise QPS and BURST if the API server can take more",
+            self.qps,
+            self.burst,
+            self.wait.as_millis()
+        )
+    }
 }
 
 impl RateLimiter {
     /// `qps` requests per second on average, `burst` at once.
     pub(super) fn new(qps: f32, burst: u32) -> Self {
-        let qps = f64::from(qps);
-        let burst = f64::from(burst.max(1));
-        let bucket = (qps.is_finite() && qps > 0.0).then(|| {
-            Mutex::new(Bucket {
-                tokens: burst,
-                updated: Instant::now(),
-            })
-        });
-        Self { bucket, qps, burst }
+        let burst = burst.max(1);
+        let limiter = (qps.is_finite() && qps > 0.0)
+            .then(|| Duration::try_from_secs_f64(1.0 / f64::from(qps)).ok())
+            .flatten()
+            .and_then(governor::Quota::with_period)
+            .map(|quota| {
+                let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
+                governor::RateLimiter::direct(quota.allow_burst(burst))
+            });
+        Self {
+            limiter,
+            qps,
+            burst,
+        }
     }
 
-    /// Waits for a token.
-    pub(super) async fn acquire(&self) {
-        let Some(bucket) = &self.bucket else {
-            return;
+    /// Takes a token, waiting for one if it can be had before `deadline`. Cancel-safe: a
+    /// dropped wait has taken nothing.
+    pub(super) async fn acquire(&self, deadline: Instant) -> Result<(), RateLimited> {
+        use governor::clock::Clock;
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
         };
-        let wait = {
-            let mut b = bucket.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let not_until = match limiter.check() {
+                Ok(()) => return Ok(()),
+                Err(not_until) => not_until,
+            };
+            let wait = not_until.wait_time_from(limiter.clock().now());
             let now = Instant::now();
-            let refill = now.saturating_duration_since(b.updated).as_secs_f64() * self.qps;
-            b.tokens = (b.tokens + refill).min(self.burst);
-            b.updated = now;
-            b.tokens -= 1.0;
-            (b.tokens < 0.0).then(|| Duration::from_secs_f64(-b.tokens / self.qps))
-        };
-        if let Some(wait) = wait {
+            if now + wait > deadline {
+                return Err(RateLimited {
+                    wait,
+                    qps: self.qps,
+                    burst: self.burst,
+                });
+            }
+            // Nothing is reserved while sleeping; several waiters may wake for one token,
+            // and those that miss it wait again.
             tokio::time::sleep(wait).await;
         }
     }
@@ -141,12 +173,18 @@ impl ApiAccess {
         }
     }
 
-    /// One GET of a credential spec.
-    pub(super) async fn get_credential_spec(&self, name: &str) -> SpecLookup {
-        let call = async {
-            self.limiter.acquire().await;
-            self.credential_specs.get_opt(name).await
-        };
+    /// Waits for the rate limiter, at most until `deadline` or [`API_CALL_TIMEOUT`].
+    async fn limit(&self, deadline: Instant) -> Result<(), RateLimited> {
+        let deadline = deadline.min(Instant::now() + API_CALL_TIMEOUT);
+        self.limiter.acquire(deadline).await
+    }
+
+    /// One GET of a credential spec, if the rate limit lets it start before `deadline`.
+    pub(super) async fn get_credential_spec(&self, name: &str, deadline: Instant) -> SpecLookup {
+        if let Err(limited) = self.limit(deadline).await {
+            return SpecLookup::Failed(limited.to_string());
+        }
+        let call = self.credential_specs.get_opt(name);
         match tokio::time::timeout(API_CALL_TIMEOUT, call).await {
             Ok(Ok(Some(object))) => match credential_spec_from_object(object) {
                 Ok(spec) => SpecLookup::Found(Arc::new(spec)),
@@ -160,19 +198,22 @@ impl ApiAccess {
         }
     }
 
-    /// One LocalSubjectAccessReview: may this service account `use` this credential spec.
+    /// One LocalSubjectAccessReview: may this service account `use` this credential spec; if
+    /// the rate limit lets it start before `deadline`.
     pub(super) async fn review_access(
         &self,
         namespace: &str,
         service_account: &str,
         spec: &str,
+        deadline: Instant,
     ) -> AccessCheck {
+        if let Err(limited) = self.limit(deadline).await {
+            return AccessCheck::Failed(limited.to_string());
+        }
         let review = access_review(namespace, service_account, spec);
         let api: Api<LocalSubjectAccessReview> = Api::namespaced(self.client.clone(), namespace);
-        let call = async {
-            self.limiter.acquire().await;
-            api.create(&PostParams::default(), &review).await
-        };
+        let params = PostParams::default();
+        let call = api.create(&params, &review);
         match tokio::time::timeout(API_CALL_TIMEOUT, call).await {
             Ok(Ok(answer)) => match answer.status {
                 Some(status) if status.allowed => AccessCheck::Allowed,
@@ -192,12 +233,11 @@ impl ApiAccess {
     /// Whether the API server answers a list of credential specs: what readiness means when
     /// the caches are off.
     pub(super) async fn check_reachable(&self) -> Result<(), String> {
-        let call = async {
-            self.limiter.acquire().await;
-            self.credential_specs
-                .list(&ListParams::default().limit(1))
-                .await
-        };
+        self.limit(Instant::now() + API_CALL_TIMEOUT)
+            .await
+            .map_err(|limited| limited.to_string())?;
+        let params = ListParams::default().limit(1);
+        let call = self.credential_specs.list(&params);
         match tokio::time::timeout(API_CALL_TIMEOUT, call).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(describe_error(&e)),
@@ -479,31 +519,60 @@ mod tests {
         assert_eq!(review["metadata"]["namespace"], "team-a");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_rate_limiter_allows_a_burst_then_paces() {
-        let limiter = RateLimiter::new(10.0, 3);
-        let start = Instant::now();
+    /// Real time: governor keeps its own clock. Every assertion is on what the limiter
+    /// decides, not on how long anything took.
+    #[tokio::test]
+    async fn the_rate_limiter_allows_a_burst_then_refuses_a_wait_past_the_deadline() {
+        let limiter = RateLimiter::new(1.0, 3);
+        let soon = Instant::now() + Duration::from_millis(200);
         for _ in 0..3 {
-            limiter.acquire().await;
+            assert_eq!(limiter.acquire(soon).await, Ok(()));
         }
-        assert_eq!(start.elapsed(), Duration::ZERO);
-        for _ in 0..5 {
-            limiter.acquire().await;
-        }
-        let elapsed = start.elapsed();
-        assert!(
-            elapsed >= Duration::from_millis(490) && elapsed <= Duration::from_millis(510),
-            "{elapsed:?}"
-        );
+        let refused = limiter
+            .acquire(soon)
+            .await
+            .expect_err("the bucket is empty");
+        assert!(refused.wait > Duration::from_millis(500), "{refused:?}");
+        let text = refused.to_string();
+        assert!(text.contains("QPS 1, BURST 3"), "{text}");
+        assert!(text.contains("past the admission's deadline"), "{text}");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_non_positive_qps_means_no_limit() {
-        let limiter = RateLimiter::new(0.0, 1);
-        let start = Instant::now();
-        for _ in 0..100 {
-            limiter.acquire().await;
+    /// The leak this limiter exists to prevent: waiters that give up must leave the bucket as
+    /// they found it. With a reserving bucket, 200 abandoned waits at 20/s would push the next
+    /// token 10 s away.
+    #[tokio::test]
+    async fn abandoned_waits_cost_no_tokens() {
+        let limiter = Arc::new(RateLimiter::new(20.0, 1));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(limiter.acquire(far).await, Ok(()));
+        let waiters: Vec<_> = (0..200)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.acquire(far).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        for waiter in &waiters {
+            waiter.abort();
         }
-        assert_eq!(start.elapsed(), Duration::ZERO);
+        for waiter in waiters {
+            let _ = waiter.await;
+        }
+        // One token is due within 50 ms (plus what the aborted ones took before being
+        // aborted, at most a few); a deadline 1 s out is met.
+        let within = Instant::now() + Duration::from_secs(1);
+        assert_eq!(limiter.acquire(within).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_non_positive_qps_means_no_limit() {
+        for qps in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            let limiter = RateLimiter::new(qps, 1);
+            let now = Instant::now();
+            for _ in 0..100 {
+                assert_eq!(limiter.acquire(now).await, Ok(()), "qps {qps}");
+            }
+        }
     }
 }

@@ -13,10 +13,10 @@
 use std::collections::HashMap;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use futures::future::{BoxFuture, Shared};
+use futures::future::{BoxFuture, Shared, WeakShared};
 use futures::{FutureExt, StreamExt};
 use gmsa_core::rbac;
 use gmsa_core::rbac_index::{Invalidation, RbacIndex};
@@ -34,8 +34,18 @@ use super::readiness::{Readiness, Source};
 /// a flood of distinct service accounts cannot grow the cache without bound.
 const MAX_ENTRIES: usize = 10_000;
 
-/// A review in progress, awaited by every admission that needs its answer.
+/// At most this many reviews are shared at once; beyond it (a flood of distinct, invented
+/// names) a review still runs for its admission but is not registered for others to join.
+const MAX_FLIGHTS: usize = 4_096;
+
+/// A review in progress, awaited by every admission that needs its answer. The review runs
+/// only while someone awaits it: when every waiter has given up, it is dropped, and with it
+/// its entry in the map (see [`FlightEntry`]).
 pub(super) type Flight = Shared<BoxFuture<'static, AccessCheck>>;
+
+/// What the map holds of a flight: its number and a weak handle, so the map alone keeps no
+/// review alive.
+type FlightSlot = (u64, WeakShared<BoxFuture<'static, AccessCheck>>);
 
 /// Whom a decision is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,7 +80,26 @@ struct State {
     /// (an invalidation detaches it: its answer may predate the change).
     next_flight: u64,
     entries: HashMap<DecisionKey, Entry>,
-    flights: HashMap<DecisionKey, (u64, Flight)>,
+    flights: HashMap<DecisionKey, FlightSlot>,
+}
+
+/// Owned by a flight's future: removes the flight from the map when the future ends or is
+/// dropped (every waiter gave up), unless a newer flight has taken the key.
+struct FlightEntry {
+    cache: Weak<DecisionCache>,
+    key: DecisionKey,
+    id: u64,
+}
+
+impl Drop for FlightEntry {
+    fn drop(&mut self) {
+        if let Some(cache) = self.cache.upgrade() {
+            let mut state = cache.state();
+            if state.flights.get(&self.key).map(|(id, _)| *id) == Some(self.id) {
+                state.flights.remove(&self.key);
+            }
+        }
+    }
 }
 
 struct Entry {
@@ -140,26 +169,41 @@ impl DecisionCache {
             }
             None => {}
         }
-        if let Some((_, flight)) = state.flights.get(&key) {
-            return Lookup::Pending(flight.clone());
+        if let Some(flight) = state.flights.get(&key).and_then(|(_, w)| w.upgrade()) {
+            return Lookup::Pending(flight);
         }
         state.next_flight += 1;
         let id = state.next_flight;
         // Weak: the flight is stored in this cache, and must not keep it alive.
-        let cache = Arc::downgrade(self);
+        let entry = FlightEntry {
+            cache: Arc::downgrade(self),
+            key: key.clone(),
+            id,
+        };
         let review = review();
-        let flight_key = key.clone();
         let flight = async move {
             let check = review.await;
-            if let Some(cache) = cache.upgrade() {
-                cache.complete(&flight_key, id, &check);
+            if let Some(cache) = entry.cache.upgrade() {
+                cache.complete(&entry.key, id, &check);
             }
+            drop(entry);
             check
         }
         .boxed()
         .shared();
-        state.flights.insert(key, (id, flight.clone()));
+        if state.flights.len() >= MAX_FLIGHTS {
+            state.flights.remove(&key);
+            return Lookup::Pending(flight);
+        }
+        if let Some(weak) = flight.downgrade() {
+            state.flights.insert(key, (id, weak));
+        }
         Lookup::Pending(flight)
+    }
+
+    /// How many reviews are under way and joinable.
+    pub(super) fn flights(&self) -> usize {
+        self.state().flights.len()
     }
 
     /// Stores a review's answer, unless an RBAC change it may predate detached it.

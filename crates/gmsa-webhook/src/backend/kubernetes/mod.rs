@@ -18,6 +18,7 @@ use futures::FutureExt;
 use gmsa_core::{AccessCheck, Facts, Needs, SpecLookup};
 use thiserror::Error;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::Authorization;
 use crate::metrics::{CacheKind, Metrics};
@@ -132,6 +133,12 @@ impl KubeCluster {
                 readiness,
             }
         };
+        if let Some(decisions) = &inner.decisions {
+            let decisions = Arc::downgrade(decisions);
+            inner.metrics.track_reviews_in_flight(move || {
+                decisions.upgrade().map_or(0, |d| d.flights() as u64)
+            });
+        }
         Ok(Arc::new(Self {
             inner: Arc::new(inner),
             tasks,
@@ -139,18 +146,19 @@ impl KubeCluster {
     }
 
     /// Answers a review's needs, every lookup at once. Each name is looked up once (the needs
-    /// are sets).
-    pub async fn gather(&self, needs: &Needs) -> Facts {
-        let specs = join_all(
-            needs
-                .specs
-                .iter()
-                .map(|name| async move { (name.clone(), self.inner.credential_spec(name).await) }),
-        );
+    /// are sets). A request to the API server that the rate limit would start after
+    /// `deadline` fails at once.
+    pub async fn gather(&self, needs: &Needs, deadline: Instant) -> Facts {
+        let specs = join_all(needs.specs.iter().map(|name| async move {
+            (
+                name.clone(),
+                self.inner.credential_spec(name, deadline).await,
+            )
+        }));
         let grants = join_all(needs.grants.iter().map(|name| async move {
             let check = self
                 .inner
-                .may_use(&needs.namespace, &needs.service_account, name)
+                .may_use(&needs.namespace, &needs.service_account, name, deadline)
                 .await;
             (name.clone(), check)
         }));
@@ -165,6 +173,11 @@ impl KubeCluster {
     /// off): how far the watches have got.
     pub fn rbac_objects(&self) -> Option<usize> {
         self.inner.decisions.as_ref().map(|d| d.rbac_objects())
+    }
+
+    /// How many access reviews are under way for admissions waiting on them.
+    pub fn reviews_in_flight(&self) -> usize {
+        self.inner.decisions.as_ref().map_or(0, |d| d.flights())
     }
 
     /// Whether the credential-spec and RBAC watches have synced (with the caches off: whether
@@ -185,7 +198,7 @@ impl Drop for KubeCluster {
 impl Inner {
     /// From the watch cache; a name it has not seen (a spec created a moment ago, or a cache
     /// not yet synced) is fetched directly.
-    async fn credential_spec(&self, name: &str) -> SpecLookup {
+    async fn credential_spec(&self, name: &str, deadline: Instant) -> SpecLookup {
         if let Some(cache) = &self.specs {
             let cached = cache.get(name);
             self.metrics
@@ -194,17 +207,23 @@ impl Inner {
                 return SpecLookup::Found(spec);
             }
         }
-        self.api.get_credential_spec(name).await
+        self.api.get_credential_spec(name, deadline).await
     }
 
     /// From RBAC in the watch caches (unless `--authorization api`); else from the decision
     /// cache, or by a review (shared with concurrent admissions asking the same). Joining a
     /// review under way counts as a miss: the answer came from the API.
-    async fn may_use(&self, namespace: &str, service_account: &str, spec: &str) -> AccessCheck {
+    async fn may_use(
+        &self,
+        namespace: &str,
+        service_account: &str,
+        spec: &str,
+        deadline: Instant,
+    ) -> AccessCheck {
         let Some(cache) = &self.decisions else {
             return self
                 .api
-                .review_access(namespace, service_account, spec)
+                .review_access(namespace, service_account, spec, deadline)
                 .await;
         };
         // The local answer first: it needs no owned key, and in a cluster whose grants are all
@@ -230,7 +249,7 @@ impl Inner {
         let api = self.api.clone();
         let lookup = cache.lookup(key.clone(), move || {
             async move {
-                api.review_access(&key.namespace, &key.service_account, &key.spec)
+                api.review_access(&key.namespace, &key.service_account, &key.spec, deadline)
                     .await
             }
             .boxed()
