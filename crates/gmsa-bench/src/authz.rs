@@ -169,6 +169,7 @@ impl Webhook {
                 deny_ttl: Duration::from_secs(2),
                 caches: true,
                 authorization: mode,
+                stale_after: Duration::from_secs(60),
             },
             random_hostname: false,
             shutdown_grace: Duration::ZERO,

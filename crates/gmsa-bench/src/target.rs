@@ -91,6 +91,7 @@ impl TargetSpec {
                 caches: self.kind == TargetKind::KubeCached,
                 // What ships: RBAC grants from the watch caches.
                 authorization: gmsa_webhook::config::Authorization::default(),
+                stale_after: Duration::from_secs(60),
             },
             TargetKind::Embedded => ClusterSource::StateDir(
                 self.state_dir

@@ -92,6 +92,12 @@ pub struct Args {
     #[arg(long, value_name = "MODE", default_value = "hybrid", value_parser = str::parse::<Authorization>)]
     pub authorization: Authorization,
 
+    /// A replica whose credential-spec or RBAC watch has failed to resync for this long
+    /// reports not ready (`/readyz` 503) until it has, so the Service sends reviews to replicas
+    /// whose caches follow the cluster.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub watch_stale_after: Duration,
+
     /// After SIGTERM, keep serving (with /readyz failing) this long before draining.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -148,6 +154,7 @@ pub enum ClusterSource {
         deny_ttl: Duration,
         caches: bool,
         authorization: Authorization,
+        stale_after: Duration,
     },
 }
 
@@ -240,6 +247,7 @@ impl Config {
                 deny_ttl: args.deny_cache_ttl,
                 caches: !args.no_cache,
                 authorization: args.authorization,
+                stale_after: args.watch_stale_after,
             },
         };
         Ok((

@@ -69,6 +69,7 @@ impl Server {
                 deny_ttl,
                 caches,
                 authorization,
+                stale_after,
             } => {
                 let settings = KubeSettings {
                     kubeconfig: kubeconfig.clone(),
@@ -78,6 +79,7 @@ impl Server {
                     deny_ttl: *deny_ttl,
                     caches: *caches,
                     authorization: *authorization,
+                    stale_after: *stale_after,
                 };
                 Backend::Kubernetes(KubeCluster::connect(settings, metrics.clone()).await?)
             }

@@ -42,6 +42,7 @@ fn settings(kubeconfig: PathBuf, caches: bool) -> KubeSettings {
         deny_ttl: LONG_TTL,
         caches,
         authorization: Authorization::Api,
+        stale_after: Duration::from_secs(60),
     }
 }
 
@@ -387,7 +388,8 @@ async fn a_missing_spec_is_not_found() {
 #[tokio::test]
 async fn a_failing_get_names_the_api_error() {
     let rig = Rig::ready(web_world(), |_| {}).await;
-    rig.fake.fail_next_on(SPECS, 1, 500);
+    // Only the GET fails: the spec watch, re-watching meanwhile, must not use up the failure.
+    rig.fake.fail_next_verb_on("get", SPECS, 1, 500);
     match rig.spec("gmsa-other").await {
         SpecLookup::Failed(text) => assert_eq!(
             text,

@@ -145,6 +145,8 @@ pub(crate) struct Controls {
 #[derive(Debug)]
 struct FailureRule {
     resource: Option<String>,
+    /// `get`, `list`, `watch`, …; any when `None`.
+    verb: Option<String>,
     remaining: u32,
     code: u16,
 }
@@ -191,10 +193,11 @@ impl Shared {
                 fail_with: Some(503),
             };
         }
-        let rule = controls
-            .failures
-            .iter_mut()
-            .find(|r| r.remaining > 0 && r.resource.as_deref().is_none_or(|x| x == resource));
+        let rule = controls.failures.iter_mut().find(|r| {
+            r.remaining > 0
+                && r.resource.as_deref().is_none_or(|x| x == resource)
+                && r.verb.as_deref().is_none_or(|v| v == verb)
+        });
         let fail_with = rule.map(|r| {
             r.remaining -= 1;
             r.code
@@ -576,6 +579,7 @@ impl FakeApiServer {
     pub fn fail_next(&self, n: u32, code: u16) {
         lock(&self.shared.controls).failures.push(FailureRule {
             resource: None,
+            verb: None,
             remaining: n,
             code,
         });
@@ -586,6 +590,18 @@ impl FakeApiServer {
     pub fn fail_next_on(&self, resource: &str, n: u32, code: u16) {
         lock(&self.shared.controls).failures.push(FailureRule {
             resource: Some(resource.to_string()),
+            verb: None,
+            remaining: n,
+            code,
+        });
+    }
+
+    /// Like [`Self::fail_next_on`], but only requests with `verb` (`get`, `list`, `watch`, …)
+    /// fail: a GET's failure cannot be used up by the watcher re-listing the same resource.
+    pub fn fail_next_verb_on(&self, verb: &str, resource: &str, n: u32, code: u16) {
+        lock(&self.shared.controls).failures.push(FailureRule {
+            resource: Some(resource.to_string()),
+            verb: Some(verb.to_string()),
             remaining: n,
             code,
         });

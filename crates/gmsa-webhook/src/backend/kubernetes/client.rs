@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::readiness::{Readiness, Source};
 use super::KubeError;
 use crate::metrics::{ApiCallKind, Metrics};
 
@@ -28,6 +29,10 @@ use crate::metrics::{ApiCallKind, Metrics};
 /// a webhook 10 s by default; answering within that lets us deny with a message that names the
 /// problem instead of leaving the user with a webhook timeout.
 pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time kept for the request itself when waiting for the rate limit: a token granted at the
+/// deadline's last moment would only turn a clear refusal into a timeout.
+const CALL_RESERVE: Duration = Duration::from_millis(100);
 
 /// The `GMSACredentialSpec` resource, read through `windows.k8s.io/v1` (objects stored as
 /// `v1alpha1` are converted by the API server).
@@ -62,8 +67,14 @@ pub(super) async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, Kub
     Ok(config)
 }
 
-/// Builds the client, counting every request it makes in `metrics`.
-pub(super) fn build_client(config: Config, metrics: Arc<Metrics>) -> Result<Client, KubeError> {
+/// Builds the client, counting every request it makes in `metrics`, and telling `readiness`
+/// when a list or watch of a watched source is accepted again (a resumed watch may deliver no
+/// event for a long time; the accepted request is the evidence it follows the cluster).
+pub(super) fn build_client(
+    config: Config,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) -> Result<Client, KubeError> {
     // kube's rustls connector uses the process-wide provider; the binary installs ring at
     // start-up, but a library caller (or a test) may not have.
     if rustls::crypto::CryptoProvider::get_default().is_none() {
@@ -71,7 +82,9 @@ pub(super) fn build_client(config: Config, metrics: Arc<Metrics>) -> Result<Clie
     }
     let builder = ClientBuilder::try_from(config)
         .map_err(|e| KubeError::Config(format!("cannot build the Kubernetes client: {e}")))?;
-    Ok(builder.with_layer(&CountApiCalls { metrics }).build())
+    Ok(builder
+        .with_layer(&CountApiCalls { metrics, readiness })
+        .build())
 }
 
 /// The client rate limit (`QPS`, `BURST`) on the requests made on an admission's behalf.
@@ -173,9 +186,13 @@ impl ApiAccess {
         }
     }
 
-    /// Waits for the rate limiter, at most until `deadline` or [`API_CALL_TIMEOUT`].
+    /// Waits for the rate limiter, at most until `deadline` (less [`CALL_RESERVE`] for the
+    /// request itself) or [`API_CALL_TIMEOUT`].
     async fn limit(&self, deadline: Instant) -> Result<(), RateLimited> {
-        let deadline = deadline.min(Instant::now() + API_CALL_TIMEOUT);
+        let deadline = deadline
+            .checked_sub(CALL_RESERVE)
+            .unwrap_or(deadline)
+            .min(Instant::now() + API_CALL_TIMEOUT);
         self.limiter.acquire(deadline).await
     }
 
@@ -335,6 +352,7 @@ fn timeout_text() -> String {
 #[derive(Clone)]
 struct CountApiCalls {
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
 }
 
 impl<S> Layer<S> for CountApiCalls {
@@ -344,6 +362,7 @@ impl<S> Layer<S> for CountApiCalls {
         CountedService {
             inner,
             metrics: self.metrics.clone(),
+            readiness: self.readiness.clone(),
         }
     }
 }
@@ -351,25 +370,58 @@ impl<S> Layer<S> for CountApiCalls {
 struct CountedService<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
 }
 
-impl<S, B> Service<http::Request<B>> for CountedService<S>
+impl<S, B, R> Service<http::Request<B>> for CountedService<S>
 where
-    S: Service<http::Request<B>>,
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(kind) = classify(request.method(), request.uri()) {
-            self.metrics.api_call(kind);
+        let kind = classify(request.method(), request.uri());
+        if let Some(kind) = &kind {
+            self.metrics.api_call(kind.clone());
         }
-        self.inner.call(request)
+        let source = kind.and_then(|kind| watched_source(&kind, request.uri()));
+        let call = self.inner.call(request);
+        let readiness = self.readiness.clone();
+        Box::pin(async move {
+            let response = call.await?;
+            if let Some(source) = source {
+                if response.status().is_success() {
+                    readiness.recovered(source);
+                }
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The watched source a list or watch request is for.
+fn watched_source(kind: &ApiCallKind, uri: &http::Uri) -> Option<Source> {
+    match kind {
+        ApiCallKind::ListCredentialSpecs | ApiCallKind::WatchCredentialSpecs => {
+            Some(Source::CredentialSpecs)
+        }
+        ApiCallKind::ListRbac | ApiCallKind::WatchRbac => {
+            match uri.path().trim_end_matches('/').rsplit('/').next()? {
+                "roles" => Some(Source::Roles),
+                "clusterroles" => Some(Source::ClusterRoles),
+                "rolebindings" => Some(Source::RoleBindings),
+                "clusterrolebindings" => Some(Source::ClusterRoleBindings),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 

@@ -333,6 +333,10 @@ impl DecisionCache {
         let mut events = pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
         let mut listing: Vec<DynamicObject> = Vec::new();
         while let Some(event) = events.next().await {
+            match &event {
+                Ok(_) => readiness.recovered(source),
+                Err(_) => readiness.failed(source),
+            }
             match event {
                 Ok(Event::Init) => listing.clear(),
                 Ok(Event::InitApply(object)) => listing.push(object),

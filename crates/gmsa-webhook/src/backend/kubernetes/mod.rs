@@ -46,6 +46,8 @@ pub struct KubeSettings {
     pub caches: bool,
     /// Where `use` decisions come from.
     pub authorization: Authorization,
+    /// A watch failing to resync for longer than this makes the backend not ready.
+    pub stale_after: Duration,
 }
 
 /// Errors that stop the backend from starting. An unreachable API server is not one: the
@@ -89,15 +91,19 @@ impl KubeCluster {
             burst = settings.burst,
             "using the Kubernetes API"
         );
-        let client = client::build_client(config, metrics.clone())?;
+        let readiness = Arc::new(if settings.caches {
+            let mut sources = vec![Source::CredentialSpecs];
+            sources.extend(Source::RBAC);
+            Readiness::new(&sources, settings.stale_after)
+        } else {
+            Readiness::new(&[Source::ApiReachable], settings.stale_after)
+        });
+        let client = client::build_client(config, metrics.clone(), readiness.clone())?;
         let limiter = RateLimiter::new(settings.qps, settings.burst);
         let api = Arc::new(ApiAccess::new(client.clone(), limiter));
 
         let mut tasks = Vec::new();
         let inner = if settings.caches {
-            let mut sources = vec![Source::CredentialSpecs];
-            sources.extend(Source::RBAC);
-            let readiness = Arc::new(Readiness::new(&sources));
             let specs = Arc::new(SpecCache::default());
             let decisions = Arc::new(DecisionCache::new(settings.allow_ttl, settings.deny_ttl));
             tasks.push(tokio::spawn(
@@ -119,7 +125,6 @@ impl KubeCluster {
                 readiness,
             }
         } else {
-            let readiness = Arc::new(Readiness::new(&[Source::ApiReachable]));
             tasks.push(tokio::spawn(probe_until_reachable(
                 api.clone(),
                 readiness.clone(),
@@ -181,7 +186,8 @@ impl KubeCluster {
     }
 
     /// Whether the credential-spec and RBAC watches have synced (with the caches off: whether
-    /// the API server has answered once). Stays true after that; watch errors are logged.
+    /// the API server has answered once) and none has been failing to resync for longer than
+    /// the stale limit.
     pub fn is_ready(&self) -> bool {
         self.inner.readiness.is_ready()
     }

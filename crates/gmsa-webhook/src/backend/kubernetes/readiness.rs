@@ -1,8 +1,12 @@
-//! Which of the backend's sources have synced. Ready means every required source has synced
-//! once; a later watch failure does not take readiness back (the cache keeps serving what it
-//! had, and the watcher recovers by itself), it is logged instead.
+//! Which of the backend's sources have synced, and whether they still follow the cluster.
+//! Ready means every required source has synced once and none has been failing to resync
+//! for longer than the stale limit (`--watch-stale-after`): a brief watch failure keeps
+//! readiness (the cache serves what it had, the watcher recovers by itself), a long one takes
+//! it away, so the Service stops sending this replica reviews it would answer from a cache
+//! that no longer follows deletions and revocations.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 /// Something readiness waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +25,12 @@ impl Source {
         1 << (self as u8)
     }
 
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    const ALL: usize = 6;
+
     /// The four RBAC watches whose events flush the decision cache.
     pub(super) const RBAC: [Source; 4] = [
         Source::Roles,
@@ -34,19 +44,74 @@ impl Source {
     }
 }
 
-/// Lock-free sync flags, read on every `/readyz`.
+/// Lock-free sync flags and failure clocks, read on every `/readyz`.
 pub(super) struct Readiness {
     required: u8,
     synced: AtomicU8,
+    stale_after: Duration,
+    /// Per source: when its current run of watch failures began, in milliseconds after
+    /// `epoch` plus one; zero while it is healthy.
+    failing_since: [AtomicU64; Source::ALL],
+    epoch: Instant,
 }
 
 impl Readiness {
-    /// Ready once every one of `sources` has synced.
-    pub(super) fn new(sources: &[Source]) -> Self {
+    /// Ready once every one of `sources` has synced, and while none of them has been failing
+    /// for longer than `stale_after`.
+    pub(super) fn new(sources: &[Source], stale_after: Duration) -> Self {
         Self {
             required: Source::mask(sources),
             synced: AtomicU8::new(0),
+            stale_after,
+            failing_since: Default::default(),
+            epoch: Instant::now(),
         }
+    }
+
+    fn now_mark(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    /// Records a failed list or watch of `source`; starts its failure clock unless running.
+    pub(super) fn failed(&self, source: Source) {
+        let now = self.now_mark();
+        let _ = self.failing_since[source.index()].compare_exchange(
+            0,
+            now,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// Records evidence that `source` follows the cluster again: an event, or a list or watch
+    /// request the API server accepted.
+    pub(super) fn recovered(&self, source: Source) {
+        if self.failing_since[source.index()].swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!(?source, "watch recovered");
+        }
+    }
+
+    /// The sources failing for longer than the stale limit.
+    pub(super) fn stale(&self) -> Vec<Source> {
+        let now = self.now_mark();
+        let limit = u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX);
+        [
+            Source::CredentialSpecs,
+            Source::Roles,
+            Source::ClusterRoles,
+            Source::RoleBindings,
+            Source::ClusterRoleBindings,
+            Source::ApiReachable,
+        ]
+        .into_iter()
+        .filter(|s| self.required & s.bit() != 0)
+        .filter(|s| {
+            let since = self.failing_since[s.index()].load(Ordering::Acquire);
+            since != 0 && now.saturating_sub(since) > limit
+        })
+        .collect()
     }
 
     /// Records that `source` has synced (its first complete list, or the first answer).
@@ -61,9 +126,10 @@ impl Readiness {
         }
     }
 
-    /// Whether every required source has synced.
+    /// Whether every required source has synced and none is stale.
     pub(super) fn is_ready(&self) -> bool {
         self.synced.load(Ordering::Acquire) & self.required == self.required
+            && self.stale().is_empty()
     }
 
     /// Whether all of `sources` have synced.
@@ -79,7 +145,10 @@ mod tests {
 
     #[test]
     fn ready_when_every_required_source_synced() {
-        let r = Readiness::new(&[Source::CredentialSpecs, Source::Roles]);
+        let r = Readiness::new(
+            &[Source::CredentialSpecs, Source::Roles],
+            Duration::from_secs(60),
+        );
         assert!(!r.is_ready());
         r.mark(Source::Roles);
         r.mark(Source::ApiReachable);
@@ -91,5 +160,22 @@ mod tests {
             r.mark(s);
         }
         assert!(r.all_synced(&Source::RBAC));
+    }
+
+    #[test]
+    fn a_source_failing_longer_than_the_limit_takes_readiness_until_it_recovers() {
+        let r = Readiness::new(&[Source::CredentialSpecs], Duration::from_millis(30));
+        r.mark(Source::CredentialSpecs);
+        r.failed(Source::CredentialSpecs);
+        assert!(r.is_ready(), "a brief failure keeps readiness");
+        std::thread::sleep(Duration::from_millis(60));
+        r.failed(Source::CredentialSpecs);
+        assert_eq!(r.stale(), vec![Source::CredentialSpecs]);
+        assert!(!r.is_ready());
+        // Failures of a source readiness does not wait for do not count.
+        r.recovered(Source::CredentialSpecs);
+        r.failed(Source::Roles);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(r.is_ready());
     }
 }

@@ -66,6 +66,10 @@ impl SpecCache {
         // Objects of a re-list, swapped in whole when it completes so lookups never see half.
         let mut relist: Option<HashMap<String, Arc<CredentialSpec>>> = None;
         while let Some(event) = events.next().await {
+            match &event {
+                Ok(_) => readiness.recovered(Source::CredentialSpecs),
+                Err(_) => readiness.failed(Source::CredentialSpecs),
+            }
             match event {
                 Ok(Event::Init) => relist = Some(HashMap::new()),
                 Ok(Event::InitApply(object)) => {
