@@ -289,6 +289,8 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
         (CertMode::SelfSigned, Some(tls)) => objects.push(objects::tls_secret(settings, tls)),
         (CertMode::CertManager, _) => {
             objects.push(objects::issuer(settings));
+            objects.push(objects::ca_certificate(settings));
+            objects.push(objects::ca_issuer(settings));
             objects.push(objects::certificate(settings));
         }
         _ => {}

@@ -74,9 +74,20 @@ pub fn tls_secret(name: &str) -> String {
     format!("{name}-tls")
 }
 
-/// Name of cert-manager's self-signed Issuer.
+/// Name of cert-manager's self-signed Issuer: it signs only the CA.
 pub fn issuer(name: &str) -> String {
     format!("{name}-selfsigned")
+}
+
+/// Name of cert-manager's CA Certificate and of its Secret: the CA the webhook configurations
+/// trust, which outlives every serving certificate it signs.
+pub fn ca_certificate(name: &str) -> String {
+    format!("{name}-ca")
+}
+
+/// Name of cert-manager's CA Issuer, which signs the serving certificate with that CA.
+pub fn ca_issuer(name: &str) -> String {
+    format!("{name}-ca")
 }
 
 /// Name of the aggregated view ClusterRole.

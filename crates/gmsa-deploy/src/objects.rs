@@ -129,7 +129,7 @@ pub fn tls_secret(settings: &Settings, tls: &TlsMaterial) -> Value {
     })
 }
 
-/// cert-manager: a self-signed Issuer in the namespace.
+/// cert-manager: a self-signed Issuer in the namespace, used only to sign the CA.
 pub fn issuer(settings: &Settings) -> Value {
     json!({
         "apiVersion": "cert-manager.io/v1",
@@ -139,7 +139,44 @@ pub fn issuer(settings: &Settings) -> Value {
     })
 }
 
-/// cert-manager: the serving certificate, into `<name>-tls`, renewed a month before expiry.
+/// cert-manager: the CA, ten years, renewed a year ahead with the same key
+/// (`rotationPolicy: Never`), so certificates it signed before a renewal still verify after it.
+/// Its certificate is what cainjector puts in `caBundle`: a serving renewal changes nothing
+/// there, so the kubelet's Secret sync and the injector never race.
+pub fn ca_certificate(settings: &Settings) -> Value {
+    let name = names::ca_certificate(&settings.name);
+    json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": meta(settings, &name, "certificate", true),
+        "spec": {
+            "isCA": true,
+            "secretName": name,
+            "commonName": format!("{} CA", settings.name),
+            "duration": "87600h",
+            "renewBefore": "8760h",
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Never"},
+            "issuerRef": {
+                "group": "cert-manager.io",
+                "kind": "Issuer",
+                "name": names::issuer(&settings.name)
+            }
+        }
+    })
+}
+
+/// cert-manager: the Issuer that signs with the CA above.
+pub fn ca_issuer(settings: &Settings) -> Value {
+    json!({
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Issuer",
+        "metadata": meta(settings, &names::ca_issuer(&settings.name), "certificate", true),
+        "spec": {"ca": {"secretName": names::ca_certificate(&settings.name)}}
+    })
+}
+
+/// cert-manager: the serving certificate, into `<name>-tls`, signed by the CA Issuer and
+/// renewed a month before expiry.
 pub fn certificate(settings: &Settings) -> Value {
     let secret = names::tls_secret(&settings.name);
     json!({
@@ -157,7 +194,7 @@ pub fn certificate(settings: &Settings) -> Value {
             "issuerRef": {
                 "group": "cert-manager.io",
                 "kind": "Issuer",
-                "name": names::issuer(&settings.name)
+                "name": names::ca_issuer(&settings.name)
             }
         }
     })

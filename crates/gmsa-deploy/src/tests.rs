@@ -172,16 +172,57 @@ fn cert_manager_and_url_modes() {
     assert!(kinds(&m).contains(&"Certificate".to_string()));
     assert!(!kinds(&m).contains(&"Secret".to_string()));
     let config = find(&m, "ValidatingWebhookConfiguration");
+    // The CA is injected, not the serving certificate: a serving renewal leaves caBundle as
+    // it is, so the injector and the kubelet's Secret sync cannot race.
     assert_eq!(
         config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
-        "gmsa-system/gmsa-webhook-tls"
+        "gmsa-system/gmsa-webhook-ca"
     );
+    let certificates: Vec<&Value> = m
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "Certificate")
+        .collect();
+    let issuers: Vec<&Value> = m.objects.iter().filter(|o| o["kind"] == "Issuer").collect();
+    assert_eq!(certificates.len(), 2);
+    let (ca, serving) = (certificates[0], certificates[1]);
+    assert_eq!(ca["metadata"]["name"], "gmsa-webhook-ca");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(ca["spec"]["privateKey"]["rotationPolicy"], "Never");
+    assert_eq!(ca["spec"]["issuerRef"]["name"], "gmsa-webhook-selfsigned");
+    assert_eq!(serving["metadata"]["name"], "gmsa-webhook-tls");
+    assert_eq!(serving["spec"]["issuerRef"]["name"], "gmsa-webhook-ca");
+    assert_eq!(
+        issuers
+            .iter()
+            .map(|i| (i["metadata"]["name"].clone(), i["spec"].clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (json!("gmsa-webhook-selfsigned"), json!({"selfSigned": {}})),
+            (
+                json!("gmsa-webhook-ca"),
+                json!({"ca": {"secretName": "gmsa-webhook-ca"}})
+            ),
+        ]
+    );
+    // Applied in dependency order: each issuer before what it signs.
+    let position = |kind: &str, name: &str| {
+        m.objects
+            .iter()
+            .position(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap()
+    };
+    assert!(
+        position("Issuer", "gmsa-webhook-selfsigned") < position("Certificate", "gmsa-webhook-ca")
+    );
+    assert!(position("Certificate", "gmsa-webhook-ca") < position("Issuer", "gmsa-webhook-ca"));
+    assert!(position("Issuer", "gmsa-webhook-ca") < position("Certificate", "gmsa-webhook-tls"));
     assert_eq!(
         config["webhooks"][0]["clientConfig"],
         json!({"url": "https://127.0.0.1:9443/validate"})
     );
     assert_eq!(
-        find(&m, "Certificate")["spec"]["dnsNames"],
+        serving["spec"]["dnsNames"],
         json!([
             "gmsa-webhook.gmsa-system.svc",
             "gmsa-webhook.gmsa-system.svc.cluster.local",

@@ -138,7 +138,7 @@ fn metadata(settings: &Settings) -> Value {
     if settings.certs == crate::CertMode::CertManager {
         meta["annotations"] = json!({
             (names::CERT_MANAGER_INJECT_ANNOTATION):
-                format!("{}/{}", settings.namespace, names::tls_secret(&settings.name))
+                format!("{}/{}", settings.namespace, names::ca_certificate(&settings.name))
         });
     }
     meta

@@ -284,7 +284,7 @@ fn install_output_passes_schema_validation() {
     std::fs::write(&file, rendered).unwrap();
     kubernetes_validate_strict(&file);
     let cert_manager = run_install(dir.path(), &["--certs", "cert-manager"]);
-    assert!(cert_manager.contains("cert-manager.io/inject-ca-from: gmsa-system/gmsa-webhook-tls"));
+    assert!(cert_manager.contains("cert-manager.io/inject-ca-from: gmsa-system/gmsa-webhook-ca"));
 }
 
 /// Offline rendering says which Kubernetes version it chose.
