@@ -119,6 +119,8 @@ pub struct Settings {
     pub node_setup: bool,
     /// The image of the node setup: any Windows image with `reg.exe` and `powershell.exe`.
     pub node_setup_image: String,
+    /// A Prometheus Operator `PrometheusRule` alerting on the serving certificate's expiry.
+    pub prometheus_rule: bool,
 }
 
 impl Default for Settings {
@@ -145,6 +147,7 @@ impl Default for Settings {
             webhook_url: None,
             node_setup: false,
             node_setup_image: DEFAULT_NODE_SETUP_IMAGE.into(),
+            prometheus_rule: false,
         }
     }
 }
@@ -303,6 +306,9 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
     if settings.node_setup {
         objects.push(objects::node_setup(settings));
     }
+    if settings.prometheus_rule {
+        objects.push(objects::prometheus_rule(settings));
+    }
     objects.push(webhooks::mutating(settings, ca_bundle));
     objects.push(webhooks::validating(settings, ca_bundle));
     Ok(Manifest { objects })
@@ -396,6 +402,12 @@ pub const KINDS: &[KindInfo] = &[
         api_version: "apps/v1",
         kind: "DaemonSet",
         plural: "daemonsets",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "monitoring.coreos.com/v1",
+        kind: "PrometheusRule",
+        plural: "prometheusrules",
         namespaced: true,
     },
     KindInfo {

@@ -333,6 +333,47 @@ pub fn pod_disruption_budget(settings: &Settings) -> Value {
     })
 }
 
+/// Alerts on `gmsa_webhook_certificate_expiry_seconds`: a warning under 30 days (renewal
+/// should have happened by then in every certificate mode), critical once expired (the API
+/// server refuses the webhook's TLS: GMSA pods, and on servers before 1.28 every pod, fail).
+pub fn prometheus_rule(settings: &Settings) -> Value {
+    let selector = format!(
+        "gmsa_webhook_certificate_expiry_seconds{{namespace=\"{}\"}}",
+        settings.namespace
+    );
+    json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": meta(settings, &settings.name, "webhook", true),
+        "spec": {
+            "groups": [{
+                "name": "gmsa-webhook.certificates",
+                "rules": [
+                    {
+                        "alert": "GmsaWebhookCertificateExpiresSoon",
+                        "expr": format!("min by (namespace, pod) ({selector}) < 30 * 24 * 3600"),
+                        "for": "1h",
+                        "labels": {"severity": "warning"},
+                        "annotations": {
+                            "summary": "The GMSA webhook's serving certificate expires in under 30 days",
+                            "description": "Pod {{ $labels.pod }} serves a certificate that expires in {{ $value | humanizeDuration }}. Run kubectl gmsa doctor; for self-signed certificates, kubectl gmsa install --apply --rotate-certs."
+                        }
+                    },
+                    {
+                        "alert": "GmsaWebhookCertificateExpired",
+                        "expr": format!("min by (namespace, pod) ({selector}) <= 0"),
+                        "labels": {"severity": "critical"},
+                        "annotations": {
+                            "summary": "The GMSA webhook's serving certificate has expired",
+                            "description": "Pod {{ $labels.pod }} serves an expired certificate: the API server cannot call the webhook, so GMSA pods are refused. Run kubectl gmsa doctor."
+                        }
+                    }
+                ]
+            }]
+        }
+    })
+}
+
 /// A HostProcess DaemonSet on Windows nodes that sets `EnableCompartmentNamespace=1`, which
 /// the documentation asks for when pods reach SMB shares by host name, then sleeps (a
 /// DaemonSet's pods must keep running). Pods created before the key was set must be

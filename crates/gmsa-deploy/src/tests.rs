@@ -329,3 +329,42 @@ fn node_setup_is_a_host_process_daemonset() {
     };
     assert!(render(&old, Some(&tls())).is_err());
 }
+
+#[test]
+fn the_prometheus_rule_alerts_on_certificate_expiry() {
+    let plain = render(&Settings::default(), Some(&tls())).unwrap();
+    assert!(!kinds(&plain).contains(&"PrometheusRule".to_string()));
+    let settings = Settings {
+        prometheus_rule: true,
+        ..Settings::default()
+    };
+    let m = render(&settings, Some(&tls())).unwrap();
+    let rule = find(&m, "PrometheusRule");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<(&str, &str, &str)> = rules
+        .iter()
+        .map(|r| {
+            (
+                r["alert"].as_str().unwrap(),
+                r["expr"].as_str().unwrap(),
+                r["labels"]["severity"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let selector = r#"gmsa_webhook_certificate_expiry_seconds{namespace="gmsa-system"}"#;
+    assert_eq!(
+        alerts,
+        vec![
+            (
+                "GmsaWebhookCertificateExpiresSoon",
+                &*format!("min by (namespace, pod) ({selector}) < 30 * 24 * 3600"),
+                "warning"
+            ),
+            (
+                "GmsaWebhookCertificateExpired",
+                &*format!("min by (namespace, pod) ({selector}) <= 0"),
+                "critical"
+            ),
+        ]
+    );
+}

@@ -55,6 +55,13 @@ impl Server {
             let store = store.clone();
             metrics.track_cert_reloads(move || store.reloads());
         }
+        {
+            let store = store.clone();
+            metrics.track_certificate_expiry(move || {
+                let left = store.not_after()? - time::OffsetDateTime::now_utc();
+                Some(left.whole_seconds())
+            });
+        }
         let backend = match &config.cluster {
             ClusterSource::StateDir(dir) => {
                 let state = backend::embedded::EmbeddedState::load(dir)?;

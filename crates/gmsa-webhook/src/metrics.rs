@@ -89,7 +89,13 @@ pub struct Metrics {
     cert_reloads: OnceLock<CountSource>,
     /// Access reviews under way, read from the decision cache when metrics are scraped.
     reviews_in_flight: OnceLock<CountSource>,
+    /// Seconds until the served certificate's `notAfter` (negative once expired), read from
+    /// the TLS store when metrics are scraped; `None` when it could not be read.
+    cert_expiry: OnceLock<ExpirySource>,
 }
+
+/// A function that reads the seconds until the served certificate expires.
+pub type ExpirySource = Box<dyn Fn() -> Option<i64> + Send + Sync>;
 
 impl Metrics {
     /// Creates and registers every metric under the `gmsa_webhook` prefix.
@@ -142,6 +148,7 @@ impl Metrics {
             api_calls,
             cert_reloads: OnceLock::new(),
             reviews_in_flight: OnceLock::new(),
+            cert_expiry: OnceLock::new(),
         })
     }
 
@@ -170,6 +177,14 @@ impl Metrics {
         let _ = self.reviews_in_flight.set(Box::new(source));
     }
 
+    /// Where the seconds until the served certificate expires are read from. Set once.
+    pub fn track_certificate_expiry(
+        &self,
+        source: impl Fn() -> Option<i64> + Send + Sync + 'static,
+    ) {
+        let _ = self.cert_expiry.set(Box::new(source));
+    }
+
     /// OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -187,6 +202,13 @@ impl Metrics {
             "LocalSubjectAccessReviews under way that admissions wait for",
             ConstGauge::new(i64::try_from(in_flight).unwrap_or(i64::MAX)),
         );
+        if let Some(left) = self.cert_expiry.get().and_then(|f| f()) {
+            extra.register(
+                "certificate_expiry_seconds",
+                "Seconds until the served certificate's notAfter; negative once expired",
+                ConstGauge::new(left),
+            );
+        }
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &extra);
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);

@@ -69,3 +69,64 @@ async fn serves_over_tls_then_drains_on_shutdown() {
         .expect("server should stop once drained")
         .unwrap();
 }
+
+/// The seconds left on the served certificate, from `/metrics` text.
+fn expiry_seconds(metrics: &str) -> Option<i64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix("gmsa_webhook_certificate_expiry_seconds ")?
+            .parse()
+            .ok()
+    })
+}
+
+/// Item 7 of the hardening issue: the time left on the served certificate is a metric that
+/// follows reloads, and goes negative once the certificate has expired (an alert's input).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_certificates_expiry_is_a_gauge_that_follows_reloads() {
+    use gmsa_webhook::config::CertSource;
+    use gmsa_webhook::tls::{issue_serving_cert, CertificateAuthority, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate(
+        "expiry CA",
+        Validity::starting_now(time::Duration::days(30)),
+    )
+    .unwrap();
+    let write = |validity: Validity| {
+        let issued = issue_serving_cert(&ca, &["localhost"], validity).unwrap();
+        for (file, pem) in [("tls.key", &issued.key_pem), ("tls.crt", &issued.cert_pem)] {
+            let tmp = dir.path().join(format!("{file}.tmp"));
+            std::fs::write(&tmp, pem).unwrap();
+            std::fs::rename(&tmp, dir.path().join(file)).unwrap();
+        }
+    };
+    write(Validity::starting_now(time::Duration::days(3)));
+    let mut cfg = config(dir.path(), Duration::from_millis(10));
+    cfg.certs = CertSource::Files {
+        cert: dir.path().join("tls.crt"),
+        key: dir.path().join("tls.key"),
+    };
+    cfg.cert_poll_interval = Duration::from_millis(100);
+    let server = Server::bind(cfg).await.unwrap();
+    let app = server.app.clone();
+    tokio::spawn(server.run(std::future::pending()));
+
+    let three_days = 3 * 24 * 3600;
+    let left = expiry_seconds(&app.metrics.encode()).expect("the gauge is exported");
+    assert!(
+        (three_days - 120..=three_days).contains(&left),
+        "{left} s left on a certificate valid for 3 days"
+    );
+
+    let now = time::OffsetDateTime::now_utc();
+    write(Validity {
+        not_before: now - time::Duration::days(10),
+        not_after: now - time::Duration::days(1),
+    });
+    let expired = gmsa_testkit::wait::eventually(Duration::from_secs(20), || async {
+        expiry_seconds(&app.metrics.encode()).is_some_and(|s| s < 0)
+    })
+    .await;
+    assert!(expired, "{:?}", expiry_seconds(&app.metrics.encode()));
+    let left = expiry_seconds(&app.metrics.encode()).unwrap();
+    assert!((-24 * 3600 - 120..=-24 * 3600).contains(&left), "{left}");
+}

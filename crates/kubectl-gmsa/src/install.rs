@@ -105,6 +105,10 @@ pub struct InstallArgs {
     /// EnableCompartmentNamespace registry value (Kubernetes 1.26+).
     #[arg(long = "node-setup")]
     pub node_setup: bool,
+    /// Add a PrometheusRule (Prometheus Operator) that alerts when the serving certificate
+    /// has under 30 days left and when it has expired.
+    #[arg(long = "prometheus-rule")]
+    pub prometheus_rule: bool,
     /// Register the webhooks at https://HOST:PORT instead of the Service: for a webhook
     /// running outside the cluster (development and tests only).
     #[arg(long = "webhook-url", value_name = "URL", hide = true)]
@@ -164,6 +168,7 @@ impl InstallArgs {
             aggregate_to_view: self.aggregate_to_view,
             webhook_url: self.webhook_url.clone(),
             node_setup: self.node_setup,
+            prometheus_rule: self.prometheus_rule,
             ..Settings::default()
         })
     }

@@ -87,6 +87,11 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
         (validating, None, name.into()),
         (mutating, None, name.into()),
         (kind("apps/v1", "DaemonSet"), ns, names::node_setup(name)),
+        (
+            kind("monitoring.coreos.com/v1", "PrometheusRule"),
+            ns,
+            name.into(),
+        ),
         (kind("policy/v1", "PodDisruptionBudget"), ns, name.into()),
         (
             kind("policy/v1beta1", "PodDisruptionBudget"),
@@ -100,6 +105,17 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
             ns,
             names::tls_secret(name),
         ),
+        (
+            kind("cert-manager.io/v1", "Issuer"),
+            ns,
+            names::ca_issuer(name),
+        ),
+        (
+            kind("cert-manager.io/v1", "Certificate"),
+            ns,
+            names::ca_certificate(name),
+        ),
+        (kind("v1", "Secret"), ns, names::ca_certificate(name)),
         (
             kind("cert-manager.io/v1", "Issuer"),
             ns,

@@ -184,6 +184,7 @@ fn chart_renders_what_install_renders() {
                 "off",
                 "--authorization",
                 "api",
+                "--prometheus-rule",
             ],
             &[
                 "name=gmsa",
@@ -199,6 +200,7 @@ fn chart_renders_what_install_renders() {
                 "nodeSetup.enabled=true",
                 "matchConditions=false",
                 "authorization=api",
+                "prometheusRule.enabled=true",
             ],
         ),
         case(
