@@ -160,6 +160,7 @@ impl Webhook {
             listen: "127.0.0.1:0".parse()?,
             certs: CertSource::Dev { dir: certs.clone() },
             client_ca: None,
+            probe_listen: None,
             cluster: ClusterSource::Kubernetes {
                 kubeconfig: Some(cluster.webhook_kubeconfig().to_path_buf()),
                 // The webhook's defaults, as users run it.

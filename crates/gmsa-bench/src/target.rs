@@ -106,6 +106,7 @@ impl TargetSpec {
                 dir: self.certs.clone(),
             },
             client_ca: None,
+            probe_listen: None,
             cluster,
             random_hostname: false,
             shutdown_grace: Duration::ZERO,

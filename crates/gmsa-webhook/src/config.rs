@@ -46,7 +46,8 @@ pub struct Args {
     #[arg(long, env = "TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
-    /// Require client certificates signed by this CA (PEM).
+    /// Require client certificates signed by this CA (PEM), re-read every
+    /// --cert-poll-interval. Pair it with --probe-port: kubelet probes have no certificate.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
 
@@ -62,6 +63,12 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub bind_address: IpAddr,
+
+    /// Also serve /health, /readyz, /info and /metrics over plain HTTP on this port (same
+    /// address), never admissions: what kubelet probes and scrapers use when --client-ca
+    /// makes the main port require a client certificate.
+    #[arg(long, value_name = "N")]
+    pub probe_port: Option<u16>,
 
     /// Use a directory of YAML manifests (credential specs and RBAC) as the cluster instead of
     /// the Kubernetes API. Reloaded when files change.
@@ -162,6 +169,8 @@ pub enum ClusterSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listen: std::net::SocketAddr,
+    /// The plain-HTTP probe port's address (`--probe-port`), if any.
+    pub probe_listen: Option<std::net::SocketAddr>,
     pub certs: CertSource,
     pub client_ca: Option<PathBuf>,
     pub cluster: ClusterSource,
@@ -253,6 +262,9 @@ impl Config {
         Ok((
             Self {
                 listen: std::net::SocketAddr::new(args.bind_address, args.port),
+                probe_listen: args
+                    .probe_port
+                    .map(|port| std::net::SocketAddr::new(args.bind_address, port)),
                 certs,
                 client_ca: args.client_ca,
                 cluster,

@@ -78,16 +78,29 @@ impl App {
 
 /// The router of every endpoint. Unknown paths answer 404 with an empty body.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    status_routes()
         .route(paths::MUTATE, any(mutate))
         .route(paths::VALIDATE, any(validate))
         .route(paths::VALIDATE_CREDSPEC, any(validate_credspec))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(app)
+}
+
+/// The router of the plain-HTTP probe port (`--probe-port`): health, readiness, version and
+/// metrics, never an admission. Kubelet probes and scrapers reach it when `--client-ca`
+/// makes the main port demand a client certificate they do not have.
+pub fn probe_router(app: Arc<App>) -> Router {
+    status_routes()
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(app)
+}
+
+fn status_routes() -> Router<Arc<App>> {
+    Router::new()
         .route(paths::HEALTH, get(|| async { StatusCode::NO_CONTENT }))
         .route(paths::READYZ, get(readyz))
         .route(paths::INFO, get(info))
         .route(paths::METRICS, get(metrics))
-        .fallback(|| async { StatusCode::NOT_FOUND })
-        .with_state(app)
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> StatusCode {

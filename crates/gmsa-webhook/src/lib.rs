@@ -24,8 +24,11 @@ use crate::metrics::Metrics;
 /// A server that is bound and ready to serve.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The plain-HTTP probe port, when `--probe-port` asked for one.
+    pub probe_addr: Option<SocketAddr>,
     pub app: Arc<http::App>,
     listener: TcpListener,
+    probe_listener: Option<TcpListener>,
     tls: Arc<rustls::ServerConfig>,
     config: Config,
 }
@@ -43,7 +46,15 @@ impl Server {
             }
         };
         let store = Arc::new(tls::CertStore::load(cert, key)?);
-        let tls_config = tls::server_config(store.clone(), config.client_ca.as_deref())?;
+        let client_ca = config
+            .client_ca
+            .as_deref()
+            .map(tls::ClientCa::load)
+            .transpose()?;
+        if let Some(ca) = &client_ca {
+            ca.spawn_reloader(config.cert_poll_interval);
+        }
+        let tls_config = tls::server_config_with(store.clone(), client_ca)?;
         tls::spawn_reloader(
             store.clone(),
             config.cert_poll_interval,
@@ -108,10 +119,24 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let probe_listener = match config.probe_listen {
+            Some(probe) => Some(
+                TcpListener::bind(probe)
+                    .await
+                    .with_context(|| format!("cannot listen on {probe} (--probe-port)"))?,
+            ),
+            None => None,
+        };
+        let probe_addr = probe_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         Ok(Self {
             addr,
+            probe_addr,
             app,
             listener,
+            probe_listener,
             tls: tls_config,
             config,
         })
@@ -120,12 +145,25 @@ impl Server {
     /// Serves until `shutdown` completes, then drains (see [`serve::serve`]).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tracing::info!(addr = %self.addr, "serving");
+        // Probes keep answering through the drain (readiness 503) and stop with the server.
+        let probes = self.probe_listener.map(|listener| {
+            tracing::info!(addr = ?self.probe_addr, "serving probes and metrics over plain HTTP");
+            let router = http::probe_router(self.app.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::warn!(error = %e, "probe port stopped");
+                }
+            })
+        });
         let router = http::router(self.app.clone());
         let options = serve::ServeOptions {
             header_read_timeout: self.config.header_read_timeout,
             shutdown_grace: self.config.shutdown_grace,
         };
         serve::serve(self.listener, self.tls, router, self.app, options, shutdown).await;
+        if let Some(probes) = probes {
+            probes.abort();
+        }
     }
 }
 

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
+use rustls::{ServerConfig, SupportedProtocolVersion};
 
-use super::{crypto_provider, parse_chain, read, CertStore, TlsError};
+use super::{crypto_provider, CertStore, ClientCa, TlsError};
 
 /// TLS versions offered: 1.3 and 1.2 only. The apiserver speaks both, and
 /// anything older is refused by current compliance baselines.
@@ -26,25 +26,18 @@ pub fn server_config(
     store: Arc<CertStore>,
     client_ca: Option<&Path>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    let client_ca = client_ca.map(ClientCa::load).transpose()?;
+    server_config_with(store, client_ca)
+}
+
+/// [`server_config`] with a client CA already loaded (and possibly reloading).
+pub fn server_config_with(
+    store: Arc<CertStore>,
+    client_ca: Option<Arc<ClientCa>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = crypto_provider();
-    let verifier = match client_ca {
-        Some(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in parse_chain(path, &read(path)?)? {
-                roots
-                    .add(cert)
-                    .map_err(|err| TlsError::InvalidCertificate {
-                        path: path.to_owned(),
-                        reason: err.to_string(),
-                    })?;
-            }
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                .build()
-                .map_err(|source| TlsError::ClientCa {
-                    path: path.to_owned(),
-                    source,
-                })?
-        }
+    let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = match client_ca {
+        Some(ca) => ca,
         None => WebPkiClientVerifier::no_client_auth(),
     };
     let mut config = ServerConfig::builder_with_provider(provider)

@@ -6,6 +6,7 @@
 //! rotates under our feet. Everything here is built so that a rotation never
 //! needs a restart and a half-written or mismatched pair is never served.
 
+mod client_ca;
 mod config;
 mod der;
 mod dev;
@@ -21,7 +22,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-pub use config::{server_config, ALPN_PROTOCOLS, PROTOCOL_VERSIONS};
+pub use client_ca::ClientCa;
+pub use config::{server_config, server_config_with, ALPN_PROTOCOLS, PROTOCOL_VERSIONS};
 pub use dev::{
     dev_certs, issue_client_cert, issue_serving_cert, CertificateAuthority, DevCerts, IssuedCert,
     Validity, CA_LIFETIME, DEV_CA_NAME, DEV_SERVING_NAMES, NOT_BEFORE_BACKDATE,

@@ -45,6 +45,7 @@ pub fn config(dir: &Path, grace: Duration) -> Config {
             dir: dir.join("certs"),
         },
         client_ca: None,
+        probe_listen: None,
         cluster: ClusterSource::StateDir(dir.join("state")),
         random_hostname: false,
         shutdown_grace: grace,
