@@ -121,6 +121,10 @@ pub struct Settings {
     pub node_setup_image: String,
     /// A Prometheus Operator `PrometheusRule` alerting on the serving certificate's expiry.
     pub prometheus_rule: bool,
+    /// PEM of the CA whose client certificates the webhook requires (`--client-ca`): the API
+    /// server's webhook client certificate must chain to it. Probes then use the plain
+    /// `--probe-port`.
+    pub client_ca_pem: Option<String>,
 }
 
 impl Default for Settings {
@@ -148,6 +152,7 @@ impl Default for Settings {
             node_setup: false,
             node_setup_image: DEFAULT_NODE_SETUP_IMAGE.into(),
             prometheus_rule: false,
+            client_ca_pem: None,
         }
     }
 }
@@ -298,6 +303,9 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
         }
         _ => {}
     }
+    if let Some(pem) = &settings.client_ca_pem {
+        objects.push(objects::client_ca(settings, pem));
+    }
     objects.push(objects::service(settings));
     objects.push(objects::deployment(settings));
     if settings.pod_disruption_budget {
@@ -360,6 +368,12 @@ pub const KINDS: &[KindInfo] = &[
         api_version: "v1",
         kind: "Secret",
         plural: "secrets",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "v1",
+        kind: "ConfigMap",
+        plural: "configmaps",
         namespaced: true,
     },
     KindInfo {

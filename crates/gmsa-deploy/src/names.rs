@@ -90,6 +90,18 @@ pub fn ca_issuer(name: &str) -> String {
     format!("{name}-ca")
 }
 
+/// Name of the ConfigMap holding the client CA (`install --client-ca`).
+pub fn client_ca(name: &str) -> String {
+    format!("{name}-client-ca")
+}
+
+/// Where the client CA's ConfigMap is mounted, and the key it is under.
+pub const CLIENT_CA_MOUNT_PATH: &str = "/etc/gmsa-webhook/client-ca";
+pub const CLIENT_CA_VOLUME: &str = "client-ca";
+/// The plain-HTTP probe port (`--probe-port`) used with a client CA.
+pub const PROBE_PORT: i32 = 8081;
+pub const PROBE_PORT_NAME: &str = "probes";
+
 /// Name of the aggregated view ClusterRole.
 pub fn view_role(name: &str) -> String {
     format!("{name}-view")

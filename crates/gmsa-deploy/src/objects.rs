@@ -200,6 +200,17 @@ pub fn certificate(settings: &Settings) -> Value {
     })
 }
 
+/// The client CA (`install --client-ca`), public by nature, so a ConfigMap; the webhook
+/// re-reads it when the kubelet updates the volume.
+pub fn client_ca(settings: &Settings, pem: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta(settings, &names::client_ca(&settings.name), "webhook", true),
+        "data": {(names::CA_CERT_KEY): pem}
+    })
+}
+
 pub fn service(settings: &Settings) -> Value {
     json!({
         "apiVersion": "v1",
@@ -242,13 +253,40 @@ pub fn deployment(settings: &Settings) -> Value {
         env.push(json!({"name": "RANDOM_HOSTNAME", "value": "true"}));
     }
     // The default needs no argument, so a default install renders as before.
-    let args: Vec<String> = match settings.authorization {
+    let mut args: Vec<String> = match settings.authorization {
         gmsa_core::rbac_index::AuthorizationMode::Hybrid => Vec::new(),
         mode => vec![format!("--authorization={mode}")],
     };
+    let client_ca = settings.client_ca_pem.is_some();
+    let mut ports = vec![
+        json!({"name": names::PORT_NAME, "containerPort": names::CONTAINER_PORT, "protocol": "TCP"}),
+    ];
+    let mut mounts = vec![
+        json!({"name": names::TLS_VOLUME, "mountPath": names::TLS_MOUNT_PATH, "readOnly": true}),
+    ];
+    let mut volumes = vec![
+        json!({"name": names::TLS_VOLUME, "secret": {"secretName": serving_secret_name(settings)}}),
+    ];
+    if client_ca {
+        args.push(format!(
+            "--client-ca={}/{}",
+            names::CLIENT_CA_MOUNT_PATH,
+            names::CA_CERT_KEY
+        ));
+        args.push(format!("--probe-port={}", names::PROBE_PORT));
+        ports.push(json!({"name": names::PROBE_PORT_NAME, "containerPort": names::PROBE_PORT, "protocol": "TCP"}));
+        mounts.push(json!({"name": names::CLIENT_CA_VOLUME, "mountPath": names::CLIENT_CA_MOUNT_PATH, "readOnly": true}));
+        volumes.push(json!({"name": names::CLIENT_CA_VOLUME, "configMap": {"name": names::client_ca(&settings.name)}}));
+    }
+    // With a client CA the main port demands a certificate the kubelet does not have.
+    let (probe_port, probe_scheme) = if client_ca {
+        (names::PROBE_PORT_NAME, "HTTP")
+    } else {
+        (names::PORT_NAME, "HTTPS")
+    };
     let probe = |path: &str, period: i64, failures: i64| {
         json!({
-            "httpGet": {"path": path, "port": names::PORT_NAME, "scheme": "HTTPS"},
+            "httpGet": {"path": path, "port": probe_port, "scheme": probe_scheme},
             "periodSeconds": period,
             "timeoutSeconds": 3,
             "failureThreshold": failures
@@ -274,7 +312,7 @@ pub fn deployment(settings: &Settings) -> Value {
             "image": settings.image,
             "imagePullPolicy": "IfNotPresent",
             "env": env,
-            "ports": [{"name": names::PORT_NAME, "containerPort": names::CONTAINER_PORT, "protocol": "TCP"}],
+            "ports": ports,
             "readinessProbe": probe(core_names::paths::READYZ, 5, 3),
             "livenessProbe": probe(core_names::paths::HEALTH, 10, 3),
             "resources": {
@@ -289,9 +327,9 @@ pub fn deployment(settings: &Settings) -> Value {
                 "capabilities": {"drop": ["ALL"]},
                 "seccompProfile": {"type": "RuntimeDefault"}
             },
-            "volumeMounts": [{"name": names::TLS_VOLUME, "mountPath": names::TLS_MOUNT_PATH, "readOnly": true}]
+            "volumeMounts": mounts
         }],
-        "volumes": [{"name": names::TLS_VOLUME, "secret": {"secretName": serving_secret_name(settings)}}]
+        "volumes": volumes
     });
     if !args.is_empty() {
         pod_spec["containers"][0]["args"] = json!(args);

@@ -368,3 +368,39 @@ fn the_prometheus_rule_alerts_on_certificate_expiry() {
         ]
     );
 }
+
+#[test]
+fn a_client_ca_moves_probes_to_the_plain_port() {
+    let settings = Settings {
+        client_ca_pem: Some(
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        ),
+        ..Settings::default()
+    };
+    let m = render(&settings, Some(&tls())).unwrap();
+    let config_map = find(&m, "ConfigMap");
+    assert_eq!(config_map["metadata"]["name"], "gmsa-webhook-client-ca");
+    assert!(config_map["data"]["ca.crt"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    let container = &find(&m, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["args"],
+        json!([
+            "--client-ca=/etc/gmsa-webhook/client-ca/ca.crt",
+            "--probe-port=8081"
+        ])
+    );
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "probes", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTP", "{probe}");
+    }
+    assert_eq!(container["ports"][1]["containerPort"], 8081);
+    // Without one, nothing changes.
+    let plain = render(&Settings::default(), Some(&tls())).unwrap();
+    assert!(!kinds(&plain).contains(&"ConfigMap".to_string()));
+    let container = &find(&plain, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
+    assert!(container.get("args").is_none());
+}

@@ -109,6 +109,11 @@ pub struct InstallArgs {
     /// has under 30 days left and when it has expired.
     #[arg(long = "prometheus-rule")]
     pub prometheus_rule: bool,
+    /// Require client certificates from this CA (PEM) on the webhook's port: the API server's
+    /// webhook client certificate (its admission configuration's kubeConfigFile) must chain to
+    /// it. Stored in a ConfigMap and re-read on change; probes move to a plain port.
+    #[arg(long = "client-ca", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Register the webhooks at https://HOST:PORT instead of the Service: for a webhook
     /// running outside the cluster (development and tests only).
     #[arg(long = "webhook-url", value_name = "URL", hide = true)]
@@ -148,6 +153,7 @@ impl InstallArgs {
                 bail!("--qps {qps}: give a positive number");
             }
         }
+        let client_ca_pem = self.client_ca.as_deref().map(read_client_ca).transpose()?;
         Ok(Settings {
             namespace: self.namespace.clone(),
             name: self.name.clone(),
@@ -169,9 +175,27 @@ impl InstallArgs {
             webhook_url: self.webhook_url.clone(),
             node_setup: self.node_setup,
             prometheus_rule: self.prometheus_rule,
+            client_ca_pem,
             ..Settings::default()
         })
     }
+}
+
+/// The `--client-ca` file, checked to hold at least one PEM certificate and nothing else.
+fn read_client_ca(path: &std::path::Path) -> anyhow::Result<String> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("--client-ca {}: cannot read it", path.display()))?;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--client-ca {}: not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        bail!(
+            "--client-ca {}: no CERTIFICATE block: give the PEM of the CA that signed the API server's webhook client certificate",
+            path.display()
+        );
+    }
+    Ok(pem)
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -122,6 +122,7 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
             names::issuer(name),
         ),
         (kind("v1", "Secret"), ns, names::tls_secret(name)),
+        (kind("v1", "ConfigMap"), ns, names::client_ca(name)),
         (
             kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
             None,

@@ -134,7 +134,11 @@ fn case(
     set: &[&str],
 ) -> Case {
     let mut helm = vec![format!("--set=namespace.create=true")];
-    helm.extend(set.iter().map(|s| format!("--set={s}")));
+    // `file:KEY=PATH` sets KEY to the file's contents (`--set-file`).
+    helm.extend(set.iter().map(|s| match s.strip_prefix("file:") {
+        Some(file) => format!("--set-file={file}"),
+        None => format!("--set={s}"),
+    }));
     Case {
         name,
         namespace,
@@ -155,6 +159,8 @@ fn chart_renders_what_install_renders() {
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();
     let ca_b64 = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());
     let ca_set = format!("certificates.caBundle={ca_b64}");
+    // --set-file keeps the PEM's newlines exactly as install reads them.
+    let client_ca_set = format!("file:clientCA={}", dir.path().join("ca.pem").display());
     let cases = [
         case("defaults, Kubernetes 1.30", "gmsa-system", "1.30", &[], &[]),
         case("defaults, Kubernetes 1.20", "gmsa-system", "1.20", &[], &[]),
@@ -213,6 +219,13 @@ fn chart_renders_what_install_renders() {
                 "certificates.secretName=my-tls",
                 &ca_set,
             ],
+        ),
+        case(
+            "a client CA, with authorization api",
+            "gmsa-system",
+            "1.30",
+            &["--client-ca", "ca.pem", "--authorization", "api"],
+            &[&client_ca_set, "authorization=api"],
         ),
     ];
     let home = dir.path().join("helm-home");
