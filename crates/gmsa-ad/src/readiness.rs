@@ -389,13 +389,49 @@ fn rules(descriptor: &[u8]) -> Result<Vec<Rule>, String> {
         .collect())
 }
 
-/// How a token fared against the rules: the first rule naming one of its SIDs decides.
-fn decide<'r>(rules: &'r [Rule], token: &Token) -> Option<&'r Rule> {
+/// How a token is related to the SID of an allowing rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Path {
+    Own,
+    Member,
+    NestedMember,
+}
+
+/// How a token fared against the rules: a deny rule naming one of its SIDs before any allow
+/// rule denies; otherwise the allow rule with the closest relation (its own SID, a group it is
+/// directly in, a nested group) is the one to report.
+fn decide<'r>(
+    rules: &'r [Rule],
+    token: &Token,
+    principals: &BTreeMap<String, Principal>,
+) -> Option<(&'r Rule, Path)> {
     let mut sids: BTreeSet<&str> = token.group_sids.iter().map(String::as_str).collect();
     sids.insert(&token.sid);
     sids.extend(token.primary_group_sid.as_deref());
     sids.extend(UNIVERSAL_SIDS);
-    rules.iter().find(|r| sids.contains(r.sid.as_str()))
+    let path = |rule: &Rule| {
+        if rule.sid == token.sid {
+            Path::Own
+        } else if token.primary_group_sid.as_deref() == Some(rule.sid.as_str())
+            || UNIVERSAL_SIDS.contains(&rule.sid.as_str())
+            || principals
+                .get(&rule.sid)
+                .is_some_and(|p| token.direct_groups.iter().any(|g| same_dn(g, &p.dn)))
+        {
+            Path::Member
+        } else {
+            Path::NestedMember
+        }
+    };
+    let mut matching = rules.iter().filter(|r| sids.contains(r.sid.as_str()));
+    let first = matching.next()?;
+    if !first.allow {
+        return Some((first, Path::Own));
+    }
+    std::iter::once(first)
+        .chain(matching.take_while(|r| r.allow))
+        .map(|r| (r, path(r)))
+        .min_by_key(|(_, p)| *p)
 }
 
 fn retrieval(claims: &SpecClaims, entry: &AccountEntry, state: &AccountState) -> Vec<Check> {
@@ -491,26 +527,22 @@ fn retrieval(claims: &SpecClaims, entry: &AccountEntry, state: &AccountState) ->
                 }
             };
             let account = &token.sam_account_name;
-            match decide(&rules, token) {
-                Some(rule) if rule.allow && rule.sid == token.sid => Check::pass(
+            match decide(&rules, token, &state.principals) {
+                Some((rule, Path::Own)) if rule.allow => Check::pass(
                     CHECK_RETRIEVAL,
                     &subject,
                     format!("{account} may retrieve the password of {gmsa}$ directly"),
                 ),
-                Some(rule) if rule.allow => {
+                Some((rule, path)) if rule.allow => {
                     let group = name_of(&rule.sid);
-                    let direct = token.primary_group_sid.as_deref() == Some(rule.sid.as_str())
-                        || state.principals.get(&rule.sid).is_some_and(|p| {
-                            token.direct_groups.iter().any(|g| same_dn(g, &p.dn))
-                        });
-                    let how = if direct { "a member" } else { "a nested member" };
+                    let how = if path == Path::Member { "a member" } else { "a nested member" };
                     Check::pass(
                         CHECK_RETRIEVAL,
                         &subject,
                         format!("{account} may retrieve the password of {gmsa}$ through group {group}, of which it is {how}"),
                     )
                 }
-                Some(rule) => Check::fail(
+                Some((rule, _)) => Check::fail(
                     CHECK_RETRIEVAL,
                     &subject,
                     format!("{account} is denied the password of {gmsa}$ by a deny entry for {}", name_of(&rule.sid)),

@@ -101,27 +101,28 @@ impl SambaDc {
     pub fn set_password_readers(&self, gmsa: &str, sids: &[&str]) -> Result<(), SambaError> {
         let attribute = b"msDS-GroupMSAMembership".to_vec();
         let change = if sids.is_empty() {
-            Mod::Replace(attribute, HashSet::new())
+            Mod::Delete(attribute, HashSet::new())
         } else {
             Mod::Replace(attribute, HashSet::from([descriptor(sids)?]))
         };
         self.modify(&self.gmsa_dn(gmsa), vec![change])
     }
 
-    /// Replaces an attribute's values; none deletes it.
+    /// Replaces an attribute's values; none deletes it (a delete, which Samba takes where an
+    /// empty replace fails, as on dNSHostName).
     pub fn replace_attribute(
         &self,
         dn: &str,
         attribute: &str,
         values: &[&str],
     ) -> Result<(), SambaError> {
-        self.modify(
-            dn,
-            vec![Mod::Replace(
-                attribute.as_bytes().to_vec(),
-                set(values.iter().copied()),
-            )],
-        )
+        let name = attribute.as_bytes().to_vec();
+        let change = if values.is_empty() {
+            Mod::Delete(name, HashSet::new())
+        } else {
+            Mod::Replace(name, set(values.iter().copied()))
+        };
+        self.modify(dn, vec![change])
     }
 
     /// Adds a KDS root key (`Add-KdsRootKey -EffectiveTime`) taking effect at `effective`,
