@@ -405,3 +405,26 @@ fn a_root_key_must_be_in_effect() {
     assert_eq!(ok.verdict, Verdict::Pass);
     assert!(ok.detail.contains("k2"), "{ok:?}");
 }
+
+#[test]
+fn the_closest_allowing_path_is_reported_whatever_the_ace_order() {
+    // g2001 (nested) comes before g2000 (direct) in the descriptor.
+    let sd = descriptor(&[
+        (0, &format!("{DOMAIN_SID}-2001")),
+        (0, &format!("{DOMAIN_SID}-2000")),
+    ]);
+    let state = AccountState {
+        entry: Some(gmsa(Some(sd))),
+        principals: [group(2000), group(2001)].into_iter().collect(),
+        retrievers: vec![node("win-1", 1101, &[(2000, true), (2001, false)])],
+        spn_holders: vec![],
+    };
+    let checks = evaluate(&claims(&["contoso.com", "CONTOSO"]), &domain(), &state);
+    let check = find(&checks, CHECK_RETRIEVAL, "gmsa-webapp1 node/win-1");
+    assert!(
+        check
+            .detail
+            .contains("through group g2000, of which it is a member"),
+        "{check:?}"
+    );
+}
