@@ -431,7 +431,7 @@ fn scopes(claims: &SpecClaims, domain: &DomainFacts) -> Check {
         format!(
             "kubectl patch gmsacredentialspec {} --type=json -p \
              '[{{\"op\":\"add\",\"path\":\"/credspec/ActiveDirectoryConfig/GroupManagedServiceAccounts/-\",\
-             \"value\":{{\"Name\":\"{}\",\"Scope\":\"{scope}\"}}}}]' (New-CredentialSpec writes both scopes)",
+             \"value\":{{\"Name\":\"{}\",\"Scope\":\"{scope}\"}}}}]'",
             claims.spec, claims.account
         )
     };

@@ -229,3 +229,43 @@ async fn windows_nodes(client: &Client, only: Option<&str>) -> anyhow::Result<Ve
         .filter_map(|n| n.metadata.name)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(check: &str, status: Status) -> Finding {
+        Finding {
+            status,
+            check: check.into(),
+            subject: String::new(),
+            detail: String::new(),
+            fix: None,
+        }
+    }
+
+    #[test]
+    fn exit_status_is_0_all_passed_1_a_check_said_no_2_no_cluster() {
+        let code = |rows: &[Finding]| exit_code(rows);
+        assert_eq!(code(&[]), ExitCode::SUCCESS);
+        assert_eq!(code(&[row("ad-spn", Status::Pass)]), ExitCode::SUCCESS);
+        let warned = [row("ad-spn", Status::Pass), row("ad-scopes", Status::Warn)];
+        assert_eq!(code(&warned), ExitCode::from(1));
+        assert_eq!(code(&[row("ad-account", Status::Fail)]), ExitCode::from(1));
+        assert_eq!(code(&[row("cluster", Status::Fail)]), ExitCode::from(2));
+    }
+
+    #[test]
+    fn verdicts_become_findings_with_their_fix() {
+        let found = finding(Check {
+            name: readiness::CHECK_SPN,
+            subject: "gmsa-webapp1".into(),
+            verdict: Verdict::Fail,
+            detail: "held twice".into(),
+            fix: Some("setspn -D HTTP/x legacy".into()),
+        });
+        assert_eq!(found.status, Status::Fail);
+        assert_eq!(found.check, "ad-spn");
+        assert_eq!(found.fix.as_deref(), Some("setspn -D HTTP/x legacy"));
+    }
+}

@@ -83,9 +83,14 @@ impl Env<'_> {
     }
 
     fn doctor_raw(&self, url: &str, password_file: &str, extra: &[&str]) -> Out {
+        let mut with_json = vec!["-o", "json"];
+        with_json.extend_from_slice(extra);
+        self.doctor_any(url, password_file, &with_json)
+    }
+
+    fn doctor_any(&self, url: &str, password_file: &str, extra: &[&str]) -> Out {
         let mut args: Vec<String> = vec!["doctor".into(), "--ad".into(), url.into()];
         args.extend(self.connection(password_file, self.dc.ca_path()));
-        args.extend(["-o", "json"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
         self.gmsa(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
@@ -260,7 +265,7 @@ fn doctor_ad_against_samba_and_a_real_api_server() {
     );
     assert_eq!(
         fix(&one),
-        "Set-ADServiceAccount -Identity WebApp1 -PrincipalsAllowedToRetrieveManagedPassword 'WIN-NODE-1$'"
+        "Set-ADServiceAccount -Identity WebApp1 -PrincipalsAllowedToRetrieveManagedPassword 'WIN-NODE-1$','WIN-NODE-2$'"
     );
     expect(
         &findings,
@@ -295,6 +300,33 @@ fn doctor_ad_against_samba_and_a_real_api_server() {
     assert_eq!(
         fix(&dns),
         "Set-ADServiceAccount -Identity WebApp1 -DNSHostName webapp1.contoso.com"
+    );
+    let table = env.doctor_any(
+        &dc.ldaps_url(),
+        &env.password_file(),
+        &["--ad-only", "--credspec", "gmsa-webapp1"],
+    );
+    eprintln!("{}", table.stdout);
+    assert_eq!(table.code, 1);
+    assert!(
+        table
+            .stdout
+            .contains(&format!("      fix: setspn -D {SPN} legacy-web\n")),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL  ad-kds-root-key contoso.com")),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.ends_with("1 passed, 0 warnings, 6 failed\n"),
+        "{}",
+        table.stdout
     );
     // The cluster-side rows are not there with --ad-only.
     assert!(find(&findings, "crd", &gmsa_deploy::crd::crd_name()).is_none());

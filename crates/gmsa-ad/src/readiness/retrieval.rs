@@ -133,6 +133,17 @@ pub(super) fn retrieval(
         .iter()
         .filter(|r| r.allow)
         .find_map(|r| state.principals.get(&r.sid).filter(|p| p.is_group));
+    // Set-ADServiceAccount replaces the whole list: one command that keeps the current readers
+    // and adds every account that is refused, so running the fix of one row undoes no other.
+    let refused: Vec<&str> = state
+        .retrievers
+        .iter()
+        .filter_map(|r| match r {
+            Retriever::Node { token, .. } | Retriever::Ccg { token, .. } => token.as_ref(),
+        })
+        .filter(|t| decide(&rules, t, &state.principals).is_none_or(|(rule, _)| !rule.allow))
+        .map(|t| t.sam_account_name.as_str())
+        .collect();
     let grant = |account: &str| match allowed_group {
         Some(group) => format!(
             "Add-ADGroupMember -Identity '{}' -Members '{account}', then purge the host's tickets \
@@ -141,7 +152,12 @@ pub(super) fn retrieval(
         ),
         None => {
             let mut names: Vec<String> = allowed.iter().map(|n| format!("'{n}'")).collect();
-            names.push(format!("'{account}'"));
+            for name in refused.iter().copied().chain([account]) {
+                let quoted = format!("'{name}'");
+                if !names.contains(&quoted) {
+                    names.push(quoted);
+                }
+            }
             format!(
                 "Set-ADServiceAccount -Identity {gmsa} -PrincipalsAllowedToRetrieveManagedPassword {}",
                 names.join(",")

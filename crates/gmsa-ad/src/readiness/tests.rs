@@ -188,15 +188,21 @@ fn deny_entries_win_and_empty_descriptors_allow_no_one() {
 
     let state = AccountState {
         entry: Some(gmsa(None)),
-        retrievers: vec![node("win-1", 1101, &[])],
+        retrievers: vec![node("win-1", 1101, &[]), node("win-2", 1102, &[])],
         ..AccountState::default()
     };
     let checks = evaluate(&claims(&["contoso.com", "CONTOSO"]), &domain(), &state);
+    // One command for both rows: Set-ADServiceAccount replaces the whole list.
+    let two = find(&checks, CHECK_RETRIEVAL, "gmsa-webapp1 node/win-2");
+    assert!(
+        two.fix.as_ref().unwrap().ends_with("'WIN-1$','WIN-2$'"),
+        "{two:?}"
+    );
     let one = find(&checks, CHECK_RETRIEVAL, "gmsa-webapp1 node/win-1");
     assert!(one.detail.ends_with("allowed are none"), "{one:?}");
     assert_eq!(
         one.fix.as_deref(),
-        Some("Set-ADServiceAccount -Identity WebApp1 -PrincipalsAllowedToRetrieveManagedPassword 'WIN-1$'")
+        Some("Set-ADServiceAccount -Identity WebApp1 -PrincipalsAllowedToRetrieveManagedPassword 'WIN-1$','WIN-2$'")
     );
 }
 
