@@ -16,6 +16,8 @@ Examples:
     --bind-upn svc-gmsa@contoso.com --password-file ad-password --ca-file contoso-ca.pem
   kubectl gmsa grant gmsa-webapp1 --service-account default:default
   kubectl gmsa admit -f deployment.yaml --state examples/state
+  kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
+    --password-file ad-password --ca-file contoso-ca.pem
 
 Exit status: 0 on success, 1 when `credspec validate` finds problems or `admit` denies an
 object, 2 on errors (bad flags or unusable input).";
