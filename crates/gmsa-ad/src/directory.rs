@@ -29,8 +29,8 @@ const PAGE_SIZE: i32 = 500;
 /// LDAP result codes this module tells apart (RFC 4511, appendix A).
 const RESULT_STRONGER_AUTH_REQUIRED: u32 = 8;
 const RESULT_INVALID_CREDENTIALS: u32 = 49;
-/// The object class of group managed service accounts.
-const GMSA_CLASS: &str = "msDS-GroupManagedServiceAccount";
+const RESULT_NO_SUCH_OBJECT: u32 = 32;
+use crate::inspect::GMSA_CLASS;
 
 /// Which certificates the domain controller's TLS certificate must chain to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +170,7 @@ impl Transport {
 /// A connection to a domain controller, bound with the configured credentials.
 #[derive(Debug)]
 pub struct Directory {
-    session: Session,
+    pub(crate) session: Session,
     root: RootDse,
 }
 
@@ -333,16 +333,16 @@ impl Directory {
 
 /// The LDAP handle, the task driving its connection, and what errors need to name.
 #[derive(Debug)]
-struct Session {
+pub(crate) struct Session {
     ldap: Ldap,
     driver: JoinHandle<()>,
-    context: Context,
+    pub(crate) context: Context,
 }
 
 /// What error messages and timeouts need to know about the connection.
 #[derive(Debug)]
-struct Context {
-    url: String,
+pub(crate) struct Context {
+    pub(crate) url: String,
     timeout: Duration,
 }
 
@@ -401,7 +401,7 @@ impl Session {
 
     /// A search that drops referrals (other partitions, DNS zones) and accepts a
     /// result-code-10 (referral) answer.
-    async fn search(
+    pub(crate) async fn search(
         &mut self,
         operation: &'static str,
         base: &str,
@@ -421,9 +421,33 @@ impl Session {
         Ok(entries.into_iter().map(SearchEntry::construct).collect())
     }
 
+    /// [`Session::search`] for a base that may not exist (noSuchObject gives no entries).
+    pub(crate) async fn search_if_exists(
+        &mut self,
+        operation: &'static str,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attributes: &[&str],
+    ) -> Result<Vec<SearchEntry>, AdError> {
+        let result = timed(
+            &self.context,
+            operation,
+            self.ldap.search(base, scope, filter, attributes.to_vec()),
+        )
+        .await?;
+        if result.1.rc == RESULT_NO_SUCH_OBJECT {
+            return Ok(Vec::new());
+        }
+        let (entries, _) = result
+            .non_error()
+            .map_err(|e| ldap_error(&self.context, operation, e))?;
+        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+    }
+
     /// A subtree search in pages, for result sets beyond the server's size limit; referrals
     /// are dropped as in [`Session::search`].
-    async fn paged_search(
+    pub(crate) async fn paged_search(
         &mut self,
         operation: &'static str,
         base: &str,
@@ -616,7 +640,7 @@ fn client_config(url: &str, trust: &Trust) -> Result<Arc<ClientConfig>, AdError>
 
 /// An attribute's values, matching the name case-insensitively (servers may echo another
 /// capitalisation than the one asked for).
-fn values<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
+pub(crate) fn values<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
     entry
         .attrs
         .iter()
@@ -625,13 +649,13 @@ fn values<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
         .unwrap_or(&[])
 }
 
-fn first(entry: &SearchEntry, name: &str) -> Option<String> {
+pub(crate) fn first(entry: &SearchEntry, name: &str) -> Option<String> {
     values(entry, name).first().cloned()
 }
 
 /// A binary attribute's first value. ldap3 files a value under `attrs` when its bytes happen
 /// to be valid UTF-8, so a GUID or SID may be in either map.
-fn first_bytes(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn first_bytes(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
     entry
         .bin_attrs
         .iter()
@@ -640,7 +664,7 @@ fn first_bytes(entry: &SearchEntry, name: &str) -> Option<Vec<u8>> {
         .or_else(|| values(entry, name).first().map(|s| s.as_bytes().to_vec()))
 }
 
-fn decode(
+pub(crate) fn decode(
     entry: &SearchEntry,
     attribute: &'static str,
     parse: fn(&[u8]) -> Result<String, String>,

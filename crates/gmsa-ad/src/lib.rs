@@ -30,6 +30,8 @@ pub mod directory;
 pub mod error;
 pub mod facts;
 pub mod identifiers;
+pub mod inspect;
+pub mod readiness;
 
 pub use directory::{
     BindCredentials, Directory, DirectoryConfig, Transport, Trust, DEFAULT_TIMEOUT,

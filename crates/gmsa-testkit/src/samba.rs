@@ -42,6 +42,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::CertificateDer;
 use thiserror::Error;
 
+mod objects;
+
 /// Environment variable that, set to `1`, lets Samba tests skip instead of fail.
 pub const SKIP_ENV: &str = "GMSA_SKIP_SAMBA";
 /// Environment variable that, set to `1`, keeps the DC's directory (logs, config, database).

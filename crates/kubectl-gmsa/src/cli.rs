@@ -16,6 +16,8 @@ Examples:
     --bind-upn svc-gmsa@contoso.com --password-file ad-password --ca-file contoso-ca.pem
   kubectl gmsa grant gmsa-webapp1 --service-account default:default
   kubectl gmsa admit -f deployment.yaml --state examples/state
+  kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
+    --password-file ad-password --ca-file contoso-ca.pem
 
 Exit status: 0 on success, 1 when `credspec validate` finds problems or `admit` denies an
 object, 2 on errors (bad flags or unusable input).";
@@ -50,8 +52,9 @@ pub enum Command {
     /// Remove what install made; the CRD and credential specs stay unless --delete-crd.
     #[command(after_help = crate::uninstall::UNINSTALL_EXAMPLES)]
     Uninstall(crate::uninstall::UninstallArgs),
-    /// Check the cluster side of GMSA: CRD, webhook, certificates, credential specs, pods.
-    #[command(after_help = crate::doctor::DOCTOR_EXAMPLES)]
+    /// Check the cluster side of GMSA (CRD, webhook, certificates, credential specs, pods) and,
+    /// with --ad, the directory side (gMSA, password readers, KDS root key, scopes, SPNs).
+    #[command(after_help = crate::doctor_ad::doctor_help())]
     Doctor(crate::doctor::DoctorArgs),
 }
 
@@ -143,73 +146,82 @@ pub struct DomainArgs {
     #[arg(
         long,
         value_name = "DNS",
-        required_unless_present = "from_ad",
-        conflicts_with = "from_ad"
+        required_unless_present = DIRECTORY_URL,
+        conflicts_with = DIRECTORY_URL
     )]
     pub domain: Option<String>,
     /// The domain's NetBIOS name, such as CONTOSO (at most 15 characters).
     #[arg(
         long,
         value_name = "NETBIOS",
-        required_unless_present = "from_ad",
-        conflicts_with = "from_ad"
+        required_unless_present = DIRECTORY_URL,
+        conflicts_with = DIRECTORY_URL
     )]
     pub netbios: Option<String>,
     /// The domain's GUID (Get-ADDomain's ObjectGUID).
     #[arg(
         long = "domain-guid",
         value_name = "GUID",
-        required_unless_present = "from_ad",
-        conflicts_with = "from_ad"
+        required_unless_present = DIRECTORY_URL,
+        conflicts_with = DIRECTORY_URL
     )]
     pub domain_guid: Option<String>,
     /// The domain's SID (Get-ADDomain's DomainSID), such as S-1-5-21-1-2-3.
     #[arg(
         long = "domain-sid",
         value_name = "SID",
-        required_unless_present = "from_ad",
-        conflicts_with = "from_ad"
+        required_unless_present = DIRECTORY_URL,
+        conflicts_with = DIRECTORY_URL
     )]
     pub domain_sid: Option<String>,
     /// The forest's root domain (DNS name); defaults to --domain.
-    #[arg(long, value_name = "DNS", conflicts_with = "from_ad")]
+    #[arg(long, value_name = "DNS", conflicts_with = DIRECTORY_URL)]
     pub forest: Option<String>,
 }
 
 /// Reading the domain facts from a domain controller over LDAP, instead of [`DomainArgs`].
 #[derive(Debug, Args)]
-#[command(
-    next_help_heading = "Reading the domain from Active Directory",
-    group(ArgGroup::new("bind").args(["bind_dn", "bind_upn"]))
-)]
+#[command(next_help_heading = "Reading the domain from Active Directory")]
 pub struct DirectoryArgs {
     /// Read the domain facts from this domain controller: ldaps://HOST[:PORT], or
     /// ldap://HOST[:PORT] with StartTLS.
     #[arg(
+        id = DIRECTORY_URL,
         long = "from-ad",
         value_name = "URL",
         requires_all = ["bind", "password_file"]
     )]
     pub from_ad: Option<String>,
-    /// With --from-ad: bind as this DN, such as CN=svc-gmsa,CN=Users,DC=contoso,DC=com.
-    #[arg(long = "bind-dn", value_name = "DN", requires = "from_ad")]
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// The clap id of the URL flag that [`ConnectionArgs`] go with (`--from-ad`, `doctor --ad`).
+pub const DIRECTORY_URL: &str = "directory_url";
+
+/// How to bind to a domain controller; shared by `credspec new --from-ad` and `doctor --ad`,
+/// whose URL flag has the id [`DIRECTORY_URL`].
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("bind").args(["bind_dn", "bind_upn"])))]
+pub struct ConnectionArgs {
+    /// Bind as this DN, such as CN=svc-gmsa,CN=Users,DC=contoso,DC=com.
+    #[arg(long = "bind-dn", value_name = "DN", requires = DIRECTORY_URL)]
     pub bind_dn: Option<String>,
-    /// With --from-ad: bind as this user principal name, such as svc-gmsa@contoso.com.
-    #[arg(long = "bind-upn", value_name = "UPN", requires = "from_ad")]
+    /// Bind as this user principal name, such as svc-gmsa@contoso.com.
+    #[arg(long = "bind-upn", value_name = "UPN", requires = DIRECTORY_URL)]
     pub bind_upn: Option<String>,
-    /// With --from-ad: the file holding the bind password (`-` for stdin).
-    #[arg(long = "password-file", value_name = "FILE", requires = "from_ad")]
+    /// The file holding the bind password (`-` for stdin).
+    #[arg(long = "password-file", value_name = "FILE", requires = DIRECTORY_URL)]
     pub password_file: Option<PathBuf>,
-    /// With --from-ad: PEM file of the CA that issued the domain controller's certificate
+    /// PEM file of the CA that issued the domain controller's certificate
     /// [default: the system's trust store].
-    #[arg(long = "ca-file", value_name = "FILE", requires = "from_ad")]
+    #[arg(long = "ca-file", value_name = "FILE", requires = DIRECTORY_URL)]
     pub ca_file: Option<PathBuf>,
-    /// With --from-ad on ldap://: upgrade the connection with StartTLS (the default).
-    #[arg(long, requires = "from_ad", conflicts_with = "insecure_plaintext")]
+    /// On ldap://: upgrade the connection with StartTLS (the default).
+    #[arg(long, requires = DIRECTORY_URL, conflicts_with = "insecure_plaintext")]
     pub starttls: bool,
-    /// With --from-ad on ldap://: no TLS at all; the bind password crosses the network in
-    /// clear.
-    #[arg(long = "insecure-plaintext", requires = "from_ad")]
+    /// On ldap://: no TLS at all; the bind password crosses the network in clear.
+    #[arg(long = "insecure-plaintext", requires = DIRECTORY_URL)]
     pub insecure_plaintext: bool,
 }
 

@@ -1,6 +1,6 @@
 //! `credspec new`, `credspec convert` and `credspec validate`.
 
-mod from_ad;
+pub(crate) mod from_ad;
 
 use std::process::ExitCode;
 

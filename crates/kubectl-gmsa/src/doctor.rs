@@ -60,6 +60,9 @@ pub struct DoctorArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     pub output: DoctorFormat,
+    /// Last, because its help heading holds for the arguments after it.
+    #[command(flatten)]
+    pub ad: crate::doctor_ad::AdArgs,
 }
 
 /// How findings are printed.
@@ -150,7 +153,16 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let (report, steps) = runtime.block_on(examine(args));
+    let directory = crate::doctor_ad::prepare(&args.ad)?;
+    let (mut report, steps) = if args.ad.ad_only {
+        (Report::default(), None)
+    } else {
+        runtime.block_on(examine(args))
+    };
+    if let Some(directory) = &directory {
+        let findings = runtime.block_on(crate::doctor_ad::examine(&args.ad, directory))?;
+        report.findings.extend(findings);
+    }
     match args.output {
         DoctorFormat::Json => {
             let text = serde_json::to_string_pretty(&json!({
@@ -167,6 +179,9 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
                 print!("{steps}");
             }
         }
+    }
+    if directory.is_some() {
+        return Ok(crate::doctor_ad::exit_code(&report.findings));
     }
     Ok(match report.worst() {
         Status::Pass => ExitCode::SUCCESS,

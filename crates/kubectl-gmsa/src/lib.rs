@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli;
 pub mod credspec;
 pub mod doctor;
+pub mod doctor_ad;
 pub mod grant;
 pub mod input;
 pub mod install;

@@ -7,12 +7,12 @@ use anyhow::{anyhow, Context as _};
 use gmsa_ad::{AdError, BindCredentials, Directory, DirectoryConfig, SecretString, Trust};
 use gmsa_core::credspec::{AdditionalAccount, DomainFacts};
 
-use crate::cli::{DirectoryArgs, NewArgs};
+use crate::cli::{ConnectionArgs, NewArgs};
 use crate::input::{InputError, Source};
 
 /// What error messages name besides the error itself: the flags and files the user gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Flags {
+pub(crate) struct Flags {
     /// `--bind-dn` or `--bind-upn`.
     principal_flag: &'static str,
     /// The password file as messages name it (`<stdin>` for `-`).
@@ -37,27 +37,39 @@ impl From<AdError> for Failure {
     }
 }
 
-/// Connects to the domain controller at `url`, reads the domain facts, and checks that
-/// `--account` and every `--additional-account` of that domain are gMSAs there.
-pub(super) fn read_domain(args: &NewArgs, url: &str) -> anyhow::Result<DomainFacts> {
-    let directory = &args.directory;
-    let (principal_flag, principal) = match (&directory.bind_dn, &directory.bind_upn) {
+/// How to reach the domain controller at `url` as the connection flags say, and what error
+/// messages should name; `url_flag` is the flag that gave the URL (`--from-ad`, `--ad`).
+pub(crate) fn connection(
+    args: &ConnectionArgs,
+    url: &str,
+    url_flag: &str,
+) -> anyhow::Result<(DirectoryConfig, Flags)> {
+    let (principal_flag, principal) = match (&args.bind_dn, &args.bind_upn) {
         (Some(dn), _) => ("--bind-dn", dn.clone()),
         (None, Some(upn)) => ("--bind-upn", upn.clone()),
-        (None, None) => return Err(anyhow!("--from-ad needs --bind-dn or --bind-upn")),
+        (None, None) => return Err(anyhow!("{url_flag} needs --bind-dn or --bind-upn")),
     };
-    let password_path = directory
+    let password_path = args
         .password_file
         .as_deref()
-        .ok_or_else(|| anyhow!("--from-ad needs --password-file"))?;
+        .ok_or_else(|| anyhow!("{url_flag} needs --password-file"))?;
     let password_source = Source::new(password_path);
     let flags = Flags {
         principal_flag,
         password_file: password_source.name(),
-        ca_file: directory.ca_file.clone(),
+        ca_file: args.ca_file.clone(),
     };
     let password = read_password(&password_source)?;
-    let config = config(directory, url, BindCredentials::new(principal, password));
+    Ok((
+        config(args, url, BindCredentials::new(principal, password)),
+        flags,
+    ))
+}
+
+/// Connects to the domain controller at `url`, reads the domain facts, and checks that
+/// `--account` and every `--additional-account` of that domain are gMSAs there.
+pub(super) fn read_domain(args: &NewArgs, url: &str) -> anyhow::Result<DomainFacts> {
+    let (config, flags) = connection(&args.directory.connection, url, "--from-ad")?;
 
     let facts = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -85,7 +97,7 @@ pub(super) fn read_domain(args: &NewArgs, url: &str) -> anyhow::Result<DomainFac
 
 /// The connection settings the flags ask for: StartTLS on `ldap://` unless plain LDAP was
 /// accepted with `--insecure-plaintext`.
-fn config(args: &DirectoryArgs, url: &str, credentials: BindCredentials) -> DirectoryConfig {
+fn config(args: &ConnectionArgs, url: &str, credentials: BindCredentials) -> DirectoryConfig {
     let trust = match &args.ca_file {
         Some(path) => Trust::CaFile(path.clone()),
         None => Trust::SystemRoots,
@@ -162,6 +174,17 @@ async fn read_and_check(
     Ok(facts)
 }
 
+/// The message for a directory error, naming the flag or file to change.
+pub(crate) fn describe_error(error: AdError, flags: &Flags) -> String {
+    describe(
+        &Failure {
+            account: None,
+            error,
+        },
+        flags,
+    )
+}
+
 /// The message for a failure, naming the flag or file to change.
 fn describe(failure: &Failure, flags: &Flags) -> String {
     let message = match &failure.error {
@@ -236,8 +259,7 @@ mod tests {
 
     #[test]
     fn plaintext_only_when_accepted() {
-        let args = |insecure_plaintext| DirectoryArgs {
-            from_ad: Some("ldap://dc1".into()),
+        let args = |insecure_plaintext| ConnectionArgs {
             bind_dn: None,
             bind_upn: Some("svc@contoso.com".into()),
             password_file: Some("pw".into()),

@@ -1,0 +1,271 @@
+//! `doctor --ad`: the directory side of GMSA, checked from any shell that reaches a domain
+//! controller. The credential specs and Windows nodes come from the cluster; the facts come
+//! from Active Directory over LDAPS or StartTLS (`gmsa_ad::inspect`); the verdicts are
+//! `gmsa_ad::readiness`'s. This module only wires them to the flags and the report.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context as _};
+use clap::Args;
+use gmsa_ad::readiness::{self, Check, SpecClaims, Verdict};
+use gmsa_ad::{inspect, Directory, DirectoryConfig};
+use gmsa_core::names as core_names;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::Client;
+use serde_json::Value;
+
+use crate::cli::{ConnectionArgs, DIRECTORY_URL};
+use crate::credspec::from_ad::{connection, describe_error, Flags};
+use crate::doctor::{Finding, Status};
+
+/// The label every Windows node carries.
+const WINDOWS_NODES: &str = "kubernetes.io/os=windows";
+
+pub const AD_EXAMPLES: &str = "\
+With --ad URL, doctor also checks Active Directory for every credential spec (or --credspec)
+and every Windows node (or --node): the gMSA exists, is enabled and is in the spec's domain
+(ad-account); each node's computer account, or a CCG spec's plugin account, may retrieve its
+password, directly or through nested groups (ad-retrieval); a KDS root key is in effect
+(ad-kds-root-key); the spec lists the DNS and the NetBIOS scope (ad-scopes); no other account
+holds its SPNs (ad-spn); its dNSHostName is in the domain (ad-dns-host-name). The connection
+flags are those of `credspec new --from-ad`: ldaps://, or StartTLS on ldap://, never plain
+unless --insecure-plaintext. Each fix is the PowerShell (or kubectl) command to run.
+
+With --ad the exit status is 0 when every check passes, 1 when any warns or fails, and 2 on
+errors (bad flags, an unreachable cluster or directory, an untrusted certificate, rejected
+credentials, an unknown --credspec or --node).
+
+  kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
+    --password-file ad-password --ca-file contoso-ca.pem
+  kubectl gmsa doctor --ad ldap://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
+    --password-file ad-password --ca-file contoso-ca.pem \\
+    --credspec gmsa-webapp1 --node win-node-1 --ad-only -o json";
+
+/// `doctor --help`'s text after the flags: the cluster checks', then the directory's.
+pub fn doctor_help() -> String {
+    format!("{}\n\n{AD_EXAMPLES}", crate::doctor::DOCTOR_EXAMPLES)
+}
+
+/// The exit status with `--ad`: 0 when all passed, 1 when a check warned or failed, 2 when the
+/// cluster could not be reached (the cluster-side report's `cluster` row).
+pub fn exit_code(findings: &[Finding]) -> ExitCode {
+    if findings
+        .iter()
+        .any(|f| f.check == "cluster" && f.status == Status::Fail)
+    {
+        return ExitCode::from(2);
+    }
+    match findings.iter().map(|f| f.status).max() {
+        None | Some(Status::Pass) => ExitCode::SUCCESS,
+        Some(_) => ExitCode::from(1),
+    }
+}
+
+/// `doctor --ad` and its scope.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Checking Active Directory (--ad)")]
+pub struct AdArgs {
+    /// Also check the directory side through this domain controller: ldaps://HOST[:PORT], or
+    /// ldap://HOST[:PORT] with StartTLS.
+    #[arg(
+        id = DIRECTORY_URL,
+        long = "ad",
+        value_name = "URL",
+        requires_all = ["bind", "password_file"]
+    )]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Check only this GMSACredentialSpec [default: every one in the cluster].
+    #[arg(long = "credspec", value_name = "NAME", requires = DIRECTORY_URL)]
+    pub credspec: Option<String>,
+    /// Check only this node [default: every node labelled kubernetes.io/os=windows].
+    #[arg(long = "node", value_name = "NAME", requires = DIRECTORY_URL)]
+    pub node: Option<String>,
+    /// Run only the directory checks (the cluster is still read for specs and nodes).
+    #[arg(long = "ad-only", requires = DIRECTORY_URL)]
+    pub ad_only: bool,
+}
+
+/// The connection, ready before anything is read: bad flags and password files fail first.
+pub struct Prepared {
+    config: DirectoryConfig,
+    flags: Flags,
+}
+
+/// Reads the connection flags and the password file.
+pub fn prepare(args: &AdArgs) -> anyhow::Result<Option<Prepared>> {
+    let Some(url) = &args.url else {
+        return Ok(None);
+    };
+    let (config, flags) = connection(&args.connection, url, "--ad")?;
+    Ok(Some(Prepared { config, flags }))
+}
+
+/// The directory checks as doctor findings. An error is something that kept the checks from
+/// running (the caller exits 2); a failed check is a finding.
+pub async fn examine(args: &AdArgs, prepared: &Prepared) -> anyhow::Result<Vec<Finding>> {
+    let client = crate::install::client()
+        .await
+        .context("cannot connect to the cluster: check KUBECONFIG or your kubectl context")?;
+    let mut findings = Vec::new();
+    let mut claims = Vec::new();
+    for (name, contents) in credential_specs(&client, args.credspec.as_deref()).await? {
+        match SpecClaims::from_contents(&name, &contents) {
+            Ok(spec) => claims.push(spec),
+            Err(reason) => findings.push(Finding {
+                status: Status::Fail,
+                check: readiness::CHECK_ACCOUNT.into(),
+                subject: name.clone(),
+                detail: format!("cannot read the spec: {reason}"),
+                fix: Some(format!("kubectl gmsa credspec validate, then fix {name}")),
+            }),
+        }
+    }
+    let nodes = windows_nodes(&client, args.node.as_deref()).await?;
+
+    let describe = |e| anyhow!(describe_error(e, &prepared.flags));
+    let mut directory = Directory::connect(&prepared.config)
+        .await
+        .map_err(describe)?;
+    let read = inspect::read_all(&mut directory, &claims, &nodes).await;
+    directory.close().await;
+    let (domain, keys, states) = read.map_err(describe)?;
+
+    findings.push(finding(readiness::kds_root_key(&domain, &keys, now())));
+    for spec in &claims {
+        let state = states.get(&spec.spec).cloned().unwrap_or_default();
+        findings.extend(
+            readiness::evaluate(spec, &domain, &state)
+                .into_iter()
+                .map(finding),
+        );
+    }
+    Ok(findings)
+}
+
+fn finding(check: Check) -> Finding {
+    Finding {
+        status: match check.verdict {
+            Verdict::Pass => Status::Pass,
+            Verdict::Warn => Status::Warn,
+            Verdict::Fail => Status::Fail,
+        },
+        check: check.name.into(),
+        subject: check.subject,
+        detail: check.detail,
+        fix: check.fix,
+    }
+}
+
+fn now() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    readiness::filetime_of_unix(i64::try_from(secs).unwrap_or(i64::MAX / 20_000_000))
+}
+
+/// The specs' names and `credspec` contents: all of them, or the one asked for.
+async fn credential_specs(
+    client: &Client,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<(String, Value)>> {
+    let resource = kube::api::ApiResource {
+        group: core_names::GROUP.into(),
+        version: core_names::VERSION.into(),
+        api_version: format!("{}/{}", core_names::GROUP, core_names::VERSION),
+        kind: core_names::KIND.into(),
+        plural: core_names::RESOURCE.into(),
+    };
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let items = match only {
+        Some(name) => vec![api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("cannot read GMSACredentialSpec {name}"))?
+            .ok_or_else(|| {
+                anyhow!("no GMSACredentialSpec {name} in the cluster (--credspec); kubectl get gmsacredentialspecs lists them")
+            })?],
+        None => {
+            api.list(&ListParams::default())
+                .await
+                .context("cannot list GMSACredentialSpecs: is the CRD installed? (kubectl gmsa install --apply)")?
+                .items
+        }
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| {
+            let name = item.metadata.name.clone().unwrap_or_default();
+            let contents = item
+                .data
+                .get(core_names::CREDSPEC_KEY)
+                .cloned()
+                .unwrap_or(Value::Null);
+            (name, contents)
+        })
+        .collect())
+}
+
+/// The Windows nodes' names, or the one asked for.
+async fn windows_nodes(client: &Client, only: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let api: Api<Node> = Api::all(client.clone());
+    if let Some(name) = only {
+        api.get_opt(name)
+            .await
+            .with_context(|| format!("cannot read node {name}"))?
+            .ok_or_else(|| anyhow!("no node {name} in the cluster (--node); kubectl get nodes -l {WINDOWS_NODES} lists the Windows nodes"))?;
+        return Ok(vec![name.to_string()]);
+    }
+    let nodes = api
+        .list(&ListParams::default().labels(WINDOWS_NODES))
+        .await
+        .context("cannot list the nodes")?;
+    Ok(nodes
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(check: &str, status: Status) -> Finding {
+        Finding {
+            status,
+            check: check.into(),
+            subject: String::new(),
+            detail: String::new(),
+            fix: None,
+        }
+    }
+
+    #[test]
+    fn exit_status_is_0_all_passed_1_a_check_said_no_2_no_cluster() {
+        let code = |rows: &[Finding]| exit_code(rows);
+        assert_eq!(code(&[]), ExitCode::SUCCESS);
+        assert_eq!(code(&[row("ad-spn", Status::Pass)]), ExitCode::SUCCESS);
+        let warned = [row("ad-spn", Status::Pass), row("ad-scopes", Status::Warn)];
+        assert_eq!(code(&warned), ExitCode::from(1));
+        assert_eq!(code(&[row("ad-account", Status::Fail)]), ExitCode::from(1));
+        assert_eq!(code(&[row("cluster", Status::Fail)]), ExitCode::from(2));
+    }
+
+    #[test]
+    fn verdicts_become_findings_with_their_fix() {
+        let found = finding(Check {
+            name: readiness::CHECK_SPN,
+            subject: "gmsa-webapp1".into(),
+            verdict: Verdict::Fail,
+            detail: "held twice".into(),
+            fix: Some("setspn -D HTTP/x legacy".into()),
+        });
+        assert_eq!(found.status, Status::Fail);
+        assert_eq!(found.check, "ad-spn");
+        assert_eq!(found.fix.as_deref(), Some("setspn -D HTTP/x legacy"));
+    }
+}
