@@ -11,6 +11,11 @@ use gmsa_bench::suite::{self, Placement, Plan};
 use gmsa_bench::target::{self, TargetKind, TargetSpec};
 use gmsa_core::Hook;
 
+/// `--features mimalloc`: every allocation of the suite and of the targets it spawns.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks the GMSA webhook on 127.0.0.1 and prints one JSON object on standard output
 /// (progress on standard error).
 #[derive(Debug, Parser)]
@@ -269,6 +274,11 @@ fn main() -> anyhow::Result<()> {
                         gmsa_bench::authz::splice(&text, &old[b..e + gmsa_bench::authz::END.len()]);
                 }
             }
+        }
+        // So is the allocator comparison, measured by hand with two builds (see its section).
+        if let Ok(old) = std::fs::read_to_string(path) {
+            text =
+                report::keep_section(&text, &old, report::ALLOCATOR_BEGIN, report::ALLOCATOR_END);
         }
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("report written to {}", path.display());
