@@ -149,11 +149,8 @@ impl Server {
         let probes = self.probe_listener.map(|listener| {
             tracing::info!(addr = ?self.probe_addr, "serving probes and metrics over plain HTTP");
             let router = http::probe_router(self.app.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::warn!(error = %e, "probe port stopped");
-                }
-            })
+            let header_timeout = self.config.header_read_timeout;
+            tokio::spawn(serve::serve_plain(listener, router, header_timeout))
         });
         let router = http::router(self.app.clone());
         let options = serve::ServeOptions {

@@ -116,3 +116,28 @@ pub async fn serve(
     }
     tracing::info!("stopped");
 }
+
+/// Serves `router` over plain HTTP/1.1 on `listener` (the `--probe-port`), with the same
+/// header timeout as the main port, until the task is aborted.
+pub async fn serve_plain(listener: TcpListener, router: Router, header_read_timeout: Duration) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "probe port: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(TokioIo::new(tcp), service);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+}

@@ -225,6 +225,7 @@ async fn client_ca_mode_has_a_plain_probe_port_and_reloads_the_ca() {
     cfg.client_ca = Some(ca_file.clone());
     cfg.probe_listen = Some("127.0.0.1:0".parse().unwrap());
     cfg.cert_poll_interval = Duration::from_millis(100);
+    cfg.header_read_timeout = Duration::from_secs(1);
     let server = Server::bind(cfg).await.unwrap();
     let (addr, probes) = (server.addr, server.probe_addr.expect("probe port bound"));
     tokio::spawn(server.run(std::future::pending()));
@@ -234,6 +235,23 @@ async fn client_ca_mode_has_a_plain_probe_port_and_reloads_the_ca() {
     assert_eq!(plain_get(probes, "/health").await, 204);
     assert_eq!(plain_get(probes, "/metrics").await, 200);
     assert_eq!(plain_get(probes, "/mutate").await, 404);
+    // Headers that never finish are dropped there too.
+    {
+        use tokio::io::AsyncReadExt;
+        let mut slow = TcpStream::connect(probes).await.unwrap();
+        slow.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while slow.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the probe port drops a client that never finishes its headers"
+        );
+    }
 
     let old_client = issue_client_cert(&old_ca, "kube-apiserver", day()).unwrap();
     let new_client = issue_client_cert(&new_ca, "kube-apiserver", day()).unwrap();

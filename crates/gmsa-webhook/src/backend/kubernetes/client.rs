@@ -398,7 +398,7 @@ where
             let response = call.await?;
             if let Some(source) = source {
                 if response.status().is_success() {
-                    readiness.recovered(source);
+                    readiness.accepted(source);
                 }
             }
             Ok(response)

@@ -52,8 +52,17 @@ pub(super) struct Readiness {
     /// Per source: when its current run of watch failures began, in milliseconds after
     /// `epoch` plus one; zero while it is healthy.
     failing_since: [AtomicU64; Source::ALL],
+    /// Per source, the same clock: its last failure, and the last list or watch request the
+    /// API server accepted.
+    last_failure: [AtomicU64; Source::ALL],
+    accepted: [AtomicU64; Source::ALL],
     epoch: Instant,
 }
+
+/// An accepted request counts as recovery only once no failure has followed it for this
+/// long: errors inside a 200 stream (a watch `ERROR` event, an undecodable body) come after
+/// the request was accepted, and must not reset the failure clock on every retry.
+const ACCEPTED_GRACE_MS: u64 = 5_000;
 
 impl Readiness {
     /// Ready once every one of `sources` has synced, and while none of them has been failing
@@ -64,6 +73,8 @@ impl Readiness {
             synced: AtomicU8::new(0),
             stale_after,
             failing_since: Default::default(),
+            last_failure: Default::default(),
+            accepted: Default::default(),
             epoch: Instant::now(),
         }
     }
@@ -77,6 +88,7 @@ impl Readiness {
     /// Records a failed list or watch of `source`; starts its failure clock unless running.
     pub(super) fn failed(&self, source: Source) {
         let now = self.now_mark();
+        self.last_failure[source.index()].store(now, Ordering::Release);
         let _ = self.failing_since[source.index()].compare_exchange(
             0,
             now,
@@ -85,8 +97,13 @@ impl Readiness {
         );
     }
 
-    /// Records evidence that `source` follows the cluster again: an event, or a list or watch
-    /// request the API server accepted.
+    /// Records that a list or watch request of `source` was accepted (2xx): recovery, unless
+    /// a failure follows within [`ACCEPTED_GRACE_MS`].
+    pub(super) fn accepted(&self, source: Source) {
+        self.accepted[source.index()].store(self.now_mark(), Ordering::Release);
+    }
+
+    /// Records that `source` follows the cluster again: the watcher delivered an event.
     pub(super) fn recovered(&self, source: Source) {
         if self.failing_since[source.index()].swap(0, Ordering::AcqRel) != 0 {
             tracing::info!(?source, "watch recovered");
@@ -108,8 +125,19 @@ impl Readiness {
         .into_iter()
         .filter(|s| self.required & s.bit() != 0)
         .filter(|s| {
-            let since = self.failing_since[s.index()].load(Ordering::Acquire);
-            since != 0 && now.saturating_sub(since) > limit
+            let i = s.index();
+            let since = self.failing_since[i].load(Ordering::Acquire);
+            if since == 0 {
+                return false;
+            }
+            let accepted = self.accepted[i].load(Ordering::Acquire);
+            let last_failure = self.last_failure[i].load(Ordering::Acquire);
+            if accepted > last_failure && now.saturating_sub(accepted) >= ACCEPTED_GRACE_MS {
+                // A request accepted, and quiet since: the watch is back.
+                self.recovered(*s);
+                return false;
+            }
+            now.saturating_sub(since) > limit
         })
         .collect()
     }
@@ -172,6 +200,11 @@ mod tests {
         r.failed(Source::CredentialSpecs);
         assert_eq!(r.stale(), vec![Source::CredentialSpecs]);
         assert!(!r.is_ready());
+        // An accepted request followed by a failure (an error inside a 200 stream) is no
+        // recovery; a quiet one is, once the grace has passed (not waited for here).
+        r.accepted(Source::CredentialSpecs);
+        r.failed(Source::CredentialSpecs);
+        assert!(!r.is_ready(), "an accepted request that failed again");
         // Failures of a source readiness does not wait for do not count.
         r.recovered(Source::CredentialSpecs);
         r.failed(Source::Roles);
