@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::client::danger::ServerCertVerifier;
 use rustls::client::WebPkiServerVerifier;
@@ -17,7 +17,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use time::{Duration, OffsetDateTime};
 
-use super::{certified_key, crypto_provider, der, parse_chain, read, TlsError};
+use super::{certified_key, crypto_provider, parse_chain, read, x509, TlsError};
 
 /// Certificates start this far in the past so that clocks running slightly
 /// behind ours still accept them.
@@ -153,31 +153,24 @@ impl CertificateAuthority {
         origin: PathBuf,
     ) -> Result<Self, TlsError> {
         let info =
-            der::parse_certificate(&cert_der).map_err(|reason| TlsError::InvalidCertificate {
+            x509::parse_certificate(&cert_der).map_err(|reason| TlsError::InvalidCertificate {
                 path: origin.clone(),
-                reason: reason.to_owned(),
+                reason,
             })?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name =
-            der::parse_name(info.subject).map_err(|reason| TlsError::CaName {
-                path: origin.clone(),
-                reason: reason.to_owned(),
-            })?;
-        // Authority key identifiers in issued certificates must equal this
-        // CA's subject key identifier, whatever method produced it.
-        params.key_identifier_method = match info.subject_key_id {
-            Some(id) => KeyIdMethod::PreSpecified(id.to_vec()),
-            None => KeyIdMethod::Sha256,
-        };
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let subject = info.subject.to_vec();
+        // rcgen reads the CA's name and subject key identifier from the certificate itself,
+        // so issued certificates name it and point at its key exactly as it is written.
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| TlsError::CaName {
+            path: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        let subject = info.subject;
         let not_after = info.not_after;
         Ok(Self {
             cert_pem,
             cert_der,
             subject,
             not_after,
-            issuer: Issuer::new(params, key),
+            issuer,
             origin,
         })
     }
@@ -269,7 +262,7 @@ fn issue(
         .map_err(|source| TlsError::Generate { what, source })?;
     // Path building matches issuer to subject byte for byte; a CA name that
     // rcgen re-encoded differently would yield certificates nobody can verify.
-    let issuer_matches = der::parse_certificate(cert.der())
+    let issuer_matches = x509::parse_certificate(cert.der())
         .map(|info| info.issuer == ca.subject.as_slice())
         .unwrap_or(false);
     if !issuer_matches {
@@ -381,7 +374,7 @@ fn serving_cert_is_reusable(
         let certified = certified_key(&paths.cert, &cert_pem, &paths.key, &key_pem)
             .map_err(|e| e.to_string())?;
         let leaf = certified.end_entity_cert().map_err(|e| e.to_string())?;
-        let info = der::parse_certificate(leaf)?;
+        let info = x509::parse_certificate(leaf)?;
         if info.not_after <= renew_before {
             return Ok(false);
         }
@@ -507,8 +500,8 @@ mod tests {
         let issued =
             issue_serving_cert(&loaded, &["gmsa.kube-system.svc"], validity).expect("issue");
         let chain = parse_chain(Path::new("x"), issued.cert_pem.as_bytes()).expect("chain");
-        let info = der::parse_certificate(&chain[0]).expect("parse");
-        let ca_info = der::parse_certificate(ca.cert_der()).expect("parse ca");
+        let info = x509::parse_certificate(&chain[0]).expect("parse");
+        let ca_info = x509::parse_certificate(ca.cert_der()).expect("parse ca");
         assert_eq!(info.issuer, ca_info.subject);
         assert_eq!(
             info.not_after.unix_timestamp(),

@@ -10,7 +10,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use time::OffsetDateTime;
 
-use super::{crypto_provider, der, parse_chain, TlsError};
+use super::{crypto_provider, parse_chain, x509, TlsError};
 
 /// When a certificate is valid, and who issued it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,9 +26,9 @@ pub fn pem_certificates(origin: &str, pem: &str) -> Result<Vec<CertificateDer<'s
 
 /// The validity window of a DER certificate.
 pub fn certificate_validity(cert: &CertificateDer<'_>) -> Result<CertificateValidity, TlsError> {
-    let info = der::parse_certificate(cert).map_err(|reason| TlsError::InvalidCertificate {
+    let info = x509::parse_certificate(cert).map_err(|reason| TlsError::InvalidCertificate {
         path: "<certificate>".into(),
-        reason: reason.to_owned(),
+        reason,
     })?;
     Ok(CertificateValidity {
         not_before: info.not_before,

@@ -8,11 +8,11 @@
 
 mod client_ca;
 mod config;
-mod der;
 mod dev;
 mod inspect;
 mod reload;
 mod store;
+mod x509;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 
-use super::{certified_key, der, read, TlsError};
+use super::{certified_key, read, x509, TlsError};
 
 /// How often a read is retried when the certificate file changed while the
 /// pair was being read (a rotation landing between the two reads).
@@ -180,7 +180,7 @@ fn build(
     let not_after = key
         .cert
         .first()
-        .and_then(|cert| der::parse_certificate(cert).ok())
+        .and_then(|cert| x509::parse_certificate(cert).ok())
         .map(|info| info.not_after);
     Ok(Served {
         key: Arc::new(key),
