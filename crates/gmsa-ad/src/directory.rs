@@ -409,16 +409,8 @@ impl Session {
         filter: &str,
         attributes: &[&str],
     ) -> Result<Vec<SearchEntry>, AdError> {
-        let result = timed(
-            &self.context,
-            operation,
-            self.ldap.search(base, scope, filter, attributes.to_vec()),
-        )
-        .await?;
-        let (entries, _) = result
-            .non_error()
-            .map_err(|e| ldap_error(&self.context, operation, e))?;
-        Ok(entries.into_iter().map(SearchEntry::construct).collect())
+        self.search_in(operation, base, scope, filter, attributes, false)
+            .await
     }
 
     /// [`Session::search`] for a base that may not exist (noSuchObject gives no entries).
@@ -430,13 +422,26 @@ impl Session {
         filter: &str,
         attributes: &[&str],
     ) -> Result<Vec<SearchEntry>, AdError> {
+        self.search_in(operation, base, scope, filter, attributes, true)
+            .await
+    }
+
+    async fn search_in(
+        &mut self,
+        operation: &'static str,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attributes: &[&str],
+        base_may_be_missing: bool,
+    ) -> Result<Vec<SearchEntry>, AdError> {
         let result = timed(
             &self.context,
             operation,
             self.ldap.search(base, scope, filter, attributes.to_vec()),
         )
         .await?;
-        if result.1.rc == RESULT_NO_SUCH_OBJECT {
+        if base_may_be_missing && result.1.rc == RESULT_NO_SUCH_OBJECT {
             return Ok(Vec::new());
         }
         let (entries, _) = result

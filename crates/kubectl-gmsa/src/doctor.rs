@@ -735,14 +735,19 @@ fn url_base(url: &str) -> String {
     format!("https://{}", rest.split('/').next().unwrap_or(rest))
 }
 
-async fn check_credspecs(client: &Client, report: &mut Report) -> BTreeMap<String, CredentialSpec> {
-    let resource = kube::api::ApiResource {
+/// `GMSACredentialSpec` as the API serves it (`windows.k8s.io/v1`), for dynamic reads.
+pub(crate) fn credential_spec_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource {
         group: core_names::GROUP.into(),
         version: core_names::VERSION.into(),
         api_version: format!("{}/{}", core_names::GROUP, core_names::VERSION),
         kind: core_names::KIND.into(),
         plural: core_names::RESOURCE.into(),
-    };
+    }
+}
+
+async fn check_credspecs(client: &Client, report: &mut Report) -> BTreeMap<String, CredentialSpec> {
+    let resource = credential_spec_resource();
     let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &resource);
     let mut specs = BTreeMap::new();
     let list = match api.list(&ListParams::default()).await {

@@ -172,14 +172,8 @@ async fn credential_specs(
     client: &Client,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<(String, Value)>> {
-    let resource = kube::api::ApiResource {
-        group: core_names::GROUP.into(),
-        version: core_names::VERSION.into(),
-        api_version: format!("{}/{}", core_names::GROUP, core_names::VERSION),
-        kind: core_names::KIND.into(),
-        plural: core_names::RESOURCE.into(),
-    };
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let api: Api<DynamicObject> =
+        Api::all_with(client.clone(), &crate::doctor::credential_spec_resource());
     let items = match only {
         Some(name) => vec![api
             .get_opt(name)
