@@ -12,6 +12,7 @@
 
 #[path = "support/directory.rs"]
 mod directory;
+mod support;
 
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};

@@ -13,6 +13,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -27,6 +29,7 @@ use gmsa_testkit::real_cluster::{
     free_port, skip_requested, Feature, RealCluster, ServerVersion, SKIP_ENV,
 };
 use serde_json::{json, Value};
+use support::{expect, find};
 
 const SYSTEM_NS: &str = "gmsa-system";
 const NS: &str = "gmsa-install-e2e";
@@ -375,33 +378,6 @@ fn presented(url: &str) -> Result<Vec<u8>, String> {
 
 fn der_of(pem: &str) -> Vec<u8> {
     gmsa_webhook::tls::pem_certificates("x", pem).unwrap()[0].to_vec()
-}
-
-fn find<'f>(findings: &'f [Value], check: &str, subject: &str) -> Option<&'f Value> {
-    findings
-        .iter()
-        .find(|f| f["check"] == check && f["subject"] == subject)
-}
-
-fn expect(findings: &[Value], check: &str, subject: &str, status: &str, detail_has: &str) {
-    let Some(found) = find(findings, check, subject) else {
-        panic!(
-            "no {check} finding for {subject:?} in:\n{}",
-            serde_json::to_string_pretty(findings).unwrap()
-        );
-    };
-    assert_eq!(found["status"], status, "{found}");
-    let detail = found["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(detail_has),
-        "{detail:?} lacks {detail_has:?}"
-    );
-    if status != "pass" {
-        assert!(
-            found["fix"].as_str().is_some_and(|f| !f.is_empty()),
-            "{found}"
-        );
-    }
 }
 
 #[test]

@@ -138,37 +138,7 @@ pub(crate) fn node(name: &str, os: &str) -> Value {
            "metadata": {"name": name, "labels": {"kubernetes.io/os": os}}})
 }
 
-pub(crate) fn find<'f>(findings: &'f [Value], check: &str, subject: &str) -> Option<&'f Value> {
-    findings
-        .iter()
-        .find(|f| f["check"] == check && f["subject"] == subject)
-}
-
-/// Asserts one finding's status and that its detail (and fix, if `fix_has`) say why.
-pub(crate) fn expect(
-    findings: &[Value],
-    check: &str,
-    subject: &str,
-    status: &str,
-    detail_has: &str,
-) -> Value {
-    let found = find(findings, check, subject)
-        .unwrap_or_else(|| panic!("no {check} {subject} in {findings:#?}"))
-        .clone();
-    assert_eq!(found["status"], status, "{found:#}");
-    let detail = found["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(detail_has),
-        "{check} {subject}: {detail:?} lacks {detail_has:?}"
-    );
-    if status != "pass" {
-        assert!(
-            found["fix"].as_str().is_some_and(|f| !f.is_empty()),
-            "{found:#}"
-        );
-    }
-    found
-}
+pub(crate) use crate::support::{expect, find};
 
 pub(crate) fn fix(finding: &Value) -> &str {
     finding["fix"].as_str().unwrap_or_default()

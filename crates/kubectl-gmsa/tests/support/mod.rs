@@ -104,3 +104,42 @@ pub fn kubernetes_validate_strict(file: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `doctor -o json` finding for `check` about `subject`.
+pub fn find<'f>(findings: &'f [Value], check: &str, subject: &str) -> Option<&'f Value> {
+    findings
+        .iter()
+        .find(|f| f["check"] == check && f["subject"] == subject)
+}
+
+/// Asserts one finding's status, that its detail says `detail_has`, and that a finding that
+/// does not pass carries a fix; returns it.
+pub fn expect(
+    findings: &[Value],
+    check: &str,
+    subject: &str,
+    status: &str,
+    detail_has: &str,
+) -> Value {
+    let found = find(findings, check, subject)
+        .unwrap_or_else(|| {
+            panic!(
+                "no {check} finding for {subject:?} in:\n{}",
+                serde_json::to_string_pretty(findings).unwrap()
+            )
+        })
+        .clone();
+    assert_eq!(found["status"], status, "{found:#}");
+    let detail = found["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(detail_has),
+        "{check} {subject}: {detail:?} lacks {detail_has:?}"
+    );
+    if status != "pass" {
+        assert!(
+            found["fix"].as_str().is_some_and(|f| !f.is_empty()),
+            "{found:#}"
+        );
+    }
+    found
+}
