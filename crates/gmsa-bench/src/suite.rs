@@ -208,7 +208,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Results> {
     let dir = tempfile::tempdir()?;
     let certs = dir.path().join("certs");
     // Made once here; every target reuses them.
-    gmsa_webhook::tls::dev_certs(&certs)?;
+    gmsa_tls::dev_certs(&certs)?;
     let tls = load::client_tls(&certs.join("ca.crt"))?;
 
     let (specs, bindings) = plan.small;
@@ -493,7 +493,7 @@ pub async fn server_instructions(
 ) -> anyhow::Result<Vec<ServerInstructions>> {
     let dir = tempfile::tempdir()?;
     let certs = dir.path().join("certs");
-    gmsa_webhook::tls::dev_certs(&certs)?;
+    gmsa_tls::dev_certs(&certs)?;
     let tls = load::client_tls(&certs.join("ca.crt"))?;
     let cluster = Cluster::start(dir.path(), "small", 10, 10).await?;
     let mut out = Vec::new();

@@ -17,13 +17,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use axum::routing::{get, post};
 use axum::Router;
+use gmsa_tls as tls;
 use gmsa_webhook::backend::embedded::EmbeddedState;
 use gmsa_webhook::backend::Backend;
 use gmsa_webhook::config::{CertSource, ClusterSource, Config, LogFormat};
 use gmsa_webhook::http::App;
 use gmsa_webhook::metrics::Metrics;
 use gmsa_webhook::serve::{self, ServeOptions};
-use gmsa_webhook::{tls, Server};
+use gmsa_webhook::Server;
 use tokio::net::TcpListener;
 
 use crate::world::NOOP_ANSWER;

@@ -6,8 +6,8 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod serve;
-pub mod tls;
 
+use gmsa_tls as tls;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

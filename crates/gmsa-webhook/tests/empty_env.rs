@@ -12,7 +12,7 @@ use gmsa_testkit::real_cluster::{free_port, https_get};
 #[test]
 fn starts_with_only_the_documented_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = gmsa_webhook::tls::dev_certs(dir.path()).unwrap();
+    let certs = gmsa_tls::dev_certs(dir.path()).unwrap();
     let ca = std::fs::read_to_string(&certs.ca).unwrap();
     let port = free_port().unwrap();
     let state = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/state");

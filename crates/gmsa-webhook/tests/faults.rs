@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use gmsa_testkit::FakeApiServer;
+use gmsa_tls::{self as tls, CertificateAuthority, IssuedCert, Validity};
 use gmsa_webhook::config::{Authorization, CertSource, ClusterSource};
-use gmsa_webhook::tls::{self, CertificateAuthority, IssuedCert, Validity};
 use gmsa_webhook::Server;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::client::conn::http1;

@@ -83,8 +83,8 @@ fn expiry_seconds(metrics: &str) -> Option<i64> {
 /// follows reloads, and goes negative once the certificate has expired (an alert's input).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_served_certificates_expiry_is_a_gauge_that_follows_reloads() {
+    use gmsa_tls::{issue_serving_cert, CertificateAuthority, Validity};
     use gmsa_webhook::config::CertSource;
-    use gmsa_webhook::tls::{issue_serving_cert, CertificateAuthority, Validity};
     let dir = tempfile::tempdir().unwrap();
     let ca = CertificateAuthority::generate(
         "expiry CA",
@@ -134,8 +134,8 @@ async fn the_served_certificates_expiry_is_a_gauge_that_follows_reloads() {
 /// GET `path` over TLS with an optional client certificate; the status, or why none came.
 async fn get_with_client_cert(
     addr: std::net::SocketAddr,
-    server_ca: &gmsa_webhook::tls::CertificateAuthority,
-    client: Option<&gmsa_webhook::tls::IssuedCert>,
+    server_ca: &gmsa_tls::CertificateAuthority,
+    client: Option<&gmsa_tls::IssuedCert>,
     path: &str,
 ) -> Result<u16, String> {
     use rustls_pki_types::pem::PemObject;
@@ -143,7 +143,7 @@ async fn get_with_client_cert(
     use tokio::io::AsyncReadExt;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server_ca.cert_der().clone()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(gmsa_webhook::tls::crypto_provider())
+    let builder = rustls::ClientConfig::builder_with_provider(gmsa_tls::crypto_provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots);
@@ -201,10 +201,8 @@ async fn plain_get(addr: std::net::SocketAddr, path: &str) -> u16 {
 /// the client CA, and a replaced CA file takes effect without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ca_mode_has_a_plain_probe_port_and_reloads_the_ca() {
+    use gmsa_tls::{issue_client_cert, issue_serving_cert, CertificateAuthority, Validity};
     use gmsa_webhook::config::CertSource;
-    use gmsa_webhook::tls::{
-        issue_client_cert, issue_serving_cert, CertificateAuthority, Validity,
-    };
     let dir = tempfile::tempdir().unwrap();
     let day = || Validity::starting_now(time::Duration::days(1));
     let server_ca = CertificateAuthority::generate("server CA", day()).unwrap();

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use gmsa_deploy::{names, Settings, TlsMaterial};
-use gmsa_webhook::tls::{
+use gmsa_tls::{
     certificate_validity, issue_serving_cert, pem_certificates, verify_serving_chain,
     CertificateAuthority, Validity, CA_LIFETIME, SERVING_CERT_LIFETIME,
 };

@@ -13,7 +13,7 @@ use gmsa_core::names as core_names;
 use gmsa_core::pod::Pod;
 use gmsa_core::CredentialSpec;
 use gmsa_deploy::names;
-use gmsa_webhook::tls::{certificate_validity, pem_certificates, verify_serving_chain};
+use gmsa_tls::{certificate_validity, pem_certificates, verify_serving_chain};
 use kube::api::{Api, ListParams, PostParams};
 use kube::Client;
 use rustls::pki_types::CertificateDer;

@@ -151,9 +151,9 @@ fn case(
 #[test]
 fn chart_renders_what_install_renders() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = gmsa_webhook::tls::CertificateAuthority::generate(
+    let ca = gmsa_tls::CertificateAuthority::generate(
         "test CA",
-        gmsa_webhook::tls::Validity::starting_now(time::Duration::days(30)),
+        gmsa_tls::Validity::starting_now(time::Duration::days(30)),
     )
     .unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.cert_pem()).unwrap();

@@ -377,7 +377,7 @@ fn presented(url: &str) -> Result<Vec<u8>, String> {
 }
 
 fn der_of(pem: &str) -> Vec<u8> {
-    gmsa_webhook::tls::pem_certificates("x", pem).unwrap()[0].to_vec()
+    gmsa_tls::pem_certificates("x", pem).unwrap()[0].to_vec()
 }
 
 #[test]
@@ -718,16 +718,16 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
     assert!(!one.stdout.contains("app-temp"), "--pod checks one pod");
 
     step("doctor: expired certificate");
-    let ca = gmsa_webhook::tls::CertificateAuthority::generate(
+    let ca = gmsa_tls::CertificateAuthority::generate(
         "expired test CA",
-        gmsa_webhook::tls::Validity::starting_now(time::Duration::days(30)),
+        gmsa_tls::Validity::starting_now(time::Duration::days(30)),
     )
     .unwrap();
     let now = time::OffsetDateTime::now_utc();
-    let expired = gmsa_webhook::tls::issue_serving_cert(
+    let expired = gmsa_tls::issue_serving_cert(
         &ca,
         &["127.0.0.1"],
-        gmsa_webhook::tls::Validity {
+        gmsa_tls::Validity {
             not_before: now - time::Duration::days(10),
             not_after: now - time::Duration::days(1),
         },
@@ -859,9 +859,9 @@ fn reference_install(env: &Env) {
         "--apply",
     ]);
 
-    let ca = gmsa_webhook::tls::CertificateAuthority::generate(
+    let ca = gmsa_tls::CertificateAuthority::generate(
         "reference test CA",
-        gmsa_webhook::tls::Validity::starting_now(time::Duration::days(30)),
+        gmsa_tls::Validity::starting_now(time::Duration::days(30)),
     )
     .unwrap();
     let bundle = base64::engine::general_purpose::STANDARD.encode(ca.cert_pem());

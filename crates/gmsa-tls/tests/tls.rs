@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gmsa_webhook::tls::{
-    self, CertStore, CertificateAuthority, IssuedCert, ReloaderOptions, TlsError, Validity,
+use gmsa_tls::{
+    self as tls, CertStore, CertificateAuthority, IssuedCert, ReloaderOptions, TlsError, Validity,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

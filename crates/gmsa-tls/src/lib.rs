@@ -1,5 +1,7 @@
-//! TLS for the webhook server: the served certificate, its hot reload, the
-//! rustls server configuration and self-signed certificates for development.
+//! TLS for the webhook and the tools around it: the served certificate, its hot reload, the
+//! rustls server configuration, self-signed CAs and certificates, and certificate inspection.
+//! The webhook serves with it; `kubectl-gmsa` issues and checks with it without linking the
+//! server.
 //!
 //! The apiserver only talks to webhooks over HTTPS, and in a cluster the
 //! certificate arrives through a Secret volume that cert-manager or an operator

@@ -78,7 +78,7 @@ pub fn verify_serving_chain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::{issue_serving_cert, CertificateAuthority, Validity, CA_LIFETIME};
+    use crate::{issue_serving_cert, CertificateAuthority, Validity, CA_LIFETIME};
     use time::Duration;
 
     #[test]
