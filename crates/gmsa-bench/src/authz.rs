@@ -180,6 +180,7 @@ impl Webhook {
             max_body_bytes: 3 * 1024 * 1024,
             log_level: tracing::Level::WARN,
             log_format: LogFormat::Text,
+            renewal: None,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -117,6 +117,7 @@ impl TargetSpec {
             max_body_bytes: 3 * 1024 * 1024,
             log_level: tracing::Level::INFO,
             log_format: LogFormat::Text,
+            renewal: None,
         })
     }
 

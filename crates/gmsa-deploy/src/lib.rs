@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+pub use gmsa_tls::self_signed::SelfSignedSecret;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -243,27 +244,12 @@ pub enum SettingsError {
 
 /// The serving certificate material for [`CertMode::SelfSigned`], and the CA bundle for every
 /// mode but cert-manager's (where the injector fills it in).
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsMaterial {
     /// PEM of every CA the webhook configurations trust (more than one while rotating).
     pub ca_bundle_pem: String,
-    /// The current CA (the Secret's `ca.crt`), PEM.
-    pub ca_pem: String,
-    /// The serving certificate and its key, PEM; empty outside self-signed mode.
-    pub cert_pem: String,
-    pub key_pem: String,
-    /// Annotations of the Secret (the rotation deadline).
-    pub secret_annotations: BTreeMap<String, String>,
-}
-
-impl fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsMaterial")
-            .field("ca_bundle_pem", &self.ca_bundle_pem)
-            .field("cert_pem", &self.cert_pem)
-            .field("key_pem", &"[redacted]")
-            .finish()
-    }
+    /// What the self-signed Secret holds; `None` outside self-signed mode.
+    pub secret: Option<SelfSignedSecret>,
 }
 
 /// The rendered objects, in the order they are applied: definitions and identities first,
@@ -294,7 +280,11 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
         objects.push(objects::view_role(settings));
     }
     match (&settings.certs, tls) {
-        (CertMode::SelfSigned, Some(tls)) => objects.push(objects::tls_secret(settings, tls)),
+        (CertMode::SelfSigned, Some(tls)) => {
+            objects.push(objects::certificates_role(settings));
+            objects.push(objects::certificates_role_binding(settings));
+            objects.push(objects::tls_secret(settings, tls));
+        }
         (CertMode::CertManager, _) => {
             objects.push(objects::issuer(settings));
             objects.push(objects::ca_certificate(settings));
@@ -363,6 +353,18 @@ pub const KINDS: &[KindInfo] = &[
         kind: "ClusterRoleBinding",
         plural: "clusterrolebindings",
         namespaced: false,
+    },
+    KindInfo {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "Role",
+        plural: "roles",
+        namespaced: true,
+    },
+    KindInfo {
+        api_version: "rbac.authorization.k8s.io/v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        namespaced: true,
     },
     KindInfo {
         api_version: "v1",

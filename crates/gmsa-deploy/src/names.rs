@@ -47,15 +47,14 @@ pub const CONTAINER_NAME: &str = "webhook";
 /// Where the serving certificate's Secret is mounted.
 pub const TLS_MOUNT_PATH: &str = "/etc/gmsa-webhook/tls";
 pub const TLS_VOLUME: &str = "tls";
-/// Keys of a `kubernetes.io/tls` Secret, plus the CA that cert-manager also writes.
-pub const TLS_CERT_KEY: &str = "tls.crt";
-pub const TLS_KEY_KEY: &str = "tls.key";
-pub const CA_CERT_KEY: &str = "ca.crt";
+/// Keys of a `kubernetes.io/tls` Secret, plus the CA that cert-manager also writes; the
+/// self-signed Secret's other keys and its annotation.
+pub use gmsa_tls::self_signed::{
+    CA_CERT_KEY, NEXT_CA_KEY, NEXT_CERT_KEY, NEXT_KEY_KEY, PREVIOUS_CA_KEY,
+    PREVIOUS_CA_UNTIL_ANNOTATION, TLS_CERT_KEY, TLS_KEY_KEY,
+};
 /// The user and group of the distroless `nonroot` image.
 pub const NON_ROOT_UID: i64 = 65532;
-/// Annotation on the self-signed Secret: until when the webhook configurations keep trusting
-/// the CA that was replaced by the last rotation (RFC 3339).
-pub const PREVIOUS_CA_UNTIL_ANNOTATION: &str = "gmsa.windows.k8s.io/previous-ca-trusted-until";
 
 /// The registry key the node setup sets (documented for SMB access by host name).
 pub const HNS_STATE_KEY: &str = r"HKLM\SYSTEM\CurrentControlSet\Services\hns\State";
@@ -67,6 +66,11 @@ pub const COMPARTMENT_NAMESPACE_VALUE: &str = "EnableCompartmentNamespace";
 /// call both and retiring one would delete the other.
 pub fn webhook_configuration(name: &str) -> String {
     format!("{name}-admission")
+}
+
+/// Name of the Role (and RoleBinding) that lets the replicas renew the self-signed Secret.
+pub fn certificates_role(name: &str) -> String {
+    format!("{name}-certificates")
 }
 
 /// Name of the Secret holding the serving certificate.

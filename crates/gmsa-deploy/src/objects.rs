@@ -47,7 +47,7 @@ pub fn service_account(settings: &Settings) -> Value {
 /// cache miss), watch the RBAC objects that invalidate its cached access reviews, and ask
 /// LocalSubjectAccessReviews.
 pub fn cluster_role(settings: &Settings) -> Value {
-    json!({
+    let mut role = json!({
         "apiVersion": format!("{RBAC_GROUP}/v1"),
         "kind": "ClusterRole",
         "metadata": meta(settings, &settings.name, "webhook", false),
@@ -68,7 +68,19 @@ pub fn cluster_role(settings: &Settings) -> Value {
                 "verbs": ["create"]
             }
         ]
-    })
+    });
+    if settings.certs == crate::CertMode::SelfSigned {
+        // The renewal keeps the caBundle of our two configurations, and only theirs.
+        if let Some(rules) = role["rules"].as_array_mut() {
+            rules.push(json!({
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["mutatingwebhookconfigurations", "validatingwebhookconfigurations"],
+                "resourceNames": [names::webhook_configuration(&settings.name)],
+                "verbs": ["get", "update"]
+            }));
+        }
+    }
+    role
 }
 
 pub fn cluster_role_binding(settings: &Settings) -> Value {
@@ -105,7 +117,8 @@ fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// The self-signed serving certificate, its key and CA.
+/// The self-signed serving certificate, its key and CA, and the renewal's staged and previous
+/// ones when there are any.
 pub fn tls_secret(settings: &Settings, tls: &TlsMaterial) -> Value {
     let mut meta = meta(
         settings,
@@ -113,19 +126,52 @@ pub fn tls_secret(settings: &Settings, tls: &TlsMaterial) -> Value {
         "certificate",
         true,
     );
-    if !tls.secret_annotations.is_empty() {
-        meta["annotations"] = json!(tls.secret_annotations);
+    let secret = tls.secret.clone().unwrap_or_default();
+    let annotations = secret.annotations();
+    if !annotations.is_empty() {
+        meta["annotations"] = json!(annotations);
     }
+    let data: Map<String, Value> = secret
+        .data()
+        .into_iter()
+        .map(|(k, v)| (k, json!(b64(&v))))
+        .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": meta,
         "type": "kubernetes.io/tls",
-        "data": {
-            (names::TLS_CERT_KEY): b64(&tls.cert_pem),
-            (names::TLS_KEY_KEY): b64(&tls.key_pem),
-            (names::CA_CERT_KEY): b64(&tls.ca_pem)
-        }
+        "data": data
+    })
+}
+
+/// Self-signed mode: the replicas renew their certificates, so they may read and replace
+/// that one Secret (and nothing else in the namespace).
+pub fn certificates_role(settings: &Settings) -> Value {
+    json!({
+        "apiVersion": format!("{RBAC_GROUP}/v1"),
+        "kind": "Role",
+        "metadata": meta(settings, &names::certificates_role(&settings.name), "certificate", true),
+        "rules": [{
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [names::tls_secret(&settings.name)],
+            "verbs": ["get", "update"]
+        }]
+    })
+}
+
+pub fn certificates_role_binding(settings: &Settings) -> Value {
+    json!({
+        "apiVersion": format!("{RBAC_GROUP}/v1"),
+        "kind": "RoleBinding",
+        "metadata": meta(settings, &names::certificates_role(&settings.name), "certificate", true),
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": names::certificates_role(&settings.name)},
+        "subjects": [{
+            "kind": "ServiceAccount",
+            "name": settings.name,
+            "namespace": settings.namespace
+        }]
     })
 }
 
@@ -257,6 +303,17 @@ pub fn deployment(settings: &Settings) -> Value {
         gmsa_core::rbac_index::AuthorizationMode::Hybrid => Vec::new(),
         mode => vec![format!("--authorization={mode}")],
     };
+    if settings.certs == crate::CertMode::SelfSigned {
+        args.push(format!(
+            "--renew-certs-secret={}",
+            names::tls_secret(&settings.name)
+        ));
+        args.push(format!(
+            "--renew-webhook-configuration={}",
+            names::webhook_configuration(&settings.name)
+        ));
+        env.push(json!({"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}));
+    }
     let client_ca = settings.client_ca_pem.is_some();
     let mut ports = vec![
         json!({"name": names::PORT_NAME, "containerPort": names::CONTAINER_PORT, "protocol": "TCP"}),

@@ -5,10 +5,14 @@ use super::*;
 fn tls() -> TlsMaterial {
     TlsMaterial {
         ca_bundle_pem: "CA1\nCA2\n".into(),
-        ca_pem: "CA2\n".into(),
-        cert_pem: "CERT\n".into(),
-        key_pem: "KEY\n".into(),
-        secret_annotations: Default::default(),
+        secret: Some(SelfSignedSecret {
+            current: Some(gmsa_tls::self_signed::Pair {
+                ca_pem: "CA2\n".into(),
+                cert_pem: "CERT\n".into(),
+                key_pem: "KEY\n".into(),
+            }),
+            ..SelfSignedSecret::default()
+        }),
     }
 }
 
@@ -37,6 +41,8 @@ fn default_install_in_apply_order() {
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Secret",
             "Service",
             "Deployment",
@@ -53,6 +59,7 @@ fn default_install_in_apply_order() {
     let secret = find(&m, "Secret");
     assert_eq!(secret["type"], "kubernetes.io/tls");
     assert_eq!(secret["data"]["ca.crt"], "Q0EyCg==");
+    assert_eq!(secret["data"].as_object().unwrap().len(), 3);
 }
 
 #[test]
@@ -276,7 +283,7 @@ fn deployment_is_locked_down() {
         .map(|e| {
             (
                 e["name"].as_str().unwrap().to_string(),
-                e["value"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap_or_default().to_string(),
             )
         })
         .collect();
@@ -301,8 +308,46 @@ fn rbac_is_least_privilege() {
         [
             &json!(["get", "list", "watch"]),
             &json!(["list", "watch"]),
-            &json!(["create"])
+            &json!(["create"]),
+            &json!(["get", "update"])
         ]
+    );
+    // The renewal's writes are limited to our own Secret and configurations by name.
+    assert_eq!(
+        role["rules"][3]["resourceNames"],
+        json!(["gmsa-webhook-admission"])
+    );
+    let secret_role = find(&m, "Role");
+    assert_eq!(
+        secret_role["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["gmsa-webhook-tls"], "verbs": ["get", "update"]}])
+    );
+    let binding = find(&m, "RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], "gmsa-webhook-certificates");
+    assert_eq!(binding["subjects"][0]["name"], "gmsa-webhook");
+    let args = &find(&m, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(
+        args,
+        &json!([
+            "--renew-certs-secret=gmsa-webhook-tls",
+            "--renew-webhook-configuration=gmsa-webhook-admission"
+        ])
+    );
+    // Other modes renew elsewhere: no write access, no renewal flags.
+    let secret_mode = Settings {
+        certs: CertMode::Secret("mine".into()),
+        ..Settings::default()
+    };
+    let m = render(&secret_mode, Some(&tls())).unwrap();
+    assert_eq!(
+        find(&m, "ClusterRole")["rules"].as_array().unwrap().len(),
+        3
+    );
+    assert!(!kinds(&m).contains(&"Role".to_string()));
+    let container = &find(&m, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        container["args"].as_array().is_none_or(|a| a.is_empty()),
+        "{container}"
     );
 }
 
@@ -388,6 +433,8 @@ fn a_client_ca_moves_probes_to_the_plain_port() {
     assert_eq!(
         container["args"],
         json!([
+            "--renew-certs-secret=gmsa-webhook-tls",
+            "--renew-webhook-configuration=gmsa-webhook-admission",
             "--client-ca=/etc/gmsa-webhook/client-ca/ca.crt",
             "--probe-port=8081"
         ])
@@ -402,5 +449,9 @@ fn a_client_ca_moves_probes_to_the_plain_port() {
     assert!(!kinds(&plain).contains(&"ConfigMap".to_string()));
     let container = &find(&plain, "Deployment")["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["readinessProbe"]["httpGet"]["scheme"], "HTTPS");
-    assert!(container.get("args").is_none());
+    assert_eq!(
+        container["args"].as_array().unwrap().len(),
+        2,
+        "renewal only"
+    );
 }

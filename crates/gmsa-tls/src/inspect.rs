@@ -17,6 +17,8 @@ use super::{crypto_provider, parse_chain, x509, TlsError};
 pub struct CertificateValidity {
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+    /// The DNS names and IP addresses it is issued for.
+    pub names: Vec<String>,
 }
 
 /// Every certificate of a PEM text, in order; `origin` names it in errors.
@@ -33,6 +35,7 @@ pub fn certificate_validity(cert: &CertificateDer<'_>) -> Result<CertificateVali
     Ok(CertificateValidity {
         not_before: info.not_before,
         not_after: info.not_after,
+        names: info.names,
     })
 }
 

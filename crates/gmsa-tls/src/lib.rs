@@ -13,6 +13,7 @@ mod config;
 mod dev;
 mod inspect;
 mod reload;
+pub mod self_signed;
 mod store;
 mod x509;
 

@@ -123,6 +123,40 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub cert_poll_interval: Duration,
 
+    /// Renew the self-signed certificates kept in this Secret (of --namespace) before they
+    /// expire, from inside the cluster: replicas stage a new CA and certificate in the Secret,
+    /// add the CA to every caBundle of --renew-webhook-configuration, then serve it, keeping
+    /// the old CA trusted for --previous-ca-grace. `kubectl gmsa install` sets this up.
+    #[arg(long, value_name = "NAME", requires = "renew_webhook_configuration")]
+    pub renew_certs_secret: Option<String>,
+
+    /// The mutating and validating webhook configurations (both have this name) whose
+    /// caBundle the renewal keeps.
+    #[arg(long, value_name = "NAME", requires = "renew_certs_secret")]
+    pub renew_webhook_configuration: Option<String>,
+
+    /// Namespace of --renew-certs-secret (default: the kubeconfig's or the pod's).
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// Renew when the certificate or its CA expires within this.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub renew_before: Duration,
+
+    /// Lifetime of renewed serving certificates (their CA lasts ten times as long, at least
+    /// --renew-before more).
+    #[arg(long, default_value = "365d", value_parser = parse_duration)]
+    pub renewed_cert_lifetime: Duration,
+
+    /// How long the replaced CA stays trusted after a renewal: longer than the kubelet takes
+    /// to deliver a Secret update to every replica (about a minute).
+    #[arg(long, default_value = "15m", value_parser = parse_duration)]
+    pub previous_ca_grace: Duration,
+
+    /// Time between renewal rounds (jittered).
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub renew_check_interval: Duration,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -183,6 +217,19 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub log_level: tracing::Level,
     pub log_format: LogFormat,
+    /// In-cluster renewal of self-signed certificates, when asked for.
+    pub renewal: Option<Renewal>,
+}
+
+/// `--renew-certs-secret` and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renewal {
+    /// `None`: the kubeconfig's (or the pod's) namespace.
+    pub namespace: Option<String>,
+    pub secret: String,
+    pub configuration: String,
+    pub policy: gmsa_tls::self_signed::Policy,
+    pub interval: Duration,
 }
 
 /// Start-up problems the operator must fix.
@@ -196,6 +243,10 @@ pub enum ConfigError {
     NoCert(PathBuf),
     #[error("unable to parse environment variable RANDOM_HOSTNAME with value {0} to bool")]
     RandomHostname(String),
+    #[error("--renew-certs-secret renews a Secret through the Kubernetes API: drop --state-dir and --dev-certs")]
+    RenewalWithoutCluster,
+    #[error("--{0} is out of range")]
+    DurationRange(&'static str),
 }
 
 /// Reads an environment variable, treating unset and empty alike.
@@ -246,6 +297,34 @@ impl Config {
             None => false,
             Some(v) => parse_go_bool(&v).ok_or(ConfigError::RandomHostname(v))?,
         };
+        let renewal = match (args.renew_certs_secret, args.renew_webhook_configuration) {
+            (Some(_), _) if args.state_dir.is_some() || matches!(certs, CertSource::Dev { .. }) => {
+                return Err(ConfigError::RenewalWithoutCluster)
+            }
+            (Some(secret), Some(configuration)) => {
+                let span = |d: Duration, flag| {
+                    time::Duration::try_from(d).map_err(|_| ConfigError::DurationRange(flag))
+                };
+                let renew_before = span(args.renew_before, "renew-before")?;
+                let cert_lifetime = span(args.renewed_cert_lifetime, "renewed-cert-lifetime")?;
+                let policy = gmsa_tls::self_signed::Policy {
+                    renew_before,
+                    cert_lifetime,
+                    ca_lifetime: cert_lifetime
+                        .saturating_mul(10)
+                        .max(cert_lifetime.saturating_add(renew_before)),
+                    previous_ca_grace: span(args.previous_ca_grace, "previous-ca-grace")?,
+                };
+                Some(Renewal {
+                    namespace: args.namespace,
+                    secret,
+                    configuration,
+                    policy,
+                    interval: args.renew_check_interval,
+                })
+            }
+            _ => None,
+        };
         let cluster = match args.state_dir {
             Some(dir) => ClusterSource::StateDir(dir),
             None => ClusterSource::Kubernetes {
@@ -276,6 +355,7 @@ impl Config {
                 max_body_bytes: 3 * 1024 * 1024,
                 log_level,
                 log_format: args.log_format,
+                renewal,
             },
             warnings,
         ))
@@ -324,9 +404,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => n / 1000.0,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => {
             return Err(format!(
-                "{s:?} has an unknown unit {unit:?}: use ms, s, m or h"
+                "{s:?} has an unknown unit {unit:?}: use ms, s, m, h or d"
             ))
         }
     };
@@ -401,9 +482,41 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn renewal_needs_the_cluster_and_both_names() {
+        let base = ["--tls-cert", "c", "--tls-key", "k"];
+        let (cfg, _) = Config::from_args_and_env(args(&base), env_of(&[])).unwrap();
+        assert_eq!(cfg.renewal, None);
+        let mut with = base.to_vec();
+        with.extend([
+            "--renew-certs-secret",
+            "gmsa-webhook-tls",
+            "--renew-webhook-configuration",
+            "gmsa-webhook-admission",
+            "--renewed-cert-lifetime",
+            "90s",
+            "--renew-before",
+            "60s",
+        ]);
+        let (cfg, _) = Config::from_args_and_env(args(&with), env_of(&[])).unwrap();
+        let renewal = cfg.renewal.unwrap();
+        assert_eq!(renewal.secret, "gmsa-webhook-tls");
+        assert_eq!(renewal.policy.cert_lifetime, time::Duration::seconds(90));
+        assert_eq!(renewal.policy.ca_lifetime, time::Duration::seconds(900));
+        assert_eq!(
+            renewal.policy.previous_ca_grace,
+            time::Duration::minutes(15)
+        );
+        assert!(Args::try_parse_from(["gmsa-webhook", "--renew-certs-secret", "s"]).is_err());
+        with.extend(["--state-dir", "x"]);
+        let err = Config::from_args_and_env(args(&with), env_of(&[])).unwrap_err();
+        assert_eq!(err, ConfigError::RenewalWithoutCluster);
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod renewal;
 pub mod serve;
 
 use gmsa_tls as tls;
@@ -103,6 +104,22 @@ impl Server {
             }
         };
         tracing::info!(backend = %backend.describe(), "cluster backend ready to sync");
+        if let (Some(renewal), ClusterSource::Kubernetes { kubeconfig, .. }) =
+            (&config.renewal, &config.cluster)
+        {
+            let client = backend::kubernetes::plain_client(kubeconfig.as_deref()).await?;
+            let settings = renewal::RenewalSettings {
+                namespace: renewal
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_string()),
+                secret: renewal.secret.clone(),
+                configuration: renewal.configuration.clone(),
+                policy: renewal.policy,
+                interval: renewal.interval,
+            };
+            renewal::Renewal::new(client, settings, store.clone(), metrics.clone()).spawn();
+        }
         let options = Options {
             random_hostname: config.random_hostname,
         };

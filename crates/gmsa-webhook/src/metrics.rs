@@ -69,6 +69,39 @@ pub struct ApiCallLabels {
     pub kind: ApiCallKind,
 }
 
+/// What a certificate renewal round did (`--renew-certs-secret`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum RenewalStep {
+    Nothing,
+    Wait,
+    Trust,
+    Stage,
+    Promote,
+    Retire,
+    /// Another replica wrote first.
+    Conflict,
+    Error,
+}
+
+impl RenewalStep {
+    pub fn of(step: &gmsa_tls::self_signed::Step) -> Self {
+        use gmsa_tls::self_signed::Step;
+        match step {
+            Step::Nothing => Self::Nothing,
+            Step::Wait(_) => Self::Wait,
+            Step::Trust { .. } => Self::Trust,
+            Step::Stage { .. } => Self::Stage,
+            Step::Promote => Self::Promote,
+            Step::Retire => Self::Retire,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabels {
+    pub step: RenewalStep,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -85,6 +118,7 @@ pub struct Metrics {
     pub cache_hits: Family<CacheLabels, Counter>,
     pub cache_misses: Family<CacheLabels, Counter>,
     pub api_calls: Family<ApiCallLabels, Counter>,
+    pub renewal_rounds: Family<RenewalLabels, Counter>,
     /// Certificate reloads, read from the TLS store when metrics are scraped.
     cert_reloads: OnceLock<CountSource>,
     /// Access reviews under way, read from the decision cache when metrics are scraped.
@@ -134,6 +168,12 @@ impl Metrics {
             "Requests made to the Kubernetes API",
             api_calls.clone(),
         );
+        let renewal_rounds = Family::<RenewalLabels, Counter>::default();
+        registry.register(
+            "certificate_renewal_rounds",
+            "Self-signed certificate renewal rounds, by the step taken",
+            renewal_rounds.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -146,6 +186,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             api_calls,
+            renewal_rounds,
             cert_reloads: OnceLock::new(),
             reviews_in_flight: OnceLock::new(),
             cert_expiry: OnceLock::new(),
@@ -155,6 +196,13 @@ impl Metrics {
     /// Counts one API request.
     pub fn api_call(&self, kind: ApiCallKind) {
         self.api_calls.get_or_create(&ApiCallLabels { kind }).inc();
+    }
+
+    /// Counts one certificate renewal round.
+    pub fn renewal_step(&self, step: RenewalStep) {
+        self.renewal_rounds
+            .get_or_create(&RenewalLabels { step })
+            .inc();
     }
 
     /// Counts a cache hit or miss.

@@ -631,7 +631,7 @@ fn check_certificate(
                     format!("expired on {date}"),
                     fix.into(),
                 );
-            } else if left < crate::certs::RENEW_BEFORE {
+            } else if left < crate::certs::renew_before() {
                 report.warn(
                     "certificate-expiry",
                     server_name,

@@ -2,7 +2,6 @@
 //! by server-side apply in an order where the API server never calls a webhook that is not
 //! there; remove them again without touching the CRD or credential specs unless asked.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use gmsa_deploy::{names, CertMode, KubeVersion, Settings, TlsMaterial, KINDS};
 use serde_json::Value;
 
 use crate::apply::{Applier, Outcome};
-use crate::certs::{self, Decision, Existing};
+use crate::certs;
 use crate::cli::{DryRun, OutputFile};
 
 pub const INSTALL_EXAMPLES: &str = "\
@@ -264,7 +263,7 @@ fn offline_tls(args: &InstallArgs, settings: &Settings) -> anyhow::Result<Option
         CertMode::SelfSigned => Some(
             certs::self_signed(
                 settings,
-                &Existing::default(),
+                Default::default(),
                 false,
                 time::OffsetDateTime::now_utc(),
             )?
@@ -356,42 +355,21 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             let secret = applier
                 .get(secret_info(), Some(ns), &names::tls_secret(&settings.name))
                 .await?;
-            let existing = Existing {
-                cert_pem: secret
-                    .as_ref()
-                    .and_then(|s| secret_text(s, names::TLS_CERT_KEY)),
-                key_pem: secret
-                    .as_ref()
-                    .and_then(|s| secret_text(s, names::TLS_KEY_KEY)),
-                ca_pem: secret
-                    .as_ref()
-                    .and_then(|s| secret_text(s, names::CA_CERT_KEY)),
-                annotations: secret
-                    .as_ref()
-                    .and_then(|s| {
-                        serde_json::from_value::<BTreeMap<String, String>>(
-                            s["metadata"]["annotations"].clone(),
-                        )
-                        .ok()
-                    })
-                    .unwrap_or_default(),
-                ca_bundle_pem: current_ca_bundle(&applier, &settings.name).await?,
-            };
-            let (material, decision) = certs::self_signed(
+            let (material, issued) = certs::self_signed(
                 &settings,
-                &existing,
+                certs::read_secret(secret.as_ref()),
                 args.rotate_certs,
                 time::OffsetDateTime::now_utc(),
             )?;
-            match &decision {
-                Decision::Reused => {
+            match &issued {
+                None => {
                     eprintln!("certificates: keeping the Secret's (valid for more than 30 days)")
                 }
-                Decision::Issued(reason) => {
+                Some(reason) => {
                     eprintln!("certificates: issuing a new CA and serving certificate ({reason})")
                 }
             }
-            Some((material, decision))
+            Some((material, issued))
         }
         CertMode::CertManager => {
             if args.rotate_certs {
@@ -417,7 +395,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
                     ca_bundle_pem: pem,
                     ..TlsMaterial::default()
                 },
-                Decision::Reused,
+                None,
             ))
         }
     };
@@ -447,7 +425,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     };
 
     // A new CA is trusted before any replica can serve a certificate it signed.
-    let rotating = matches!(tls, Some((_, Decision::Issued(_))))
+    let rotating = matches!(tls, Some((_, Some(_))))
         && current_ca_bundle(&applier, &settings.name).await?.is_some();
     if rotating {
         for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
@@ -494,8 +472,8 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     }
     if rotating && !server_dry_run {
         eprintln!(
-            "certificates: rotated; the previous CA stays trusted for {} minutes (re-run install afterwards to drop it)",
-            certs::PREVIOUS_CA_GRACE.whole_minutes()
+            "certificates: rotated; the previous CA stays trusted for {} minutes, then the webhook's replicas drop it",
+            gmsa_tls::self_signed::Policy::default().previous_ca_grace.whole_minutes()
         );
     }
     Ok(ExitCode::SUCCESS)

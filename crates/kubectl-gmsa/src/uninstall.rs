@@ -122,6 +122,16 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
             names::issuer(name),
         ),
         (kind("v1", "Secret"), ns, names::tls_secret(name)),
+        (
+            kind("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            ns,
+            names::certificates_role(name),
+        ),
+        (
+            kind("rbac.authorization.k8s.io/v1", "Role"),
+            ns,
+            names::certificates_role(name),
+        ),
         (kind("v1", "ConfigMap"), ns, names::client_ca(name)),
         (
             kind("rbac.authorization.k8s.io/v1", "ClusterRole"),

@@ -187,6 +187,20 @@ impl<'a> Env<'a> {
     /// Runs the webhook in this process as the installed ServiceAccount (a TokenRequest token),
     /// serving the installed Secret's pair; checks that account's permissions first.
     fn start_installed_webhook(&self, port: u16) -> (Webhook, PathBuf) {
+        self.write_installed_kubeconfig();
+        let tls_dir = self.dir.join("tls");
+        let secret = self.secret();
+        write_pair(&tls_dir, &secret["tls.crt"], &secret["tls.key"]);
+        let webhook = Webhook::start(&tls_dir, &self.webhook_kubeconfig, port, &[]);
+        wait_for("webhook /readyz", Duration::from_secs(30), || {
+            presented(&self.url).map(drop)
+        });
+        (webhook, tls_dir)
+    }
+
+    /// Writes `webhook_kubeconfig` for the installed ServiceAccount (a TokenRequest token)
+    /// and checks that account's permissions: what the webhook needs, nothing more.
+    fn write_installed_kubeconfig(&self) {
         let token = self.kubectl(&[
             "create",
             "token",
@@ -214,26 +228,35 @@ impl<'a> Env<'a> {
             ("list", "pods", "no"),
             ("get", "secrets", "no"),
             ("use", "gmsacredentialspecs.windows.k8s.io", "no"),
+            // The self-signed renewal: its own Secret and configurations, by name.
+            ("update", "secret/gmsa-webhook-tls", "yes"),
+            ("update", "secret/other", "no"),
+            ("list", "secrets", "no"),
+            (
+                "update",
+                "mutatingwebhookconfigurations/gmsa-webhook-admission",
+                "yes",
+            ),
+            (
+                "update",
+                "validatingwebhookconfigurations/gmsa-webhook-admission",
+                "yes",
+            ),
+            ("update", "mutatingwebhookconfigurations/other", "no"),
         ] {
-            let out = self.cluster.kubectl_as(
-                &self.webhook_kubeconfig,
-                &["auth", "can-i", verb, resource],
-                None,
-            );
+            let mut args = vec!["auth", "can-i", verb, resource];
+            if resource.starts_with("secret") {
+                args.extend(["-n", SYSTEM_NS]);
+            }
+            let out = self
+                .cluster
+                .kubectl_as(&self.webhook_kubeconfig, &args, None);
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
                 expected,
                 "can-i {verb} {resource}"
             );
         }
-        let tls_dir = self.dir.join("tls");
-        let secret = self.secret();
-        write_pair(&tls_dir, &secret["tls.crt"], &secret["tls.key"]);
-        let webhook = Webhook::start(&tls_dir, &self.webhook_kubeconfig, port);
-        wait_for("webhook /readyz", Duration::from_secs(30), || {
-            presented(&self.url).map(drop)
-        });
-        (webhook, tls_dir)
     }
 
     fn doctor(&self, extra: &[&str]) -> (i32, Vec<Value>) {
@@ -291,8 +314,8 @@ struct Webhook {
 }
 
 impl Webhook {
-    fn start(tls_dir: &Path, kubeconfig: &Path, port: u16) -> Self {
-        let args = gmsa_webhook::config::Args::try_parse_from([
+    fn start(tls_dir: &Path, kubeconfig: &Path, port: u16, extra: &[String]) -> Self {
+        let mut all = vec![
             "gmsa-webhook".to_string(),
             format!("--tls-cert={}", tls_dir.join("tls.crt").display()),
             format!("--tls-key={}", tls_dir.join("tls.key").display()),
@@ -301,8 +324,9 @@ impl Webhook {
             "--bind-address=127.0.0.1".into(),
             "--cert-poll-interval=1s".into(),
             "--shutdown-grace=0s".into(),
-        ])
-        .unwrap();
+        ];
+        all.extend_from_slice(extra);
+        let args = gmsa_webhook::config::Args::try_parse_from(all).unwrap();
         let (config, _) = gmsa_webhook::config::Config::from_args_and_env(args, |_| None).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = thread::spawn(move || {
@@ -1099,4 +1123,327 @@ fn migration_from_a_reference_install(version: ServerVersion) {
         out.stderr
     );
     webhook.stop();
+}
+
+/// Self-signed mode renews itself: two replicas of the installed webhook, each with its own
+/// Secret volume refreshed on its own kubelet clock, behind one address, renew certificates
+/// that last 40 s (so a renewal starts every ~20 s) twice while pods are created without
+/// pause; not one admission may fail, and after each renewal the replaced CA is dropped.
+#[test]
+fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
+    use gmsa_testkit::secret_volume::SecretVolume;
+    use gmsa_tls::self_signed::{pem_blocks, Pair, Policy, SelfSignedSecret};
+
+    if skip_requested() {
+        eprintln!("skipped: {SKIP_ENV}=1");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cluster = RealCluster::start(ServerVersion::Current).unwrap_or_else(|e| panic!("{e}"));
+    let (env, port) = Env::new(&cluster, "renewal-e2e");
+    env.install(&[]);
+
+    // As if the installed pair were about to expire: 22 s left, renewed 20 s before expiry.
+    let installed = Pair {
+        ca_pem: env.secret()["ca.crt"].clone(),
+        cert_pem: env.secret()["tls.crt"].clone(),
+        key_pem: String::new(),
+    };
+    let short = Policy {
+        renew_before: time::Duration::seconds(20),
+        cert_lifetime: time::Duration::seconds(22),
+        ca_lifetime: time::Duration::seconds(400),
+        previous_ca_grace: time::Duration::seconds(8),
+    };
+    let first = Pair::issue(&installed.names(), &short).unwrap();
+    assert!(installed.names().contains(&"127.0.0.1".to_string()));
+    let secret = SelfSignedSecret {
+        current: Some(first.clone()),
+        ..SelfSignedSecret::default()
+    };
+    let data: serde_json::Map<String, Value> = secret
+        .data()
+        .into_iter()
+        .map(|(k, v)| {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(v);
+            (k, Value::String(b64))
+        })
+        .collect();
+    env.kubectl(&[
+        "patch",
+        "secret",
+        "-n",
+        SYSTEM_NS,
+        SECRET,
+        "--type=merge",
+        "-p",
+        &json!({"data": data}).to_string(),
+    ]);
+    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&first.ca_pem);
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        let config = env.json(&["get", kind, WEBHOOK_CONFIGURATION]);
+        let patch: Vec<Value> = (0..config["webhooks"].as_array().unwrap().len())
+            .map(|i| json!({"op": "replace", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": ca_b64}))
+            .collect();
+        env.kubectl(&[
+            "patch",
+            kind,
+            WEBHOOK_CONFIGURATION,
+            "--type=json",
+            "-p",
+            &Value::Array(patch).to_string(),
+        ]);
+    }
+
+    // Two replicas as the installed ServiceAccount, renewing with 40 s certificates.
+    env.write_installed_kubeconfig();
+    let renewal_args: Vec<String> = [
+        "--renew-certs-secret=gmsa-webhook-tls",
+        "--renew-webhook-configuration=gmsa-webhook-admission",
+        "--namespace=gmsa-system",
+        "--renew-before=20s",
+        "--renewed-cert-lifetime=40s",
+        "--previous-ca-grace=8s",
+        "--renew-check-interval=1s",
+    ]
+    .map(String::from)
+    .to_vec();
+    // Each replica's kubelet delivers Secret updates on its own clock.
+    let lags = [Duration::from_millis(200), Duration::from_secs(3)];
+    let mut replicas = Vec::new();
+    let mut volumes = Vec::new();
+    for (i, _) in lags.iter().enumerate() {
+        let dir = env.dir.join(format!("replica-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        volumes.push(Mutex::new(
+            SecretVolume::create(&dir, &first.cert_pem, &first.key_pem).unwrap(),
+        ));
+        let replica_port = free_port().unwrap();
+        let webhook = Webhook::start(&dir, &env.webhook_kubeconfig, replica_port, &renewal_args);
+        let url = format!("https://127.0.0.1:{replica_port}");
+        wait_for("replica /readyz", Duration::from_secs(30), || {
+            presented(&url).map(drop)
+        });
+        replicas.push((webhook, url, replica_port));
+    }
+    // The Service: each new connection goes to the next replica.
+    let backends: Vec<u16> = replicas.iter().map(|r| r.2).collect();
+    let proxy = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let proxy_stop = std::sync::Arc::new(AtomicBool::new(false));
+    let proxy_thread = {
+        let stop = proxy_stop.clone();
+        thread::spawn(move || {
+            let mut next = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match proxy.accept() {
+                    Ok((client, _)) => {
+                        client.set_nonblocking(false).unwrap();
+                        let backend = backends[next % backends.len()];
+                        next += 1;
+                        thread::spawn(move || splice(client, backend));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+    };
+    cluster.create_service_account(NS, "web").unwrap();
+    env.apply(&credspec("gmsa-webapp1", "WebApp1", GUID));
+    env.gmsa_ok(&[
+        "grant",
+        "gmsa-webapp1",
+        "--service-account",
+        &format!("{NS}:web"),
+        "--apply",
+    ]);
+    let stop = AtomicBool::new(false);
+
+    let created = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    // What the Secret served, in order, and the largest bundle seen after each promotion.
+    let served = Mutex::new(vec![first.cert_pem.clone()]);
+    let trimmed = AtomicUsize::new(0);
+    let deadline = Instant::now() + Duration::from_secs(150);
+    thread::scope(|s| {
+        for (i, lag) in lags.iter().enumerate() {
+            let volume = &volumes[i];
+            let env = &env;
+            let stop = &stop;
+            let first = &first;
+            s.spawn(move || {
+                let mut current = first.cert_pem.clone();
+                while !stop.load(Ordering::Relaxed) {
+                    thread::sleep(*lag);
+                    let secret = env.secret();
+                    if secret["tls.crt"] != current {
+                        volume
+                            .lock()
+                            .unwrap()
+                            .rotate(&secret["tls.crt"], &secret["tls.key"])
+                            .unwrap();
+                        current = secret["tls.crt"].clone();
+                    }
+                }
+            });
+        }
+        // The API server may open a new connection to any replica at any moment (its
+        // connections are reused, so the pods alone would rarely show it): every replica's
+        // certificate must verify against the caBundle stored at that moment.
+        s.spawn(|| {
+            let bundle = || {
+                let path = format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}");
+                let (_, body) = cluster.request("GET", &path, None).unwrap();
+                let config: Value = serde_json::from_str(&body).unwrap();
+                let b64 = config["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap_or("").to_string();
+                String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+            };
+            while !stop.load(Ordering::Relaxed) {
+                for (_, url, _) in &replicas {
+                    let before = bundle();
+                    let Ok(target) = kubectl_gmsa::probe::target(url) else { continue };
+                    let Ok(answer) = kubectl_gmsa::probe::get(&target, "/health") else { continue };
+                    let after = bundle();
+                    let now = time::OffsetDateTime::now_utc();
+                    let trusted = [&before, &after].iter().any(|b| {
+                        gmsa_tls::verify_serving_chain(b, &answer.chain, "127.0.0.1", now).is_ok()
+                    });
+                    if !trusted {
+                        failures.lock().unwrap().push(format!("{url} serves a certificate the caBundle does not trust"));
+                    }
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        });
+        // Pods, one after another, for the whole run.
+        s.spawn(|| {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let pod = gmsa_pod(&format!("renewal-{i}"), "web", "gmsa-webapp1");
+                match env.post_pod(&pod) {
+                    (201, _) => {
+                        created.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (code, body) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("renewal-{i}: {code} {body}")),
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        // The observer: two renewals, each ending with the old CA dropped from the bundles.
+        let mut last_bundle_len = 1;
+        while Instant::now() < deadline {
+            let secret = env.secret();
+            let bundle_len = pem_blocks(&env.ca_bundle()).len();
+            {
+                let mut served = served.lock().unwrap();
+                if served.last() != Some(&secret["tls.crt"]) {
+                    served.push(secret["tls.crt"].clone());
+                }
+                if bundle_len == 1 && last_bundle_len > 1 && served.len() > 1 {
+                    trimmed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            last_bundle_len = bundle_len;
+            if trimmed.load(Ordering::Relaxed) >= 2 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(300));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let served = served.into_inner().unwrap();
+    let failures = failures.into_inner().unwrap();
+    let created = created.into_inner();
+    eprintln!(
+        "   {created} pods admitted across {} certificates",
+        served.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed admissions:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        trimmed.into_inner() >= 2 && served.len() >= 3,
+        "two renewals, each ending with one CA trusted: saw {} certificates",
+        served.len()
+    );
+    assert!(created > 50, "only {created} pods were created");
+
+    // The end state: one CA everywhere, nothing staged or previous, renewed as asked.
+    let secret = env.secret();
+    assert!(!secret.contains_key("next-tls.crt") && !secret.contains_key("previous-ca.crt"));
+    assert_eq!(pem_blocks(&env.ca_bundle()), pem_blocks(&secret["ca.crt"]));
+    let validating = env.json(&[
+        "get",
+        "validatingwebhookconfiguration",
+        WEBHOOK_CONFIGURATION,
+    ]);
+    for hook in validating["webhooks"].as_array().unwrap() {
+        let b64 = hook["clientConfig"]["caBundle"].as_str().unwrap();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        assert_eq!(
+            pem_blocks(&String::from_utf8(pem).unwrap()),
+            pem_blocks(&secret["ca.crt"])
+        );
+    }
+    let renewed = Pair {
+        ca_pem: secret["ca.crt"].clone(),
+        cert_pem: secret["tls.crt"].clone(),
+        key_pem: secret["tls.key"].clone(),
+    };
+    assert_eq!(
+        renewed.names(),
+        installed.names(),
+        "renewals keep the names"
+    );
+    let chain = gmsa_tls::pem_certificates("tls.crt", &renewed.cert_pem).unwrap();
+    let validity = gmsa_tls::certificate_validity(&chain[0]).unwrap();
+    let lifetime = validity.not_after - validity.not_before - gmsa_tls::NOT_BEFORE_BACKDATE;
+    assert!(
+        (lifetime - time::Duration::seconds(40)).abs() <= time::Duration::seconds(1),
+        "{lifetime}"
+    );
+    // Both replicas serve the last certificate.
+    for (_, url, _) in &replicas {
+        wait_for(
+            "replica serves the renewed pair",
+            Duration::from_secs(10),
+            || match presented(url) {
+                Ok(der) if der == der_of(&renewed.cert_pem) => Ok(()),
+                Ok(_) => Err("an earlier certificate".into()),
+                Err(e) => Err(e),
+            },
+        );
+    }
+    drop(replicas);
+    proxy_stop.store(true, Ordering::Relaxed);
+    let _ = proxy_thread.join();
+}
+
+/// Copies bytes both ways between a client and the replica on `port` until either side closes.
+fn splice(client: std::net::TcpStream, port: u16) {
+    let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return;
+    };
+    let (mut client_read, mut upstream_write) =
+        (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let forward = thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut upstream_write);
+        let _ = upstream_write.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut upstream_read, mut client_write) = (upstream, client);
+    let _ = std::io::copy(&mut upstream_read, &mut client_write);
+    let _ = client_write.shutdown(std::net::Shutdown::Write);
+    let _ = forward.join();
 }

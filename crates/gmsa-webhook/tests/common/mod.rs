@@ -55,6 +55,7 @@ pub fn config(dir: &Path, grace: Duration) -> Config {
         max_body_bytes: 3 * 1024 * 1024,
         log_level: tracing::Level::INFO,
         log_format: LogFormat::Text,
+        renewal: None,
     }
 }
 

@@ -67,6 +67,17 @@ pub(super) async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, Kub
     Ok(config)
 }
 
+/// A client without the admission path's counting and limits, and its default namespace:
+/// for the certificate renewal, which makes a few requests a minute.
+pub(crate) async fn plain_client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
+    let config = load_config(kubeconfig).await?;
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    Client::try_from(config)
+        .map_err(|e| KubeError::Config(format!("cannot build the Kubernetes client: {e}")))
+}
+
 /// Builds the client, counting every request it makes in `metrics`, and telling `readiness`
 /// when a list or watch of a watched source is accepted again (a resumed watch may deliver no
 /// event for a long time; the accepted request is the evidence it follows the cluster).

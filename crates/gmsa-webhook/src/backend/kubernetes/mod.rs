@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::config::Authorization;
 use crate::metrics::{CacheKind, Metrics};
 
+pub(crate) use client::plain_client;
 pub use client::API_CALL_TIMEOUT;
 use client::{ApiAccess, RateLimiter};
 use decisions::{DecisionCache, DecisionKey, Lookup};
