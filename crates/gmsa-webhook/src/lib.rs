@@ -1,11 +1,14 @@
 //! The GMSA admission webhook server. `main.rs` parses the command line; everything else,
-//! including [`run`], lives here so tests can start the server in process.
+//! including [`run`], lives here so tests can start the server in process. The modules the
+//! in-process tests build servers from are public (`backend`, `config`, `http`, `metrics`), and
+//! `serve`, through which the benchmarks' no-op floor answers on the same stack; the rest is
+//! private. Certificates are the `gmsa-tls` crate's.
 
 pub mod backend;
 pub mod config;
 pub mod http;
 pub mod metrics;
-pub mod renewal;
+mod renewal;
 pub mod serve;
 
 use gmsa_tls as tls;
