@@ -191,7 +191,7 @@ fn with_parent_death_signal(command: Command) -> Command {
     wrapped
 }
 
-pub(super) fn tail(text: &str, lines: usize) -> String {
+fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
