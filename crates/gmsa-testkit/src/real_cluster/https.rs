@@ -158,62 +158,9 @@ fn causes(error: &dyn Error) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
-    use std::io::{Read as _, Write as _};
-    use std::net::{Ipv4Addr, TcpListener};
-    use std::thread;
-
-    use rustls_pki_types::PrivateKeyDer;
-
     use super::super::LoopbackTls;
     use super::*;
-
-    /// A TLS server on loopback, presenting `tls`'s certificate, that reads one request and
-    /// writes `answer` as it is. The handle gives back the request, or why none was read.
-    fn answer_once(
-        tls: &LoopbackTls,
-        answer: &'static str,
-    ) -> (String, thread::JoinHandle<Result<String, String>>) {
-        let certs = CertificateDer::pem_file_iter(&tls.cert_path)
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(&tls.key_path).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let url = format!(
-            "https://{}/apis/x?watch=false",
-            listener.local_addr().unwrap()
-        );
-        let server = thread::spawn(move || {
-            let (tcp, _) = listener.accept().map_err(|e| e.to_string())?;
-            let connection =
-                rustls::ServerConnection::new(Arc::new(config)).map_err(|e| e.to_string())?;
-            let mut stream = rustls::StreamOwned::new(connection, tcp);
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") || !seen.ends_with(b"{}") {
-                match stream.read(&mut buf) {
-                    Ok(0) => return Err("the client closed early".into()),
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            stream
-                .write_all(answer.as_bytes())
-                .map_err(|e| e.to_string())?;
-            stream.conn.send_close_notify();
-            stream.flush().map_err(|e| e.to_string())?;
-            Ok(String::from_utf8_lossy(&seen).into_owned())
-        });
-        (url, server)
-    }
+    use crate::one_answer::OneAnswer;
 
     /// Framing is hyper's: a chunked answer (here with a chunk extension) comes back whole,
     /// and the request carries what the API server needs.
@@ -221,13 +168,16 @@ mod tests {
     fn sends_the_token_and_body_and_reads_a_chunked_answer() {
         let dir = tempfile::tempdir().unwrap();
         let tls = LoopbackTls::generate(dir.path(), "https").unwrap();
-        let (url, server) = answer_once(
-            &tls,
+        let server = OneAnswer::start(
+            &tls.cert_path,
+            &tls.key_path,
             "HTTP/1.1 422 Unprocessable Entity\r\nTransfer-Encoding: chunked\r\n\
              Connection: close\r\n\r\n4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n",
-        );
+        )
+        .unwrap();
+        let url = format!("https://{}/apis/x?watch=false", server.addr());
         let answer = https_request("POST", &url, &tls.ca_pem, Some("t0ken"), Some("{}"));
-        let request = server.join().unwrap().unwrap().to_ascii_lowercase();
+        let request = server.request().unwrap().to_ascii_lowercase();
         assert_eq!(answer.unwrap(), (422, "Wikipedia".to_string()));
         assert!(
             request.starts_with("post /apis/x?watch=false http/1.1\r\n"),
@@ -242,6 +192,7 @@ mod tests {
         ] {
             assert!(request.contains(&format!("{line}\r\n")), "{request}");
         }
+        assert!(request.ends_with("\r\n\r\n{}"), "{request}");
     }
 
     #[test]
@@ -249,12 +200,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let served = LoopbackTls::generate(dir.path(), "served").unwrap();
         let other = LoopbackTls::generate(dir.path(), "other").unwrap();
-        let (url, server) = answer_once(&served, "HTTP/1.1 200 OK\r\n\r\n");
+        let server = OneAnswer::start(
+            &served.cert_path,
+            &served.key_path,
+            "HTTP/1.1 200 OK\r\n\r\n",
+        )
+        .unwrap();
+        let url = format!("https://{}/readyz", server.addr());
         let err = https_get(&url, &other.ca_pem, None).unwrap_err();
         assert!(
             err.to_string().contains("invalid peer certificate"),
             "{err}"
         );
-        assert!(server.join().unwrap().is_err(), "no request got through");
+        assert!(server.request().is_err(), "no request got through");
     }
 }
