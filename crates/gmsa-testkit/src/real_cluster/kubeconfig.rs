@@ -5,7 +5,7 @@ use std::io::Read;
 
 use base64::Engine as _;
 
-use super::{io_err, ClusterError};
+use super::{io_err, ClusterError, ADMIN_USER, WEBHOOK_USER};
 
 /// 32 hex characters from the kernel's random source.
 pub(super) fn random_token() -> Result<String, ClusterError> {
@@ -14,6 +14,15 @@ pub(super) fn random_token() -> Result<String, ClusterError> {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(io_err("reading /dev/urandom"))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The API server's `--token-auth-file`: the admin in `system:masters`, the webhook user in
+/// no group beyond the authenticated ones.
+pub(super) fn token_file(admin_token: &str, webhook_token: &str) -> String {
+    format!(
+        "{admin_token},{ADMIN_USER},uid-admin,\"system:masters\"\n\
+         {webhook_token},{WEBHOOK_USER},uid-gmsa-webhook\n"
+    )
 }
 
 /// A kubeconfig for one bearer-token user, the CA inline, so it needs no other file.

@@ -20,7 +20,6 @@ use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rcgen::KeyPair;
 use thiserror::Error;
 
 mod https;
@@ -35,7 +34,8 @@ pub use pki::LoopbackTls;
 pub use process::{free_port, ManagedProcess};
 pub use server::{Feature, ServerVersion, CURRENT_ETCD_VERSION, DEBIAN_ETCD_PATH};
 
-use kubeconfig::{kubeconfig, random_token};
+use kubeconfig::{kubeconfig, random_token, token_file};
+use pki::ServiceAccountKey;
 
 /// Environment variable that, set to `1`, lets real-API-server tests skip instead of fail.
 pub const SKIP_ENV: &str = "GMSA_SKIP_REAL_APISERVER";
@@ -184,23 +184,12 @@ impl RealCluster {
         write_file(&root.join(OWNER_FILE), &std::process::id().to_string())?;
 
         let tls = LoopbackTls::generate(&root, "apiserver")?;
-        let sa_key = KeyPair::generate()?;
-        let sa_key_path = root.join("service-account.key");
-        let sa_pub_path = root.join("service-account.pub");
-        write_file(&sa_key_path, &sa_key.serialize_pem())?;
-        // 1.20 reads verification keys only as PKIX "PUBLIC KEY" (or RSA/EC private key) blocks.
-        write_file(&sa_pub_path, &sa_key.public_key_pem())?;
+        let sa_key = ServiceAccountKey::generate(&root)?;
 
         let admin_token = random_token()?;
         let webhook_token = random_token()?;
         let tokens_path = root.join("tokens.csv");
-        write_file(
-            &tokens_path,
-            &format!(
-                "{admin_token},{ADMIN_USER},uid-admin,\"system:masters\"\n\
-                 {webhook_token},{WEBHOOK_USER},uid-gmsa-webhook\n"
-            ),
-        )?;
+        write_file(&tokens_path, &token_file(&admin_token, &webhook_token))?;
 
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
@@ -245,11 +234,11 @@ impl RealCluster {
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!(
                 "--service-account-key-file={}",
-                sa_pub_path.display()
+                sa_key.public_path.display()
             ))
             .arg(format!(
                 "--service-account-signing-key-file={}",
-                sa_key_path.display()
+                sa_key.private_path.display()
             ))
             .arg("--service-cluster-ip-range=10.96.0.0/24")
             .arg("--endpoint-reconciler-type=none")

@@ -1,5 +1,6 @@
-//! The private CA and serving certificate a loopback server presents (the API server, a
-//! webhook under test), written as files the servers and clients read.
+//! Key material as files the servers and clients read: the private CA and serving certificate
+//! a loopback server presents (the API server, a webhook under test), and the key that signs
+//! service account tokens.
 
 use std::path::{Path, PathBuf};
 
@@ -71,5 +72,27 @@ impl LoopbackTls {
     /// The CA as a webhook `caBundle` (base64 of the PEM).
     pub fn ca_bundle(&self) -> String {
         base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
+    }
+}
+
+/// The key pair that signs and verifies service account tokens (ECDSA P-256), as PEM files.
+#[derive(Debug)]
+pub(super) struct ServiceAccountKey {
+    pub(super) private_path: PathBuf,
+    pub(super) public_path: PathBuf,
+}
+
+impl ServiceAccountKey {
+    /// Generates the pair into `dir` as `service-account.key` and `service-account.pub`.
+    pub(super) fn generate(dir: &Path) -> Result<Self, ClusterError> {
+        let key = KeyPair::generate()?;
+        let pair = Self {
+            private_path: dir.join("service-account.key"),
+            public_path: dir.join("service-account.pub"),
+        };
+        write_file(&pair.private_path, &key.serialize_pem())?;
+        // 1.20 reads verification keys only as PKIX "PUBLIC KEY" (or RSA/EC private key) blocks.
+        write_file(&pair.public_path, &key.public_key_pem())?;
+        Ok(pair)
     }
 }
