@@ -4,6 +4,7 @@
 //! without a cluster.
 
 pub mod fake_api;
+pub mod one_answer;
 pub mod real_cluster;
 pub mod samba;
 pub mod secret_volume;

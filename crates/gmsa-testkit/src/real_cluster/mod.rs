@@ -12,27 +12,30 @@
 //! on the same thread (a `#[test]` function does). A directory left behind by a test process
 //! killed outright is removed by the next [`RealCluster::start`].
 
-use std::fmt;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::Arc;
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, ServerName};
 use thiserror::Error;
 
+mod https;
+mod kubeconfig;
+mod kubectl;
+mod pki;
+mod process;
 mod server;
+
+pub use https::{https_get, https_request};
+pub use pki::LoopbackTls;
+pub use process::{free_port, ManagedProcess};
 pub use server::{Feature, ServerVersion, CURRENT_ETCD_VERSION, DEBIAN_ETCD_PATH};
+
+use kubeconfig::{kubeconfig, random_token, token_file};
+use pki::ServiceAccountKey;
 
 /// Environment variable that, set to `1`, lets real-API-server tests skip instead of fail.
 pub const SKIP_ENV: &str = "GMSA_SKIP_REAL_APISERVER";
@@ -47,8 +50,6 @@ pub const ADMIN_USER: &str = "gmsa-admin";
 
 /// How long the API server gets to answer `/readyz` with 200.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Bound on every single HTTP request and kubectl call the helpers make.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the cluster (or a helper process) could not be brought up or used.
 #[derive(Debug, Error)]
@@ -129,373 +130,8 @@ pub fn skip_requested() -> bool {
     std::env::var(SKIP_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-/// A loopback port that was free a moment ago (the OS picked it; we released it).
-pub fn free_port() -> Result<u16, ClusterError> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err("binding a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(io_err("reading a free port"))?
-        .port();
-    Ok(port)
-}
-
-/// A private CA and a serving certificate it signed for `127.0.0.1` and `localhost`,
-/// written as PEM files (ECDSA P-256, valid from an hour ago for a week).
-#[derive(Debug, Clone)]
-pub struct LoopbackTls {
-    /// The CA certificate, PEM; what clients trust (a webhook's `caBundle`, a kubeconfig's CA).
-    pub ca_pem: String,
-    pub ca_path: PathBuf,
-    pub cert_path: PathBuf,
-    pub key_path: PathBuf,
-}
-
-impl LoopbackTls {
-    /// Generates the CA and serving certificate into `dir` as `<prefix>-ca.crt`,
-    /// `<prefix>.crt` and `<prefix>.key`.
-    pub fn generate(dir: &Path, prefix: &str) -> Result<Self, ClusterError> {
-        let now = time::OffsetDateTime::now_utc();
-        let not_before = now - time::Duration::hours(1);
-        let not_after = now + time::Duration::days(7);
-
-        let ca_key = KeyPair::generate()?;
-        let mut ca_params = CertificateParams::default();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{prefix} test CA"));
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        ca_params.not_before = not_before;
-        ca_params.not_after = not_after;
-        let ca_cert = ca_params.self_signed(&ca_key)?;
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
-        params.distinguished_name.push(DnType::CommonName, prefix);
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = not_before;
-        params.not_after = not_after;
-        let cert = params.signed_by(&key, &issuer)?;
-
-        let tls = Self {
-            ca_pem: ca_cert.pem(),
-            ca_path: dir.join(format!("{prefix}-ca.crt")),
-            cert_path: dir.join(format!("{prefix}.crt")),
-            key_path: dir.join(format!("{prefix}.key")),
-        };
-        write_file(&tls.ca_path, &tls.ca_pem)?;
-        write_file(&tls.cert_path, &cert.pem())?;
-        write_file(&tls.key_path, &key.serialize_pem())?;
-        Ok(tls)
-    }
-
-    /// The CA as a webhook `caBundle` (base64 of the PEM).
-    pub fn ca_bundle(&self) -> String {
-        base64::engine::general_purpose::STANDARD.encode(&self.ca_pem)
-    }
-}
-
 fn write_file(path: &Path, contents: &str) -> Result<(), ClusterError> {
     fs::write(path, contents).map_err(io_err(format!("writing {}", path.display())))
-}
-
-/// A child process whose output goes to a log file; killed (and reaped) on drop.
-pub struct ManagedProcess {
-    name: String,
-    child: Child,
-    log_path: PathBuf,
-}
-
-impl fmt::Debug for ManagedProcess {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagedProcess")
-            .field("name", &self.name)
-            .field("pid", &self.child.id())
-            .field("log_path", &self.log_path)
-            .finish()
-    }
-}
-
-impl ManagedProcess {
-    /// Starts `command` with stdout and stderr appended to `log_path`, stdin closed. When
-    /// `setpriv` exists the process also gets `SIGKILL` if its parent thread dies.
-    pub fn spawn(name: &str, command: Command, log_path: PathBuf) -> Result<Self, ClusterError> {
-        let log =
-            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(io_err("duplicating a log handle"))?;
-        let mut command = with_parent_death_signal(command);
-        command.stdin(Stdio::null()).stdout(log).stderr(log_err);
-        let child = command.spawn().map_err(io_err(format!(
-            "starting {name} ({:?})",
-            command.get_program()
-        )))?;
-        Ok(Self {
-            name: name.to_string(),
-            child,
-            log_path,
-        })
-    }
-
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Where stdout and stderr go.
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
-    /// The whole log so far (lossy UTF-8).
-    pub fn log(&self) -> String {
-        fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// The last `lines` lines of the log.
-    pub fn log_tail(&self, lines: usize) -> String {
-        tail(&self.log(), lines)
-    }
-
-    /// `Err(Exited)` with the log tail when the process has already ended.
-    pub fn check_running(&mut self) -> Result<(), ClusterError> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Err(ClusterError::Exited {
-                what: self.name.clone(),
-                status,
-                log_tail: self.log_tail(40),
-            }),
-            Ok(None) => Ok(()),
-            Err(e) => Err(ClusterError::Io {
-                context: format!("checking on {}", self.name),
-                source: e,
-            }),
-        }
-    }
-
-    /// Kills the process and waits for it; harmless when it already ended.
-    pub fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-
-    /// Waits until `addr` accepts TCP connections, while checking that this process is
-    /// still alive; bounded by `timeout`.
-    pub fn wait_tcp(&mut self, addr: SocketAddr, timeout: Duration) -> Result<(), ClusterError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.check_running()?;
-            let last = match TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
-                Ok(_) => return Ok(()),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                return Err(ClusterError::NotReady {
-                    what: format!("{} at {addr}", self.name),
-                    timeout,
-                    last,
-                    log_tail: self.log_tail(40),
-                });
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Polls `url` (HTTPS, trusting `ca_pem`) until it answers 200, while checking that this
-    /// process is still alive; bounded by `timeout`.
-    pub fn wait_https_ok(
-        &mut self,
-        url: &str,
-        ca_pem: &str,
-        bearer: Option<&str>,
-        timeout: Duration,
-    ) -> Result<(), ClusterError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            self.check_running()?;
-            let last = match https_get(url, ca_pem, bearer) {
-                Ok((200, _)) => return Ok(()),
-                Ok((status, body)) => format!("HTTP {status}: {}", tail(&body, 5)),
-                Err(e) => e.to_string(),
-            };
-            if Instant::now() >= deadline {
-                return Err(ClusterError::NotReady {
-                    what: format!("{} at {url}", self.name),
-                    timeout,
-                    last,
-                    log_tail: self.log_tail(40),
-                });
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for ManagedProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Wraps `command` in `setpriv --pdeathsig KILL` when setpriv is installed (util-linux).
-fn with_parent_death_signal(command: Command) -> Command {
-    const SETPRIV: &str = "/usr/bin/setpriv";
-    if !Path::new(SETPRIV).is_file() {
-        return command;
-    }
-    let mut wrapped = Command::new(SETPRIV);
-    wrapped
-        .arg("--pdeathsig")
-        .arg("KILL")
-        .arg("--")
-        .arg(command.get_program())
-        .args(command.get_args());
-    for (key, value) in command.get_envs() {
-        match value {
-            Some(value) => wrapped.env(key, value),
-            None => wrapped.env_remove(key),
-        };
-    }
-    if let Some(dir) = command.get_current_dir() {
-        wrapped.current_dir(dir);
-    }
-    wrapped
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// One HTTPS GET; see [`https_request`].
-pub fn https_get(
-    url: &str,
-    ca_pem: &str,
-    bearer: Option<&str>,
-) -> Result<(u16, String), ClusterError> {
-    https_request("GET", url, ca_pem, bearer, None)
-}
-
-/// One HTTP/1.1 request to a loopback `https://IP:port/path` URL, trusting only `ca_pem`;
-/// `body` is sent as `application/json`. Returns the status code and the (de-chunked) body.
-/// Enough for probes and for reading the exact `Status` of a refused request, without curl.
-pub fn https_request(
-    method: &str,
-    url: &str,
-    ca_pem: &str,
-    bearer: Option<&str>,
-    body: Option<&str>,
-) -> Result<(u16, String), ClusterError> {
-    let fail = |reason: String| ClusterError::Https {
-        url: url.to_string(),
-        reason,
-    };
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| fail("only https:// URLs are supported".into()))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr: SocketAddr = authority
-        .parse()
-        .map_err(|e| fail(format!("expected an IP:port authority: {e}")))?;
-
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert = cert.map_err(|e| fail(format!("bad CA PEM: {e}")))?;
-        roots
-            .add(cert)
-            .map_err(|e| fail(format!("bad CA certificate: {e}")))?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| fail(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let server_name = ServerName::IpAddress(addr.ip().into());
-    let connection = rustls::ClientConnection::new(Arc::new(config), server_name)
-        .map_err(|e| fail(e.to_string()))?;
-
-    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| fail(e.to_string()))?;
-    tcp.set_read_timeout(Some(REQUEST_TIMEOUT))
-        .and_then(|()| tcp.set_write_timeout(Some(REQUEST_TIMEOUT)))
-        .map_err(|e| fail(e.to_string()))?;
-    let mut stream = rustls::StreamOwned::new(connection, tcp);
-
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nAccept: application/json\r\n"
-    );
-    if let Some(token) = bearer {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    let body = body.unwrap_or("");
-    if !body.is_empty() || method != "GET" {
-        request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| fail(e.to_string()))?;
-
-    let mut response = Vec::new();
-    if let Err(e) = stream.read_to_end(&mut response) {
-        // Servers may close without a TLS close_notify; what arrived is still the answer.
-        if e.kind() != io::ErrorKind::UnexpectedEof || response.is_empty() {
-            return Err(fail(e.to_string()));
-        }
-    }
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| fail(format!("not an HTTP response: {}", tail(&text, 3))))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    let body = if chunked {
-        dechunk(body).ok_or_else(|| fail("malformed chunked body".into()))?
-    } else {
-        body.to_string()
-    };
-    Ok((status, body))
-}
-
-/// Decodes an HTTP/1.1 chunked body (no trailers expected).
-fn dechunk(mut rest: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size_line, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size..)?.strip_prefix("\r\n")?;
-    }
 }
 
 /// A running etcd + kube-apiserver pair on loopback, with an admin and a webhook identity.
@@ -548,23 +184,12 @@ impl RealCluster {
         write_file(&root.join(OWNER_FILE), &std::process::id().to_string())?;
 
         let tls = LoopbackTls::generate(&root, "apiserver")?;
-        let sa_key = KeyPair::generate()?;
-        let sa_key_path = root.join("service-account.key");
-        let sa_pub_path = root.join("service-account.pub");
-        write_file(&sa_key_path, &sa_key.serialize_pem())?;
-        // 1.20 reads verification keys only as PKIX "PUBLIC KEY" (or RSA/EC private key) blocks.
-        write_file(&sa_pub_path, &sa_key.public_key_pem())?;
+        let sa_key = ServiceAccountKey::generate(&root)?;
 
         let admin_token = random_token()?;
         let webhook_token = random_token()?;
         let tokens_path = root.join("tokens.csv");
-        write_file(
-            &tokens_path,
-            &format!(
-                "{admin_token},{ADMIN_USER},uid-admin,\"system:masters\"\n\
-                 {webhook_token},{WEBHOOK_USER},uid-gmsa-webhook\n"
-            ),
-        )?;
+        write_file(&tokens_path, &token_file(&admin_token, &webhook_token))?;
 
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
@@ -609,11 +234,11 @@ impl RealCluster {
             .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
             .arg(format!(
                 "--service-account-key-file={}",
-                sa_pub_path.display()
+                sa_key.public_path.display()
             ))
             .arg(format!(
                 "--service-account-signing-key-file={}",
-                sa_key_path.display()
+                sa_key.private_path.display()
             ))
             .arg("--service-cluster-ip-range=10.96.0.0/24")
             .arg("--endpoint-reconciler-type=none")
@@ -716,61 +341,6 @@ impl RealCluster {
         self.startup
     }
 
-    /// Runs `/usr/bin/kubectl` as the admin with `args`, feeding `stdin` when given.
-    /// Every call is bounded by a 30 s request timeout.
-    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        self.kubectl_as(&self.admin_kubeconfig, args, stdin)
-    }
-
-    /// Runs kubectl with another kubeconfig (e.g. [`RealCluster::webhook_kubeconfig`]).
-    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut command = Command::new(KUBECTL_PATH);
-        command
-            .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .arg(format!(
-                "--cache-dir={}",
-                self.dir_path.join("kubectl-cache").display()
-            ))
-            .arg(format!("--request-timeout={}s", REQUEST_TIMEOUT.as_secs()))
-            .args(args)
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .env("no_proxy", "127.0.0.1,localhost")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut run = || -> io::Result<Output> {
-            let mut child = command.spawn()?;
-            if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                pipe.write_all(input.as_bytes())?;
-            }
-            child.wait_with_output()
-        };
-        run().unwrap_or_else(|e| Output {
-            status: failed_status(),
-            stdout: Vec::new(),
-            stderr: format!("could not run {KUBECTL_PATH}: {e}").into_bytes(),
-        })
-    }
-
-    /// Like [`RealCluster::kubectl`], but a failure is an error carrying kubectl's stderr;
-    /// returns stdout.
-    pub fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> Result<String, ClusterError> {
-        let output = self.kubectl(args, stdin);
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(ClusterError::Kubectl {
-                args: args.join(" "),
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            })
-        }
-    }
-
     /// One request to the API server as the admin (`path` like `/api/v1/namespaces/x/pods`),
     /// with an optional JSON body. Returns the status code and the body, e.g. the exact
     /// `Status` (code, message) of a refused request, which kubectl only paraphrases.
@@ -787,38 +357,6 @@ impl RealCluster {
             Some(&self.admin_token),
             body,
         )
-    }
-
-    /// `kubectl apply -f -` with `manifest` (YAML or JSON) as the admin.
-    pub fn apply(&self, manifest: &str) -> Result<String, ClusterError> {
-        self.kubectl_ok(&["apply", "-f", "-"], Some(manifest))
-    }
-
-    /// Applies a CustomResourceDefinition (`manifest`, YAML or JSON) and waits (60 s) until the
-    /// API server serves it, so objects of its kind can be created right after.
-    pub fn apply_crd(&self, manifest: &str) -> Result<(), ClusterError> {
-        let name = self.kubectl_ok(&["apply", "-f", "-", "-o", "name"], Some(manifest))?;
-        self.kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=established",
-                "--timeout=60s",
-                name.trim(),
-            ],
-            None,
-        )
-        .map(drop)
-    }
-
-    /// Creates `namespace` (if missing) and a ServiceAccount in it that mounts no token
-    /// (there is no controller-manager to create token secrets).
-    pub fn create_service_account(&self, namespace: &str, name: &str) -> Result<(), ClusterError> {
-        let manifest = format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n---\n\
-             apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n\
-             automountServiceAccountToken: false\n"
-        );
-        self.apply(&manifest).map(drop)
     }
 
     /// The last `lines` lines of the etcd and kube-apiserver logs.
@@ -892,30 +430,6 @@ fn keep_dir() -> bool {
     std::env::var(KEEP_DIR_ENV).is_ok_and(|v| v == "1")
 }
 
-/// An exit status that reads as a failure, for a kubectl that could not even start.
-fn failed_status() -> ExitStatus {
-    std::os::unix::process::ExitStatusExt::from_raw(1 << 8)
-}
-
-/// 32 hex characters from the kernel's random source.
-fn random_token() -> Result<String, ClusterError> {
-    let mut bytes = [0u8; 16];
-    File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(io_err("reading /dev/urandom"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn kubeconfig(url: &str, ca_pem: &str, user: &str, token: &str) -> String {
-    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {url}\n    \
-         certificate-authority-data: {ca}\nusers:\n- name: {user}\n  user:\n    token: {token}\n\
-         contexts:\n- name: {user}@real\n  context:\n    cluster: real\n    user: {user}\n\
-         current-context: {user}@real\n"
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -972,15 +486,6 @@ mod tests {
         let (status, _) = https_get(&format!("{}/readyz", cluster.url()), cluster.ca_pem(), None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(status, 401, "anonymous requests are refused");
-    }
-
-    #[test]
-    fn dechunks_bodies() {
-        assert_eq!(
-            dechunk("4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n").as_deref(),
-            Some("Wikipedia")
-        );
-        assert_eq!(dechunk("5\r\nWiki"), None);
     }
 
     #[test]
