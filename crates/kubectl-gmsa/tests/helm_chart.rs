@@ -1,6 +1,7 @@
 //! The Helm chart (`charts/gmsa-webhook`) against `kubectl gmsa install -o -`: for the same
 //! settings both produce the same objects, compared parsed, certificate bytes aside (each run
-//! makes its own). Also `helm lint`, and `kubernetes-validate --strict` over the chart's output.
+//! makes its own). Also `helm lint`, `kubernetes-validate --strict` over the chart's output,
+//! and `helm install`/`upgrade` on a real kube-apiserver, where `lookup` reads the live Secret.
 //!
 //! helm comes from `hack/install-helm.sh` (cached under ~/.cache/gmsa-k8s/helm), or `GMSA_HELM`.
 
@@ -314,4 +315,117 @@ fn offline_rendering_names_its_kubernetes_version() {
         out.stderr
     );
     assert!(out.stdout.contains("matchConditions"));
+}
+
+/// `helm upgrade` on a real API server (its `lookup` reads the live Secret) keeps a renewal the
+/// replicas have under way: the staged pair, the previous CA and its deadline stay in the
+/// Secret, and every caBundle trusts the current, staged and previous CAs.
+#[test]
+fn helm_upgrade_keeps_a_renewal_under_way() {
+    use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
+    use gmsa_tls::self_signed::{pem_blocks, Pair, Policy, PREVIOUS_CA_UNTIL_ANNOTATION};
+
+    if skip_requested() {
+        eprintln!("skipped: {SKIP_ENV}=1");
+        return;
+    }
+    let cluster = RealCluster::start(ServerVersion::Current).unwrap_or_else(|e| panic!("{e}"));
+    let home = tempfile::tempdir().unwrap();
+    let helm = |args: &[&str]| {
+        let out = Command::new(helm())
+            .args(args)
+            .env("HOME", home.path())
+            .env("XDG_CACHE_HOME", home.path().join("cache"))
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("data"))
+            .env("KUBECONFIG", cluster.admin_kubeconfig())
+            .output()
+            .expect("run helm");
+        assert!(
+            out.status.success(),
+            "helm {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let chart = chart().display().to_string();
+    let release = ["gmsa", chart.as_str(), "-n", "gmsa-system"];
+    let mut install = vec!["install"];
+    install.extend(release);
+    install.push("--create-namespace");
+    helm(&install);
+    let json = |args: &[&str]| -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&cluster.kubectl_ok(&all, None).unwrap()).unwrap()
+    };
+    let decode = |b64: &Value| {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_str().unwrap_or(""))
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    let secret = json(&["get", "secret", "-n", "gmsa-system", "gmsa-webhook-tls"]);
+    let installed_ca = decode(&secret["data"]["ca.crt"]);
+    assert_eq!(pem_blocks(&installed_ca).len(), 1);
+
+    // What a renewal leaves between its steps: a staged pair, and a previous CA in grace.
+    let staged = Pair::issue(&["gmsa-webhook.gmsa-system.svc".into()], &Policy::default()).unwrap();
+    let previous =
+        Pair::issue(&["gmsa-webhook.gmsa-system.svc".into()], &Policy::default()).unwrap();
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let until = "2099-01-01T00:00:00Z";
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {PREVIOUS_CA_UNTIL_ANNOTATION: until}},
+        "data": {
+            "next-ca.crt": b64(&staged.ca_pem),
+            "next-tls.crt": b64(&staged.cert_pem),
+            "next-tls.key": b64(&staged.key_pem),
+            "previous-ca.crt": b64(&previous.ca_pem),
+        }
+    });
+    cluster
+        .kubectl_ok(
+            &[
+                "patch",
+                "secret",
+                "-n",
+                "gmsa-system",
+                "gmsa-webhook-tls",
+                "--type=merge",
+                "-p",
+                &patch.to_string(),
+            ],
+            None,
+        )
+        .unwrap();
+    let before = json(&["get", "secret", "-n", "gmsa-system", "gmsa-webhook-tls"]);
+
+    let mut upgrade = vec!["upgrade"];
+    upgrade.extend(release);
+    helm(&upgrade);
+    let after = json(&["get", "secret", "-n", "gmsa-system", "gmsa-webhook-tls"]);
+    assert_eq!(after["data"], before["data"], "the Secret is kept whole");
+    assert_eq!(
+        after["metadata"]["annotations"][PREVIOUS_CA_UNTIL_ANNOTATION],
+        until
+    );
+    let mut want = pem_blocks(&installed_ca);
+    want.extend(pem_blocks(&staged.ca_pem));
+    want.extend(pem_blocks(&previous.ca_pem));
+    for kind in [
+        "mutatingwebhookconfiguration",
+        "validatingwebhookconfiguration",
+    ] {
+        let config = json(&["get", kind, "gmsa-webhook-admission"]);
+        for hook in config["webhooks"].as_array().unwrap() {
+            assert_eq!(
+                pem_blocks(&decode(&hook["clientConfig"]["caBundle"])),
+                want,
+                "{kind} {}",
+                hook["name"]
+            );
+        }
+    }
 }
