@@ -247,6 +247,11 @@ pub enum ConfigError {
     RenewalWithoutCluster,
     #[error("--{0} is out of range")]
     DurationRange(&'static str),
+    #[error("--renew-before ({renew_before}) must be shorter than --renewed-cert-lifetime ({lifetime}), or every renewed certificate would be renewed again at once")]
+    RenewBeforeLifetime {
+        renew_before: String,
+        lifetime: String,
+    },
 }
 
 /// Reads an environment variable, treating unset and empty alike.
@@ -307,6 +312,12 @@ impl Config {
                 };
                 let renew_before = span(args.renew_before, "renew-before")?;
                 let cert_lifetime = span(args.renewed_cert_lifetime, "renewed-cert-lifetime")?;
+                if renew_before >= cert_lifetime {
+                    return Err(ConfigError::RenewBeforeLifetime {
+                        renew_before: format!("{renew_before}"),
+                        lifetime: format!("{cert_lifetime}"),
+                    });
+                }
                 let policy = gmsa_tls::self_signed::Policy {
                     renew_before,
                     cert_lifetime,
@@ -514,6 +525,12 @@ mod tests {
             time::Duration::minutes(15)
         );
         assert!(Args::try_parse_from(["gmsa-webhook", "--renew-certs-secret", "s"]).is_err());
+        let looping: Vec<&str> = with
+            .iter()
+            .map(|a| if *a == "60s" { "90s" } else { a })
+            .collect();
+        let err = Config::from_args_and_env(args(&looping), env_of(&[])).unwrap_err();
+        assert!(err.to_string().contains("must be shorter"), "{err}");
         with.extend(["--state-dir", "x"]);
         let err = Config::from_args_and_env(args(&with), env_of(&[])).unwrap_err();
         assert_eq!(err, ConfigError::RenewalWithoutCluster);
