@@ -330,10 +330,20 @@ impl SelfSignedSecret {
                 };
             }
         }
-        if self.staged.is_some() {
-            return Step::Promote;
+        if let Some(staged) = &self.staged {
+            // A staged pair that would itself need renewing (expired while waiting, or not
+            // readable) is replaced, never served.
+            return match staged.renewal_reason(&[], now, policy) {
+                None => Step::Promote,
+                Some(reason) if self.current.is_some() => Step::Stage {
+                    reason: format!("the staged pair cannot be served: {reason}"),
+                },
+                Some(reason) => Step::Wait(format!(
+                    "the staged pair cannot be served ({reason}) and there is no current pair to renew: run `kubectl gmsa install --rotate-certs`"
+                )),
+            };
         }
-        if self.previous.as_ref().is_some_and(|p| p.until <= now) {
+        if self.current.is_some() && self.previous.as_ref().is_some_and(|p| p.until <= now) {
             return Step::Retire;
         }
         match &self.current {
@@ -348,9 +358,14 @@ impl SelfSignedSecret {
         }
     }
 
-    /// Stages a new pair for the current pair's names.
+    /// Stages a new pair for the current pair's names (or a staged pair's, replacing it).
     pub fn stage(&mut self, policy: &Policy) -> Result<(), TlsError> {
-        let names = self.current.as_ref().map(Pair::names).unwrap_or_default();
+        let names = [&self.current, &self.staged]
+            .into_iter()
+            .flatten()
+            .map(Pair::names)
+            .find(|names| !names.is_empty())
+            .unwrap_or_default();
         self.staged = Some(Pair::issue(&names, policy)?);
         Ok(())
     }
@@ -635,6 +650,44 @@ mod tests {
         // No certificate at all: nothing is trusted, so nothing is written.
         assert!(matches!(
             SelfSignedSecret::default().plan(&bundles, None, now, &policy),
+            Step::Wait(_)
+        ));
+    }
+
+    /// A staged pair that expired while waiting (or is garbage) is replaced, not promoted.
+    #[test]
+    fn a_staged_pair_that_cannot_be_served_is_replaced() {
+        let now = OffsetDateTime::now_utc();
+        let mut secret = installed(now, &Policy::default());
+        secret.staged = Some(Pair::issue(&names(), &short()).unwrap());
+        // Trusted everywhere, but it expires within the 30 days renewals keep.
+        let bundles = vec![secret.trusted(now).concat()];
+        let Step::Stage { reason } = secret.plan(&bundles, None, now, &Policy::default()) else {
+            panic!("expected a new stage");
+        };
+        assert!(
+            reason.starts_with("the staged pair cannot be served"),
+            "{reason}"
+        );
+        let later = now + Duration::seconds(100);
+        secret.staged.as_mut().unwrap().cert_pem = "garbage".into();
+        assert!(matches!(
+            secret.plan(&bundles, None, now, &Policy::default()),
+            Step::Stage { .. }
+        ));
+        secret.stage(&Policy::default()).unwrap();
+        assert_eq!(secret.staged.as_ref().unwrap().names(), names());
+        // Nothing current: a previous CA is never retired into a Secret without a pair.
+        let orphan = SelfSignedSecret {
+            current: None,
+            staged: None,
+            previous: Some(Previous {
+                ca_pem: secret.current.clone().unwrap().ca_pem,
+                until: now,
+            }),
+        };
+        assert!(matches!(
+            orphan.plan(&[], None, later, &Policy::default()),
             Step::Wait(_)
         ));
     }

@@ -312,6 +312,13 @@ impl Config {
                 };
                 let renew_before = span(args.renew_before, "renew-before")?;
                 let cert_lifetime = span(args.renewed_cert_lifetime, "renewed-cert-lifetime")?;
+                if !(Duration::from_secs(1)..=Duration::from_secs(86_400))
+                    .contains(&args.renew_check_interval)
+                {
+                    return Err(ConfigError::DurationRange(
+                        "renew-check-interval (1s to 1d)",
+                    ));
+                }
                 if renew_before >= cert_lifetime {
                     return Err(ConfigError::RenewBeforeLifetime {
                         renew_before: format!("{renew_before}"),

@@ -8,8 +8,8 @@
 //! CA that a newer Secret still needs.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use gmsa_tls::self_signed::{Policy, SelfSignedSecret, Step};
 use gmsa_tls::CertStore;
@@ -39,13 +39,17 @@ pub struct RenewalSettings {
 /// Why a round could not finish; logged, and the next round tries again.
 #[derive(Debug, thiserror::Error)]
 pub enum RenewalError {
-    #[error("cannot read {what}: {source}")]
+    #[error("cannot read {what}: {source}{}", hint(source))]
     Read { what: String, source: kube::Error },
-    #[error("cannot write {what}: {source}")]
+    #[error("cannot write {what}: {source}{}", hint(source))]
     Write { what: String, source: kube::Error },
     #[error("cannot issue certificates: {0}")]
     Issue(#[from] gmsa_tls::TlsError),
 }
+
+/// How long every caBundle must have trusted a staged CA, as this replica saw it, before it
+/// promotes: the API server loads a changed webhook configuration within about a second.
+const PROMOTE_SETTLE: Duration = Duration::from_secs(5);
 
 /// One replica's renewal loop.
 pub struct Renewal {
@@ -53,6 +57,8 @@ pub struct Renewal {
     settings: RenewalSettings,
     store: Arc<CertStore>,
     metrics: Arc<Metrics>,
+    /// The staged CA this replica first saw trusted everywhere, and when.
+    trusted_since: Mutex<Option<(String, Instant)>>,
 }
 
 impl Renewal {
@@ -67,10 +73,11 @@ impl Renewal {
             settings,
             store,
             metrics,
+            trusted_since: Mutex::new(None),
         }
     }
 
-    /// Runs rounds forever; the first one soon after start.
+    /// Runs rounds forever; the first one within a few seconds of start.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             tracing::info!(
@@ -78,8 +85,16 @@ impl Renewal {
                 configuration = %self.settings.configuration,
                 "renewing self-signed certificates in the cluster"
             );
+            let mut first = true;
             loop {
-                tokio::time::sleep(self.jittered()).await;
+                let wait = self.jittered();
+                let wait = if first {
+                    wait.min(Duration::from_secs(5))
+                } else {
+                    wait
+                };
+                first = false;
+                tokio::time::sleep(wait).await;
                 match self.round().await {
                     Ok(step) => self.metrics.renewal_step(RenewalStep::of(&step)),
                     Err(RenewalError::Write { what, source }) if is_conflict(&source) => {
@@ -159,7 +174,30 @@ impl Renewal {
         let mut state = SelfSignedSecret::from_secret(&data, &annotations);
         let served = self.store.current().cert.first().map(|c| c.to_vec());
         let now = time::OffsetDateTime::now_utc();
-        let step = state.plan(&bundles, served.as_deref(), now, &self.settings.policy);
+        let mut step = state.plan(&bundles, served.as_deref(), now, &self.settings.policy);
+        if step == Step::Promote {
+            let staged_ca = state
+                .staged
+                .as_ref()
+                .map(|p| p.ca_pem.clone())
+                .unwrap_or_default();
+            let mut since = self
+                .trusted_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let first_seen = match &*since {
+                Some((ca, at)) if *ca == staged_ca => *at,
+                _ => {
+                    *since = Some((staged_ca, Instant::now()));
+                    Instant::now()
+                }
+            };
+            if first_seen.elapsed() < PROMOTE_SETTLE {
+                step = Step::Wait(
+                    "every caBundle trusts the staged CA; giving the API server time to load them before serving it".into(),
+                );
+            }
+        }
         match &step {
             Step::Nothing | Step::Wait(_) => {}
             Step::Trust { bundle } => {
@@ -256,6 +294,16 @@ fn text(bytes: Option<&ByteString>) -> String {
     bytes
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
         .unwrap_or_default()
+}
+
+/// What to do about a refusal the operator can fix.
+fn hint(e: &kube::Error) -> &'static str {
+    match e {
+        kube::Error::Api(status) if status.code == 403 => {
+            ": the webhook's service account lacks get/update on it; `kubectl gmsa install` grants them (Role <name>-certificates, ClusterRole <name>)"
+        }
+        _ => "",
+    }
 }
 
 fn is_conflict(e: &kube::Error) -> bool {

@@ -180,6 +180,9 @@ fn explain(info: &KindInfo, name: &str, e: kube::Error) -> anyhow::Error {
         kube::Error::Api(s) if s.code == 404 && info.api_version.starts_with("cert-manager.io") => {
             ": cert-manager is not installed in this cluster (install it, or use --certs self-signed)"
         }
+        kube::Error::Api(s) if s.code == 409 && s.message.contains("the object has been modified") => {
+            ": it changed while install ran (the webhook's replicas renew the self-signed certificates); run install again"
+        }
         kube::Error::Api(s) if s.code == 409 => {
             ": another field manager owns these fields; re-run with --force-conflicts to take them over"
         }

@@ -350,14 +350,23 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     };
     let ns = settings.namespace.as_str();
 
+    // The self-signed Secret as read: its state, to stage a rotation from, and its
+    // resourceVersion, so a renewal the replicas make meanwhile is never overwritten.
+    let mut read_secret: Option<(gmsa_deploy::SelfSignedSecret, Option<String>)> = None;
     let tls = match &settings.certs {
         CertMode::SelfSigned => {
             let secret = applier
                 .get(secret_info(), Some(ns), &names::tls_secret(&settings.name))
                 .await?;
+            let existing = certs::read_secret(secret.as_ref());
+            let rv = secret
+                .as_ref()
+                .and_then(|s| s["metadata"]["resourceVersion"].as_str())
+                .map(str::to_owned);
+            read_secret = Some((existing.clone(), rv));
             let (material, issued) = certs::self_signed(
                 &settings,
-                certs::read_secret(secret.as_ref()),
+                existing,
                 args.rotate_certs,
                 time::OffsetDateTime::now_utc(),
             )?;
@@ -399,7 +408,10 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             ))
         }
     };
-    let manifest = gmsa_deploy::render(&settings, tls.as_ref().map(|(m, _)| m))?;
+    let mut manifest = gmsa_deploy::render(&settings, tls.as_ref().map(|(m, _)| m))?;
+    if let Some((_, Some(rv))) = &read_secret {
+        set_resource_version(&mut manifest.objects, rv);
+    }
     if args.output.output.is_some() {
         crate::output::write(
             args.output.output.as_deref(),
@@ -424,16 +436,45 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    // A new CA is trusted before any replica can serve a certificate it signed.
+    // A new CA is trusted before any replica can serve a certificate it signed, and staged in
+    // the Secret before any caBundle trusts it (as the replicas' renewal does: a replica that
+    // looks in between sees a staged CA, not an unknown one to drop).
     let rotating = matches!(tls, Some((_, Some(_))))
         && current_ca_bundle(&applier, &settings.name).await?.is_some();
-    if rotating {
+    if let (true, Some((existing, _)), Some((material, _))) = (rotating, &read_secret, &tls) {
+        let staged = gmsa_deploy::SelfSignedSecret {
+            current: existing.current.clone(),
+            staged: material.secret.as_ref().and_then(|s| s.current.clone()),
+            previous: existing.previous.clone(),
+        };
+        let staged_material = TlsMaterial {
+            ca_bundle_pem: material.ca_bundle_pem.clone(),
+            secret: Some(staged),
+        };
+        let mut staged_manifest = gmsa_deploy::render(&settings, Some(&staged_material))?;
+        if let Some((_, Some(rv))) = &read_secret {
+            set_resource_version(&mut staged_manifest.objects, rv);
+        }
+        for object in staged_manifest.objects.iter().filter(|o| is_tls_secret(o)) {
+            println!("{} (new CA staged)", apply_one(&applier, object).await?.1);
+        }
         for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
-            println!("{}", applier.apply(object).await?.1);
+            println!("{}", apply_one(&applier, object).await?.1);
         }
         if !server_dry_run {
             eprintln!("certificates: the webhook configurations trust the new CA; waiting for the API server to load them");
             tokio::time::sleep(ROTATION_SETTLE).await;
+            // The staged write moved the resourceVersion; a replica may even have promoted
+            // the staged pair itself, which is what this install is about to write.
+            let now = applier
+                .get(secret_info(), Some(ns), &names::tls_secret(&settings.name))
+                .await?;
+            if let Some(rv) = now
+                .as_ref()
+                .and_then(|s| s["metadata"]["resourceVersion"].as_str())
+            {
+                set_resource_version(&mut manifest.objects, rv);
+            }
         }
     }
 
@@ -448,8 +489,16 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     if wait {
         wait_available(&applier, &settings, Duration::from_secs(args.wait_timeout)).await?;
     }
+    // Waiting may have taken minutes: trust whatever the replicas renewed meanwhile too.
+    if matches!(settings.certs, CertMode::SelfSigned) && !server_dry_run {
+        let now = applier
+            .get(secret_info(), Some(ns), &names::tls_secret(&settings.name))
+            .await?;
+        let trusted = certs::read_secret(now.as_ref()).trusted(time::OffsetDateTime::now_utc());
+        add_to_ca_bundles(&mut manifest.objects, &trusted);
+    }
     for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
-        println!("{}", applier.apply(object).await?.1);
+        println!("{}", apply_one(&applier, object).await?.1);
     }
     for line in crate::reference::remove_superseded(&applier, &settings).await? {
         println!("{line}");
@@ -483,11 +532,54 @@ fn is_crd(object: &Value) -> bool {
     object["kind"] == "CustomResourceDefinition"
 }
 
-/// The CRD is ours by definition, even when a reference install applied it client-side (its
-/// fields then belong to `kubectl-client-side-apply`): take it over. Everything else
+fn is_tls_secret(object: &Value) -> bool {
+    object["kind"] == "Secret" && object["type"] == "kubernetes.io/tls"
+}
+
+/// The self-signed Secret's apply carries the resourceVersion install read, so a renewal the
+/// replicas wrote meanwhile makes the apply fail (409) instead of being undone.
+fn set_resource_version(objects: &mut [Value], rv: &str) {
+    for object in objects.iter_mut().filter(|o| is_tls_secret(o)) {
+        object["metadata"]["resourceVersion"] = Value::String(rv.to_owned());
+    }
+}
+
+/// Adds every CA of `trusted` (PEM blocks) that a webhook configuration's caBundle lacks.
+fn add_to_ca_bundles(objects: &mut [Value], trusted: &[String]) {
+    for object in objects.iter_mut() {
+        let Some(hooks) = object["webhooks"].as_array_mut() else {
+            continue;
+        };
+        for hook in hooks {
+            let Some(b64) = hook["clientConfig"]["caBundle"].as_str() else {
+                continue;
+            };
+            let mut blocks = decode_bundle(b64)
+                .map(|pem| certs::pem_blocks(&pem))
+                .unwrap_or_default();
+            let before = blocks.len();
+            for block in trusted {
+                if !blocks.contains(block) {
+                    blocks.push(block.clone());
+                }
+            }
+            if blocks.len() != before {
+                hook["clientConfig"]["caBundle"] = Value::String(
+                    base64::engine::general_purpose::STANDARD.encode(blocks.concat()),
+                );
+            }
+        }
+    }
+}
+
+/// Objects that are ours by definition are taken over from other field managers: the CRD
+/// (a reference install may have applied it client-side, its fields then belong to
+/// `kubectl-client-side-apply`), and the self-signed Secret and the webhook configurations,
+/// whose certificate fields the replicas' renewal writes with updates. Everything else
 /// conflicts unless `--force-conflicts`.
 async fn apply_one(applier: &Applier, object: &Value) -> anyhow::Result<(Outcome, String)> {
-    if is_crd(object) {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    if is_crd(object) || is_tls_secret(object) || kind.ends_with("WebhookConfiguration") {
         applier.apply_forced(object).await
     } else {
         applier.apply(object).await

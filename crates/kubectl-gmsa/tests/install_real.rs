@@ -1126,13 +1126,15 @@ fn migration_from_a_reference_install(version: ServerVersion) {
 }
 
 /// Self-signed mode renews itself: two replicas of the installed webhook, each with its own
-/// Secret volume refreshed on its own kubelet clock, behind one address, renew certificates
-/// that last 40 s (so a renewal starts every ~20 s) twice while pods are created without
-/// pause; not one admission may fail, and after each renewal the replaced CA is dropped.
+/// Secret volume refreshed on its own kubelet clock, behind one address, take a staged pair
+/// through trust and promotion, then renew certificates that last 40 s (a renewal starts when
+/// 20 s are left) twice, while pods are created without pause and a checker handshakes with
+/// every replica against the stored caBundle: not one admission or handshake may fail, and
+/// every renewal ends with the replaced CA dropped.
 #[test]
 fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
     use gmsa_testkit::secret_volume::SecretVolume;
-    use gmsa_tls::self_signed::{pem_blocks, Pair, Policy, SelfSignedSecret};
+    use gmsa_tls::self_signed::{pem_blocks, Pair, Policy};
 
     if skip_requested() {
         eprintln!("skipped: {SKIP_ENV}=1");
@@ -1142,61 +1144,14 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
     let cluster = RealCluster::start(ServerVersion::Current).unwrap_or_else(|e| panic!("{e}"));
     let (env, port) = Env::new(&cluster, "renewal-e2e");
     env.install(&[]);
-
-    // As if the installed pair were about to expire: 22 s left, renewed 20 s before expiry.
-    let installed = Pair {
-        ca_pem: env.secret()["ca.crt"].clone(),
-        cert_pem: env.secret()["tls.crt"].clone(),
-        key_pem: String::new(),
+    let installed = env.secret();
+    let installed_pair = Pair {
+        ca_pem: installed["ca.crt"].clone(),
+        cert_pem: installed["tls.crt"].clone(),
+        key_pem: installed["tls.key"].clone(),
     };
-    let short = Policy {
-        renew_before: time::Duration::seconds(20),
-        cert_lifetime: time::Duration::seconds(22),
-        ca_lifetime: time::Duration::seconds(400),
-        previous_ca_grace: time::Duration::seconds(8),
-    };
-    let first = Pair::issue(&installed.names(), &short).unwrap();
-    assert!(installed.names().contains(&"127.0.0.1".to_string()));
-    let secret = SelfSignedSecret {
-        current: Some(first.clone()),
-        ..SelfSignedSecret::default()
-    };
-    let data: serde_json::Map<String, Value> = secret
-        .data()
-        .into_iter()
-        .map(|(k, v)| {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(v);
-            (k, Value::String(b64))
-        })
-        .collect();
-    env.kubectl(&[
-        "patch",
-        "secret",
-        "-n",
-        SYSTEM_NS,
-        SECRET,
-        "--type=merge",
-        "-p",
-        &json!({"data": data}).to_string(),
-    ]);
-    let ca_b64 = base64::engine::general_purpose::STANDARD.encode(&first.ca_pem);
-    for kind in [
-        "mutatingwebhookconfiguration",
-        "validatingwebhookconfiguration",
-    ] {
-        let config = env.json(&["get", kind, WEBHOOK_CONFIGURATION]);
-        let patch: Vec<Value> = (0..config["webhooks"].as_array().unwrap().len())
-            .map(|i| json!({"op": "replace", "path": format!("/webhooks/{i}/clientConfig/caBundle"), "value": ca_b64}))
-            .collect();
-        env.kubectl(&[
-            "patch",
-            kind,
-            WEBHOOK_CONFIGURATION,
-            "--type=json",
-            "-p",
-            &Value::Array(patch).to_string(),
-        ]);
-    }
+    let names = installed_pair.names();
+    assert!(names.contains(&"127.0.0.1".to_string()), "{names:?}");
 
     // Two replicas as the installed ServiceAccount, renewing with 40 s certificates.
     env.write_installed_kubeconfig();
@@ -1206,7 +1161,7 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
         "--namespace=gmsa-system",
         "--renew-before=20s",
         "--renewed-cert-lifetime=40s",
-        "--previous-ca-grace=8s",
+        "--previous-ca-grace=10s",
         "--renew-check-interval=1s",
     ]
     .map(String::from)
@@ -1215,11 +1170,11 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
     let lags = [Duration::from_millis(200), Duration::from_secs(3)];
     let mut replicas = Vec::new();
     let mut volumes = Vec::new();
-    for (i, _) in lags.iter().enumerate() {
+    for i in 0..lags.len() {
         let dir = env.dir.join(format!("replica-{i}"));
         std::fs::create_dir_all(&dir).unwrap();
         volumes.push(Mutex::new(
-            SecretVolume::create(&dir, &first.cert_pem, &first.key_pem).unwrap(),
+            SecretVolume::create(&dir, &installed_pair.cert_pem, &installed_pair.key_pem).unwrap(),
         ));
         let replica_port = free_port().unwrap();
         let webhook = Webhook::start(&dir, &env.webhook_kubeconfig, replica_port, &renewal_args);
@@ -1260,24 +1215,21 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
         &format!("{NS}:web"),
         "--apply",
     ]);
-    let stop = AtomicBool::new(false);
 
+    let stop = AtomicBool::new(false);
     let created = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
-    // What the Secret served, in order, and the largest bundle seen after each promotion.
-    let served = Mutex::new(vec![first.cert_pem.clone()]);
-    let trimmed = AtomicUsize::new(0);
-    let deadline = Instant::now() + Duration::from_secs(150);
+    // What the Secret served, in order, and how many times the bundles went back to one CA.
+    let served = Mutex::new(vec![installed_pair.cert_pem.clone()]);
+    let mut trimmed = 0;
+    let deadline = Instant::now() + Duration::from_secs(180);
     thread::scope(|s| {
-        for (i, lag) in lags.iter().enumerate() {
-            let volume = &volumes[i];
-            let env = &env;
-            let stop = &stop;
-            let first = &first;
+        for (volume, lag) in volumes.iter().zip(lags) {
+            let (env, stop, first) = (&env, &stop, &installed_pair.cert_pem);
             s.spawn(move || {
-                let mut current = first.cert_pem.clone();
+                let mut current = first.clone();
                 while !stop.load(Ordering::Relaxed) {
-                    thread::sleep(*lag);
+                    thread::sleep(lag);
                     let secret = env.secret();
                     if secret["tls.crt"] != current {
                         volume
@@ -1336,9 +1288,37 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
                 thread::sleep(Duration::from_millis(50));
             }
         });
-        // The observer: two renewals, each ending with the old CA dropped from the bundles.
+        // A staged pair that lasts 35 s, as if a replica had staged it: the replicas trust and
+        // promote it, and renew it 15 s later.
+        let staged = Pair::issue(
+            &names,
+            &Policy {
+                cert_lifetime: time::Duration::seconds(35),
+                ca_lifetime: time::Duration::seconds(400),
+                ..Policy::default()
+            },
+        )
+        .unwrap();
+        let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let patch = json!({"data": {
+            "next-ca.crt": b64(&staged.ca_pem),
+            "next-tls.crt": b64(&staged.cert_pem),
+            "next-tls.key": b64(&staged.key_pem),
+        }});
+        env.kubectl(&[
+            "patch",
+            "secret",
+            "-n",
+            SYSTEM_NS,
+            SECRET,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]);
+        // The observer: the staged pair's promotion and two renewals, each ending with the old
+        // CA dropped from the bundles.
         let mut last_bundle_len = 1;
-        while Instant::now() < deadline {
+        while Instant::now() < deadline && trimmed < 3 {
             let secret = env.secret();
             let bundle_len = pem_blocks(&env.ca_bundle()).len();
             {
@@ -1346,16 +1326,25 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
                 if served.last() != Some(&secret["tls.crt"]) {
                     served.push(secret["tls.crt"].clone());
                 }
-                if bundle_len == 1 && last_bundle_len > 1 && served.len() > 1 {
-                    trimmed.fetch_add(1, Ordering::Relaxed);
-                }
+            }
+            if bundle_len == 1 && last_bundle_len > 1 {
+                trimmed += 1;
             }
             last_bundle_len = bundle_len;
-            if trimmed.load(Ordering::Relaxed) >= 2 {
-                break;
-            }
             thread::sleep(Duration::from_millis(300));
         }
+        // The end state: one CA everywhere, nothing staged or previous.
+        wait_for("the renewal's end state", Duration::from_secs(30), || {
+            let secret = env.secret();
+            let clean = !secret.contains_key("next-tls.crt")
+                && !secret.contains_key("previous-ca.crt")
+                && pem_blocks(&env.ca_bundle()) == pem_blocks(&secret["ca.crt"]);
+            if clean {
+                Ok(())
+            } else {
+                Err(format!("keys {:?}", secret.keys()))
+            }
+        });
         stop.store(true, Ordering::Relaxed);
     });
     let served = served.into_inner().unwrap();
@@ -1367,21 +1356,18 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
     );
     assert!(
         failures.is_empty(),
-        "{} failed admissions:\n{}",
+        "{} failed admissions or handshakes:\n{}",
         failures.len(),
         failures.join("\n")
     );
     assert!(
-        trimmed.into_inner() >= 2 && served.len() >= 3,
-        "two renewals, each ending with one CA trusted: saw {} certificates",
+        trimmed >= 3 && served.len() >= 4,
+        "a promotion and two renewals, each ending with one CA trusted: saw {trimmed} trims, {} certificates",
         served.len()
     );
     assert!(created > 50, "only {created} pods were created");
 
-    // The end state: one CA everywhere, nothing staged or previous, renewed as asked.
     let secret = env.secret();
-    assert!(!secret.contains_key("next-tls.crt") && !secret.contains_key("previous-ca.crt"));
-    assert_eq!(pem_blocks(&env.ca_bundle()), pem_blocks(&secret["ca.crt"]));
     let validating = env.json(&[
         "get",
         "validatingwebhookconfiguration",
@@ -1402,11 +1388,7 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
         cert_pem: secret["tls.crt"].clone(),
         key_pem: secret["tls.key"].clone(),
     };
-    assert_eq!(
-        renewed.names(),
-        installed.names(),
-        "renewals keep the names"
-    );
+    assert_eq!(renewed.names(), names, "renewals keep the names");
     let chain = gmsa_tls::pem_certificates("tls.crt", &renewed.cert_pem).unwrap();
     let validity = gmsa_tls::certificate_validity(&chain[0]).unwrap();
     let lifetime = validity.not_after - validity.not_before - gmsa_tls::NOT_BEFORE_BACKDATE;
@@ -1414,19 +1396,32 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
         (lifetime - time::Duration::seconds(40)).abs() <= time::Duration::seconds(1),
         "{lifetime}"
     );
-    // Both replicas serve the last certificate.
-    for (_, url, _) in &replicas {
-        wait_for(
-            "replica serves the renewed pair",
-            Duration::from_secs(10),
-            || match presented(url) {
-                Ok(der) if der == der_of(&renewed.cert_pem) => Ok(()),
-                Ok(_) => Err("an earlier certificate".into()),
-                Err(e) => Err(e),
-            },
-        );
-    }
+
+    // Install after the replicas renewed (their updates own the Secret's and the caBundles'
+    // certificate fields now) takes those fields over without --force-conflicts. The pair
+    // expires within install's 30 days, so it is replaced at once, the replaced CA trusted.
+    drop(volumes);
     drop(replicas);
+    let out = env.install(&[]);
+    assert!(out.stderr.contains("issuing a new CA"), "{}", out.stderr);
+    let reinstalled = env.secret();
+    assert_ne!(reinstalled["tls.crt"], renewed.cert_pem);
+    assert!(!reinstalled.contains_key("next-tls.crt"));
+    let bundle = pem_blocks(&env.ca_bundle());
+    assert!(
+        bundle.contains(&pem_blocks(&reinstalled["ca.crt"])[0])
+            && bundle.contains(&pem_blocks(&renewed.ca_pem)[0]),
+        "the new and the replaced CA are both trusted"
+    );
+    let out = env.install(&[]);
+    assert!(
+        out.stderr.contains("keeping the Secret's"),
+        "{}",
+        out.stderr
+    );
+    let out = env.install(&["--rotate-certs"]);
+    assert!(out.stderr.contains("issuing a new CA"), "{}", out.stderr);
+    assert_ne!(env.secret()["tls.crt"], reinstalled["tls.crt"]);
     proxy_stop.store(true, Ordering::Relaxed);
     let _ = proxy_thread.join();
 }
