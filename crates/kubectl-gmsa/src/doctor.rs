@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use base64::Engine as _;
 use clap::{Args, ValueEnum};
 use gmsa_core::names as core_names;
@@ -22,6 +21,7 @@ use serde_json::{json, Value};
 use time::OffsetDateTime;
 
 use crate::apply::{api, display_name};
+use crate::cluster::{credential_spec_resource, kind};
 use crate::probe;
 
 pub const DOCTOR_EXAMPLES: &str = "\
@@ -148,11 +148,7 @@ impl Report {
 
 /// `doctor`.
 pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = crate::cluster::runtime()?;
     let directory = crate::doctor_ad::prepare(&args.ad)?;
     let (mut report, steps) = if args.ad.ad_only {
         (Report::default(), None)
@@ -221,7 +217,7 @@ pub fn table(findings: &[Finding]) -> String {
 
 async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
     let mut report = Report::default();
-    let client = match crate::install::client().await {
+    let client = match crate::cluster::client().await {
         Ok(client) => client,
         Err(e) => {
             report.fail(
@@ -233,7 +229,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
             return (report, None);
         }
     };
-    match crate::install::cluster_version(&client).await {
+    match crate::cluster::cluster_version(&client).await {
         Ok(v) => report.pass("cluster", "", format!("Kubernetes {v}")),
         Err(e) => {
             report.fail(
@@ -268,13 +264,6 @@ const POD: gmsa_deploy::KindInfo = gmsa_deploy::KindInfo {
     plural: "pods",
     namespaced: true,
 };
-
-fn kind(api_version: &str, kind: &str) -> &'static gmsa_deploy::KindInfo {
-    gmsa_deploy::KINDS
-        .iter()
-        .find(|k| k.api_version == api_version && k.kind == kind)
-        .unwrap_or(&gmsa_deploy::KINDS[0])
-}
 
 async fn get(
     client: &Client,
@@ -733,17 +722,6 @@ async fn check_ready(client: &Client, endpoint: &Endpoint, report: &mut Report) 
 fn url_base(url: &str) -> String {
     let rest = url.strip_prefix("https://").unwrap_or(url);
     format!("https://{}", rest.split('/').next().unwrap_or(rest))
-}
-
-/// `GMSACredentialSpec` as the API serves it (`windows.k8s.io/v1`), for dynamic reads.
-pub(crate) fn credential_spec_resource() -> kube::api::ApiResource {
-    kube::api::ApiResource {
-        group: core_names::GROUP.into(),
-        version: core_names::VERSION.into(),
-        api_version: format!("{}/{}", core_names::GROUP, core_names::VERSION),
-        kind: core_names::KIND.into(),
-        plural: core_names::RESOURCE.into(),
-    }
 }
 
 async fn check_credspecs(client: &Client, report: &mut Report) -> BTreeMap<String, CredentialSpec> {

@@ -16,7 +16,8 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
 use serde_json::Value;
 
-use crate::cli::{ConnectionArgs, DIRECTORY_URL};
+use crate::args::{ConnectionArgs, DIRECTORY_URL};
+use crate::cluster::credential_spec_resource;
 use crate::credspec::from_ad::{connection, describe_error, Flags};
 use crate::doctor::{Finding, Status};
 
@@ -107,7 +108,7 @@ pub fn prepare(args: &AdArgs) -> anyhow::Result<Option<Prepared>> {
 /// The directory checks as doctor findings. An error is something that kept the checks from
 /// running (the caller exits 2); a failed check is a finding.
 pub async fn examine(args: &AdArgs, prepared: &Prepared) -> anyhow::Result<Vec<Finding>> {
-    let client = crate::install::client()
+    let client = crate::cluster::client()
         .await
         .context("cannot connect to the cluster: check KUBECONFIG or your kubectl context")?;
     let mut findings = Vec::new();
@@ -172,8 +173,7 @@ async fn credential_specs(
     client: &Client,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<(String, Value)>> {
-    let api: Api<DynamicObject> =
-        Api::all_with(client.clone(), &crate::doctor::credential_spec_resource());
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &credential_spec_resource());
     let items = match only {
         Some(name) => vec![api
             .get_opt(name)

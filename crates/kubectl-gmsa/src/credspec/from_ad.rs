@@ -7,7 +7,8 @@ use anyhow::{anyhow, Context as _};
 use gmsa_ad::{AdError, BindCredentials, Directory, DirectoryConfig, SecretString, Trust};
 use gmsa_core::credspec::{AdditionalAccount, DomainFacts};
 
-use crate::cli::{ConnectionArgs, NewArgs};
+use crate::args::ConnectionArgs;
+use crate::cli::NewArgs;
 use crate::input::{InputError, Source};
 
 /// What error messages name besides the error itself: the flags and files the user gave.
