@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::args::{ConnectionArgs, DIRECTORY_URL};
 use crate::cluster::credential_spec_resource;
-use crate::credspec::from_ad::{connection, describe_error, Flags};
+use crate::directory::{connection, describe_error, Flags};
 use crate::doctor::{Finding, Status};
 
 /// The label every Windows node carries.

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod credspec;
+pub mod directory;
 pub mod doctor;
 pub mod doctor_ad;
 pub mod grant;
