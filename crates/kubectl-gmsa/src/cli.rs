@@ -55,7 +55,7 @@ pub enum Command {
     Uninstall(crate::uninstall::UninstallArgs),
     /// Check the cluster side of GMSA (CRD, webhook, certificates, credential specs, pods) and,
     /// with --ad, the directory side (gMSA, password readers, KDS root key, scopes, SPNs).
-    #[command(after_help = crate::doctor_ad::doctor_help())]
+    #[command(after_help = crate::doctor::doctor_help())]
     Doctor(crate::doctor::DoctorArgs),
 }
 

@@ -11,7 +11,6 @@ pub mod cluster;
 pub mod credspec;
 pub mod directory;
 pub mod doctor;
-pub mod doctor_ad;
 pub mod grant;
 pub mod input;
 pub mod install;
