@@ -20,11 +20,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::load::{self, Cell};
+use crate::world::ALLOWED;
 
 const NS: &str = "bench";
 const CHURN_NS: &str = "churn";
 const SPEC: &str = "gmsa-bench";
-const ALLOWED: &[u8] = br#""allowed":true"#;
 
 /// One measured situation under one authorization mode.
 #[derive(Debug, Clone, Serialize)]

@@ -4,7 +4,9 @@
 //! `main.rs` parses arguments; everything else is here so the smoke test can run it.
 
 pub mod authz;
-pub mod decide;
+pub mod callgrind;
+pub mod cluster;
+pub mod decision_path;
 pub mod load;
 pub mod machine;
 pub mod report;

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gmsa_bench::decide::{self, Counts};
+use gmsa_bench::callgrind::{self, Counts};
+use gmsa_bench::decision_path;
 use gmsa_bench::machine::Machine;
 use gmsa_bench::report;
 use gmsa_bench::suite::{self, Placement, Plan};
@@ -122,7 +123,7 @@ fn instruction_counts(n1: u64, n2: u64, log_level: &str) -> anyhow::Result<Count
     let mut counts = Counts::default();
     for hook in [Hook::Mutate, Hook::Validate] {
         for refs in [1, 10] {
-            let count = decide::callgrind(&exe, hook, refs, n1, n2)?;
+            let count = callgrind::decision_path(&exe, hook, refs, n1, n2)?;
             eprintln!(
                 "callgrind: {} refs={refs}: {} instructions per admission (decision path)",
                 hook.as_str(),
@@ -134,7 +135,7 @@ fn instruction_counts(n1: u64, n2: u64, log_level: &str) -> anyhow::Result<Count
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    counts.server = runtime.block_on(suite::server_instructions(
+    counts.server = runtime.block_on(callgrind::server_instructions(
         &exe,
         &[
             TargetKind::Noop,
@@ -172,7 +173,7 @@ fn main() -> anyhow::Result<()> {
             hook,
             refs,
         }) => {
-            let allowed = decide::run(iterations, hook, refs)?;
+            let allowed = decision_path::run(iterations, hook, refs)?;
             println!("{allowed}");
             return Ok(());
         }

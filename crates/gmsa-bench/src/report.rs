@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::decide::Counts;
+use crate::callgrind::Counts;
 use crate::machine::Machine;
 use crate::suite::{Results, Row};
 

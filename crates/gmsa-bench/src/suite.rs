@@ -9,12 +9,12 @@ use anyhow::Context;
 use bytes::Bytes;
 use gmsa_core::names::paths;
 use gmsa_core::Hook;
-use gmsa_testkit::FakeApiServer;
 use serde::Serialize;
 
+use crate::cluster::Cluster;
 use crate::load::{self, Cell, Outcome};
 use crate::target::{Running, TargetKind, TargetSpec};
-use crate::world;
+use crate::world::{self, ALLOWED};
 
 /// Where targets run.
 #[derive(Debug, Clone)]
@@ -156,46 +156,6 @@ pub struct Results {
     pub rounds: usize,
     pub log_level: String,
     pub total_s: f64,
-}
-
-/// A cluster to measure against: the fake API server (with its kubeconfig) and the same
-/// objects as a state directory.
-struct Cluster {
-    fake: FakeApiServer,
-    kubeconfig: PathBuf,
-    state_dir: PathBuf,
-}
-
-impl Cluster {
-    async fn start(dir: &Path, name: &str, specs: usize, bindings: usize) -> anyhow::Result<Self> {
-        let fake = FakeApiServer::try_start_with(Default::default()).await?;
-        fake.apply_all(world::objects(specs, bindings))?;
-        let kubeconfig = dir.join(format!("{name}.kubeconfig"));
-        std::fs::write(&kubeconfig, kubeconfig_text(&fake.url()))?;
-        let state_dir = dir.join(format!("{name}-state"));
-        std::fs::create_dir_all(&state_dir)?;
-        for (i, text) in world::state_files(specs, bindings, 1000).iter().enumerate() {
-            std::fs::write(state_dir.join(format!("world-{i:03}.yaml")), text)?;
-        }
-        Ok(Self {
-            fake,
-            kubeconfig,
-            state_dir,
-        })
-    }
-
-    fn api_requests(&self) -> u64 {
-        self.fake.counts().values().sum()
-    }
-}
-
-/// A kubeconfig for a plain-HTTP loopback API server without credentials.
-pub fn kubeconfig_text(url: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
-         users:\n- name: webhook\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: webhook\n\
-         current-context: fake\n"
-    )
 }
 
 fn mib(kib: u64) -> f64 {
@@ -467,135 +427,4 @@ fn row(
         first_failure: outcome.first_failure.clone(),
         server_cpu_us: None,
     }
-}
-
-/// Instructions the target process executes per request, over the whole stack (TLS, HTTP,
-/// routing, logging, deciding), counted by callgrind: the target serves `n1` and then, in a
-/// second run, `n2` requests on one keep-alive connection; (I2 − I1) / (n2 − n1) cancels start-up,
-/// the handshake and the cache sync. Deterministic, so it compares targets on a busy machine.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServerInstructions {
-    pub target: &'static str,
-    pub hook: &'static str,
-    pub refs: usize,
-    pub n1: u64,
-    pub n2: u64,
-    pub per_request: u64,
-}
-
-/// Measures [`ServerInstructions`] for each of `kinds` and both hooks, one reference.
-pub async fn server_instructions(
-    exe: &Path,
-    kinds: &[TargetKind],
-    n1: u64,
-    n2: u64,
-    log_level: &str,
-) -> anyhow::Result<Vec<ServerInstructions>> {
-    let dir = tempfile::tempdir()?;
-    let certs = dir.path().join("certs");
-    gmsa_tls::dev_certs(&certs)?;
-    let tls = load::client_tls(&certs.join("ca.crt"))?;
-    let cluster = Cluster::start(dir.path(), "small", 10, 10).await?;
-    let mut out = Vec::new();
-    for &kind in kinds {
-        for hook in [Hook::Mutate, Hook::Validate] {
-            let body = Bytes::from(world::review(
-                hook,
-                1,
-                "705ab4f5-6393-11e8-b7cc-42010a800002",
-            ));
-            let mut totals = [0u64; 2];
-            for (slot, n) in totals.iter_mut().zip([n1, n2]) {
-                let file =
-                    dir.path()
-                        .join(format!("{}-{}-{n}.callgrind", kind.name(), hook.as_str()));
-                let wrapper = vec![
-                    "valgrind".to_string(),
-                    "--tool=callgrind".to_string(),
-                    format!("--callgrind-out-file={}", file.display()),
-                ];
-                let spec = TargetSpec {
-                    kind,
-                    kubeconfig: Some(cluster.kubeconfig.clone()),
-                    state_dir: Some(cluster.state_dir.clone()),
-                    certs: certs.clone(),
-                    log_level: log_level.to_string(),
-                };
-                let target = Running::child_under(&wrapper, exe, &spec)?;
-                serve_sequentially(&target, &tls, hook, &body, n).await?;
-                target.stop_within(Duration::from_secs(60));
-                let text = std::fs::read_to_string(&file)
-                    .with_context(|| format!("no callgrind output in {}", file.display()))?;
-                *slot = crate::decide::total_instructions(&text)
-                    .context("no instruction total in the callgrind output")?;
-            }
-            let per_request = totals[1].saturating_sub(totals[0]) / (n2 - n1).max(1);
-            eprintln!(
-                "callgrind: {} {}: {per_request} instructions per request (whole server)",
-                kind.name(),
-                hook.as_str()
-            );
-            out.push(ServerInstructions {
-                target: kind.name(),
-                hook: hook.as_str(),
-                refs: 1,
-                n1,
-                n2,
-                per_request,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// What every answer the benchmarks send for must contain.
-const ALLOWED: &[u8] = br#""allowed":true"#;
-
-/// Waits for readiness and sends `n` checked reviews, all on one connection.
-async fn serve_sequentially(
-    target: &Running,
-    tls: &Arc<rustls::ClientConfig>,
-    hook: Hook,
-    body: &Bytes,
-    n: u64,
-) -> anyhow::Result<()> {
-    let mut sender = load::connect(target.addr, tls).await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        sender.ready().await?;
-        let request = http::Request::get(paths::READYZ)
-            .header(http::header::HOST, "localhost")
-            .body(http_body_util::Full::new(Bytes::new()))?;
-        let response = sender.send_request(request).await?;
-        if response.status() == http::StatusCode::OK {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{} never became ready",
-            target.kind.name()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let path = match hook {
-        Hook::Mutate => paths::MUTATE,
-        Hook::Validate => paths::VALIDATE,
-    };
-    for _ in 0..n {
-        sender.ready().await?;
-        let request = http::Request::post(path)
-            .header(http::header::HOST, "localhost")
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(http_body_util::Full::new(body.clone()))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        let answer = http_body_util::BodyExt::collect(response.into_body())
-            .await?
-            .to_bytes();
-        anyhow::ensure!(
-            status == http::StatusCode::OK && answer.windows(ALLOWED.len()).any(|w| w == ALLOWED),
-            "unexpected answer: {status}"
-        );
-    }
-    Ok(())
 }

@@ -195,6 +195,9 @@ pub fn review(hook: Hook, refs: usize, uid: &str) -> Vec<u8> {
     review.to_string().into_bytes()
 }
 
+/// What every answer the benchmarks send for must contain.
+pub const ALLOWED: &[u8] = br#""allowed":true"#;
+
 /// The fixed answer of the no-op target: an allowed review without a patch.
 pub const NOOP_ANSWER: &[u8] = br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","response":{"uid":"bench","allowed":true}}"#;
 

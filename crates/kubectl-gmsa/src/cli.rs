@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use gmsa_core::credspec::AdditionalAccount;
 
+use crate::args::{ConnectionArgs, DryRun, OutputFile, DIRECTORY_URL};
 use crate::grant::ServiceAccountRef;
 
 const TOP_EXAMPLES: &str = "\
@@ -54,7 +55,7 @@ pub enum Command {
     Uninstall(crate::uninstall::UninstallArgs),
     /// Check the cluster side of GMSA (CRD, webhook, certificates, credential specs, pods) and,
     /// with --ad, the directory side (gMSA, password readers, KDS root key, scopes, SPNs).
-    #[command(after_help = crate::doctor_ad::doctor_help())]
+    #[command(after_help = crate::doctor::doctor_help())]
     Doctor(crate::doctor::DoctorArgs),
 }
 
@@ -196,35 +197,6 @@ pub struct DirectoryArgs {
     pub connection: ConnectionArgs,
 }
 
-/// The clap id of the URL flag that [`ConnectionArgs`] go with (`--from-ad`, `doctor --ad`).
-pub const DIRECTORY_URL: &str = "directory_url";
-
-/// How to bind to a domain controller; shared by `credspec new --from-ad` and `doctor --ad`,
-/// whose URL flag has the id [`DIRECTORY_URL`].
-#[derive(Debug, Args)]
-#[command(group(ArgGroup::new("bind").args(["bind_dn", "bind_upn"])))]
-pub struct ConnectionArgs {
-    /// Bind as this DN, such as CN=svc-gmsa,CN=Users,DC=contoso,DC=com.
-    #[arg(long = "bind-dn", value_name = "DN", requires = DIRECTORY_URL)]
-    pub bind_dn: Option<String>,
-    /// Bind as this user principal name, such as svc-gmsa@contoso.com.
-    #[arg(long = "bind-upn", value_name = "UPN", requires = DIRECTORY_URL)]
-    pub bind_upn: Option<String>,
-    /// The file holding the bind password (`-` for stdin).
-    #[arg(long = "password-file", value_name = "FILE", requires = DIRECTORY_URL)]
-    pub password_file: Option<PathBuf>,
-    /// PEM file of the CA that issued the domain controller's certificate
-    /// [default: the system's trust store].
-    #[arg(long = "ca-file", value_name = "FILE", requires = DIRECTORY_URL)]
-    pub ca_file: Option<PathBuf>,
-    /// On ldap://: upgrade the connection with StartTLS (the default).
-    #[arg(long, requires = DIRECTORY_URL, conflicts_with = "insecure_plaintext")]
-    pub starttls: bool,
-    /// On ldap://: no TLS at all; the bind password crosses the network in clear.
-    #[arg(long = "insecure-plaintext", requires = DIRECTORY_URL)]
-    pub insecure_plaintext: bool,
-}
-
 /// The Container Credential Guard plugin, for hosts that are not joined to the domain.
 #[derive(Debug, Args)]
 pub struct CcgArgs {
@@ -250,17 +222,6 @@ pub struct CcgArgs {
         requires = "ccg_plugin_guid"
     )]
     pub ccg_version: String,
-}
-
-/// Where to write, and whether an existing file may be replaced.
-#[derive(Debug, Args)]
-pub struct OutputFile {
-    /// Write to FILE instead of stdout.
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
-    /// Overwrite FILE if it exists.
-    #[arg(long)]
-    pub force: bool,
 }
 
 const CONVERT_EXAMPLES: &str = "\
@@ -338,15 +299,6 @@ pub struct GrantArgs {
     /// With --apply: take over fields another manager owns.
     #[arg(long = "force-conflicts", requires = "apply")]
     pub force_conflicts: bool,
-}
-
-/// Where a dry run stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DryRun {
-    /// The API server checks and answers, but stores nothing.
-    Server,
-    /// Nothing is sent; the objects are printed.
-    Client,
 }
 
 const ADMIT_EXAMPLES: &str = "\

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{Args, ValueEnum};
-use gmsa_deploy::{names, CertMode, KubeVersion, Settings, TlsMaterial, KINDS};
+use gmsa_deploy::{names, CertMode, KubeVersion, Settings, TlsMaterial};
 use serde_json::Value;
 
 use crate::apply::{Applier, Outcome};
+use crate::args::{DryRun, OutputFile};
 use crate::certs;
-use crate::cli::{DryRun, OutputFile};
+use crate::cluster::{client, cluster_version, kind, runtime};
 
 pub const INSTALL_EXAMPLES: &str = "\
 Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's service
@@ -197,22 +198,6 @@ fn read_client_ca(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(pem)
 }
 
-pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // One TLS provider in the tree; install it before the client builds its TLS config.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
-/// A client for the current kubectl context.
-pub async fn client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default()
-        .await
-        .context("cannot connect to the cluster: check KUBECONFIG or your kubectl context")
-}
-
 fn to_yaml(objects: &[Value]) -> anyhow::Result<String> {
     Ok(crate::output::yaml_documents(objects)?)
 }
@@ -286,13 +271,6 @@ fn secret_info() -> &'static gmsa_deploy::KindInfo {
     kind("v1", "Secret")
 }
 
-pub(crate) fn kind(api_version: &str, kind: &str) -> &'static gmsa_deploy::KindInfo {
-    KINDS
-        .iter()
-        .find(|k| k.api_version == api_version && k.kind == kind)
-        .unwrap_or(&KINDS[0])
-}
-
 fn secret_text(secret: &Value, key: &str) -> Option<String> {
     let b64 = secret["data"][key].as_str()?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
@@ -302,15 +280,6 @@ fn secret_text(secret: &Value, key: &str) -> Option<String> {
 fn decode_bundle(b64: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     String::from_utf8(bytes).ok()
-}
-
-/// The cluster's version, from `/version`.
-pub async fn cluster_version(client: &kube::Client) -> anyhow::Result<KubeVersion> {
-    let info = client
-        .apiserver_version()
-        .await
-        .context("cannot read the cluster's version")?;
-    Ok(KubeVersion::from_version_info(&info.major, &info.minor)?)
 }
 
 /// What the webhook configurations trust now (the mutating one's first caBundle).

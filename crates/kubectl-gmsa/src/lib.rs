@@ -4,11 +4,13 @@
 
 pub mod admit;
 pub mod apply;
+pub mod args;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod credspec;
+pub mod directory;
 pub mod doctor;
-pub mod doctor_ad;
 pub mod grant;
 pub mod input;
 pub mod install;
@@ -19,9 +21,8 @@ pub mod uninstall;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-
-use cli::{Cli, Command, CredspecCommand, DryRun, GrantArgs};
+use args::DryRun;
+use cli::{Cli, Command, CredspecCommand, GrantArgs};
 
 /// Runs one command. `Ok` carries the exit status (1 when a check said no); an error means
 /// the command could not do its work, and the caller exits 2.
@@ -53,24 +54,16 @@ fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
     if !sends {
         return Ok(ExitCode::SUCCESS);
     }
-    // One TLS provider in the tree; install it before the client builds its TLS config.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let lines = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?
-        .block_on(async {
-            let client = kube::Client::try_default().await.context(
-                "cannot connect to the cluster: check KUBECONFIG or your kubectl context",
-            )?;
-            grant
-                .apply(
-                    client,
-                    args.dry_run == Some(DryRun::Server),
-                    args.force_conflicts,
-                )
-                .await
-        })?;
+    let lines = cluster::runtime()?.block_on(async {
+        let client = cluster::client().await?;
+        grant
+            .apply(
+                client,
+                args.dry_run == Some(DryRun::Server),
+                args.force_conflicts,
+            )
+            .await
+    })?;
     let mut text = lines.join("\n");
     text.push('\n');
     output::write(None, false, &text)?;

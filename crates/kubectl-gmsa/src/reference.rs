@@ -18,6 +18,7 @@ use kube::Client;
 use serde_json::Value;
 
 use crate::apply::{api, display_name, Applier};
+use crate::cluster::kind;
 
 /// The webhook name every reference webhook configuration uses.
 pub const REFERENCE_WEBHOOK: &str = "admission-webhook.windows-gmsa.sigs.k8s.io";
@@ -79,13 +80,6 @@ fn called_services(configuration: &Value) -> Vec<(String, String)> {
             ))
         })
         .collect()
-}
-
-fn kind(api_version: &str, kind: &str) -> &'static gmsa_deploy::KindInfo {
-    gmsa_deploy::KINDS
-        .iter()
-        .find(|k| k.api_version == api_version && k.kind == kind)
-        .unwrap_or(&gmsa_deploy::KINDS[0])
 }
 
 const CONFIGURATION_KINDS: [&str; 2] = [

@@ -8,7 +8,7 @@ use clap::{Args, ValueEnum};
 use gmsa_deploy::{names, Settings};
 
 use crate::apply::Applier;
-use crate::install::{client, kind, runtime};
+use crate::cluster::{client, kind, runtime};
 
 pub const UNINSTALL_EXAMPLES: &str = "\
 Deletes the webhook configurations first (so pod creation never waits on a webhook being

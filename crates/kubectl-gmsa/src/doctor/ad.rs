@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
-use clap::Args;
 use gmsa_ad::readiness::{self, Check, SpecClaims, Verdict};
 use gmsa_ad::{inspect, Directory, DirectoryConfig};
 use gmsa_core::names as core_names;
@@ -16,37 +15,13 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
 use serde_json::Value;
 
-use crate::cli::{ConnectionArgs, DIRECTORY_URL};
-use crate::credspec::from_ad::{connection, describe_error, Flags};
-use crate::doctor::{Finding, Status};
+use super::args::AdArgs;
+use super::report::{Finding, Status};
+use crate::cluster::credential_spec_resource;
+use crate::directory::{connection, describe_error, Flags};
 
 /// The label every Windows node carries.
 const WINDOWS_NODES: &str = "kubernetes.io/os=windows";
-
-pub const AD_EXAMPLES: &str = "\
-With --ad URL, doctor also checks Active Directory for every credential spec (or --credspec)
-and every Windows node (or --node): the gMSA exists, is enabled and is in the spec's domain
-(ad-account); each node's computer account, or a CCG spec's plugin account, may retrieve its
-password, directly or through nested groups (ad-retrieval); a KDS root key is in effect
-(ad-kds-root-key); the spec lists the DNS and the NetBIOS scope (ad-scopes); no other account
-holds its SPNs (ad-spn); its dNSHostName is in the domain (ad-dns-host-name). The connection
-flags are those of `credspec new --from-ad`: ldaps://, or StartTLS on ldap://, never plain
-unless --insecure-plaintext. Each fix is the PowerShell (or kubectl) command to run.
-
-With --ad the exit status is 0 when every check passes, 1 when any warns or fails, and 2 on
-errors (bad flags, an unreachable cluster or directory, an untrusted certificate, rejected
-credentials, an unknown --credspec or --node).
-
-  kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
-    --password-file ad-password --ca-file contoso-ca.pem
-  kubectl gmsa doctor --ad ldap://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
-    --password-file ad-password --ca-file contoso-ca.pem \\
-    --credspec gmsa-webapp1 --node win-node-1 --ad-only -o json";
-
-/// `doctor --help`'s text after the flags: the cluster checks', then the directory's.
-pub fn doctor_help() -> String {
-    format!("{}\n\n{AD_EXAMPLES}", crate::doctor::DOCTOR_EXAMPLES)
-}
 
 /// The exit status with `--ad`: 0 when all passed, 1 when a check warned or failed, 2 when the
 /// cluster could not be reached (the cluster-side report's `cluster` row).
@@ -61,32 +36,6 @@ pub fn exit_code(findings: &[Finding]) -> ExitCode {
         None | Some(Status::Pass) => ExitCode::SUCCESS,
         Some(_) => ExitCode::from(1),
     }
-}
-
-/// `doctor --ad` and its scope.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Checking Active Directory (--ad)")]
-pub struct AdArgs {
-    /// Also check the directory side through this domain controller: ldaps://HOST[:PORT], or
-    /// ldap://HOST[:PORT] with StartTLS.
-    #[arg(
-        id = DIRECTORY_URL,
-        long = "ad",
-        value_name = "URL",
-        requires_all = ["bind", "password_file"]
-    )]
-    pub url: Option<String>,
-    #[command(flatten)]
-    pub connection: ConnectionArgs,
-    /// Check only this GMSACredentialSpec [default: every one in the cluster].
-    #[arg(long = "credspec", value_name = "NAME", requires = DIRECTORY_URL)]
-    pub credspec: Option<String>,
-    /// Check only this node [default: every node labelled kubernetes.io/os=windows].
-    #[arg(long = "node", value_name = "NAME", requires = DIRECTORY_URL)]
-    pub node: Option<String>,
-    /// Run only the directory checks (the cluster is still read for specs and nodes).
-    #[arg(long = "ad-only", requires = DIRECTORY_URL)]
-    pub ad_only: bool,
 }
 
 /// The connection, ready before anything is read: bad flags and password files fail first.
@@ -107,7 +56,7 @@ pub fn prepare(args: &AdArgs) -> anyhow::Result<Option<Prepared>> {
 /// The directory checks as doctor findings. An error is something that kept the checks from
 /// running (the caller exits 2); a failed check is a finding.
 pub async fn examine(args: &AdArgs, prepared: &Prepared) -> anyhow::Result<Vec<Finding>> {
-    let client = crate::install::client()
+    let client = crate::cluster::client()
         .await
         .context("cannot connect to the cluster: check KUBECONFIG or your kubectl context")?;
     let mut findings = Vec::new();
@@ -172,8 +121,7 @@ async fn credential_specs(
     client: &Client,
     only: Option<&str>,
 ) -> anyhow::Result<Vec<(String, Value)>> {
-    let api: Api<DynamicObject> =
-        Api::all_with(client.clone(), &crate::doctor::credential_spec_resource());
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &credential_spec_resource());
     let items = match only {
         Some(name) => vec![api
             .get_opt(name)

@@ -1,0 +1,52 @@
+//! The cluster the commands talk to: a client for the current kubectl context, the runtime it
+//! runs on, the server's version, and the kinds read and written dynamically.
+
+use anyhow::Context;
+use gmsa_core::names as core_names;
+use gmsa_deploy::{KindInfo, KubeVersion, KINDS};
+
+/// A single-threaded runtime for one command, with the crate's TLS provider installed.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // One TLS provider in the tree; install it before the client builds its TLS config.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A client for the current kubectl context.
+pub async fn client() -> anyhow::Result<kube::Client> {
+    kube::Client::try_default()
+        .await
+        .context("cannot connect to the cluster: check KUBECONFIG or your kubectl context")
+}
+
+/// The cluster's version, from `/version`.
+pub async fn cluster_version(client: &kube::Client) -> anyhow::Result<KubeVersion> {
+    let info = client
+        .apiserver_version()
+        .await
+        .context("cannot read the cluster's version")?;
+    Ok(KubeVersion::from_version_info(&info.major, &info.minor)?)
+}
+
+/// A kind `gmsa-deploy` knows, by API version and kind. Callers name only kinds it lists; an
+/// unknown one falls back to the first rather than failing at run time.
+pub fn kind(api_version: &str, kind: &str) -> &'static KindInfo {
+    KINDS
+        .iter()
+        .find(|k| k.api_version == api_version && k.kind == kind)
+        .unwrap_or(&KINDS[0])
+}
+
+/// `GMSACredentialSpec` as the API serves it (`windows.k8s.io/v1`), for dynamic reads.
+pub fn credential_spec_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: core_names::GROUP.into(),
+        version: core_names::VERSION.into(),
+        api_version: format!("{}/{}", core_names::GROUP, core_names::VERSION),
+        kind: core_names::KIND.into(),
+        plural: core_names::RESOURCE.into(),
+    }
+}

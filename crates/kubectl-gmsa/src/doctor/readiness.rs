@@ -1,0 +1,96 @@
+//! The `webhook-ready` row: whether the webhook the configurations call answers.
+
+use gmsa_core::names as core_names;
+use gmsa_deploy::names;
+use kube::Client;
+use serde_json::Value;
+
+use super::configurations::Endpoint;
+use super::report::Report;
+use crate::probe;
+
+/// The webhook answers `/readyz` (through the API server's service proxy, or at its URL), and
+/// which version it is (`/info`).
+pub(super) async fn check(client: &Client, endpoint: &Endpoint, report: &mut Report) {
+    let (subject, ready, info, fix) = match endpoint {
+        Endpoint::Service {
+            namespace,
+            name,
+            port,
+        } => {
+            let base = format!("/api/v1/namespaces/{namespace}/services/https:{name}:{port}/proxy");
+            let get = |path: &str| {
+                let request = http::Request::get(format!("{base}{path}")).body(Vec::new());
+                async move {
+                    let request = request.map_err(|e| e.to_string())?;
+                    client
+                        .request_text(request)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            let ready = get(core_names::paths::READYZ).await.map(|_| ());
+            let info = get(core_names::paths::INFO).await.ok();
+            (
+                format!("{namespace}/{name}"),
+                ready,
+                info,
+                format!("kubectl -n {namespace} get pods -l {}={} ; kubectl -n {namespace} logs deploy/{name}", names::LABEL_INSTANCE, name),
+            )
+        }
+        Endpoint::Url(url) => {
+            let result = match probe::target(url) {
+                Ok(target) => tokio::task::spawn_blocking(move || {
+                    let ready = probe::get(&target, core_names::paths::READYZ).and_then(|a| {
+                        if a.status == 200 {
+                            Ok(())
+                        } else {
+                            Err(format!("/readyz answered {}", a.status))
+                        }
+                    });
+                    let info = probe::get(&target, core_names::paths::INFO)
+                        .ok()
+                        .map(|a| a.body);
+                    (ready, info)
+                })
+                .await
+                .unwrap_or_else(|e| (Err(e.to_string()), None)),
+                Err(e) => (Err(e), None),
+            };
+            (
+                url_base(url),
+                result.0,
+                result.1,
+                "start the webhook at this URL, or fix clientConfig.url".into(),
+            )
+        }
+    };
+    match ready {
+        Ok(()) => {
+            let version = info
+                .and_then(|body| {
+                    body.find('{')
+                        .and_then(|i| serde_json::from_str::<Value>(&body[i..]).ok())
+                })
+                .and_then(|v| v["version"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into());
+            report.pass(
+                "webhook-ready",
+                &subject,
+                format!("/readyz answers; version {version}"),
+            );
+        }
+        Err(e) => report.fail(
+            "webhook-ready",
+            &subject,
+            format!("the webhook does not answer /readyz: {e}"),
+            fix,
+        ),
+    }
+}
+
+/// `https://host:port` of a webhook URL, without its path.
+fn url_base(url: &str) -> String {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    format!("https://{}", rest.split('/').next().unwrap_or(rest))
+}
