@@ -191,3 +191,24 @@ fn explain(info: &KindInfo, name: &str, e: kube::Error) -> anyhow::Error {
     };
     anyhow::Error::new(e).context(format!("cannot apply {what}{hint}"))
 }
+
+pub fn is_crd(object: &Value) -> bool {
+    object["kind"] == "CustomResourceDefinition"
+}
+
+/// Objects that are ours by definition are taken over from other field managers: the CRD
+/// (a reference install may have applied it client-side, its fields then belong to
+/// `kubectl-client-side-apply`), and the self-signed Secret and the webhook configurations,
+/// whose certificate fields the replicas' renewal writes with updates. Everything else
+/// conflicts unless `--force-conflicts`.
+pub async fn apply_one(applier: &Applier, object: &Value) -> anyhow::Result<(Outcome, String)> {
+    let kind = object["kind"].as_str().unwrap_or_default();
+    if is_crd(object)
+        || crate::certs::is_tls_secret(object)
+        || kind.ends_with("WebhookConfiguration")
+    {
+        applier.apply_forced(object).await
+    } else {
+        applier.apply(object).await
+    }
+}

@@ -4,12 +4,20 @@
 //! one at once with the replaced CA still trusted.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use base64::Engine as _;
-use gmsa_deploy::{Settings, TlsMaterial};
+use gmsa_deploy::{names, Settings, TlsMaterial};
 use gmsa_tls::self_signed::{Policy, SelfSignedSecret};
 use serde_json::Value;
 use time::OffsetDateTime;
+
+use crate::apply::{apply_one, Applier};
+use crate::cluster::kind;
+
+/// How long the API server gets to load caBundles that trust a new CA before the Secret
+/// serves a certificate it signed.
+pub const ROTATION_SETTLE: Duration = Duration::from_secs(3);
 
 pub use gmsa_tls::self_signed::pem_blocks;
 
@@ -52,4 +60,130 @@ pub fn self_signed(
         secret: Some(secret),
     };
     Ok((material, issued))
+}
+
+/// The first half of a rotation: the new pair staged in the Secret (beside the one served),
+/// then every caBundle trusting both, then a pause for the API server to load them, as the
+/// replicas' renewal does; a replica that looks in between sees a staged CA, not an unknown
+/// one to drop. `objects` (the install) then promotes the pair with the Secret's new
+/// resourceVersion.
+pub async fn stage_rotation(
+    applier: &Applier,
+    settings: &Settings,
+    existing: &SelfSignedSecret,
+    rv: Option<&str>,
+    material: &TlsMaterial,
+    objects: &mut [Value],
+) -> anyhow::Result<()> {
+    let staged = gmsa_deploy::SelfSignedSecret {
+        current: existing.current.clone(),
+        staged: material.secret.as_ref().and_then(|s| s.current.clone()),
+        previous: existing.previous.clone(),
+    };
+    let staged_material = TlsMaterial {
+        ca_bundle_pem: material.ca_bundle_pem.clone(),
+        secret: Some(staged),
+    };
+    let mut staged_manifest = gmsa_deploy::render(settings, Some(&staged_material))?;
+    if let Some(rv) = rv {
+        set_resource_version(&mut staged_manifest.objects, rv);
+    }
+    for object in staged_manifest.objects.iter().filter(|o| is_tls_secret(o)) {
+        println!("{} (new CA staged)", apply_one(applier, object).await?.1);
+    }
+    for object in objects.iter().filter(|o| is_webhook_config(o)) {
+        println!("{}", apply_one(applier, object).await?.1);
+    }
+    if !applier.server_dry_run {
+        eprintln!("certificates: the webhook configurations trust the new CA; waiting for the API server to load them");
+        tokio::time::sleep(ROTATION_SETTLE).await;
+        // The staged write moved the resourceVersion; a replica may even have promoted
+        // the staged pair itself, which is what this install is about to write.
+        let now = applier
+            .get(
+                secret_info(),
+                Some(&settings.namespace),
+                &names::tls_secret(&settings.name),
+            )
+            .await?;
+        if let Some(rv) = now
+            .as_ref()
+            .and_then(|s| s["metadata"]["resourceVersion"].as_str())
+        {
+            set_resource_version(objects, rv);
+        }
+    }
+    Ok(())
+}
+
+fn is_webhook_config(object: &Value) -> bool {
+    object["kind"]
+        .as_str()
+        .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+}
+
+pub fn secret_info() -> &'static gmsa_deploy::KindInfo {
+    kind("v1", "Secret")
+}
+
+pub fn decode_bundle(b64: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// What the webhook configurations trust now (the mutating one's first caBundle).
+pub async fn current_ca_bundle(applier: &Applier, name: &str) -> anyhow::Result<Option<String>> {
+    let info = kind(
+        "admissionregistration.k8s.io/v1",
+        "MutatingWebhookConfiguration",
+    );
+    Ok(applier
+        .get(info, None, &names::webhook_configuration(name))
+        .await?
+        .and_then(|c| {
+            c["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .and_then(|b| decode_bundle(&b)))
+}
+
+pub fn is_tls_secret(object: &Value) -> bool {
+    object["kind"] == "Secret" && object["type"] == "kubernetes.io/tls"
+}
+
+/// The self-signed Secret's apply carries the resourceVersion install read, so a renewal the
+/// replicas wrote meanwhile makes the apply fail (409) instead of being undone.
+pub fn set_resource_version(objects: &mut [Value], rv: &str) {
+    for object in objects.iter_mut().filter(|o| is_tls_secret(o)) {
+        object["metadata"]["resourceVersion"] = Value::String(rv.to_owned());
+    }
+}
+
+/// Adds every CA of `trusted` (PEM blocks) that a webhook configuration's caBundle lacks.
+pub fn add_to_ca_bundles(objects: &mut [Value], trusted: &[String]) {
+    for object in objects.iter_mut() {
+        let Some(hooks) = object["webhooks"].as_array_mut() else {
+            continue;
+        };
+        for hook in hooks {
+            let Some(b64) = hook["clientConfig"]["caBundle"].as_str() else {
+                continue;
+            };
+            let mut blocks = decode_bundle(b64)
+                .map(|pem| pem_blocks(&pem))
+                .unwrap_or_default();
+            let before = blocks.len();
+            for block in trusted {
+                if !blocks.contains(block) {
+                    blocks.push(block.clone());
+                }
+            }
+            if blocks.len() != before {
+                hook["clientConfig"]["caBundle"] = Value::String(
+                    base64::engine::general_purpose::STANDARD.encode(blocks.concat()),
+                );
+            }
+        }
+    }
 }

@@ -12,9 +12,9 @@ use clap::{Args, ValueEnum};
 use gmsa_deploy::{names, CertMode, KubeVersion, Settings, TlsMaterial};
 use serde_json::Value;
 
-use crate::apply::{Applier, Outcome};
+use crate::apply::{apply_one, is_crd, Applier, Outcome};
 use crate::args::{DryRun, OutputFile};
-use crate::certs;
+use crate::certs::{self, add_to_ca_bundles, current_ca_bundle, secret_info, set_resource_version};
 use crate::cluster::{client, cluster_version, kind, runtime};
 
 pub const INSTALL_EXAMPLES: &str = "\
@@ -267,36 +267,10 @@ fn offline_tls(args: &InstallArgs, settings: &Settings) -> anyhow::Result<Option
     })
 }
 
-fn secret_info() -> &'static gmsa_deploy::KindInfo {
-    kind("v1", "Secret")
-}
-
 fn secret_text(secret: &Value, key: &str) -> Option<String> {
     let b64 = secret["data"][key].as_str()?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     String::from_utf8(bytes).ok()
-}
-
-fn decode_bundle(b64: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(bytes).ok()
-}
-
-/// What the webhook configurations trust now (the mutating one's first caBundle).
-async fn current_ca_bundle(applier: &Applier, name: &str) -> anyhow::Result<Option<String>> {
-    let info = kind(
-        "admissionregistration.k8s.io/v1",
-        "MutatingWebhookConfiguration",
-    );
-    Ok(applier
-        .get(info, None, &names::webhook_configuration(name))
-        .await?
-        .and_then(|c| {
-            c["webhooks"][0]["clientConfig"]["caBundle"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .and_then(|b| decode_bundle(&b)))
 }
 
 async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
@@ -410,41 +384,16 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     // looks in between sees a staged CA, not an unknown one to drop).
     let rotating = matches!(tls, Some((_, Some(_))))
         && current_ca_bundle(&applier, &settings.name).await?.is_some();
-    if let (true, Some((existing, _)), Some((material, _))) = (rotating, &read_secret, &tls) {
-        let staged = gmsa_deploy::SelfSignedSecret {
-            current: existing.current.clone(),
-            staged: material.secret.as_ref().and_then(|s| s.current.clone()),
-            previous: existing.previous.clone(),
-        };
-        let staged_material = TlsMaterial {
-            ca_bundle_pem: material.ca_bundle_pem.clone(),
-            secret: Some(staged),
-        };
-        let mut staged_manifest = gmsa_deploy::render(&settings, Some(&staged_material))?;
-        if let Some((_, Some(rv))) = &read_secret {
-            set_resource_version(&mut staged_manifest.objects, rv);
-        }
-        for object in staged_manifest.objects.iter().filter(|o| is_tls_secret(o)) {
-            println!("{} (new CA staged)", apply_one(&applier, object).await?.1);
-        }
-        for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
-            println!("{}", apply_one(&applier, object).await?.1);
-        }
-        if !server_dry_run {
-            eprintln!("certificates: the webhook configurations trust the new CA; waiting for the API server to load them");
-            tokio::time::sleep(ROTATION_SETTLE).await;
-            // The staged write moved the resourceVersion; a replica may even have promoted
-            // the staged pair itself, which is what this install is about to write.
-            let now = applier
-                .get(secret_info(), Some(ns), &names::tls_secret(&settings.name))
-                .await?;
-            if let Some(rv) = now
-                .as_ref()
-                .and_then(|s| s["metadata"]["resourceVersion"].as_str())
-            {
-                set_resource_version(&mut manifest.objects, rv);
-            }
-        }
+    if let (true, Some((existing, rv)), Some((material, _))) = (rotating, &read_secret, &tls) {
+        certs::stage_rotation(
+            &applier,
+            &settings,
+            existing,
+            rv.as_deref(),
+            material,
+            &mut manifest.objects,
+        )
+        .await?;
     }
 
     for object in manifest.objects.iter().filter(|o| !is_webhook_config(o)) {
@@ -497,64 +446,6 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn is_crd(object: &Value) -> bool {
-    object["kind"] == "CustomResourceDefinition"
-}
-
-fn is_tls_secret(object: &Value) -> bool {
-    object["kind"] == "Secret" && object["type"] == "kubernetes.io/tls"
-}
-
-/// The self-signed Secret's apply carries the resourceVersion install read, so a renewal the
-/// replicas wrote meanwhile makes the apply fail (409) instead of being undone.
-fn set_resource_version(objects: &mut [Value], rv: &str) {
-    for object in objects.iter_mut().filter(|o| is_tls_secret(o)) {
-        object["metadata"]["resourceVersion"] = Value::String(rv.to_owned());
-    }
-}
-
-/// Adds every CA of `trusted` (PEM blocks) that a webhook configuration's caBundle lacks.
-fn add_to_ca_bundles(objects: &mut [Value], trusted: &[String]) {
-    for object in objects.iter_mut() {
-        let Some(hooks) = object["webhooks"].as_array_mut() else {
-            continue;
-        };
-        for hook in hooks {
-            let Some(b64) = hook["clientConfig"]["caBundle"].as_str() else {
-                continue;
-            };
-            let mut blocks = decode_bundle(b64)
-                .map(|pem| certs::pem_blocks(&pem))
-                .unwrap_or_default();
-            let before = blocks.len();
-            for block in trusted {
-                if !blocks.contains(block) {
-                    blocks.push(block.clone());
-                }
-            }
-            if blocks.len() != before {
-                hook["clientConfig"]["caBundle"] = Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(blocks.concat()),
-                );
-            }
-        }
-    }
-}
-
-/// Objects that are ours by definition are taken over from other field managers: the CRD
-/// (a reference install may have applied it client-side, its fields then belong to
-/// `kubectl-client-side-apply`), and the self-signed Secret and the webhook configurations,
-/// whose certificate fields the replicas' renewal writes with updates. Everything else
-/// conflicts unless `--force-conflicts`.
-async fn apply_one(applier: &Applier, object: &Value) -> anyhow::Result<(Outcome, String)> {
-    let kind = object["kind"].as_str().unwrap_or_default();
-    if is_crd(object) || is_tls_secret(object) || kind.ends_with("WebhookConfiguration") {
-        applier.apply_forced(object).await
-    } else {
-        applier.apply(object).await
-    }
-}
-
 /// Sends every object as a server-side dry run, so an install that would fail part-way
 /// (a conflict, a missing cert-manager, a forbidden kind) fails before changing anything.
 /// Objects in a namespace the install itself creates cannot be checked until it exists: the
@@ -593,8 +484,6 @@ fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
 
 /// How long the API server gets to load new webhook configurations before the Secret they
 /// must trust changes. It watches them and usually reacts within a second.
-const ROTATION_SETTLE: Duration = Duration::from_secs(3);
-
 async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
     let info = kind("apiextensions.k8s.io/v1", "CustomResourceDefinition");
     let name = gmsa_deploy::crd::crd_name();
