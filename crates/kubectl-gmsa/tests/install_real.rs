@@ -1222,6 +1222,7 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
     // What the Secret served, in order, and how many times the bundles went back to one CA.
     let served = Mutex::new(vec![installed_pair.cert_pem.clone()]);
     let mut trimmed = 0;
+    let end_state = Mutex::new(None);
     let deadline = Instant::now() + Duration::from_secs(180);
     thread::scope(|s| {
         for (volume, lag) in volumes.iter().zip(lags) {
@@ -1333,13 +1334,30 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
             last_bundle_len = bundle_len;
             thread::sleep(Duration::from_millis(300));
         }
-        // The end state: one CA everywhere, nothing staged or previous.
+        // The end state, between two renewals (the replicas go on renewing): one CA in
+        // every caBundle of both configurations, nothing staged or previous.
         wait_for("the renewal's end state", Duration::from_secs(30), || {
             let secret = env.secret();
+            let mut bundles = vec![env.ca_bundle()];
+            let validating = env.json(&[
+                "get",
+                "validatingwebhookconfiguration",
+                WEBHOOK_CONFIGURATION,
+            ]);
+            for hook in validating["webhooks"].as_array().unwrap() {
+                let b64 = hook["clientConfig"]["caBundle"].as_str().unwrap();
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap();
+                bundles.push(String::from_utf8(pem).unwrap());
+            }
             let clean = !secret.contains_key("next-tls.crt")
                 && !secret.contains_key("previous-ca.crt")
-                && pem_blocks(&env.ca_bundle()) == pem_blocks(&secret["ca.crt"]);
-            if clean {
+                && bundles
+                    .iter()
+                    .all(|b| pem_blocks(b) == pem_blocks(&secret["ca.crt"]));
+            if clean && env.secret() == secret {
+                *end_state.lock().unwrap() = Some(secret);
                 Ok(())
             } else {
                 Err(format!("keys {:?}", secret.keys()))
@@ -1347,6 +1365,9 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
         });
         stop.store(true, Ordering::Relaxed);
     });
+    // Stop renewing before install takes over below.
+    drop(volumes);
+    drop(replicas);
     let served = served.into_inner().unwrap();
     let failures = failures.into_inner().unwrap();
     let created = created.into_inner();
@@ -1367,22 +1388,7 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
     );
     assert!(created > 50, "only {created} pods were created");
 
-    let secret = env.secret();
-    let validating = env.json(&[
-        "get",
-        "validatingwebhookconfiguration",
-        WEBHOOK_CONFIGURATION,
-    ]);
-    for hook in validating["webhooks"].as_array().unwrap() {
-        let b64 = hook["clientConfig"]["caBundle"].as_str().unwrap();
-        let pem = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .unwrap();
-        assert_eq!(
-            pem_blocks(&String::from_utf8(pem).unwrap()),
-            pem_blocks(&secret["ca.crt"])
-        );
-    }
+    let secret = end_state.into_inner().unwrap().unwrap();
     let renewed = Pair {
         ca_pem: secret["ca.crt"].clone(),
         cert_pem: secret["tls.crt"].clone(),
@@ -1400,8 +1406,6 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
     // Install after the replicas renewed (their updates own the Secret's and the caBundles'
     // certificate fields now) takes those fields over without --force-conflicts. The pair
     // expires within install's 30 days, so it is replaced at once, the replaced CA trusted.
-    drop(volumes);
-    drop(replicas);
     let out = env.install(&[]);
     assert!(out.stderr.contains("issuing a new CA"), "{}", out.stderr);
     let reinstalled = env.secret();
