@@ -5,6 +5,7 @@
 //! Helm chart's, and nothing here talks to a cluster or makes keys.
 
 pub mod crd;
+mod meta;
 pub mod names;
 mod objects;
 pub mod version;
@@ -307,8 +308,8 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
     if settings.prometheus_rule {
         objects.push(objects::prometheus_rule(settings));
     }
-    objects.push(webhooks::mutating(settings, ca_bundle));
-    objects.push(webhooks::validating(settings, ca_bundle));
+    objects.push(meta::to_value(&webhooks::mutating(settings, ca_bundle)));
+    objects.push(meta::to_value(&webhooks::validating(settings, ca_bundle)));
     Ok(Manifest { objects })
 }
 
