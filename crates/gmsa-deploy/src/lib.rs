@@ -16,6 +16,8 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use gmsa_tls::self_signed::SelfSignedSecret;
+use k8s_openapi::api::core::v1::Toleration;
+use objects::{certificates, deployment, rbac, untyped, workload};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -109,8 +111,8 @@ pub struct Settings {
     pub burst: Option<u32>,
     pub resources: Resources,
     pub node_selector: BTreeMap<String, String>,
-    /// Tolerations, as Kubernetes objects.
-    pub tolerations: Vec<Value>,
+    /// Tolerations of the webhook's pods.
+    pub tolerations: Vec<Toleration>,
     pub pod_disruption_budget: bool,
     /// A ClusterRole that lets the built-in `view` role read credential specs.
     pub aggregate_to_view: bool,
@@ -272,41 +274,41 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
     };
     let mut objects = vec![
         crd::custom_resource_definition(),
-        objects::namespace(settings),
-        objects::service_account(settings),
-        objects::cluster_role(settings),
-        objects::cluster_role_binding(settings),
+        meta::to_value(&workload::namespace(settings)),
+        meta::to_value(&rbac::service_account(settings)),
+        meta::to_value(&rbac::cluster_role(settings)),
+        meta::to_value(&rbac::cluster_role_binding(settings)),
     ];
     if settings.aggregate_to_view {
-        objects.push(objects::view_role(settings));
+        objects.push(meta::to_value(&rbac::view_role(settings)));
     }
     match (&settings.certs, tls) {
         (CertMode::SelfSigned, Some(tls)) => {
-            objects.push(objects::certificates_role(settings));
-            objects.push(objects::certificates_role_binding(settings));
-            objects.push(objects::tls_secret(settings, tls));
+            objects.push(meta::to_value(&rbac::certificates_role(settings)));
+            objects.push(meta::to_value(&rbac::certificates_role_binding(settings)));
+            objects.push(meta::to_value(&certificates::tls_secret(settings, tls)));
         }
         (CertMode::CertManager, _) => {
-            objects.push(objects::issuer(settings));
-            objects.push(objects::ca_certificate(settings));
-            objects.push(objects::ca_issuer(settings));
-            objects.push(objects::certificate(settings));
+            objects.push(untyped::issuer(settings));
+            objects.push(untyped::ca_certificate(settings));
+            objects.push(untyped::ca_issuer(settings));
+            objects.push(untyped::certificate(settings));
         }
         _ => {}
     }
     if let Some(pem) = &settings.client_ca_pem {
-        objects.push(objects::client_ca(settings, pem));
+        objects.push(meta::to_value(&certificates::client_ca(settings, pem)));
     }
-    objects.push(objects::service(settings));
-    objects.push(objects::deployment(settings));
+    objects.push(meta::to_value(&workload::service(settings)));
+    objects.push(meta::to_value(&deployment::deployment(settings)));
     if settings.pod_disruption_budget {
-        objects.push(objects::pod_disruption_budget(settings));
+        objects.push(workload::pod_disruption_budget(settings));
     }
     if settings.node_setup {
-        objects.push(objects::node_setup(settings));
+        objects.push(meta::to_value(&workload::node_setup(settings)));
     }
     if settings.prometheus_rule {
-        objects.push(objects::prometheus_rule(settings));
+        objects.push(untyped::prometheus_rule(settings));
     }
     objects.push(meta::to_value(&webhooks::mutating(settings, ca_bundle)));
     objects.push(meta::to_value(&webhooks::validating(settings, ca_bundle)));

@@ -1,7 +1,9 @@
-//! What every rendered object shares: its metadata, and the one conversion of a typed object
-//! into the JSON a [`Manifest`](crate::Manifest) holds.
+//! What every rendered object shares: its metadata, label selectors, and the one conversion of
+//! a typed object into the JSON a [`Manifest`](crate::Manifest) holds.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::Resource;
 use serde::Serialize;
 use serde_json::Value;
@@ -14,6 +16,22 @@ pub fn cluster(settings: &Settings, name: &str, component: &str) -> ObjectMeta {
         name: Some(name.to_string()),
         labels: Some(labels(settings, component)),
         ..ObjectMeta::default()
+    }
+}
+
+/// A namespaced object's name and labels, in the install's namespace.
+pub fn namespaced(settings: &Settings, name: &str, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(settings.namespace.clone()),
+        ..cluster(settings, name, component)
+    }
+}
+
+/// A selector on exactly these labels.
+pub fn match_labels(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels),
+        ..LabelSelector::default()
     }
 }
 
