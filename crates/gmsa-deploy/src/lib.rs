@@ -468,5 +468,5 @@ pub fn selector_labels(settings: &Settings) -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_macros)] // fixtures are JSON
 mod tests;
