@@ -16,7 +16,17 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use gmsa_tls::self_signed::SelfSignedSecret;
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Secret, Service, ServiceAccount, Toleration,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use objects::{certificates, deployment, rbac, untyped, workload};
 use serde_json::Value;
 use thiserror::Error;
@@ -325,122 +335,74 @@ pub struct KindInfo {
     pub namespaced: bool,
 }
 
+/// How a k8s-openapi scope reads as [`KindInfo::namespaced`].
+trait Scope {
+    const NAMESPACED: bool;
+}
+
+impl Scope for NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+
+impl Scope for ClusterResourceScope {
+    const NAMESPACED: bool = false;
+}
+
+impl KindInfo {
+    /// A built-in kind, from its k8s-openapi type.
+    const fn of<K: Resource>() -> Self
+    where
+        K::Scope: Scope,
+    {
+        KindInfo {
+            api_version: K::API_VERSION,
+            kind: K::KIND,
+            plural: K::URL_PATH_SEGMENT,
+            namespaced: <K::Scope as Scope>::NAMESPACED,
+        }
+    }
+}
+
 /// The kinds, in apply order.
 pub const KINDS: &[KindInfo] = &[
+    KindInfo::of::<CustomResourceDefinition>(),
+    KindInfo::of::<Namespace>(),
+    KindInfo::of::<ServiceAccount>(),
+    KindInfo::of::<ClusterRole>(),
+    KindInfo::of::<ClusterRoleBinding>(),
+    KindInfo::of::<Role>(),
+    KindInfo::of::<RoleBinding>(),
+    KindInfo::of::<Secret>(),
+    KindInfo::of::<ConfigMap>(),
     KindInfo {
-        api_version: "apiextensions.k8s.io/v1",
-        kind: "CustomResourceDefinition",
-        plural: "customresourcedefinitions",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "Namespace",
-        plural: "namespaces",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "ServiceAccount",
-        plural: "serviceaccounts",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "ClusterRole",
-        plural: "clusterroles",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "ClusterRoleBinding",
-        plural: "clusterrolebindings",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "Role",
-        plural: "roles",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "RoleBinding",
-        plural: "rolebindings",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "Secret",
-        plural: "secrets",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "ConfigMap",
-        plural: "configmaps",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "cert-manager.io/v1",
+        api_version: untyped::CERT_MANAGER_API_VERSION,
         kind: "Issuer",
         plural: "issuers",
         namespaced: true,
     },
     KindInfo {
-        api_version: "cert-manager.io/v1",
+        api_version: untyped::CERT_MANAGER_API_VERSION,
         kind: "Certificate",
         plural: "certificates",
         namespaced: true,
     },
-    KindInfo {
-        api_version: "v1",
-        kind: "Service",
-        plural: "services",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "apps/v1",
-        kind: "Deployment",
-        plural: "deployments",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "policy/v1",
-        kind: "PodDisruptionBudget",
-        plural: "poddisruptionbudgets",
-        namespaced: true,
-    },
+    KindInfo::of::<Service>(),
+    KindInfo::of::<Deployment>(),
+    KindInfo::of::<PodDisruptionBudget>(),
+    // Before 1.21 (objects/workload.rs).
     KindInfo {
         api_version: "policy/v1beta1",
-        kind: "PodDisruptionBudget",
-        plural: "poddisruptionbudgets",
-        namespaced: true,
+        ..KindInfo::of::<PodDisruptionBudget>()
     },
+    KindInfo::of::<DaemonSet>(),
     KindInfo {
-        api_version: "apps/v1",
-        kind: "DaemonSet",
-        plural: "daemonsets",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "monitoring.coreos.com/v1",
+        api_version: untyped::PROMETHEUS_API_VERSION,
         kind: "PrometheusRule",
         plural: "prometheusrules",
         namespaced: true,
     },
-    KindInfo {
-        api_version: "admissionregistration.k8s.io/v1",
-        kind: "MutatingWebhookConfiguration",
-        plural: "mutatingwebhookconfigurations",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "admissionregistration.k8s.io/v1",
-        kind: "ValidatingWebhookConfiguration",
-        plural: "validatingwebhookconfigurations",
-        namespaced: false,
-    },
+    KindInfo::of::<MutatingWebhookConfiguration>(),
+    KindInfo::of::<ValidatingWebhookConfiguration>(),
 ];
 
 /// The kind information of a rendered object.

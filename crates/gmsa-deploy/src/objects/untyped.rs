@@ -9,6 +9,10 @@ use serde_json::{json, Value};
 
 use crate::{meta, names, Settings};
 
+/// The API versions of these kinds, as [`KINDS`](crate::KINDS) lists them too.
+pub const CERT_MANAGER_API_VERSION: &str = "cert-manager.io/v1";
+pub const PROMETHEUS_API_VERSION: &str = "monitoring.coreos.com/v1";
+
 /// Their metadata is typed all the same.
 fn metadata(settings: &Settings, name: &str, component: &str) -> Value {
     serde_json::to_value(meta::namespaced(settings, name, component)).unwrap_or_default()
@@ -17,7 +21,7 @@ fn metadata(settings: &Settings, name: &str, component: &str) -> Value {
 /// cert-manager: a self-signed Issuer in the namespace, used only to sign the CA.
 pub fn issuer(settings: &Settings) -> Value {
     json!({
-        "apiVersion": "cert-manager.io/v1",
+        "apiVersion": CERT_MANAGER_API_VERSION,
         "kind": "Issuer",
         "metadata": metadata(settings, &names::issuer(&settings.name), "certificate"),
         "spec": {"selfSigned": {}}
@@ -31,7 +35,7 @@ pub fn issuer(settings: &Settings) -> Value {
 pub fn ca_certificate(settings: &Settings) -> Value {
     let name = names::ca_certificate(&settings.name);
     json!({
-        "apiVersion": "cert-manager.io/v1",
+        "apiVersion": CERT_MANAGER_API_VERSION,
         "kind": "Certificate",
         "metadata": metadata(settings, &name, "certificate"),
         "spec": {
@@ -53,7 +57,7 @@ pub fn ca_certificate(settings: &Settings) -> Value {
 /// cert-manager: the Issuer that signs with the CA above.
 pub fn ca_issuer(settings: &Settings) -> Value {
     json!({
-        "apiVersion": "cert-manager.io/v1",
+        "apiVersion": CERT_MANAGER_API_VERSION,
         "kind": "Issuer",
         "metadata": metadata(settings, &names::ca_issuer(&settings.name), "certificate"),
         "spec": {"ca": {"secretName": names::ca_certificate(&settings.name)}}
@@ -65,7 +69,7 @@ pub fn ca_issuer(settings: &Settings) -> Value {
 pub fn certificate(settings: &Settings) -> Value {
     let secret = names::tls_secret(&settings.name);
     json!({
-        "apiVersion": "cert-manager.io/v1",
+        "apiVersion": CERT_MANAGER_API_VERSION,
         "kind": "Certificate",
         "metadata": metadata(settings, &secret, "certificate"),
         "spec": {
@@ -94,7 +98,7 @@ pub fn prometheus_rule(settings: &Settings) -> Value {
         settings.namespace
     );
     json!({
-        "apiVersion": "monitoring.coreos.com/v1",
+        "apiVersion": PROMETHEUS_API_VERSION,
         "kind": "PrometheusRule",
         "metadata": metadata(settings, &settings.name, "webhook"),
         "spec": {
