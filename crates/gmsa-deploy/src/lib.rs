@@ -5,6 +5,7 @@
 //! Helm chart's, and nothing here talks to a cluster or makes keys.
 
 pub mod crd;
+mod meta;
 pub mod names;
 mod objects;
 pub mod version;
@@ -15,6 +16,18 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use gmsa_tls::self_signed::SelfSignedSecret;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, Secret, Service, ServiceAccount, Toleration,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
+use objects::{certificates, deployment, rbac, untyped, workload};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -108,8 +121,8 @@ pub struct Settings {
     pub burst: Option<u32>,
     pub resources: Resources,
     pub node_selector: BTreeMap<String, String>,
-    /// Tolerations, as Kubernetes objects.
-    pub tolerations: Vec<Value>,
+    /// Tolerations of the webhook's pods.
+    pub tolerations: Vec<Toleration>,
     pub pod_disruption_budget: bool,
     /// A ClusterRole that lets the built-in `view` role read credential specs.
     pub aggregate_to_view: bool,
@@ -271,44 +284,44 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
     };
     let mut objects = vec![
         crd::custom_resource_definition(),
-        objects::namespace(settings),
-        objects::service_account(settings),
-        objects::cluster_role(settings),
-        objects::cluster_role_binding(settings),
+        meta::to_value(&workload::namespace(settings)),
+        meta::to_value(&rbac::service_account(settings)),
+        meta::to_value(&rbac::cluster_role(settings)),
+        meta::to_value(&rbac::cluster_role_binding(settings)),
     ];
     if settings.aggregate_to_view {
-        objects.push(objects::view_role(settings));
+        objects.push(meta::to_value(&rbac::view_role(settings)));
     }
     match (&settings.certs, tls) {
         (CertMode::SelfSigned, Some(tls)) => {
-            objects.push(objects::certificates_role(settings));
-            objects.push(objects::certificates_role_binding(settings));
-            objects.push(objects::tls_secret(settings, tls));
+            objects.push(meta::to_value(&rbac::certificates_role(settings)));
+            objects.push(meta::to_value(&rbac::certificates_role_binding(settings)));
+            objects.push(meta::to_value(&certificates::tls_secret(settings, tls)));
         }
         (CertMode::CertManager, _) => {
-            objects.push(objects::issuer(settings));
-            objects.push(objects::ca_certificate(settings));
-            objects.push(objects::ca_issuer(settings));
-            objects.push(objects::certificate(settings));
+            objects.push(untyped::issuer(settings));
+            objects.push(untyped::ca_certificate(settings));
+            objects.push(untyped::ca_issuer(settings));
+            objects.push(untyped::certificate(settings));
         }
         _ => {}
     }
     if let Some(pem) = &settings.client_ca_pem {
-        objects.push(objects::client_ca(settings, pem));
+        objects.push(meta::to_value(&certificates::client_ca(settings, pem)));
     }
-    objects.push(objects::service(settings));
-    objects.push(objects::deployment(settings));
+    objects.push(meta::to_value(&workload::service(settings)));
+    objects.push(meta::to_value(&deployment::deployment(settings)));
     if settings.pod_disruption_budget {
-        objects.push(objects::pod_disruption_budget(settings));
+        objects.push(workload::pod_disruption_budget(settings));
     }
     if settings.node_setup {
-        objects.push(objects::node_setup(settings));
+        objects.push(meta::to_value(&workload::node_setup(settings)));
     }
     if settings.prometheus_rule {
-        objects.push(objects::prometheus_rule(settings));
+        objects.push(untyped::prometheus_rule(settings));
     }
-    objects.push(webhooks::mutating(settings, ca_bundle));
-    objects.push(webhooks::validating(settings, ca_bundle));
+    objects.push(meta::to_value(&webhooks::mutating(settings, ca_bundle)));
+    objects.push(meta::to_value(&webhooks::validating(settings, ca_bundle)));
     Ok(Manifest { objects })
 }
 
@@ -322,122 +335,74 @@ pub struct KindInfo {
     pub namespaced: bool,
 }
 
+/// How a k8s-openapi scope reads as [`KindInfo::namespaced`].
+trait Scope {
+    const NAMESPACED: bool;
+}
+
+impl Scope for NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+
+impl Scope for ClusterResourceScope {
+    const NAMESPACED: bool = false;
+}
+
+impl KindInfo {
+    /// A built-in kind, from its k8s-openapi type.
+    const fn of<K: Resource>() -> Self
+    where
+        K::Scope: Scope,
+    {
+        KindInfo {
+            api_version: K::API_VERSION,
+            kind: K::KIND,
+            plural: K::URL_PATH_SEGMENT,
+            namespaced: <K::Scope as Scope>::NAMESPACED,
+        }
+    }
+}
+
 /// The kinds, in apply order.
 pub const KINDS: &[KindInfo] = &[
+    KindInfo::of::<CustomResourceDefinition>(),
+    KindInfo::of::<Namespace>(),
+    KindInfo::of::<ServiceAccount>(),
+    KindInfo::of::<ClusterRole>(),
+    KindInfo::of::<ClusterRoleBinding>(),
+    KindInfo::of::<Role>(),
+    KindInfo::of::<RoleBinding>(),
+    KindInfo::of::<Secret>(),
+    KindInfo::of::<ConfigMap>(),
     KindInfo {
-        api_version: "apiextensions.k8s.io/v1",
-        kind: "CustomResourceDefinition",
-        plural: "customresourcedefinitions",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "Namespace",
-        plural: "namespaces",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "ServiceAccount",
-        plural: "serviceaccounts",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "ClusterRole",
-        plural: "clusterroles",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "ClusterRoleBinding",
-        plural: "clusterrolebindings",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "Role",
-        plural: "roles",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "rbac.authorization.k8s.io/v1",
-        kind: "RoleBinding",
-        plural: "rolebindings",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "Secret",
-        plural: "secrets",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "v1",
-        kind: "ConfigMap",
-        plural: "configmaps",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "cert-manager.io/v1",
+        api_version: untyped::CERT_MANAGER_API_VERSION,
         kind: "Issuer",
         plural: "issuers",
         namespaced: true,
     },
     KindInfo {
-        api_version: "cert-manager.io/v1",
+        api_version: untyped::CERT_MANAGER_API_VERSION,
         kind: "Certificate",
         plural: "certificates",
         namespaced: true,
     },
-    KindInfo {
-        api_version: "v1",
-        kind: "Service",
-        plural: "services",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "apps/v1",
-        kind: "Deployment",
-        plural: "deployments",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "policy/v1",
-        kind: "PodDisruptionBudget",
-        plural: "poddisruptionbudgets",
-        namespaced: true,
-    },
+    KindInfo::of::<Service>(),
+    KindInfo::of::<Deployment>(),
+    KindInfo::of::<PodDisruptionBudget>(),
+    // Before 1.21 (objects/workload.rs).
     KindInfo {
         api_version: "policy/v1beta1",
-        kind: "PodDisruptionBudget",
-        plural: "poddisruptionbudgets",
-        namespaced: true,
+        ..KindInfo::of::<PodDisruptionBudget>()
     },
+    KindInfo::of::<DaemonSet>(),
     KindInfo {
-        api_version: "apps/v1",
-        kind: "DaemonSet",
-        plural: "daemonsets",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: "monitoring.coreos.com/v1",
+        api_version: untyped::PROMETHEUS_API_VERSION,
         kind: "PrometheusRule",
         plural: "prometheusrules",
         namespaced: true,
     },
-    KindInfo {
-        api_version: "admissionregistration.k8s.io/v1",
-        kind: "MutatingWebhookConfiguration",
-        plural: "mutatingwebhookconfigurations",
-        namespaced: false,
-    },
-    KindInfo {
-        api_version: "admissionregistration.k8s.io/v1",
-        kind: "ValidatingWebhookConfiguration",
-        plural: "validatingwebhookconfigurations",
-        namespaced: false,
-    },
+    KindInfo::of::<MutatingWebhookConfiguration>(),
+    KindInfo::of::<ValidatingWebhookConfiguration>(),
 ];
 
 /// The kind information of a rendered object.
@@ -465,5 +430,5 @@ pub fn selector_labels(settings: &Settings) -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::disallowed_macros)] // fixtures are JSON
 mod tests;

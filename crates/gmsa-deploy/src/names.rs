@@ -36,7 +36,7 @@ pub const CREDSPEC_WEBHOOK: &str = "credspec-validation.gmsa.windows.k8s.io";
 /// Name of the CEL match condition that sends only pods mentioning GMSA.
 pub const MATCH_CONDITION_NAME: &str = "mentions-gmsa";
 /// Seconds the API server waits for an answer.
-pub const WEBHOOK_TIMEOUT_SECONDS: i64 = 5;
+pub const WEBHOOK_TIMEOUT_SECONDS: i32 = 5;
 
 /// The port the container listens on (unprivileged: the container drops every capability).
 pub const CONTAINER_PORT: i32 = 8443;

@@ -63,6 +63,38 @@ fn default_install_in_apply_order() {
 }
 
 #[test]
+fn every_object_of_every_mode_is_a_listed_kind() {
+    let everything = Settings {
+        aggregate_to_view: true,
+        node_setup: true,
+        prometheus_rule: true,
+        client_ca_pem: Some("PEM".into()),
+        ..Settings::default()
+    };
+    let old = Settings {
+        kube_version: KubeVersion::new(1, 20),
+        node_setup: false,
+        ..everything.clone()
+    };
+    for certs in [
+        CertMode::SelfSigned,
+        CertMode::CertManager,
+        CertMode::Secret("mine".into()),
+    ] {
+        for settings in [&everything, &old] {
+            let settings = Settings {
+                certs: certs.clone(),
+                ..settings.clone()
+            };
+            for object in render(&settings, Some(&tls())).unwrap().objects {
+                // Typed objects write their own apiVersion and kind.
+                assert!(kind_info(&object).is_some(), "{certs}: {object}");
+            }
+        }
+    }
+}
+
+#[test]
 fn webhooks_cover_pods_ephemeral_containers_and_credspecs() {
     let m = render(&Settings::default(), Some(&tls())).unwrap();
     let mutating = &find(&m, "MutatingWebhookConfiguration")["webhooks"][0];

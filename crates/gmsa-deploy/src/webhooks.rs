@@ -1,11 +1,22 @@
 //! The Mutating and Validating webhook configurations, and the CEL condition that keeps every
 //! pod that does not mention GMSA away from the webhook.
 
+use std::collections::BTreeMap;
+
 use gmsa_core::names as core_names;
 use gmsa_core::names::paths;
-use serde_json::{json, Value};
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations,
+    ServiceReference, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use k8s_openapi::{ByteString, Resource};
 
-use crate::{labels, names, KubeVersion, Settings};
+use crate::meta::strings;
+use crate::{meta, names, KubeVersion, Settings};
 
 /// Whether a pod object `o` sets either GMSA field anywhere: pod level, containers, init
 /// containers, ephemeral containers. Every step is guarded by `has()`, because a condition
@@ -43,52 +54,65 @@ pub fn match_condition_expression() -> String {
     )
 }
 
-fn client_config(settings: &Settings, path: &str, ca_bundle: Option<&str>) -> Value {
-    let mut config = match &settings.webhook_url {
-        Some(url) => json!({"url": format!("{}{path}", url.trim_end_matches('/'))}),
-        None => json!({"service": {
-            "name": settings.name,
-            "namespace": settings.namespace,
-            "path": path,
-            "port": names::SERVICE_PORT
-        }}),
+fn client_config(settings: &Settings, path: &str, ca_bundle: Option<&str>) -> WebhookClientConfig {
+    let (url, service) = match &settings.webhook_url {
+        Some(url) => (Some(format!("{}{path}", url.trim_end_matches('/'))), None),
+        None => (
+            None,
+            Some(ServiceReference {
+                name: settings.name.clone(),
+                namespace: settings.namespace.clone(),
+                path: Some(path.to_string()),
+                port: Some(names::SERVICE_PORT),
+            }),
+        ),
     };
-    if let Some(pem) = ca_bundle {
-        use base64::Engine as _;
-        config["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
+    WebhookClientConfig {
+        ca_bundle: ca_bundle.map(|pem| ByteString(pem.as_bytes().to_vec())),
+        service,
+        url,
     }
-    config
 }
 
 /// Skips the webhook's own namespace and, with `opt_out`, namespaces labelled
 /// `gmsa-webhook: disabled`.
-fn namespace_selector(settings: &Settings, opt_out: bool) -> Value {
+fn namespace_selector(settings: &Settings, opt_out: bool) -> LabelSelector {
+    let not_in = |key: &str, value: &str| LabelSelectorRequirement {
+        key: key.to_string(),
+        operator: "NotIn".into(),
+        values: Some(vec![value.to_string()]),
+    };
     let mut expressions = Vec::new();
     if opt_out {
-        expressions.push(json!({
-            "key": names::DISABLE_LABEL,
-            "operator": "NotIn",
-            "values": [names::DISABLE_VALUE]
-        }));
+        expressions.push(not_in(names::DISABLE_LABEL, names::DISABLE_VALUE));
     }
     if settings.kube_version.at_least(KubeVersion::POLICY_V1) {
-        expressions.push(json!({
-            "key": names::NAMESPACE_NAME_LABEL,
-            "operator": "NotIn",
-            "values": [settings.namespace]
-        }));
+        expressions.push(not_in(names::NAMESPACE_NAME_LABEL, &settings.namespace));
     }
-    json!({"matchExpressions": expressions})
+    LabelSelector {
+        match_expressions: Some(expressions),
+        match_labels: None,
+    }
 }
 
-fn pod_rule(operations: &[&str], resource: &str) -> Value {
-    json!({
-        "apiGroups": [""],
-        "apiVersions": ["v1"],
-        "operations": operations,
-        "resources": [resource],
-        "scope": "Namespaced"
-    })
+fn rule(
+    group: &str,
+    version: &str,
+    operations: &[&str],
+    resource: &str,
+    scope: &str,
+) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![group.to_string()]),
+        api_versions: Some(vec![version.to_string()]),
+        operations: Some(strings(operations)),
+        resources: Some(vec![resource.to_string()]),
+        scope: Some(scope.into()),
+    }
+}
+
+fn pod_rule(operations: &[&str], resource: &str) -> RuleWithOperations {
+    rule(Pod::GROUP, Pod::VERSION, operations, resource, "Namespaced")
 }
 
 /// Whether namespaces labelled `gmsa-webhook: disabled` skip the validating webhook too. A
@@ -99,93 +123,144 @@ fn validation_opt_out(settings: &Settings) -> bool {
     !settings.kube_version.at_least(KubeVersion::POLICY_V1)
 }
 
-fn pod_webhook(
+/// What a mutating and a validating webhook of ours have in common; the settings every one
+/// of them shares are filled in by the conversions below.
+struct Hook {
+    name: &'static str,
+    client_config: WebhookClientConfig,
+    rules: Vec<RuleWithOperations>,
+    namespace_selector: Option<LabelSelector>,
+    match_conditions: Option<Vec<MatchCondition>>,
+}
+
+const FAILURE_POLICY: &str = "Fail";
+const MATCH_POLICY: &str = "Equivalent";
+const SIDE_EFFECTS: &str = "None";
+const REVIEW_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+impl From<Hook> for MutatingWebhook {
+    fn from(hook: Hook) -> Self {
+        MutatingWebhook {
+            name: hook.name.into(),
+            client_config: hook.client_config,
+            rules: Some(hook.rules),
+            namespace_selector: hook.namespace_selector,
+            match_conditions: hook.match_conditions,
+            failure_policy: Some(FAILURE_POLICY.into()),
+            match_policy: Some(MATCH_POLICY.into()),
+            side_effects: SIDE_EFFECTS.into(),
+            timeout_seconds: Some(names::WEBHOOK_TIMEOUT_SECONDS),
+            admission_review_versions: strings(REVIEW_VERSIONS),
+            ..MutatingWebhook::default()
+        }
+    }
+}
+
+impl From<Hook> for ValidatingWebhook {
+    fn from(hook: Hook) -> Self {
+        ValidatingWebhook {
+            name: hook.name.into(),
+            client_config: hook.client_config,
+            rules: Some(hook.rules),
+            namespace_selector: hook.namespace_selector,
+            match_conditions: hook.match_conditions,
+            failure_policy: Some(FAILURE_POLICY.into()),
+            match_policy: Some(MATCH_POLICY.into()),
+            side_effects: SIDE_EFFECTS.into(),
+            timeout_seconds: Some(names::WEBHOOK_TIMEOUT_SECONDS),
+            admission_review_versions: strings(REVIEW_VERSIONS),
+            ..ValidatingWebhook::default()
+        }
+    }
+}
+
+fn pod_hook(
     settings: &Settings,
-    name: &str,
+    name: &'static str,
     path: &str,
     pod_operations: &[&str],
     ca_bundle: Option<&str>,
     opt_out: bool,
-) -> Value {
-    let mut webhook = json!({
-        "name": name,
-        "clientConfig": client_config(settings, path, ca_bundle),
-        "rules": [
-            pod_rule(pod_operations, "pods"),
-            pod_rule(&["UPDATE"], &format!("pods/{}", core_names::EPHEMERAL_CONTAINERS_SUBRESOURCE))
+) -> Hook {
+    let ephemeral = format!("pods/{}", core_names::EPHEMERAL_CONTAINERS_SUBRESOURCE);
+    Hook {
+        name,
+        client_config: client_config(settings, path, ca_bundle),
+        rules: vec![
+            pod_rule(pod_operations, Pod::URL_PATH_SEGMENT),
+            pod_rule(&["UPDATE"], &ephemeral),
         ],
-        "namespaceSelector": namespace_selector(settings, opt_out),
-        "failurePolicy": "Fail",
-        "matchPolicy": "Equivalent",
-        "sideEffects": "None",
-        "timeoutSeconds": names::WEBHOOK_TIMEOUT_SECONDS,
-        "admissionReviewVersions": ["v1", "v1beta1"]
-    });
-    if settings.uses_match_conditions() {
-        webhook["matchConditions"] = json!([{
-            "name": names::MATCH_CONDITION_NAME,
-            "expression": match_condition_expression()
-        }]);
+        namespace_selector: Some(namespace_selector(settings, opt_out)),
+        // Left out, not empty, where the server has no such field.
+        match_conditions: settings.uses_match_conditions().then(|| {
+            vec![MatchCondition {
+                name: names::MATCH_CONDITION_NAME.into(),
+                expression: match_condition_expression(),
+            }]
+        }),
     }
-    webhook
 }
 
-fn metadata(settings: &Settings) -> Value {
-    let mut meta = json!({
-        "name": names::webhook_configuration(&settings.name),
-        "labels": labels(settings, "webhook")
-    });
+fn metadata(settings: &Settings) -> ObjectMeta {
+    let mut meta = meta::cluster(
+        settings,
+        &names::webhook_configuration(&settings.name),
+        "webhook",
+    );
     if settings.certs == crate::CertMode::CertManager {
-        meta["annotations"] = json!({
-            (names::CERT_MANAGER_INJECT_ANNOTATION):
-                format!("{}/{}", settings.namespace, names::ca_certificate(&settings.name))
-        });
+        meta.annotations = Some(BTreeMap::from([(
+            names::CERT_MANAGER_INJECT_ANNOTATION.to_string(),
+            format!(
+                "{}/{}",
+                settings.namespace,
+                names::ca_certificate(&settings.name)
+            ),
+        )]));
     }
     meta
 }
 
 /// Pods CREATE, and new ephemeral containers.
-pub fn mutating(settings: &Settings, ca_bundle: Option<&str>) -> Value {
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": metadata(settings),
-        "webhooks": [pod_webhook(settings, names::MUTATING_WEBHOOK, paths::MUTATE, &["CREATE"], ca_bundle, true)]
-    })
+pub fn mutating(settings: &Settings, ca_bundle: Option<&str>) -> MutatingWebhookConfiguration {
+    let pods = pod_hook(
+        settings,
+        names::MUTATING_WEBHOOK,
+        paths::MUTATE,
+        &["CREATE"],
+        ca_bundle,
+        true,
+    );
+    MutatingWebhookConfiguration {
+        metadata: metadata(settings),
+        webhooks: Some(vec![pods.into()]),
+    }
 }
 
 /// Pods CREATE and UPDATE, new ephemeral containers, and credential specs themselves.
-pub fn validating(settings: &Settings, ca_bundle: Option<&str>) -> Value {
-    let credspecs = json!({
-        "name": names::CREDSPEC_WEBHOOK,
-        "clientConfig": client_config(settings, paths::VALIDATE_CREDSPEC, ca_bundle),
-        "rules": [{
-            "apiGroups": [core_names::GROUP],
-            "apiVersions": [core_names::VERSION],
-            "operations": ["CREATE", "UPDATE"],
-            "resources": [core_names::RESOURCE],
-            "scope": "Cluster"
-        }],
-        "failurePolicy": "Fail",
-        "matchPolicy": "Equivalent",
-        "sideEffects": "None",
-        "timeoutSeconds": names::WEBHOOK_TIMEOUT_SECONDS,
-        "admissionReviewVersions": ["v1", "v1beta1"]
-    });
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
-        "metadata": metadata(settings),
-        "webhooks": [
-            pod_webhook(
-                settings,
-                names::VALIDATING_WEBHOOK,
-                paths::VALIDATE,
-                &["CREATE", "UPDATE"],
-                ca_bundle,
-                validation_opt_out(settings),
-            ),
-            credspecs
-        ]
-    })
+pub fn validating(settings: &Settings, ca_bundle: Option<&str>) -> ValidatingWebhookConfiguration {
+    let pods = pod_hook(
+        settings,
+        names::VALIDATING_WEBHOOK,
+        paths::VALIDATE,
+        &["CREATE", "UPDATE"],
+        ca_bundle,
+        validation_opt_out(settings),
+    );
+    let credspecs = Hook {
+        name: names::CREDSPEC_WEBHOOK,
+        client_config: client_config(settings, paths::VALIDATE_CREDSPEC, ca_bundle),
+        rules: vec![rule(
+            core_names::GROUP,
+            core_names::VERSION,
+            &["CREATE", "UPDATE"],
+            core_names::RESOURCE,
+            "Cluster",
+        )],
+        namespace_selector: None,
+        match_conditions: None,
+    };
+    ValidatingWebhookConfiguration {
+        metadata: metadata(settings),
+        webhooks: Some(vec![pods.into(), credspecs.into()]),
+    }
 }
