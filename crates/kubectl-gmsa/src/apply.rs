@@ -202,11 +202,8 @@ pub fn is_crd(object: &Value) -> bool {
 /// whose certificate fields the replicas' renewal writes with updates. Everything else
 /// conflicts unless `--force-conflicts`.
 pub async fn apply_one(applier: &Applier, object: &Value) -> anyhow::Result<(Outcome, String)> {
-    let kind = object["kind"].as_str().unwrap_or_default();
-    if is_crd(object)
-        || crate::certs::is_tls_secret(object)
-        || kind.ends_with("WebhookConfiguration")
-    {
+    use crate::certs::{is_tls_secret, is_webhook_config};
+    if is_crd(object) || is_tls_secret(object) || is_webhook_config(object) {
         applier.apply_forced(object).await
     } else {
         applier.apply(object).await

@@ -116,7 +116,7 @@ pub async fn stage_rotation(
     Ok(())
 }
 
-fn is_webhook_config(object: &Value) -> bool {
+pub fn is_webhook_config(object: &Value) -> bool {
     object["kind"]
         .as_str()
         .is_some_and(|k| k.ends_with("WebhookConfiguration"))

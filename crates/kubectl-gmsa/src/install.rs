@@ -14,7 +14,10 @@ use serde_json::Value;
 
 use crate::apply::{apply_one, is_crd, Applier, Outcome};
 use crate::args::{DryRun, OutputFile};
-use crate::certs::{self, add_to_ca_bundles, current_ca_bundle, secret_info, set_resource_version};
+use crate::certs::{
+    self, add_to_ca_bundles, current_ca_bundle, is_webhook_config, secret_info,
+    set_resource_version,
+};
 use crate::cluster::{client, cluster_version, kind, runtime};
 
 pub const INSTALL_EXAMPLES: &str = "\
@@ -362,11 +365,6 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             &to_yaml(&manifest.objects)?,
         )?;
     }
-    let is_webhook_config = |o: &Value| {
-        o["kind"]
-            .as_str()
-            .is_some_and(|k| k.ends_with("WebhookConfiguration"))
-    };
     if !server_dry_run {
         preflight(&applier, &manifest.objects, ns).await?;
     }

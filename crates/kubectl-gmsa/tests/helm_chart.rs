@@ -45,15 +45,23 @@ fn chart() -> PathBuf {
 
 /// Runs helm with its state in a temporary directory, so nothing of the user's is read.
 fn run_helm(home: &Path, args: &[&str]) -> String {
-    let out = Command::new(helm())
+    run_helm_on(home, None, args)
+}
+
+/// [`run_helm`] against the cluster of `kubeconfig`, if any.
+fn run_helm_on(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> String {
+    let mut command = Command::new(helm());
+    command
         .args(args)
         .env("HOME", home)
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_DATA_HOME", home.join("data"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("run helm");
+        .env_remove("KUBECONFIG");
+    if let Some(kubeconfig) = kubeconfig {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let out = command.output().expect("run helm");
     assert!(
         out.status.success(),
         "helm {}: {}{}",
@@ -332,22 +340,7 @@ fn helm_upgrade_keeps_a_renewal_under_way() {
     let cluster = RealCluster::start(ServerVersion::Current).unwrap_or_else(|e| panic!("{e}"));
     let home = tempfile::tempdir().unwrap();
     let helm = |args: &[&str]| {
-        let out = Command::new(helm())
-            .args(args)
-            .env("HOME", home.path())
-            .env("XDG_CACHE_HOME", home.path().join("cache"))
-            .env("XDG_CONFIG_HOME", home.path().join("config"))
-            .env("XDG_DATA_HOME", home.path().join("data"))
-            .env("KUBECONFIG", cluster.admin_kubeconfig())
-            .output()
-            .expect("run helm");
-        assert!(
-            out.status.success(),
-            "helm {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_helm_on(home.path(), Some(cluster.admin_kubeconfig()), args);
     };
     let chart = chart().display().to_string();
     let release = ["gmsa", chart.as_str(), "-n", "gmsa-system"];
