@@ -8,6 +8,7 @@ pub mod crd;
 mod meta;
 pub mod names;
 mod objects;
+pub mod policies;
 pub mod version;
 mod webhooks;
 
@@ -17,7 +18,8 @@ use std::str::FromStr;
 
 pub use gmsa_tls::self_signed::SelfSignedSecret;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, MutatingWebhookConfiguration,
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
@@ -82,6 +84,42 @@ impl FromStr for CertMode {
     }
 }
 
+/// What decides GMSA admissions: our webhook, or admission policies inside the API server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Admission {
+    #[default]
+    Webhook,
+    /// MutatingAdmissionPolicy and ValidatingAdmissionPolicy (Kubernetes 1.36+), with a
+    /// keeper publishing each spec's contents; no process on the admission path.
+    Policies,
+}
+
+impl fmt::Display for Admission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Admission::Webhook => "webhook",
+            Admission::Policies => "policies",
+        })
+    }
+}
+
+/// An `--admission` value that is neither.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{0:?}: write webhook or policies")]
+pub struct AdmissionError(String);
+
+impl FromStr for Admission {
+    type Err = AdmissionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "webhook" => Ok(Admission::Webhook),
+            "policies" => Ok(Admission::Policies),
+            _ => Err(AdmissionError(s.to_string())),
+        }
+    }
+}
+
 /// Container resources, as Kubernetes quantities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resources {
@@ -108,6 +146,8 @@ pub struct Settings {
     pub image: String,
     pub replicas: i32,
     pub certs: CertMode,
+    /// Webhook or admission policies.
+    pub admission: Admission,
     /// The API server's version: picks API versions and whether `matchConditions` exist.
     pub kube_version: KubeVersion,
     /// `None`: CEL `matchConditions` when the version has them.
@@ -151,6 +191,7 @@ impl Default for Settings {
             image: DEFAULT_IMAGE.into(),
             replicas: names::DEFAULT_REPLICAS,
             certs: CertMode::SelfSigned,
+            admission: Admission::Webhook,
             kube_version: KubeVersion::OFFLINE_DEFAULT,
             match_conditions: None,
             random_hostname: false,
@@ -211,6 +252,11 @@ impl Settings {
         {
             return Err(SettingsError::MatchConditions(self.kube_version));
         }
+        if self.admission == Admission::Policies
+            && !self.kube_version.at_least(KubeVersion::ADMISSION_POLICIES)
+        {
+            return Err(SettingsError::Policies(self.kube_version));
+        }
         if self.node_setup && !self.kube_version.at_least(KubeVersion::HOST_PROCESS) {
             return Err(SettingsError::HostProcess(self.kube_version));
         }
@@ -245,6 +291,8 @@ pub enum SettingsError {
     Replicas(i32),
     #[error("matchConditions need Kubernetes 1.28 or later; this is {0}: leave them off")]
     MatchConditions(KubeVersion),
+    #[error("--admission policies needs MutatingAdmissionPolicy v1 (Kubernetes 1.36 or later); this is {0}: upgrade the control plane or keep --admission webhook")]
+    Policies(KubeVersion),
     #[error("the node setup needs HostProcess containers (Kubernetes 1.26 or later); this is {0}")]
     HostProcess(KubeVersion),
     #[error("--webhook-url {0:?}: give https://HOST:PORT, without a path")]
@@ -276,6 +324,9 @@ pub struct Manifest {
 /// an existing Secret (its CA bundle), and ignored with cert-manager.
 pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest, SettingsError> {
     settings.check()?;
+    if settings.admission == Admission::Policies {
+        return Ok(render_policies(settings));
+    }
     let ca_bundle = match (&settings.certs, tls) {
         (CertMode::CertManager, _) => None,
         (_, Some(tls)) if !tls.ca_bundle_pem.is_empty() => Some(tls.ca_bundle_pem.as_str()),
@@ -323,6 +374,29 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
     objects.push(meta::to_value(&webhooks::mutating(settings, ca_bundle)));
     objects.push(meta::to_value(&webhooks::validating(settings, ca_bundle)));
     Ok(Manifest { objects })
+}
+
+/// Policy mode: the keeper that publishes contents (no Service, certificates or webhook
+/// configurations), then the policies, each before its binding.
+fn render_policies(settings: &Settings) -> Manifest {
+    let mut objects = vec![
+        crd::custom_resource_definition(),
+        meta::to_value(&workload::namespace(settings)),
+        meta::to_value(&rbac::service_account(settings)),
+        meta::to_value(&rbac::keeper_cluster_role(settings)),
+        meta::to_value(&rbac::cluster_role_binding(settings)),
+    ];
+    if settings.aggregate_to_view {
+        objects.push(meta::to_value(&rbac::view_role(settings)));
+    }
+    objects.push(meta::to_value(&deployment::keeper(settings)));
+    objects.push(meta::to_value(&policies::mutating_policy(settings)));
+    objects.push(meta::to_value(&policies::mutating_binding(settings)));
+    objects.push(meta::to_value(&policies::use_policy_object(settings)));
+    objects.push(meta::to_value(&policies::use_binding(settings)));
+    objects.push(meta::to_value(&policies::pods_policy_object(settings)));
+    objects.push(meta::to_value(&policies::pods_binding(settings)));
+    Manifest { objects }
 }
 
 /// Every kind [`render`] may produce, with the API group/version, plural and scope the CLI
@@ -403,6 +477,10 @@ pub const KINDS: &[KindInfo] = &[
     },
     KindInfo::of::<MutatingWebhookConfiguration>(),
     KindInfo::of::<ValidatingWebhookConfiguration>(),
+    KindInfo::of::<MutatingAdmissionPolicy>(),
+    KindInfo::of::<MutatingAdmissionPolicyBinding>(),
+    KindInfo::of::<ValidatingAdmissionPolicy>(),
+    KindInfo::of::<ValidatingAdmissionPolicyBinding>(),
 ];
 
 /// The kind information of a rendered object.

@@ -44,6 +44,8 @@ pub const CONTAINER_PORT: i32 = 8443;
 pub const SERVICE_PORT: i32 = 443;
 pub const PORT_NAME: &str = "https";
 pub const CONTAINER_NAME: &str = "webhook";
+/// The container of the keeper's Deployment (policy mode).
+pub const KEEPER_CONTAINER_NAME: &str = "keeper";
 /// Where the serving certificate's Secret is mounted.
 pub const TLS_MOUNT_PATH: &str = "/etc/gmsa-webhook/tls";
 pub const TLS_VOLUME: &str = "tls";

@@ -23,6 +23,8 @@ impl KubeVersion {
     pub const POLICY_V1: KubeVersion = KubeVersion::new(1, 21);
     /// HostProcess containers (GA).
     pub const HOST_PROCESS: KubeVersion = KubeVersion::new(1, 26);
+    /// MutatingAdmissionPolicy is GA (`admissionregistration.k8s.io/v1`).
+    pub const ADMISSION_POLICIES: KubeVersion = KubeVersion::new(1, 36);
 
     /// `major.minor`.
     pub const fn new(major: u32, minor: u32) -> Self {

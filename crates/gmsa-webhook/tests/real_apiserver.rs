@@ -22,6 +22,9 @@ use gmsa_testkit::real_cluster::{
 };
 use serde_json::{json, Value};
 
+#[path = "real_apiserver/policies.rs"]
+mod policies;
+
 /// Namespace where the grants live.
 const NS: &str = "gmsa-e2e";
 /// A namespace with no grants at all.
@@ -363,12 +366,76 @@ fn wait_until_webhooks_answer(e2e: &E2e) -> Result<(), String> {
     Ok(())
 }
 
+/// What decides admissions in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Our webhook process, registered by URL.
+    Webhook,
+    /// The admission policies `install --admission policies` renders, with no webhook at all.
+    Policies,
+}
+
 /// What scenarios share: the cluster and a way to create and read pods.
 struct E2e<'a> {
     cluster: &'a RealCluster,
+    admission: Admission,
 }
 
 impl E2e<'_> {
+    fn policies(&self) -> bool {
+        self.admission == Admission::Policies
+    }
+
+    /// `Ok` when the API server refused with `code` and the message `webhook` gave; in policy
+    /// mode, with the message a policy gave and the status its `reason` maps to (README: what
+    /// policy mode answers differently).
+    fn denial(
+        &self,
+        got_code: u16,
+        status: &Value,
+        webhook: &str,
+        code: u16,
+        message: &str,
+    ) -> Result<(), String> {
+        let got = status["message"].as_str().unwrap_or_default();
+        let mut problems = Vec::new();
+        let code = match self.admission {
+            Admission::Webhook => {
+                let expected =
+                    format!("admission webhook \"{webhook}\" denied the request: {message}");
+                if got != expected {
+                    problems.push(format!(
+                        "message\n      got:      {got:?}\n      expected: {expected:?}"
+                    ));
+                }
+                code
+            }
+            Admission::Policies => {
+                let expected = format!("denied request: {message}");
+                if !got.ends_with(&expected) || !got.contains("ValidatingAdmissionPolicy '") {
+                    problems.push(format!(
+                        "message\n      got:      {got:?}\n      expected: a ValidatingAdmissionPolicy's {expected:?}"
+                    ));
+                }
+                policy_code(code)
+            }
+        };
+        if got_code != code || status["code"] != json!(code) {
+            problems.push(format!(
+                "HTTP {got_code}, Status.code {}, expected {code}",
+                status["code"]
+            ));
+        }
+        if got_code == 201 {
+            problems.push("the pod was created".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
     /// Creates a pod with kubectl (as a user would) and returns what the API server stored.
     fn create_pod(&self, pod: &Value) -> Result<Value, String> {
         self.cluster
@@ -412,7 +479,7 @@ impl E2e<'_> {
     ) -> Result<(), String> {
         let namespace = pod_namespace(pod);
         let (got_code, status) = self.post_pod(namespace, pod)?;
-        denial(got_code, &status, webhook, code, message)
+        self.denial(got_code, &status, webhook, code, message)
     }
 
     /// Adds `ephemeral` to the pod through the `pods/ephemeralcontainers` subresource (a PUT
@@ -436,35 +503,12 @@ impl E2e<'_> {
     }
 }
 
-/// `Ok` when the API server refused with `code` and the message `webhook` gave.
-fn denial(
-    got_code: u16,
-    status: &Value,
-    webhook: &str,
-    code: u16,
-    message: &str,
-) -> Result<(), String> {
-    let expected = format!("admission webhook \"{webhook}\" denied the request: {message}");
-    let got = status["message"].as_str().unwrap_or_default();
-    let mut problems = Vec::new();
-    if got != expected {
-        problems.push(format!(
-            "message\n      got:      {got:?}\n      expected: {expected:?}"
-        ));
-    }
-    if got_code != code || status["code"] != json!(code) {
-        problems.push(format!(
-            "HTTP {got_code}, Status.code {}, expected {code}",
-            status["code"]
-        ));
-    }
-    if got_code == 201 {
-        problems.push("the pod was created".into());
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("; "))
+/// A policy's `reason` has four codes: the webhook's 404 (no such spec) and 417 (no
+/// `credspec` key) become 422 Invalid.
+fn policy_code(webhook_code: u16) -> u16 {
+    match webhook_code {
+        404 | 417 => 422,
+        code => code,
     }
 }
 
@@ -636,6 +680,29 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             "app",
             Some(json!({"gmsaCredentialSpecName": "gmsa-webapp1", "gmsaCredentialSpec": pretty}))
         )]);
+        if e.policies() {
+            // CEL cannot parse JSON: policies compare the text, so only the published
+            // encoding itself matches (README: what policy mode answers differently).
+            let mut exact = windows_pod("preset-exact", Some("webapp"));
+            exact["spec"]["containers"] = json!([container(
+                "app",
+                Some(
+                    json!({"gmsaCredentialSpecName": "gmsa-webapp1", "gmsaCredentialSpec": WEBAPP1})
+                )
+            )]);
+            let stored = e.create_pod(&exact)?;
+            same(
+                "container contents",
+                container_contents(&stored, "containers", "app"),
+                Some(WEBAPP1),
+            )?;
+            return e.expect_denied(
+                &pod,
+                VALIDATING_WEBHOOK,
+                422,
+                r#"the GMSA cred spec contents for container "app" does not match the contents of GMSA resource "gmsa-webapp1""#,
+            );
+        }
         let stored = e.create_pod(&pod)?;
         same(
             "container contents",
@@ -907,7 +974,22 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             windows_pod("late-spec", None),
             json!({"gmsaCredentialSpecName": "gmsa-late"}),
         );
-        let (code, answer) = e.post_pod(NS, &pod)?;
+        let (mut code, mut answer) = e.post_pod(NS, &pod)?;
+        if e.policies() {
+            // The keeper publishes the contents moments after the spec appears; until then
+            // the pod is refused, never admitted without them.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while code != 201 && Instant::now() < deadline {
+                let message = answer["message"].as_str().unwrap_or_default();
+                if !message.ends_with("cred spec gmsa-late does not exist")
+                    && !message.contains("the contents of cred spec gmsa-late are not published")
+                {
+                    return Err(format!("refused for another reason: {code}: {answer}"));
+                }
+                thread::sleep(Duration::from_millis(100));
+                (code, answer) = e.post_pod(NS, &pod)?;
+            }
+        }
         if code != 201 {
             return Err(format!("creating the pod: HTTP {code}: {answer}"));
         }
@@ -1016,7 +1098,7 @@ const FEATURE_SCENARIOS: &[(&str, Feature, Scenario)] = &[
                 "debug-limited",
                 container("debugger", named("gmsa-webapp1")),
             )?;
-            denial(
+            e.denial(
                 code,
                 &status,
                 VALIDATING_WEBHOOK,
@@ -1042,7 +1124,7 @@ const FEATURE_SCENARIOS: &[(&str, Feature, Scenario)] = &[
                 "debug-target",
                 container("missing", named("gmsa-missing")),
             )?;
-            denial(
+            e.denial(
                 code,
                 &status,
                 MUTATING_WEBHOOK,
@@ -1109,7 +1191,7 @@ const WRITE_PATH_SCENARIOS: &[(&str, Scenario)] = &[
                 &format!("/api/v1/namespaces/{NS}/pods?dryRun=All"),
                 &pod,
             )?;
-            denial(
+            e.denial(
                 code,
                 &status,
                 VALIDATING_WEBHOOK,
@@ -1246,6 +1328,36 @@ fn unreachable_refusal(name: &str, code: u16, status: &Value) -> Result<(), Stri
     }
 }
 
+/// Every scenario the server can run, in order, all of them even when one fails: how many
+/// ran, and what failed.
+fn run_scenarios(e2e: &E2e) -> (usize, Vec<String>) {
+    let version = e2e.cluster.version();
+    let scenarios = SCENARIOS
+        .iter()
+        .chain(WRITE_PATH_SCENARIOS)
+        .map(|(name, run)| (*name, *run))
+        .chain(
+            FEATURE_SCENARIOS
+                .iter()
+                .filter(|(_, feature, _)| version.has(*feature))
+                .map(|(name, _, run)| (*name, *run)),
+        );
+    let mut failures = Vec::new();
+    let mut count = 0;
+    for (name, scenario) in scenarios {
+        count += 1;
+        let began = Instant::now();
+        match scenario(e2e) {
+            Ok(()) => eprintln!("ok    {name} ({:.1?})", began.elapsed()),
+            Err(problem) => {
+                eprintln!("FAIL  {name} ({:.1?})", began.elapsed());
+                failures.push(format!("  {name}: {problem}"));
+            }
+        }
+    }
+    (count, failures)
+}
+
 #[test]
 fn webhook_behind_kube_1_20() {
     webhook_behind_a_real_kube_apiserver(ServerVersion::V1_20);
@@ -1277,34 +1389,15 @@ fn webhook_behind_a_real_kube_apiserver(version: ServerVersion) {
     };
     register_webhooks(&cluster, &webhook)
         .unwrap_or_else(|e| panic!("registering the webhooks: {e}"));
-    let e2e = E2e { cluster: &cluster };
+    let e2e = E2e {
+        cluster: &cluster,
+        admission: Admission::Webhook,
+    };
     if let Err(e) = wait_until_webhooks_answer(&e2e) {
         panic!("{e}\n--- webhook log ---\n{}", webhook.process.log_tail(60));
     }
 
-    let scenarios = SCENARIOS
-        .iter()
-        .chain(WRITE_PATH_SCENARIOS)
-        .map(|(name, run)| (*name, *run))
-        .chain(
-            FEATURE_SCENARIOS
-                .iter()
-                .filter(|(_, feature, _)| version.has(*feature))
-                .map(|(name, _, run)| (*name, *run)),
-        );
-    let mut failures = Vec::new();
-    let mut count = 0;
-    for (name, scenario) in scenarios {
-        count += 1;
-        let began = Instant::now();
-        match scenario(&e2e) {
-            Ok(()) => eprintln!("ok    {name} ({:.1?})", began.elapsed()),
-            Err(problem) => {
-                eprintln!("FAIL  {name} ({:.1?})", began.elapsed());
-                failures.push(format!("  {name}: {problem}"));
-            }
-        }
-    }
+    let (count, mut failures) = run_scenarios(&e2e);
     let still_running = webhook.process.check_running();
     let log = webhook.process.log_tail(80);
     let closed = fail_closed(&e2e, &mut webhook);

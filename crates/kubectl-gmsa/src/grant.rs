@@ -201,7 +201,7 @@ pub fn grant(
                     ..ObjectMeta::default()
                 },
                 role_ref: RoleRef {
-                    api_group: RBAC_GROUP.to_string(),
+                    api_group: Some(RBAC_GROUP.to_string()),
                     kind: "ClusterRole".to_string(),
                     name: role_name.clone(),
                 },

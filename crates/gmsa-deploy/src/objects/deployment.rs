@@ -192,22 +192,34 @@ pub fn deployment(settings: &Settings) -> Deployment {
             &settings.resources.requests_memory,
             &settings.resources.limits_memory,
         )),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            privileged: Some(false),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
-            seccomp_profile: Some(runtime_default()),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(locked_down()),
         volume_mounts: Some(mounts),
         ..Container::default()
     };
-    let pod_spec = PodSpec {
+    let mut pod_spec = pod_spec(settings, container);
+    pod_spec.volumes = Some(volumes);
+    workload_deployment(settings, pod_spec)
+}
+
+/// No privilege, no writable root, no capabilities.
+fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+/// A non-root pod of `container`, spread across nodes.
+fn pod_spec(settings: &Settings, container: Container) -> PodSpec {
+    PodSpec {
         service_account_name: Some(settings.name.clone()),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -225,10 +237,55 @@ pub fn deployment(settings: &Settings) -> Deployment {
             ..TopologySpreadConstraint::default()
         }]),
         containers: vec![container],
-        volumes: Some(volumes),
         tolerations: (!settings.tolerations.is_empty()).then(|| settings.tolerations.clone()),
         ..PodSpec::default()
+    }
+}
+
+/// Policy mode's only process: it publishes each credential spec's contents and is on no
+/// admission path, so it needs no certificate, Service or second port.
+pub fn keeper(settings: &Settings) -> Deployment {
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(names::PROBE_PORT_NAME.into()),
+            scheme: Some("HTTP".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(3),
+        failure_threshold: Some(3),
+        ..Probe::default()
     };
+    let container = Container {
+        name: names::KEEPER_CONTAINER_NAME.into(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(keeper_args()),
+        ports: Some(vec![port(names::PROBE_PORT_NAME, names::PROBE_PORT)]),
+        readiness_probe: Some(probe(core_names::paths::READYZ, 5)),
+        liveness_probe: Some(probe(core_names::paths::HEALTH, 10)),
+        resources: Some(resources(
+            &settings.resources.requests_cpu,
+            &settings.resources.requests_memory,
+            &settings.resources.limits_memory,
+        )),
+        security_context: Some(locked_down()),
+        ..Container::default()
+    };
+    workload_deployment(settings, pod_spec(settings, container))
+}
+
+/// The keeper's command line (`gmsa-webhook`'s flags).
+pub fn keeper_args() -> Vec<String> {
+    vec![
+        "--keep-published-contents".into(),
+        format!("--probe-port={}", names::PROBE_PORT),
+    ]
+}
+
+/// The Deployment around a pod: surge one, never fewer ready than asked.
+fn workload_deployment(settings: &Settings, pod_spec: PodSpec) -> Deployment {
     Deployment {
         metadata: meta::namespaced(settings, &settings.name, "webhook"),
         spec: Some(DeploymentSpec {

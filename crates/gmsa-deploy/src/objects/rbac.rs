@@ -35,7 +35,7 @@ fn subject(settings: &Settings) -> Subject {
 
 fn role_ref<K: Resource>(name: &str) -> RoleRef {
     RoleRef {
-        api_group: K::GROUP.into(),
+        api_group: Some(K::GROUP.into()),
         kind: K::KIND.into(),
         name: name.to_string(),
     }
@@ -91,6 +91,20 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
     ClusterRole {
         metadata: meta::cluster(settings, &settings.name, "webhook"),
         rules: Some(rules),
+        ..ClusterRole::default()
+    }
+}
+
+/// Policy mode: the keeper reads every credential spec and writes its published contents
+/// (annotations); the API server does the rest.
+pub fn keeper_cluster_role(settings: &Settings) -> ClusterRole {
+    ClusterRole {
+        metadata: meta::cluster(settings, &settings.name, "webhook"),
+        rules: Some(vec![rule(
+            core_names::GROUP,
+            &[core_names::RESOURCE],
+            &["get", "list", "watch", "patch"],
+        )]),
         ..ClusterRole::default()
     }
 }

@@ -1,0 +1,273 @@
+//! The CEL of the admission policies: the webhook's decisions (gmsa-core's `decision.rs`)
+//! written as expressions over `object`, `oldObject`, `request` and one credential spec in
+//! `params`. Generated, because each check repeats for the pod and three container lists.
+//!
+//! Every step into the pod is an optional (`.?`), so a missing field reads as absent instead of
+//! failing the request under `failurePolicy: Fail`.
+
+use gmsa_core::published::{CONTENTS_ANNOTATION, GENERATION_ANNOTATION};
+
+/// A place in a pod that holds GMSA settings, as the webhook names it in its messages.
+#[derive(Debug, Clone, Copy)]
+pub struct ListKind {
+    /// The pod spec field.
+    pub field: &'static str,
+    /// How messages call one of them (`gmsa_core::pod::PlaceKind`'s display).
+    pub label: &'static str,
+}
+
+pub const LISTS: [ListKind; 3] = [
+    ListKind {
+        field: "containers",
+        label: "container",
+    },
+    ListKind {
+        field: "initContainers",
+        label: "init container",
+    },
+    ListKind {
+        field: "ephemeralContainers",
+        label: "ephemeral container",
+    },
+];
+
+/// The spec name set on a holder (`object.spec` for the pod, a container), `''` when none.
+pub fn name_of(holder: &str) -> String {
+    format!("{holder}.?securityContext.?windowsOptions.?gmsaCredentialSpecName.orValue('')")
+}
+
+/// The contents set on a holder, as an optional.
+pub fn contents_of(holder: &str) -> String {
+    format!("{holder}.?securityContext.?windowsOptions.?gmsaCredentialSpec")
+}
+
+/// Whether this request creates the pod.
+pub const CREATING: &str = "request.operation == 'CREATE'";
+
+/// The containers of `list` this request creates: all of them on CREATE; on the
+/// `pods/ephemeralcontainers` subresource, the ephemeral containers the old pod lacks.
+pub fn created(list: ListKind) -> String {
+    let all = format!("object.spec.?{}.orValue([])", list.field);
+    if list.field == "ephemeralContainers" {
+        format!(
+            "{all}.filter(c, {CREATING} || (request.?subResource.orValue('') == 'ephemeralcontainers' && \
+             !oldObject.spec.?ephemeralContainers.orValue([]).exists(o, o.name == c.name)))"
+        )
+    } else {
+        format!("{all}.filter(c, {CREATING})")
+    }
+}
+
+/// The variable holding [`created`] for `list`.
+pub fn created_variable(list: ListKind) -> String {
+    format!("variables.{}", list.field)
+}
+
+/// `params`' annotation `key`, as an optional.
+fn annotation(key: &str) -> String {
+    format!("params.metadata.?annotations[?'{key}']")
+}
+
+/// The spec's published contents, `''` when none.
+pub fn published_contents() -> String {
+    format!("{}.orValue('')", annotation(CONTENTS_ANNOTATION))
+}
+
+/// Whether the spec's contents are published for its current generation. An edit by hand
+/// bumps `metadata.generation` (annotations do not), so stale contents are never used.
+pub fn published() -> String {
+    format!(
+        "has(params.credspec) && {}.hasValue() && {}.orValue('') == string(params.metadata.generation)",
+        annotation(CONTENTS_ANNOTATION),
+        annotation(GENERATION_ANNOTATION)
+    )
+}
+
+/// Whether a place this request creates names the spec in `params`.
+pub fn names_the_spec() -> String {
+    let mut any = vec![format!(
+        "({CREATING} && {} == variables.name)",
+        name_of("object.spec")
+    )];
+    for list in LISTS {
+        any.push(format!(
+            "{}.exists(c, {} == variables.name)",
+            created_variable(list),
+            name_of("c")
+        ));
+    }
+    any.join(" || ")
+}
+
+/// A CEL string literal of `text`, which must hold no `'` or `\`.
+pub fn quoted(text: &str) -> String {
+    debug_assert!(!text.contains(['\'', '\\']));
+    format!("'{text}'")
+}
+
+/// The JSON Patch that inlines the published contents wherever a created place names the spec
+/// and has none yet; nothing while the contents are not published.
+pub fn inline_patch() -> String {
+    let add =
+        |path: String| format!("JSONPatch{{op: 'add', path: {path}, value: variables.contents}}");
+    let mut parts = vec![format!(
+        "({CREATING} && {} == variables.name && !{}.hasValue() ? [{}] : [])",
+        name_of("object.spec"),
+        contents_of("object.spec"),
+        add("'/spec/securityContext/windowsOptions/gmsaCredentialSpec'".into())
+    )];
+    for list in LISTS {
+        parts.push(format!(
+            "{}.filter(c, {} == variables.name && !{}.hasValue()).map(c, {})",
+            created(list),
+            name_of("c"),
+            contents_of("c"),
+            add(format!(
+                "'/spec/{}/' + string(object.spec.{}.indexOf(c)) + '/securityContext/windowsOptions/gmsaCredentialSpec'",
+                list.field, list.field
+            ))
+        ));
+    }
+    format!("!variables.published ? [] : {}", parts.join(" + "))
+}
+
+/// The pod's name as messages quote it (empty while `generateName` is pending).
+pub const POD_NAME: &str = "object.metadata.?name.orValue('')";
+
+/// A message naming the first container of `list` that satisfies `condition`.
+pub fn first_named(list: &str, condition: &str) -> String {
+    format!("{list}.filter(c, {condition})[0].name")
+}
+
+/// What changed between two holders' settings, as the webhook words it.
+fn what_changed(new: &str, old: &str) -> String {
+    let name = format!("{} != {}", name_of(new), name_of(old));
+    let contents = format!(
+        "{}.orValue('') != {}.orValue('')",
+        contents_of(new),
+        contents_of(old)
+    );
+    format!("(({name}) && ({contents}) ? 'name and contents' : ({name}) ? 'name' : 'contents')")
+}
+
+fn differs(new: &str, old: &str) -> String {
+    format!(
+        "({} != {} || {}.orValue('') != {}.orValue(''))",
+        name_of(new),
+        name_of(old),
+        contents_of(new),
+        contents_of(old)
+    )
+}
+
+fn mentions(holder: &str) -> String {
+    format!(
+        "({} != '' || {}.hasValue())",
+        name_of(holder),
+        contents_of(holder)
+    )
+}
+
+/// The refusal of a changed GMSA setting on update.
+fn unchanged_message(what: &str, kind_label: &str, owner: &str) -> String {
+    format!(
+        "\"cannot update an existing pod's GMSA settings (GMSA \" + {what} + \" modified on {kind_label} \\\"\" + {owner} + \"\\\")\""
+    )
+}
+
+/// On UPDATE, the pod-level settings equal the old pod's: `(expression, messageExpression)`.
+pub fn pod_unchanged() -> (String, String) {
+    (
+        format!(
+            "request.operation != 'UPDATE' || !{}",
+            differs("object.spec", "oldObject.spec")
+        ),
+        unchanged_message(
+            &what_changed("object.spec", "oldObject.spec"),
+            "pod",
+            POD_NAME,
+        ),
+    )
+}
+
+/// On UPDATE, every container of `list` keeps its settings, matched by name; a container
+/// that appears may not bring settings (ephemeral ones are checked as created instead), and
+/// one that disappears may not take any away. `(expression, messageExpression)`.
+pub fn list_unchanged(list: ListKind) -> (String, String) {
+    let new = format!("object.spec.?{}.orValue([])", list.field);
+    let old = format!("oldObject.spec.?{}.orValue([])", list.field);
+    let changed = format!("{old}.exists(o, o.name == c.name && {})", differs("c", "o"));
+    let appeared = if list.field == "ephemeralContainers" {
+        "false".to_string()
+    } else {
+        format!("(!{old}.exists(o, o.name == c.name) && {})", mentions("c"))
+    };
+    let gone = format!(
+        "{old}.filter(o, !{new}.exists(c, c.name == o.name) && {})",
+        mentions("o")
+    );
+    let changed_list = format!("{new}.filter(c, {changed} || {appeared})");
+    let expression = format!(
+        "request.operation != 'UPDATE' || (size({changed_list}) == 0 && size({gone}) == 0)"
+    );
+    // The first changed container, compared with its old self when it has one.
+    let first = format!("{changed_list}[0]");
+    let what_new = format!(
+        "({old}.exists(o, o.name == {first}.name) ? {}  : ({} != '' && {}.hasValue() ? 'name and contents' : {} != '' ? 'name' : 'contents'))",
+        what_changed_with_old(&first, &old),
+        name_of(&first),
+        contents_of(&first),
+        name_of(&first),
+    );
+    let gone_first = format!("{gone}[0]");
+    let what_gone = format!(
+        "({} != '' && {}.hasValue() ? 'name and contents' : {} != '' ? 'name' : 'contents')",
+        name_of(&gone_first),
+        contents_of(&gone_first),
+        name_of(&gone_first)
+    );
+    let message = format!(
+        "size({changed_list}) > 0 ? {} : {}",
+        unchanged_message(&what_new, list.label, &format!("{first}.name")),
+        unchanged_message(&what_gone, list.label, &format!("{gone_first}.name"))
+    );
+    (expression, message)
+}
+
+/// [`what_changed`] between `new` and the container of the same name in `old_list`.
+fn what_changed_with_old(new: &str, old_list: &str) -> String {
+    let old = format!("{old_list}.filter(o, o.name == {new}.name)[0]");
+    what_changed(new, &old)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_refuses_nothing_it_is_given_here() {
+        assert_eq!(quoted("cred spec"), "'cred spec'");
+    }
+
+    #[test]
+    fn the_patch_covers_the_pod_and_every_list() {
+        let patch = inline_patch();
+        for path in [
+            "/spec/securityContext/windowsOptions/gmsaCredentialSpec",
+            "'/spec/containers/'",
+            "'/spec/initContainers/'",
+            "'/spec/ephemeralContainers/'",
+        ] {
+            assert!(patch.contains(path), "{path} missing from {patch}");
+        }
+        assert!(patch.starts_with("!variables.published ? [] :"));
+    }
+
+    #[test]
+    fn published_needs_the_current_generation() {
+        let p = published();
+        assert!(p.contains(GENERATION_ANNOTATION));
+        assert!(p.contains("string(params.metadata.generation)"));
+        assert!(p.contains("has(params.credspec)"));
+    }
+}

@@ -1,0 +1,380 @@
+//! Policy mode: the webhook's job done inside the API server (Kubernetes 1.36+) by one
+//! MutatingAdmissionPolicy and two ValidatingAdmissionPolicies, with every
+//! `GMSACredentialSpec` as a parameter. No process is on the admission path; the keeper
+//! (`gmsa-webhook --keep-published-contents`) only publishes each spec's encoded contents.
+//!
+//! - `<name>-inline` (mutating, per spec): inlines the published contents.
+//! - `<name>-use` (validating, per spec): the spec has a `credspec`, the service account may
+//!   `use` it, its contents are published for its generation, pre-set contents equal them.
+//! - `<name>-pods` (validating, once): contents without a name, a name left without contents
+//!   (no such spec), and GMSA settings changed on update.
+
+pub mod cel;
+
+use gmsa_core::names as core_names;
+use k8s_openapi::api::admissionregistration::v1::{
+    JSONPatch, MatchCondition, MatchResources, MutatingAdmissionPolicy,
+    MutatingAdmissionPolicyBinding, MutatingAdmissionPolicyBindingSpec,
+    MutatingAdmissionPolicySpec, Mutation, NamedRuleWithOperations, ParamKind, ParamRef,
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation, Variable,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use k8s_openapi::Resource;
+
+use crate::meta::{self, strings};
+use crate::{names, webhooks, Settings};
+use cel::{ListKind, LISTS};
+
+/// The names of the three policies (each binding has its policy's name).
+pub fn inline_policy(name: &str) -> String {
+    format!("{name}-inline")
+}
+
+pub fn use_policy(name: &str) -> String {
+    format!("{name}-use")
+}
+
+pub fn pods_policy(name: &str) -> String {
+    format!("{name}-pods")
+}
+
+const FAILURE_POLICY: &str = "Fail";
+const COMPONENT: &str = "admission-policy";
+
+fn variable(name: &str, expression: String) -> Variable {
+    Variable {
+        name: name.into(),
+        expression,
+    }
+}
+
+/// Pods created, pods updated (the settings must not change) and new ephemeral containers.
+fn pod_rules(operations: &[&str]) -> MatchResources {
+    MatchResources {
+        resource_rules: Some(vec![NamedRuleWithOperations {
+            api_groups: Some(vec![Pod::GROUP.into()]),
+            api_versions: Some(vec![Pod::VERSION.into()]),
+            operations: Some(strings(operations)),
+            resources: Some(vec![
+                Pod::URL_PATH_SEGMENT.into(),
+                format!(
+                    "{}/{}",
+                    Pod::URL_PATH_SEGMENT,
+                    core_names::EPHEMERAL_CONTAINERS_SUBRESOURCE
+                ),
+            ]),
+            ..NamedRuleWithOperations::default()
+        }]),
+        match_policy: Some("Equivalent".into()),
+        ..MatchResources::default()
+    }
+}
+
+/// Only requests that mention GMSA are evaluated, as with the webhooks.
+fn mentions_gmsa() -> MatchCondition {
+    MatchCondition {
+        name: names::MATCH_CONDITION_NAME.into(),
+        expression: webhooks::match_condition_expression(),
+    }
+}
+
+fn spec_param() -> ParamKind {
+    ParamKind {
+        api_version: Some(format!("{}/{}", core_names::GROUP, core_names::VERSION)),
+        kind: Some("GMSACredentialSpec".into()),
+    }
+}
+
+/// Every credential spec is a parameter; with none, the policy has nothing to check.
+fn every_spec() -> ParamRef {
+    ParamRef {
+        selector: Some(LabelSelector::default()),
+        parameter_not_found_action: Some("Allow".into()),
+        ..ParamRef::default()
+    }
+}
+
+/// The variables the per-spec policies share: the spec, its published contents and the
+/// containers this request creates.
+fn spec_variables() -> Vec<Variable> {
+    let mut vars = vec![
+        variable("name", "params.metadata.name".into()),
+        variable("published", cel::published()),
+        variable("contents", cel::published_contents()),
+    ];
+    vars.extend(created_variables());
+    vars
+}
+
+fn created_variables() -> Vec<Variable> {
+    LISTS
+        .iter()
+        .map(|list| variable(list.field, cel::created(*list)))
+        .collect()
+}
+
+pub fn mutating_policy(settings: &Settings) -> MutatingAdmissionPolicy {
+    MutatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
+        spec: Some(MutatingAdmissionPolicySpec {
+            param_kind: Some(spec_param()),
+            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
+            match_conditions: Some(vec![
+                MatchCondition {
+                    name: "creates-places".into(),
+                    expression: format!(
+                        "{} || request.?subResource.orValue('') == '{}'",
+                        cel::CREATING,
+                        core_names::EPHEMERAL_CONTAINERS_SUBRESOURCE
+                    ),
+                },
+                mentions_gmsa(),
+            ]),
+            variables: Some(vec![
+                variable("name", "params.metadata.name".into()),
+                variable("published", cel::published()),
+                variable("contents", cel::published_contents()),
+            ]),
+            mutations: Some(vec![Mutation {
+                patch_type: "JSONPatch".into(),
+                json_patch: Some(JSONPatch {
+                    expression: Some(cel::inline_patch()),
+                }),
+                ..Mutation::default()
+            }]),
+            failure_policy: Some(FAILURE_POLICY.into()),
+            reinvocation_policy: Some("Never".into()),
+        }),
+    }
+}
+
+/// Namespaces labelled `gmsa-webhook: disabled` skip mutation, never validation.
+pub fn mutating_binding(settings: &Settings) -> MutatingAdmissionPolicyBinding {
+    MutatingAdmissionPolicyBinding {
+        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
+        spec: Some(MutatingAdmissionPolicyBindingSpec {
+            policy_name: Some(inline_policy(&settings.name)),
+            param_ref: Some(every_spec()),
+            match_resources: Some(MatchResources {
+                namespace_selector: Some(LabelSelector {
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: names::DISABLE_LABEL.into(),
+                        operator: "NotIn".into(),
+                        values: Some(vec![names::DISABLE_VALUE.into()]),
+                    }]),
+                    match_labels: None,
+                }),
+                ..MatchResources::default()
+            }),
+        }),
+    }
+}
+
+fn validation(expression: String, message_expression: String, reason: &str) -> Validation {
+    Validation {
+        expression,
+        message_expression: Some(message_expression),
+        reason: Some(reason.into()),
+        message: None,
+    }
+}
+
+/// The messages quote names as the webhook does (Go's `%q` of a Kubernetes name is the name
+/// in double quotes).
+fn q(expression: &str) -> String {
+    format!("'\"' + {expression} + '\"'")
+}
+
+/// Pre-set contents on a created `list` container naming the spec differ from the published.
+fn list_mismatch(list: ListKind) -> Validation {
+    let bad = format!(
+        "{} == variables.name && {}.hasValue() && {}.value() != variables.contents",
+        cel::name_of("c"),
+        cel::contents_of("c"),
+        cel::contents_of("c")
+    );
+    let list_var = cel::created_variable(list);
+    validation(
+        format!("!{list_var}.exists(c, {bad})"),
+        format!(
+            "'the GMSA cred spec contents for {} ' + {} + ' does not match the contents of GMSA resource ' + {}",
+            list.label,
+            q(&cel::first_named(&list_var, &bad)),
+            q("variables.name")
+        ),
+        "Invalid",
+    )
+}
+
+pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
+    let named = "variables.named";
+    let service_account = "object.spec.?serviceAccountName.orValue('')";
+    let mut validations = vec![
+        validation(
+            format!("!{named} || has(params.credspec)"),
+            "'cred spec ' + variables.name + ' does not have a credspec key'".into(),
+            "Invalid",
+        ),
+        validation(
+            format!(
+                "!{named} || authorizer.serviceAccount(request.namespace, {service_account} == '' ? 'default' : {service_account})\
+                 .group('{}').resource('{}').namespace(request.namespace).name(variables.name).check('use').allowed()",
+                core_names::GROUP,
+                core_names::RESOURCE
+            ),
+            format!(
+                "'service account ' + {} + ' is not authorized to `use` GMSA cred spec ' + {}",
+                q(service_account),
+                q("variables.name")
+            ),
+            "Forbidden",
+        ),
+        validation(
+            format!("!{named} || variables.published"),
+            "'the contents of cred spec ' + variables.name + ' are not published for its generation ' + \
+             string(params.metadata.generation) + ': is the GMSA keeper running? (kubectl gmsa doctor)'"
+                .into(),
+            "Forbidden",
+        ),
+        validation(
+            format!(
+                "!({} && {} == variables.name && {}.hasValue()) || {}.value() == variables.contents",
+                cel::CREATING,
+                cel::name_of("object.spec"),
+                cel::contents_of("object.spec"),
+                cel::contents_of("object.spec")
+            ),
+            format!(
+                "'the GMSA cred spec contents for pod ' + {} + ' does not match the contents of GMSA resource ' + {}",
+                q(cel::POD_NAME),
+                q("variables.name")
+            ),
+            "Invalid",
+        ),
+    ];
+    validations.extend(LISTS.iter().map(|l| list_mismatch(*l)));
+    let mut variables = spec_variables();
+    variables.push(variable("named", cel::names_the_spec()));
+    ValidatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &use_policy(&settings.name), COMPONENT),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            param_kind: Some(spec_param()),
+            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
+            match_conditions: Some(vec![mentions_gmsa()]),
+            variables: Some(variables),
+            validations: Some(validations),
+            failure_policy: Some(FAILURE_POLICY.into()),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Checks that need no spec: contents without a name, a name still without contents after
+/// mutation (the spec does not exist), settings changed on update.
+pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
+    let pod_level = "object.spec";
+    let mut validations = vec![validation(
+        format!(
+            "!({} && {} == '' && {}.hasValue())",
+            cel::CREATING,
+            cel::name_of(pod_level),
+            cel::contents_of(pod_level)
+        ),
+        format!(
+            "'pod ' + {} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'",
+            q(cel::POD_NAME)
+        ),
+        "Invalid",
+    )];
+    for list in LISTS {
+        let list_var = cel::created_variable(list);
+        let bad = format!(
+            "{} == '' && {}.hasValue()",
+            cel::name_of("c"),
+            cel::contents_of("c")
+        );
+        validations.push(validation(
+            format!("!{list_var}.exists(c, {bad})"),
+            format!(
+                "'{} ' + {} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'",
+                list.label,
+                q(&cel::first_named(&list_var, &bad))
+            ),
+            "Invalid",
+        ));
+    }
+    validations.push(validation(
+        format!(
+            "!({} && {} != '' && !{}.hasValue())",
+            cel::CREATING,
+            cel::name_of(pod_level),
+            cel::contents_of(pod_level)
+        ),
+        format!(
+            "'cred spec ' + {} + ' does not exist'",
+            cel::name_of(pod_level)
+        ),
+        "Invalid",
+    ));
+    for list in LISTS {
+        let list_var = cel::created_variable(list);
+        let bad = format!(
+            "{} != '' && !{}.hasValue()",
+            cel::name_of("c"),
+            cel::contents_of("c")
+        );
+        validations.push(validation(
+            format!("!{list_var}.exists(c, {bad})"),
+            format!(
+                "'cred spec ' + {} + ' does not exist'",
+                cel::name_of(&format!("{list_var}.filter(c, {bad})[0]"))
+            ),
+            "Invalid",
+        ));
+    }
+    let (pod_expression, pod_message) = cel::pod_unchanged();
+    validations.push(validation(pod_expression, pod_message, "Forbidden"));
+    for list in LISTS {
+        let (expression, message) = cel::list_unchanged(list);
+        validations.push(validation(expression, message, "Forbidden"));
+    }
+    ValidatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &pods_policy(&settings.name), COMPONENT),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
+            match_conditions: Some(vec![mentions_gmsa()]),
+            variables: Some(created_variables()),
+            validations: Some(validations),
+            failure_policy: Some(FAILURE_POLICY.into()),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn validating_binding(
+    settings: &Settings,
+    policy: String,
+    param_ref: Option<ParamRef>,
+) -> ValidatingAdmissionPolicyBinding {
+    ValidatingAdmissionPolicyBinding {
+        metadata: meta::cluster(settings, &policy, COMPONENT),
+        spec: ValidatingAdmissionPolicyBindingSpec {
+            policy_name: policy,
+            param_ref,
+            validation_actions: vec!["Deny".into()],
+            match_resources: None,
+        },
+    }
+}
+
+pub fn use_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
+    validating_binding(settings, use_policy(&settings.name), Some(every_spec()))
+}
+
+pub fn pods_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
+    validating_binding(settings, pods_policy(&settings.name), None)
+}
