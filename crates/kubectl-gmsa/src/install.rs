@@ -4,12 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{Args, ValueEnum};
-use gmsa_deploy::{names, CertMode, KubeVersion, Settings, TlsMaterial};
+use gmsa_deploy::{names, Admission, CertMode, KubeVersion, Settings, TlsMaterial};
 use serde_json::Value;
 
 use crate::apply::{apply_one, is_crd, Applier, Outcome};
@@ -18,7 +18,8 @@ use crate::certs::{
     self, add_to_ca_bundles, current_ca_bundle, is_webhook_config, secret_info,
     set_resource_version,
 };
-use crate::cluster::{client, cluster_version, kind, runtime};
+use crate::cluster::{client, cluster_version, runtime};
+use crate::rollout::{preflight, wait_available, wait_established};
 
 pub const INSTALL_EXAMPLES: &str = "\
 Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's service
@@ -45,7 +46,13 @@ Examples:
   kubectl gmsa install --certs cert-manager --apply
   kubectl gmsa install --apply --rotate-certs
   kubectl gmsa install --image registry.example/gmsa-webhook:0.1.0 --apply --retire-reference
-  kubectl gmsa install --node-setup --kube-version 1.30 -o node-setup.yaml";
+  kubectl gmsa install --node-setup --kube-version 1.30 -o node-setup.yaml
+  kubectl gmsa install --admission policies --image registry.example/gmsa-webhook:0.1.0 --apply
+
+--admission policies (Kubernetes 1.36+) installs admission policies instead of the webhook:
+the API server itself inlines and checks credential specs, and the only Deployment is the
+keeper that publishes each spec's contents (annotations the policies read). Older servers are
+refused. Switching either way is safe: the new mode is live before the old one is removed.";
 
 /// Whether the webhook configurations carry CEL `matchConditions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,6 +81,10 @@ pub struct InstallArgs {
     /// Serving certificate: self-signed (made here), cert-manager, or secret:NAME (yours).
     #[arg(long, value_name = "MODE", default_value = "self-signed")]
     pub certs: CertMode,
+    /// What admits GMSA pods: `webhook` (our webhook server), or `policies`: admission
+    /// policies inside the API server (Kubernetes 1.36+), no webhook on the admission path.
+    #[arg(long, value_name = "MODE", default_value = "webhook")]
+    pub admission: Admission,
     /// With --certs secret:NAME: the CA that signed it (PEM) [default: the Secret's ca.crt].
     #[arg(long = "ca-bundle", value_name = "FILE")]
     pub ca_bundle: Option<PathBuf>,
@@ -163,6 +174,7 @@ impl InstallArgs {
             image: self.image.clone(),
             replicas: self.replicas,
             certs: self.certs.clone(),
+            admission: self.admission,
             kube_version,
             match_conditions: match self.match_conditions {
                 Toggle::Auto => None,
@@ -223,6 +235,13 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         }
         let kube_version = match args.kube_version {
             Some(v) => v,
+            None if args.admission == Admission::Policies => {
+                eprintln!(
+                    "note: rendering for Kubernetes {} (no --kube-version given), the first with admission policies v1",
+                    KubeVersion::ADMISSION_POLICIES
+                );
+                KubeVersion::ADMISSION_POLICIES
+            }
             None => {
                 eprintln!(
                     "note: rendering for Kubernetes {} (no --kube-version given): CEL matchConditions included; pass --kube-version for older clusters",
@@ -294,6 +313,17 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         server_dry_run,
         force_conflicts: args.force_conflicts,
     };
+    if settings.admission == Admission::Policies {
+        if args.rotate_certs {
+            bail!("--rotate-certs: policy mode has no certificates (nothing serves admissions)");
+        }
+        let options = crate::install_policies::Options {
+            output: args.output.output.as_deref(),
+            force: args.output.force,
+            wait: (!args.no_wait).then(|| Duration::from_secs(args.wait_timeout)),
+        };
+        return crate::install_policies::install(options, &applier, &settings).await;
+    }
     let ns = settings.namespace.as_str();
 
     // The self-signed Secret as read: its state, to stage a rotation from, and its
@@ -419,6 +449,17 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
     for line in crate::reference::remove_superseded(&applier, &settings).await? {
         println!("{line}");
     }
+    // Back from policy mode: the webhooks answer now, so the policies can go.
+    for line in crate::install_policies::delete_ours(
+        &applier,
+        &settings,
+        &crate::install_policies::policies_only(&settings),
+        "replaced by the webhook",
+    )
+    .await?
+    {
+        println!("{line}");
+    }
     match (&reference, args.retire_reference) {
         (Some(found), true) => {
             for line in found.retire(&applier).await? {
@@ -442,111 +483,4 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Sends every object as a server-side dry run, so an install that would fail part-way
-/// (a conflict, a missing cert-manager, a forbidden kind) fails before changing anything.
-/// Objects in a namespace the install itself creates cannot be checked until it exists: the
-/// API server answers those with "namespace not found", which is not counted.
-async fn preflight(applier: &Applier, objects: &[Value], namespace: &str) -> anyhow::Result<()> {
-    let dry = Applier {
-        server_dry_run: true,
-        ..applier.clone()
-    };
-    let mut problems = Vec::new();
-    for object in objects {
-        if let Err(e) = apply_one(&dry, object).await {
-            if !is_missing_namespace(&e, namespace) {
-                problems.push(format!("{e}: {}", e.root_cause()));
-            }
-        }
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    bail!(
-        "nothing was changed: {} of {} objects would fail (server-side dry run):\n  {}",
-        problems.len(),
-        objects.len(),
-        problems.join("\n  ")
-    )
-}
-
-fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
-    matches!(
-        e.downcast_ref::<kube::Error>(),
-        Some(kube::Error::Api(status)) if status.code == 404
-            && status.details.as_ref().is_some_and(|d| d.kind == "namespaces" && d.name == namespace)
-    )
-}
-
-/// How long the API server gets to load new webhook configurations before the Secret they
-/// must trust changes. It watches them and usually reacts within a second.
-async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
-    let info = kind("apiextensions.k8s.io/v1", "CustomResourceDefinition");
-    let name = gmsa_deploy::crd::crd_name();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let crd = applier.get(info, None, &name).await?;
-        let established = crd.as_ref().is_some_and(|c| {
-            c["status"]["conditions"].as_array().is_some_and(|conds| {
-                conds
-                    .iter()
-                    .any(|c| c["type"] == "Established" && c["status"] == "True")
-            })
-        });
-        if established {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "CRD {name} was not established within 60 s: check `kubectl describe crd {name}`"
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Waits until the Deployment's current generation has a ready replica, so registering the
-/// webhooks does not block pod creation.
-async fn wait_available(
-    applier: &Applier,
-    settings: &Settings,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let info = kind("apps/v1", "Deployment");
-    let deadline = Instant::now() + timeout;
-    eprintln!(
-        "waiting up to {}s for deployment {}/{} to have a ready replica",
-        timeout.as_secs(),
-        settings.namespace,
-        settings.name
-    );
-    loop {
-        let deployment = applier
-            .get(info, Some(&settings.namespace), &settings.name)
-            .await?
-            .unwrap_or(Value::Null);
-        let generation = deployment["metadata"]["generation"].as_i64().unwrap_or(0);
-        let observed = deployment["status"]["observedGeneration"]
-            .as_i64()
-            .unwrap_or(-1);
-        let available = deployment["status"]["availableReplicas"]
-            .as_i64()
-            .unwrap_or(0);
-        if observed >= generation && available > 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "deployment {ns}/{name} has no ready replica after {}s, so the webhooks were not registered: \
-                 check `kubectl -n {ns} describe deploy/{name}` and `kubectl -n {ns} logs deploy/{name}`, \
-                 then run install again (or pass --no-wait)",
-                timeout.as_secs(),
-                ns = settings.namespace,
-                name = settings.name
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
 }

@@ -14,9 +14,11 @@ pub mod doctor;
 pub mod grant;
 pub mod input;
 pub mod install;
+pub mod install_policies;
 pub mod output;
 pub mod probe;
 pub mod reference;
+pub mod rollout;
 pub mod uninstall;
 
 use std::process::ExitCode;

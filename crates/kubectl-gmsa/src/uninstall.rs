@@ -80,7 +80,13 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
         "MutatingWebhookConfiguration",
     );
     let configurations = names::webhook_configuration(name);
-    let targets: Vec<(&gmsa_deploy::KindInfo, Option<&str>, String)> = vec![
+    // Policy mode's objects first: its bindings stop admission before anything else goes.
+    let mut targets: Vec<(&gmsa_deploy::KindInfo, Option<&str>, String)> =
+        crate::install_policies::policies_only(&settings)
+            .into_iter()
+            .map(|(info, _, object)| (info, None, object))
+            .collect();
+    targets.extend([
         (validating, None, configurations.clone()),
         (mutating, None, configurations),
         // The name earlier versions gave them.
@@ -149,7 +155,7 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
             name.into(),
         ),
         (kind("v1", "ServiceAccount"), ns, name.into()),
-    ];
+    ]);
     let ours = gmsa_deploy::selector_labels(&settings);
     for (info, namespace, object) in &targets {
         let Some(found) = applier.get(info, *namespace, object).await? else {

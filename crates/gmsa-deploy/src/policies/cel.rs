@@ -5,7 +5,7 @@
 //! Every step into the pod is an optional (`.?`), so a missing field reads as absent instead of
 //! failing the request under `failurePolicy: Fail`.
 
-use gmsa_core::published::{CONTENTS_ANNOTATION, GENERATION_ANNOTATION};
+use gmsa_core::published::{CONTENTS_ANNOTATION, CONTENTS_GENERATION_ANNOTATION};
 
 /// A place in a pod that holds GMSA settings, as the webhook names it in its messages.
 #[derive(Debug, Clone, Copy)]
@@ -79,7 +79,7 @@ pub fn published() -> String {
     format!(
         "has(params.credspec) && {}.hasValue() && {}.orValue('') == string(params.metadata.generation)",
         annotation(CONTENTS_ANNOTATION),
-        annotation(GENERATION_ANNOTATION)
+        annotation(CONTENTS_GENERATION_ANNOTATION)
     )
 }
 
@@ -266,7 +266,7 @@ mod tests {
     #[test]
     fn published_needs_the_current_generation() {
         let p = published();
-        assert!(p.contains(GENERATION_ANNOTATION));
+        assert!(p.contains(CONTENTS_GENERATION_ANNOTATION));
         assert!(p.contains("string(params.metadata.generation)"));
         assert!(p.contains("has(params.credspec)"));
     }

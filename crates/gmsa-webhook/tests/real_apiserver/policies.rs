@@ -99,7 +99,7 @@ fn publish_by_hand(cluster: &RealCluster) -> Result<(), String> {
         };
         let patch = json!({"metadata": {"annotations": {
             gmsa_core::published::CONTENTS_ANNOTATION: gmsa_core::canonical::to_go_json(credspec),
-            gmsa_core::published::GENERATION_ANNOTATION: item["metadata"]["generation"].to_string(),
+            gmsa_core::published::CONTENTS_GENERATION_ANNOTATION: item["metadata"]["generation"].to_string(),
         }}});
         cluster
             .kubectl_ok(

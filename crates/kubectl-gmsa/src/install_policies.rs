@@ -1,0 +1,291 @@
+//! `install --admission policies`: the admission policies instead of the webhook. Order
+//! matters twice: every credential spec's contents are published before the policies go live
+//! (a pod naming a spec would otherwise be refused), and a webhook install being replaced is
+//! unregistered only once the policies visibly answer (no pod is ever admitted unchecked).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use gmsa_core::published::{publication, Publication};
+use gmsa_deploy::{names, policies, KindInfo, Settings};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{json, Value};
+
+use crate::apply::{apply_one, display_name, is_crd, Applier, Outcome};
+use crate::cluster::{credential_spec_resource, kind};
+use crate::rollout::{preflight, wait_available, wait_established};
+
+/// Policies and bindings, as opposed to what the keeper needs.
+fn is_policy_object(object: &Value) -> bool {
+    object["kind"]
+        .as_str()
+        .is_some_and(|k| k.contains("AdmissionPolicy"))
+}
+
+/// What the command line asks of a policy install besides the settings.
+pub struct Options<'a> {
+    /// Also write the rendered objects here (`-o`), and whether to overwrite.
+    pub output: Option<&'a Path>,
+    pub force: bool,
+    /// How long the keeper gets to have a ready replica; `None`: do not wait.
+    pub wait: Option<Duration>,
+}
+
+pub async fn install(
+    options: Options<'_>,
+    applier: &Applier,
+    settings: &Settings,
+) -> anyhow::Result<ExitCode> {
+    let manifest = gmsa_deploy::render(settings, None)?;
+    if options.output.is_some() {
+        crate::output::write(
+            options.output,
+            options.force,
+            &crate::output::yaml_documents(&manifest.objects)?,
+        )?;
+    }
+    let server_dry_run = applier.server_dry_run;
+    if !server_dry_run {
+        preflight(applier, &manifest.objects, &settings.namespace).await?;
+    }
+    for object in manifest.objects.iter().filter(|o| !is_policy_object(o)) {
+        let (outcome, line) = apply_one(applier, object).await?;
+        println!("{line}");
+        if is_crd(object) && outcome == Outcome::Created && !server_dry_run {
+            wait_established(applier).await?;
+        }
+    }
+    if !server_dry_run {
+        let published = publish_all(applier).await?;
+        eprintln!("contents: {published} credential spec(s) published for the policies");
+    }
+    if let (Some(timeout), false) = (options.wait, server_dry_run) {
+        wait_available(applier, settings, timeout).await?;
+    }
+    for object in manifest.objects.iter().filter(|o| is_policy_object(o)) {
+        println!("{}", apply_one(applier, object).await?.1);
+    }
+    if server_dry_run {
+        return Ok(ExitCode::SUCCESS);
+    }
+    wait_policies_answer(applier, settings).await?;
+    for line in retire_webhook(applier, settings).await? {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Publishes every spec whose annotations are not current (the keeper does the same from
+/// then on); returns how many were written. Each write carries the resourceVersion read, so
+/// an edit made meanwhile is never overwritten with older contents (it is retried).
+pub async fn publish_all(applier: &Applier) -> anyhow::Result<usize> {
+    let api: Api<DynamicObject> =
+        Api::all_with(applier.client.clone(), &credential_spec_resource());
+    let mut written = 0;
+    for attempt in 0..5 {
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .context("cannot list GMSACredentialSpecs to publish their contents")?;
+        let mut conflicts = 0;
+        for item in list.items {
+            let object = serde_json::to_value(&item).unwrap_or(Value::Null);
+            let name = item.metadata.name.clone().unwrap_or_default();
+            let change = match publication(&object) {
+                Ok(change) => change,
+                Err(e) => {
+                    eprintln!("warning: GMSACredentialSpec {name}: {e}; its pods will be refused");
+                    continue;
+                }
+            };
+            let rv = item.metadata.resource_version.clone().unwrap_or_default();
+            let Some(patch) = change.merge_patch(&rv) else {
+                continue;
+            };
+            match api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => written += usize::from(matches!(change, Publication::Publish { .. })),
+                Err(kube::Error::Api(s)) if s.code == 409 => conflicts += 1,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot publish the contents of GMSACredentialSpec {name} (needs patch on gmsacredentialspecs)")
+                    })
+                }
+            }
+        }
+        if conflicts == 0 {
+            return Ok(written);
+        }
+        eprintln!(
+            "note: {conflicts} spec(s) changed while publishing; reading them again (attempt {})",
+            attempt + 2
+        );
+    }
+    bail!(
+        "credential specs keep changing while install publishes their contents; run install again"
+    )
+}
+
+/// Waits (30 s) until the API server refuses, by a policy, a server-dry-run pod that names no
+/// existing spec: the policies are loaded and evaluated.
+async fn wait_policies_answer(applier: &Applier, settings: &Settings) -> anyhow::Result<()> {
+    let pods: Api<DynamicObject> = Api::namespaced_with(
+        applier.client.clone(),
+        &settings.namespace,
+        &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
+    );
+    let probe: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "gmsa-install-probe"},
+        "spec": {
+            "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": "gmsa-install-probe-no-such-spec"}},
+            "containers": [{"name": "probe", "image": "probe"}],
+        },
+    }))
+    .context("the probe pod")?;
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let expected = format!(
+        "ValidatingAdmissionPolicy '{}'",
+        policies::pods_policy(&settings.name)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = pods.create(&params, &probe).await;
+        match &answer {
+            Err(kube::Error::Api(s)) if s.message.contains(&expected) => return Ok(()),
+            _ if Instant::now() >= deadline => bail!(
+                "the admission policies did not answer within 30 s (last answer: {}); the webhook, if any, is still registered: check `kubectl get validatingadmissionpolicies` and run install again",
+                match answer {
+                    Ok(_) => "a pod naming no spec was admitted".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// What webhook mode had and policy mode does not: unregistered first, so no pod waits on a
+/// webhook being removed.
+pub fn webhook_only(settings: &Settings) -> Vec<(&'static KindInfo, bool, String)> {
+    let name = &settings.name;
+    let configurations = names::webhook_configuration(name);
+    vec![
+        (
+            kind(
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration",
+            ),
+            false,
+            configurations.clone(),
+        ),
+        (
+            kind(
+                "admissionregistration.k8s.io/v1",
+                "MutatingWebhookConfiguration",
+            ),
+            false,
+            configurations,
+        ),
+        (kind("policy/v1", "PodDisruptionBudget"), true, name.clone()),
+        (kind("v1", "Service"), true, name.clone()),
+        (kind("v1", "Secret"), true, names::tls_secret(name)),
+        (
+            kind("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            true,
+            names::certificates_role(name),
+        ),
+        (
+            kind("rbac.authorization.k8s.io/v1", "Role"),
+            true,
+            names::certificates_role(name),
+        ),
+        (kind("v1", "ConfigMap"), true, names::client_ca(name)),
+    ]
+}
+
+/// The policy objects, bindings first, for a webhook install replacing policy mode.
+pub fn policies_only(settings: &Settings) -> Vec<(&'static KindInfo, bool, String)> {
+    let name = &settings.name;
+    let admission = "admissionregistration.k8s.io/v1";
+    vec![
+        (
+            kind(admission, "ValidatingAdmissionPolicyBinding"),
+            false,
+            policies::use_policy(name),
+        ),
+        (
+            kind(admission, "ValidatingAdmissionPolicyBinding"),
+            false,
+            policies::pods_policy(name),
+        ),
+        (
+            kind(admission, "MutatingAdmissionPolicyBinding"),
+            false,
+            policies::inline_policy(name),
+        ),
+        (
+            kind(admission, "ValidatingAdmissionPolicy"),
+            false,
+            policies::use_policy(name),
+        ),
+        (
+            kind(admission, "ValidatingAdmissionPolicy"),
+            false,
+            policies::pods_policy(name),
+        ),
+        (
+            kind(admission, "MutatingAdmissionPolicy"),
+            false,
+            policies::inline_policy(name),
+        ),
+    ]
+}
+
+/// Deletes the objects of `targets` that carry this install's labels.
+pub async fn delete_ours(
+    applier: &Applier,
+    settings: &Settings,
+    targets: &[(&'static KindInfo, bool, String)],
+    why: &str,
+) -> anyhow::Result<Vec<String>> {
+    let ours = gmsa_deploy::selector_labels(settings);
+    let mut lines = Vec::new();
+    for (info, namespaced, name) in targets {
+        let namespace = namespaced.then_some(settings.namespace.as_str());
+        let Some(found) = applier.get(info, namespace, name).await? else {
+            continue;
+        };
+        let labelled = ours
+            .iter()
+            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
+        if !labelled {
+            eprintln!(
+                "skipped {}: it does not carry install's labels",
+                display_name(info, name)
+            );
+            continue;
+        }
+        if let Some(line) = applier.delete(info, namespace, name).await? {
+            lines.push(format!("{line} ({why})"));
+        }
+    }
+    Ok(lines)
+}
+
+async fn retire_webhook(applier: &Applier, settings: &Settings) -> anyhow::Result<Vec<String>> {
+    delete_ours(
+        applier,
+        settings,
+        &webhook_only(settings),
+        "replaced by the admission policies",
+    )
+    .await
+}

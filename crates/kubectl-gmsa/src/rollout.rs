@@ -1,0 +1,122 @@
+//! Steps of an install that both modes take: the server-side dry run of everything first,
+//! the CRD being served, the Deployment having a ready replica.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use gmsa_deploy::Settings;
+use serde_json::Value;
+
+use crate::apply::{apply_one, Applier};
+use crate::cluster::kind;
+
+/// Sends every object as a server-side dry run, so an install that would fail part-way
+/// (a conflict, a missing cert-manager, a forbidden kind) fails before changing anything.
+/// Objects in a namespace the install itself creates cannot be checked until it exists: the
+/// API server answers those with "namespace not found", which is not counted.
+pub async fn preflight(
+    applier: &Applier,
+    objects: &[Value],
+    namespace: &str,
+) -> anyhow::Result<()> {
+    let dry = Applier {
+        server_dry_run: true,
+        ..applier.clone()
+    };
+    let mut problems = Vec::new();
+    for object in objects {
+        if let Err(e) = apply_one(&dry, object).await {
+            if !is_missing_namespace(&e, namespace) {
+                problems.push(format!("{e}: {}", e.root_cause()));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "nothing was changed: {} of {} objects would fail (server-side dry run):\n  {}",
+        problems.len(),
+        objects.len(),
+        problems.join("\n  ")
+    )
+}
+
+fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
+    matches!(
+        e.downcast_ref::<kube::Error>(),
+        Some(kube::Error::Api(status)) if status.code == 404
+            && status.details.as_ref().is_some_and(|d| d.kind == "namespaces" && d.name == namespace)
+    )
+}
+
+/// How long the API server gets to load new webhook configurations before the Secret they
+/// must trust changes. It watches them and usually reacts within a second.
+pub async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
+    let info = kind("apiextensions.k8s.io/v1", "CustomResourceDefinition");
+    let name = gmsa_deploy::crd::crd_name();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let crd = applier.get(info, None, &name).await?;
+        let established = crd.as_ref().is_some_and(|c| {
+            c["status"]["conditions"].as_array().is_some_and(|conds| {
+                conds
+                    .iter()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            })
+        });
+        if established {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "CRD {name} was not established within 60 s: check `kubectl describe crd {name}`"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Waits until the Deployment's current generation has a ready replica, so registering the
+/// webhooks does not block pod creation.
+pub async fn wait_available(
+    applier: &Applier,
+    settings: &Settings,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let info = kind("apps/v1", "Deployment");
+    let deadline = Instant::now() + timeout;
+    eprintln!(
+        "waiting up to {}s for deployment {}/{} to have a ready replica",
+        timeout.as_secs(),
+        settings.namespace,
+        settings.name
+    );
+    loop {
+        let deployment = applier
+            .get(info, Some(&settings.namespace), &settings.name)
+            .await?
+            .unwrap_or(Value::Null);
+        let generation = deployment["metadata"]["generation"].as_i64().unwrap_or(0);
+        let observed = deployment["status"]["observedGeneration"]
+            .as_i64()
+            .unwrap_or(-1);
+        let available = deployment["status"]["availableReplicas"]
+            .as_i64()
+            .unwrap_or(0);
+        if observed >= generation && available > 0 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "deployment {ns}/{name} has no ready replica after {}s, so the webhooks were not registered: \
+                 check `kubectl -n {ns} describe deploy/{name}` and `kubectl -n {ns} logs deploy/{name}`, \
+                 then run install again (or pass --no-wait)",
+                timeout.as_secs(),
+                ns = settings.namespace,
+                name = settings.name
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
