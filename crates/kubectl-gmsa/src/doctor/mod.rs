@@ -12,6 +12,7 @@ mod credspecs;
 mod node_steps;
 mod objects;
 mod pods;
+mod policies;
 mod readiness;
 mod report;
 
@@ -77,8 +78,11 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
             return (report, None);
         }
     };
-    match crate::cluster::cluster_version(&client).await {
-        Ok(v) => report.pass("cluster", "", format!("Kubernetes {v}")),
+    let version = match crate::cluster::cluster_version(&client).await {
+        Ok(v) => {
+            report.pass("cluster", "", format!("Kubernetes {v}"));
+            v
+        }
         Err(e) => {
             report.fail(
                 "cluster",
@@ -88,12 +92,18 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
             );
             return (report, None);
         }
-    }
+    };
     crd::check(&client, &mut report).await;
-    let configuration = names::webhook_configuration(&args.name);
-    if let Some(registration) = configurations::check(&client, &configuration, &mut report).await {
-        certificates::check(&client, &configuration, &registration, &mut report).await;
-        readiness::check(&client, &registration.endpoint, &mut report).await;
+    if policies::installed(&client, &args.name).await {
+        policies::check(&client, &args.name, version, &mut report).await;
+    } else {
+        let configuration = names::webhook_configuration(&args.name);
+        if let Some(registration) =
+            configurations::check(&client, &configuration, &mut report).await
+        {
+            certificates::check(&client, &configuration, &registration, &mut report).await;
+            readiness::check(&client, &registration.endpoint, &mut report).await;
+        }
     }
     configurations::check_reference(&client, &mut report).await;
     let specs = credspecs::check(&client, &mut report).await;
