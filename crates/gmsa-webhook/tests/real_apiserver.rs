@@ -801,6 +801,19 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             }
         },
     ),
+    ("pre-set contents under a name no spec has still need a grant", |e| {
+        let mut pod = windows_pod("preset-ghost", Some("nogrant"));
+        pod["spec"]["containers"] = json!([container(
+            "app",
+            Some(json!({"gmsaCredentialSpecName": "gmsa-ghost", "gmsaCredentialSpec": WEBAPP1}))
+        )]);
+        e.expect_denied(
+            &pod,
+            VALIDATING_WEBHOOK,
+            403,
+            r#"service account "nogrant" is not authorized to `use` GMSA cred spec "gmsa-ghost""#,
+        )
+    }),
     ("unknown spec is denied", |e| {
         let mut pod = windows_pod("unknown-spec", Some("webapp"));
         pod["spec"]["containers"] = json!([container("app", named("gmsa-missing"))]);

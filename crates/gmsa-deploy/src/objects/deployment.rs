@@ -280,6 +280,7 @@ pub fn keeper(settings: &Settings) -> Deployment {
 pub fn keeper_args() -> Vec<String> {
     vec![
         "--keep-published-contents".into(),
+        "--no-admission".into(),
         format!("--probe-port={}", names::PROBE_PORT),
     ]
 }

@@ -99,6 +99,32 @@ pub fn names_the_spec() -> String {
     any.join(" || ")
 }
 
+/// The spec names set on the places this request creates (needs the [`created`] variables);
+/// with `preset`, only where contents are set too.
+pub fn created_names(preset: bool) -> String {
+    let has = |holder: &str| {
+        let mut condition = format!("{} != ''", name_of(holder));
+        if preset {
+            condition.push_str(&format!(" && {}.hasValue()", contents_of(holder)));
+        }
+        condition
+    };
+    let mut parts = vec![format!(
+        "({CREATING} && {} ? [{}] : [])",
+        has("object.spec"),
+        name_of("object.spec")
+    )];
+    for list in LISTS {
+        parts.push(format!(
+            "{}.filter(c, {}).map(c, {})",
+            created_variable(list),
+            has("c"),
+            name_of("c")
+        ));
+    }
+    parts.join(" + ")
+}
+
 /// A CEL string literal of `text`, which must hold no `'` or `\`.
 pub fn quoted(text: &str) -> String {
     debug_assert!(!text.contains(['\'', '\\']));

@@ -4,10 +4,11 @@
 //! (`gmsa-webhook --keep-published-contents`) only publishes each spec's encoded contents.
 //!
 //! - `<name>-inline` (mutating, per spec): inlines the published contents.
-//! - `<name>-use` (validating, per spec): the spec has a `credspec`, the service account may
-//!   `use` it, its contents are published for its generation, pre-set contents equal them.
-//! - `<name>-pods` (validating, once): contents without a name, a name left without contents
-//!   (no such spec), and GMSA settings changed on update.
+//! - `<name>-use` (validating, per spec): the spec has a `credspec`, its contents are
+//!   published for its generation, pre-set contents equal them.
+//! - `<name>-pods` (validating, once): a name left without contents (no such spec), contents
+//!   without a name, the service account may `use` every named spec, and GMSA settings never
+//!   change on update.
 
 pub mod cel;
 
@@ -181,6 +182,24 @@ fn validation(expression: String, message_expression: String, reason: &str) -> V
     }
 }
 
+/// The pod's service account, as written (the ServiceAccount admission plugin has already
+/// put `default` there when it was empty).
+const SERVICE_ACCOUNT: &str = "object.spec.?serviceAccountName.orValue('')";
+
+/// Places with pre-set contents whose spec name is authorized without a spec.
+const PRESET_SLOTS: usize = 8;
+
+/// Whether the pod's service account may `use` the spec named by the CEL string `name`. The
+/// namespace must be given for RoleBindings to count.
+fn may_use(name: &str) -> String {
+    format!(
+        "authorizer.serviceAccount(request.namespace, {SERVICE_ACCOUNT} == '' ? 'default' : {SERVICE_ACCOUNT})\
+         .group('{}').resource('{}').namespace(request.namespace).name({name}).check('use').allowed()",
+        core_names::GROUP,
+        core_names::RESOURCE
+    )
+}
+
 /// The messages quote names as the webhook does (Go's `%q` of a Kubernetes name is the name
 /// in double quotes).
 fn q(expression: &str) -> String {
@@ -210,7 +229,6 @@ fn list_mismatch(list: ListKind) -> Validation {
 
 pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
     let named = "variables.named";
-    let service_account = "object.spec.?serviceAccountName.orValue('')";
     let mut validations = vec![
         validation(
             format!("!{named} || has(params.credspec)"),
@@ -218,15 +236,10 @@ pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
             "Invalid",
         ),
         validation(
-            format!(
-                "!{named} || authorizer.serviceAccount(request.namespace, {service_account} == '' ? 'default' : {service_account})\
-                 .group('{}').resource('{}').namespace(request.namespace).name(variables.name).check('use').allowed()",
-                core_names::GROUP,
-                core_names::RESOURCE
-            ),
+            format!("!{named} || {}", may_use("variables.name")),
             format!(
                 "'service account ' + {} + ' is not authorized to `use` GMSA cred spec ' + {}",
-                q(service_account),
+                q(SERVICE_ACCOUNT),
                 q("variables.name")
             ),
             "Forbidden",
@@ -272,69 +285,87 @@ pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
     }
 }
 
-/// Checks that need no spec: contents without a name, a name still without contents after
-/// mutation (the spec does not exist), settings changed on update.
-pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
+/// One validation for the pod level and one per container list, each refusing the places
+/// this request creates that satisfy `bad` (CEL over the holder), with `message` over the first.
+fn on_created_places(
+    bad: impl Fn(&str) -> String,
+    message: impl Fn(&str, &str) -> String,
+    reason: &str,
+) -> Vec<Validation> {
     let pod_level = "object.spec";
     let mut validations = vec![validation(
-        format!(
-            "!({} && {} == '' && {}.hasValue())",
-            cel::CREATING,
-            cel::name_of(pod_level),
-            cel::contents_of(pod_level)
-        ),
-        format!(
-            "'pod ' + {} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'",
-            q(cel::POD_NAME)
-        ),
-        "Invalid",
+        format!("!({} && {})", cel::CREATING, bad(pod_level)),
+        message("pod", &q(cel::POD_NAME)),
+        reason,
     )];
     for list in LISTS {
         let list_var = cel::created_variable(list);
-        let bad = format!(
-            "{} == '' && {}.hasValue()",
-            cel::name_of("c"),
-            cel::contents_of("c")
-        );
+        let condition = bad("c");
         validations.push(validation(
-            format!("!{list_var}.exists(c, {bad})"),
+            format!("!{list_var}.exists(c, {condition})"),
+            message(list.label, &format!("{list_var}.filter(c, {condition})[0]")),
+            reason,
+        ));
+    }
+    validations
+}
+
+/// Checks that need no spec: a name still without contents after mutation (the spec does not
+/// exist), contents without a name, authorization, settings changed on update.
+pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
+    // The webhook refuses a missing spec while mutating, before any validation.
+    let mut validations = on_created_places(
+        |h| {
             format!(
-                "'{} ' + {} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'",
-                list.label,
-                q(&cel::first_named(&list_var, &bad))
+                "{} != '' && !{}.hasValue()",
+                cel::name_of(h),
+                cel::contents_of(h)
+            )
+        },
+        |kind, holder| {
+            let holder = if kind == "pod" {
+                "object.spec".to_string()
+            } else {
+                holder.to_string()
+            };
+            format!(
+                "'cred spec ' + {} + ' does not exist'",
+                cel::name_of(&holder)
+            )
+        },
+        "Invalid",
+    );
+    validations.extend(on_created_places(
+        |h| format!("{} == '' && {}.hasValue()", cel::name_of(h), cel::contents_of(h)),
+        |kind, holder| {
+            let owner = if kind == "pod" { holder.to_string() } else { q(&format!("{holder}.name")) };
+            format!("'{kind} ' + {owner} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'")
+        },
+        "Invalid",
+    ));
+    // A per-spec policy never sees a name no spec has, so pre-set contents under such a name
+    // are authorized here: one check per validation, as the API server's cost limit allows
+    // about two.
+    for slot in 0..PRESET_SLOTS {
+        let name = format!("variables.presetNames[{slot}]");
+        validations.push(validation(
+            format!(
+                "size(variables.presetNames) <= {slot} || {}",
+                may_use(&name)
             ),
-            "Invalid",
+            format!(
+                "'service account ' + {} + ' is not authorized to `use` GMSA cred spec ' + {}",
+                q(SERVICE_ACCOUNT),
+                q(&name)
+            ),
+            "Forbidden",
         ));
     }
     validations.push(validation(
-        format!(
-            "!({} && {} != '' && !{}.hasValue())",
-            cel::CREATING,
-            cel::name_of(pod_level),
-            cel::contents_of(pod_level)
-        ),
-        format!(
-            "'cred spec ' + {} + ' does not exist'",
-            cel::name_of(pod_level)
-        ),
+        format!("size(variables.presetNames) <= {PRESET_SLOTS}"),
+        format!("'the pod sets GMSA cred spec contents in ' + string(size(variables.presetNames)) + ' places; admission policies check at most {PRESET_SLOTS}: leave the contents out and let them be inlined'"),
         "Invalid",
     ));
-    for list in LISTS {
-        let list_var = cel::created_variable(list);
-        let bad = format!(
-            "{} != '' && !{}.hasValue()",
-            cel::name_of("c"),
-            cel::contents_of("c")
-        );
-        validations.push(validation(
-            format!("!{list_var}.exists(c, {bad})"),
-            format!(
-                "'cred spec ' + {} + ' does not exist'",
-                cel::name_of(&format!("{list_var}.filter(c, {bad})[0]"))
-            ),
-            "Invalid",
-        ));
-    }
     let (pod_expression, pod_message) = cel::pod_unchanged();
     validations.push(validation(pod_expression, pod_message, "Forbidden"));
     for list in LISTS {
@@ -346,7 +377,11 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
         spec: Some(ValidatingAdmissionPolicySpec {
             match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
             match_conditions: Some(vec![mentions_gmsa()]),
-            variables: Some(created_variables()),
+            variables: Some({
+                let mut variables = created_variables();
+                variables.push(variable("presetNames", cel::created_names(true)));
+                variables
+            }),
             validations: Some(validations),
             failure_policy: Some(FAILURE_POLICY.into()),
             ..ValidatingAdmissionPolicySpec::default()
