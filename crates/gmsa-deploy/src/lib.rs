@@ -257,6 +257,9 @@ impl Settings {
         {
             return Err(SettingsError::Policies(self.kube_version));
         }
+        if self.admission == Admission::Policies && self.random_hostname {
+            return Err(SettingsError::PoliciesRandomHostname);
+        }
         if self.node_setup && !self.kube_version.at_least(KubeVersion::HOST_PROCESS) {
             return Err(SettingsError::HostProcess(self.kube_version));
         }
@@ -293,6 +296,8 @@ pub enum SettingsError {
     MatchConditions(KubeVersion),
     #[error("--admission policies needs MutatingAdmissionPolicy v1 (Kubernetes 1.36 or later); this is {0}: upgrade the control plane or keep --admission webhook")]
     Policies(KubeVersion),
+    #[error("--random-hostname needs the webhook: CEL has no randomness, so admission policies cannot pick a hostname; leave it off or keep --admission webhook")]
+    PoliciesRandomHostname,
     #[error("the node setup needs HostProcess containers (Kubernetes 1.26 or later); this is {0}")]
     HostProcess(KubeVersion),
     #[error("--webhook-url {0:?}: give https://HOST:PORT, without a path")]
