@@ -8,6 +8,7 @@ pub mod credspec;
 pub mod decision;
 pub mod names;
 pub mod pod;
+pub mod published;
 pub mod rbac;
 pub mod rbac_index;
 pub mod state;
