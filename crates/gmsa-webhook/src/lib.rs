@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod keeper;
 mod renewal;
 pub mod serve;
 
