@@ -7,8 +7,8 @@
 pub mod backend;
 pub mod config;
 pub mod http;
-pub mod metrics;
 pub mod keeper;
+pub mod metrics;
 mod renewal;
 pub mod serve;
 
@@ -23,7 +23,8 @@ use tokio::net::TcpListener;
 
 use crate::backend::kubernetes::{KubeCluster, KubeSettings};
 use crate::backend::Backend;
-use crate::config::{CertSource, ClusterSource, Config};
+use crate::config::{CertSource, ClusterSource, Config, KeeperOnly, Launch};
+use crate::keeper::Keeper;
 use crate::metrics::Metrics;
 
 /// A server that is bound and ready to serve.
@@ -188,5 +189,58 @@ impl Server {
 /// Binds and serves until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     Server::bind(config).await?.run(shutdown).await;
+    Ok(())
+}
+
+/// Runs what the flags asked for until `shutdown` completes: the server, with the contents
+/// keeper beside it (its writes counted in the server's metrics), or the keeper alone.
+pub async fn launch(launch: Launch, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    match launch {
+        Launch::Server { config, keeper } => {
+            let server = Server::bind(*config).await?;
+            let keeper = match keeper {
+                Some(settings) => {
+                    let keeper = Keeper::connect(&settings, server.app.metrics.clone()).await?;
+                    Some(tokio::spawn(keeper.run()))
+                }
+                None => None,
+            };
+            server.run(shutdown).await;
+            if let Some(keeper) = keeper {
+                keeper.abort();
+            }
+            Ok(())
+        }
+        Launch::Keeper(only) => run_keeper(only, shutdown).await,
+    }
+}
+
+/// `--no-admission`: the keeper, and the status endpoints over plain HTTP when a port is
+/// given. Stops at once on `shutdown`: an interrupted write is harmless, as every write is
+/// guarded by the resourceVersion it was decided from.
+async fn run_keeper(only: KeeperOnly, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let keeper = Keeper::connect(&only.keeper, Metrics::new(config::VERSION)).await?;
+    let status = match only.listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (--probe-port)"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving probes and metrics over plain HTTP");
+            let router = http::status_router(keeper.clone());
+            Some(tokio::spawn(serve::serve_plain(
+                listener,
+                router,
+                only.header_read_timeout,
+            )))
+        }
+        None => None,
+    };
+    let task = tokio::spawn(keeper.run());
+    shutdown.await;
+    task.abort();
+    if let Some(status) = status {
+        status.abort();
+    }
+    tracing::info!("stopped");
     Ok(())
 }
