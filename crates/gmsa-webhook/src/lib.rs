@@ -1,8 +1,9 @@
-//! The GMSA admission webhook server. `main.rs` parses the command line; everything else,
-//! including [`run`], lives here so tests can start the server in process. The modules the
-//! in-process tests build servers from are public (`backend`, `config`, `http`, `metrics`), and
-//! `serve`, through which the benchmarks' no-op floor answers on the same stack; the rest is
-//! private. Certificates are the `gmsa-tls` crate's.
+//! The GMSA admission webhook server, and the keeper of published contents for policy mode.
+//! `main.rs` parses the command line; everything else, including [`run`] and [`launch`], lives
+//! here so tests can start the server in process. The modules the in-process tests build
+//! servers from are public (`backend`, `config`, `http`, `keeper`, `metrics`), and `serve`,
+//! through which the benchmarks' no-op floor answers on the same stack; the rest is private.
+//! Certificates are the `gmsa-tls` crate's.
 
 pub mod backend;
 pub mod config;
