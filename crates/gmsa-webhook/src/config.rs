@@ -10,6 +10,10 @@ use std::time::Duration;
 use clap::Parser;
 use thiserror::Error;
 
+mod launch;
+
+pub use launch::{KeeperOnly, Launch};
+
 /// Version string printed by `--version` and served at `/info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -20,6 +24,10 @@ Examples:
 
   # In a cluster (what the Deployment runs): certificates from a Secret volume
   TLS_CRT=/tls/tls.crt TLS_KEY=/tls/tls.key gmsa-webhook
+
+  # Policy mode (Kubernetes 1.36+, admission policies instead of webhooks): no admission
+  # server, only the specs' published contents; probes and metrics on plain HTTP
+  gmsa-webhook --keep-published-contents --no-admission --probe-port 8080
 
 Environment (as the reference webhook reads them):
   TLS_CRT, TLS_KEY   serving certificate and key (PEM); reloaded whenever they change
@@ -157,6 +165,24 @@ pub struct Args {
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub renew_check_interval: Duration,
 
+    /// Keep every GMSACredentialSpec's gmsa.windows.k8s.io/contents and
+    /// gmsa.windows.k8s.io/contents-generation annotations equal to its credspec, encoded as
+    /// the webhook inlines it: what the admission policies of policy mode read, as CEL cannot
+    /// encode JSON. Replicas may all run it. Needs get, list, watch and patch on
+    /// gmsacredentialspecs.
+    #[arg(long, conflicts_with = "state_dir")]
+    pub keep_published_contents: bool,
+
+    /// Serve no admissions, only --keep-published-contents (policy mode): no certificate is
+    /// needed, and /health, /readyz (the watch has listed every spec), /info and /metrics are
+    /// served over plain HTTP on --probe-port if given.
+    #[arg(
+        long,
+        requires = "keep_published_contents",
+        conflicts_with_all = ["dev_certs", "client_ca", "renew_certs_secret"]
+    )]
+    pub no_admission: bool,
+
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -280,22 +306,7 @@ impl Config {
             (None, None, Some(key)) => return Err(ConfigError::NoCert(key)),
             (None, None, None) => return Err(ConfigError::NoCertificate),
         };
-        let log_level = match env("LOG_LEVEL") {
-            None => tracing::Level::INFO,
-            Some(v) => match v.to_ascii_lowercase().as_str() {
-                "panic" | "fatal" | "error" => tracing::Level::ERROR,
-                "warn" | "warning" => tracing::Level::WARN,
-                "info" => tracing::Level::INFO,
-                "debug" => tracing::Level::DEBUG,
-                "trace" => tracing::Level::TRACE,
-                _ => {
-                    warnings.push(format!(
-                        "unable to parse environment variable LOG_LEVEL with value {v}; using default value info"
-                    ));
-                    tracing::Level::INFO
-                }
-            },
-        };
+        let log_level = log_level(&env, &mut warnings);
         let qps = parse_env_or(&env, "QPS", 5.0_f32, "5", &mut warnings);
         let burst = parse_env_or(&env, "BURST", 10_u32, "10", &mut warnings);
         let random_hostname = match env("RANDOM_HOSTNAME") {
@@ -377,6 +388,26 @@ impl Config {
             },
             warnings,
         ))
+    }
+}
+
+/// `LOG_LEVEL`, read as the reference reads it.
+fn log_level(env: &impl Fn(&str) -> Option<String>, warnings: &mut Vec<String>) -> tracing::Level {
+    match env("LOG_LEVEL") {
+        None => tracing::Level::INFO,
+        Some(v) => match v.to_ascii_lowercase().as_str() {
+            "panic" | "fatal" | "error" => tracing::Level::ERROR,
+            "warn" | "warning" => tracing::Level::WARN,
+            "info" => tracing::Level::INFO,
+            "debug" => tracing::Level::DEBUG,
+            "trace" => tracing::Level::TRACE,
+            _ => {
+                warnings.push(format!(
+                    "unable to parse environment variable LOG_LEVEL with value {v}; using default value info"
+                ));
+                tracing::Level::INFO
+            }
+        },
     }
 }
 

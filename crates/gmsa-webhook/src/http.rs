@@ -90,21 +90,55 @@ pub fn router(app: Arc<App>) -> Router {
 /// metrics, never an admission. Kubelet probes and scrapers reach it when `--client-ca`
 /// makes the main port demand a client certificate they do not have.
 pub fn probe_router(app: Arc<App>) -> Router {
+    status_router(app)
+}
+
+/// What the status endpoints read: the admission server's [`App`], or, with
+/// `--no-admission`, the contents keeper alone.
+pub trait Status: Send + Sync + 'static {
+    /// Whether `/readyz` answers 200.
+    fn is_ready(&self) -> bool;
+    /// What `/metrics` encodes.
+    fn metrics(&self) -> &Metrics;
+}
+
+impl Status for App {
+    fn is_ready(&self) -> bool {
+        App::is_ready(self)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+impl Status for crate::keeper::Keeper {
+    fn is_ready(&self) -> bool {
+        crate::keeper::Keeper::is_ready(self)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        crate::keeper::Keeper::metrics(self)
+    }
+}
+
+/// Health, readiness, version and metrics of `state`; 404 elsewhere.
+pub fn status_router<S: Status>(state: Arc<S>) -> Router {
     status_routes()
         .fallback(|| async { StatusCode::NOT_FOUND })
-        .with_state(app)
+        .with_state(state)
 }
 
-fn status_routes() -> Router<Arc<App>> {
+fn status_routes<S: Status>() -> Router<Arc<S>> {
     Router::new()
         .route(paths::HEALTH, get(|| async { StatusCode::NO_CONTENT }))
-        .route(paths::READYZ, get(readyz))
+        .route(paths::READYZ, get(readyz::<S>))
         .route(paths::INFO, get(info))
-        .route(paths::METRICS, get(metrics))
+        .route(paths::METRICS, get(metrics::<S>))
 }
 
-async fn readyz(State(app): State<Arc<App>>) -> StatusCode {
-    if app.is_ready() {
+async fn readyz<S: Status>(State(state): State<Arc<S>>) -> StatusCode {
+    if state.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -118,8 +152,8 @@ async fn info() -> Response {
     )
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let mut response = app.metrics.encode().into_response();
+async fn metrics<S: Status>(State(state): State<Arc<S>>) -> Response {
+    let mut response = state.metrics().encode().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

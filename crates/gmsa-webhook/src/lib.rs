@@ -1,12 +1,14 @@
-//! The GMSA admission webhook server. `main.rs` parses the command line; everything else,
-//! including [`run`], lives here so tests can start the server in process. The modules the
-//! in-process tests build servers from are public (`backend`, `config`, `http`, `metrics`), and
-//! `serve`, through which the benchmarks' no-op floor answers on the same stack; the rest is
-//! private. Certificates are the `gmsa-tls` crate's.
+//! The GMSA admission webhook server, and the keeper of published contents for policy mode.
+//! `main.rs` parses the command line; everything else, including [`run`] and [`launch`], lives
+//! here so tests can start the server in process. The modules the in-process tests build
+//! servers from are public (`backend`, `config`, `http`, `keeper`, `metrics`), and `serve`,
+//! through which the benchmarks' no-op floor answers on the same stack; the rest is private.
+//! Certificates are the `gmsa-tls` crate's.
 
 pub mod backend;
 pub mod config;
 pub mod http;
+pub mod keeper;
 pub mod metrics;
 mod renewal;
 pub mod serve;
@@ -22,7 +24,8 @@ use tokio::net::TcpListener;
 
 use crate::backend::kubernetes::{KubeCluster, KubeSettings};
 use crate::backend::Backend;
-use crate::config::{CertSource, ClusterSource, Config};
+use crate::config::{CertSource, ClusterSource, Config, KeeperOnly, Launch};
+use crate::keeper::Keeper;
 use crate::metrics::Metrics;
 
 /// A server that is bound and ready to serve.
@@ -187,5 +190,58 @@ impl Server {
 /// Binds and serves until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     Server::bind(config).await?.run(shutdown).await;
+    Ok(())
+}
+
+/// Runs what the flags asked for until `shutdown` completes: the server, with the contents
+/// keeper beside it (its writes counted in the server's metrics), or the keeper alone.
+pub async fn launch(launch: Launch, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    match launch {
+        Launch::Server { config, keeper } => {
+            let server = Server::bind(*config).await?;
+            let keeper = match keeper {
+                Some(settings) => {
+                    let keeper = Keeper::connect(&settings, server.app.metrics.clone()).await?;
+                    Some(tokio::spawn(keeper.run()))
+                }
+                None => None,
+            };
+            server.run(shutdown).await;
+            if let Some(keeper) = keeper {
+                keeper.abort();
+            }
+            Ok(())
+        }
+        Launch::Keeper(only) => run_keeper(only, shutdown).await,
+    }
+}
+
+/// `--no-admission`: the keeper, and the status endpoints over plain HTTP when a port is
+/// given. Stops at once on `shutdown`: an interrupted write is harmless, as every write is
+/// guarded by the resourceVersion it was decided from.
+async fn run_keeper(only: KeeperOnly, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let keeper = Keeper::connect(&only.keeper, Metrics::new(config::VERSION)).await?;
+    let status = match only.listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (--probe-port)"))?;
+            tracing::info!(addr = %listener.local_addr()?, "serving probes and metrics over plain HTTP");
+            let router = http::status_router(keeper.clone());
+            Some(tokio::spawn(serve::serve_plain(
+                listener,
+                router,
+                only.header_read_timeout,
+            )))
+        }
+        None => None,
+    };
+    let task = tokio::spawn(keeper.run());
+    shutdown.await;
+    task.abort();
+    if let Some(status) = status {
+        status.abort();
+    }
+    tracing::info!("stopped");
     Ok(())
 }

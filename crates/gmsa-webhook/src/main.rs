@@ -1,7 +1,8 @@
-//! `gmsa-webhook`: parse flags and environment, start logging, serve until SIGTERM/SIGINT.
+//! `gmsa-webhook`: parse flags and environment, start logging, serve (or keep published
+//! contents) until SIGTERM/SIGINT.
 
 use clap::Parser;
-use gmsa_webhook::config::{Args, Config, LogFormat, VERSION};
+use gmsa_webhook::config::{Args, Launch, LogFormat, VERSION};
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -10,23 +11,22 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let (config, warnings) = Config::from_args(args)?;
-    init_logging(&config);
+    let (launch, warnings) = Launch::from_args(args)?;
+    init_logging(launch.log_level(), launch.log_format());
     for warning in warnings {
         tracing::warn!("{warning}");
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(gmsa_webhook::run(config, shutdown_signal()))
+        .block_on(gmsa_webhook::launch(launch, shutdown_signal()))
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(level: tracing::Level, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::builder()
-        .with_default_directive(config.log_level.into())
+        .with_default_directive(level.into())
         .parse_lossy(format!(
-            "{},hyper=warn,rustls=warn,kube=warn,tower=warn",
-            config.log_level
+            "{level},hyper=warn,rustls=warn,kube=warn,tower=warn"
         ));
     // Colour codes only on a terminal: in a pod they would litter the logs, and writing them
     // costs time on every admission.
@@ -35,7 +35,7 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match config.log_format {
+    match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }

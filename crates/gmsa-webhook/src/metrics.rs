@@ -62,6 +62,8 @@ pub enum ApiCallKind {
     LocalSubjectAccessReview,
     ListRbac,
     WatchRbac,
+    /// The contents keeper's annotation writes (`--keep-published-contents`).
+    PatchCredentialSpec,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -102,6 +104,26 @@ pub struct RenewalLabels {
     pub step: RenewalStep,
 }
 
+/// How one write of a spec's published contents ended (`--keep-published-contents`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PublishOutcome {
+    /// The contents and their generation were set.
+    Published,
+    /// Both annotations were removed: the spec has no contents.
+    Withdrawn,
+    /// The spec changed since it was read (409); the watch brings the newer one.
+    Conflict,
+    /// 403: the identity lacks `patch` on gmsacredentialspecs.
+    Forbidden,
+    /// Any other failure; retried with backoff.
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    pub outcome: PublishOutcome,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -119,6 +141,7 @@ pub struct Metrics {
     pub cache_misses: Family<CacheLabels, Counter>,
     pub api_calls: Family<ApiCallLabels, Counter>,
     pub renewal_rounds: Family<RenewalLabels, Counter>,
+    pub published_contents_writes: Family<PublishLabels, Counter>,
     /// Certificate reloads, read from the TLS store when metrics are scraped.
     cert_reloads: OnceLock<CountSource>,
     /// Access reviews under way, read from the decision cache when metrics are scraped.
@@ -174,6 +197,12 @@ impl Metrics {
             "Self-signed certificate renewal rounds, by the step taken",
             renewal_rounds.clone(),
         );
+        let published_contents_writes = Family::<PublishLabels, Counter>::default();
+        registry.register(
+            "published_contents_writes",
+            "Writes of GMSACredentialSpecs' published contents annotations, by outcome",
+            published_contents_writes.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -187,6 +216,7 @@ impl Metrics {
             cache_misses,
             api_calls,
             renewal_rounds,
+            published_contents_writes,
             cert_reloads: OnceLock::new(),
             reviews_in_flight: OnceLock::new(),
             cert_expiry: OnceLock::new(),
@@ -202,6 +232,13 @@ impl Metrics {
     pub fn renewal_step(&self, step: RenewalStep) {
         self.renewal_rounds
             .get_or_create(&RenewalLabels { step })
+            .inc();
+    }
+
+    /// Counts one write (or failed attempt) of a spec's published contents.
+    pub fn published_contents_write(&self, outcome: PublishOutcome) {
+        self.published_contents_writes
+            .get_or_create(&PublishLabels { outcome })
             .inc();
     }
 

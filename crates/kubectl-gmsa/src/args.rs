@@ -26,6 +26,32 @@ pub enum DryRun {
     Client,
 }
 
+/// Sending a command's objects to the cluster instead of only printing them.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Apply the objects to the cluster (server-side apply, field manager kubectl-gmsa).
+    #[arg(long)]
+    pub apply: bool,
+    /// With --apply: `server` sends a dry run, `client` only prints.
+    #[arg(long = "dry-run", value_enum, value_name = "MODE", requires = "apply")]
+    pub dry_run: Option<DryRun>,
+    /// With --apply: take over fields another manager owns.
+    #[arg(long = "force-conflicts", requires = "apply")]
+    pub force_conflicts: bool,
+}
+
+impl ApplyArgs {
+    /// Whether anything goes to the API server (`--dry-run=client` sends nothing).
+    pub fn sends(&self) -> bool {
+        self.apply && self.dry_run != Some(DryRun::Client)
+    }
+
+    /// Whether the API server is asked for a dry run.
+    pub fn server_dry_run(&self) -> bool {
+        self.dry_run == Some(DryRun::Server)
+    }
+}
+
 /// The clap id of the URL flag that [`ConnectionArgs`] go with (`--from-ad`, `doctor --ad`).
 pub const DIRECTORY_URL: &str = "directory_url";
 

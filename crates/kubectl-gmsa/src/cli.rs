@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gmsa_core::credspec::AdditionalAccount;
 
-use crate::args::{ConnectionArgs, DryRun, OutputFile, DIRECTORY_URL};
+use crate::args::{ApplyArgs, ConnectionArgs, OutputFile, DIRECTORY_URL};
 use crate::grant::ServiceAccountRef;
 
 const TOP_EXAMPLES: &str = "\
@@ -67,7 +67,13 @@ Examples:
   kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --from-ad ldaps://dc1.contoso.com \\
     --bind-upn svc-gmsa@contoso.com --password-file ad-password --ca-file contoso-ca.pem
   kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 -o gmsa-webapp1.yaml
-  kubectl gmsa credspec validate gmsa-webapp1.yaml";
+  kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 --apply
+  kubectl gmsa credspec validate gmsa-webapp1.yaml
+
+With --apply, `new` and `convert` apply the GMSACredentialSpec (server-side apply) and then
+publish its gmsa.windows.k8s.io/contents and contents-generation annotations, which the
+admission policies of policy mode read; `gmsa-webhook --keep-published-contents` keeps them
+current after later edits.";
 
 #[derive(Debug, Subcommand)]
 pub enum CredspecCommand {
@@ -95,6 +101,12 @@ Examples:
   kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
     --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973 -o gmsa-webapp1.yaml
+
+  # The same, applied to the cluster with its published contents (check first with
+  # --dry-run=server):
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
+    --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
+    --domain-sid S-1-5-21-2126449477-2524075714-3094792973 --apply
 
   # With a second gMSA from another domain, for hosts that are not domain-joined
   # (Azure Key Vault's CCG plugin, as New-CredentialSpec -AKV writes it):
@@ -134,6 +146,9 @@ pub struct NewArgs {
     pub ccg: CcgArgs,
     #[command(flatten)]
     pub output: OutputFile,
+    // With --apply, the contents annotations policy mode reads are published too.
+    #[command(flatten)]
+    pub apply: ApplyArgs,
     /// Last, because its help heading holds for the arguments after it.
     #[command(flatten)]
     pub directory: DirectoryArgs,
@@ -230,7 +245,9 @@ Reads the JSON as PowerShell writes it: UTF-8 with or without a BOM, or UTF-16, 
 Examples:
   # On Windows: New-CredentialSpec -AccountName WebApp1 -Path .\\contoso_webapp1.json
   kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 -o gmsa-webapp1.yaml
-  kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 | kubectl apply -f -";
+  kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 | kubectl apply -f -
+  # Applied by server-side apply, with the contents annotations policy mode reads:
+  kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 --apply";
 
 /// `credspec convert`.
 #[derive(Debug, Args)]
@@ -242,6 +259,9 @@ pub struct ConvertArgs {
     pub name: String,
     #[command(flatten)]
     pub output: OutputFile,
+    // With --apply, the contents annotations policy mode reads are published too.
+    #[command(flatten)]
+    pub apply: ApplyArgs,
 }
 
 const VALIDATE_EXAMPLES: &str = "\
@@ -290,15 +310,8 @@ pub struct GrantArgs {
     pub binding_name: Option<String>,
     #[command(flatten)]
     pub output: OutputFile,
-    /// Apply the objects to the cluster (server-side apply, field manager kubectl-gmsa).
-    #[arg(long)]
-    pub apply: bool,
-    /// With --apply: `server` sends a dry run, `client` only prints.
-    #[arg(long = "dry-run", value_enum, value_name = "MODE", requires = "apply")]
-    pub dry_run: Option<DryRun>,
-    /// With --apply: take over fields another manager owns.
-    #[arg(long = "force-conflicts", requires = "apply")]
-    pub force_conflicts: bool,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
 }
 
 const ADMIT_EXAMPLES: &str = "\

@@ -1,5 +1,6 @@
 //! `credspec new`, `credspec convert` and `credspec validate`.
 
+pub mod apply;
 pub(crate) mod from_ad;
 
 use std::process::ExitCode;
@@ -12,9 +13,10 @@ use gmsa_core::syntax::{self, SyntaxError};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::args::{ApplyArgs, OutputFile};
 use crate::cli::{ConvertArgs, DomainArgs, NewArgs, ValidateArgs};
 use crate::input::{parse_documents, parse_json, Source};
-use crate::output;
+use crate::{cluster, output};
 
 /// Where the domain facts came from, so build errors name the right source.
 #[derive(Debug, Clone, Copy)]
@@ -58,8 +60,27 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
         ccg.as_ref(),
     )
     .map_err(|e| anyhow::anyhow!(describe_build_error(&args.name, e.field, &e.reason, origin)))?;
-    let yaml = output::yaml_documents(&[&resource])?;
-    output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
+    emit(&resource, &args.output, &args.apply)
+}
+
+/// Prints (or writes) the resource unless it is only applied, and with --apply sends it and
+/// publishes its contents, as `grant --apply` prints and sends.
+fn emit(resource: &impl Serialize, out: &OutputFile, how: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let yaml = output::yaml_documents(&[resource])?;
+    if out.output.is_some() || !how.sends() {
+        output::write(out.output.as_deref(), out.force, &yaml)?;
+    }
+    if !how.sends() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let resource = serde_json::to_value(resource)?;
+    let lines = cluster::runtime()?.block_on(async {
+        let client = cluster::client().await?;
+        apply::apply(client, &resource, how).await
+    })?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    output::write(None, false, &text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -184,9 +205,7 @@ pub fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
         metadata: Metadata { name: &args.name },
         credspec: &contents,
     };
-    let yaml = output::yaml_documents(&[&resource])?;
-    output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
-    Ok(ExitCode::SUCCESS)
+    emit(&resource, &args.output, &args.apply)
 }
 
 /// `credspec validate`: one line per problem on stdout; exit 1 if any, 2 if a file could

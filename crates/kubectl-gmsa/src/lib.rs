@@ -23,7 +23,6 @@ pub mod uninstall;
 
 use std::process::ExitCode;
 
-use args::DryRun;
 use cli::{Cli, Command, CredspecCommand, GrantArgs};
 
 /// Runs one command. `Ok` carries the exit status (1 when a check said no); an error means
@@ -49,7 +48,7 @@ fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
         args.binding_name.as_deref(),
     )?;
     let yaml = grant.to_yaml()?;
-    let sends = args.apply && args.dry_run != Some(DryRun::Client);
+    let sends = args.apply.sends();
     if args.output.output.is_some() || !sends {
         output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
     }
@@ -61,8 +60,8 @@ fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
         grant
             .apply(
                 client,
-                args.dry_run == Some(DryRun::Server),
-                args.force_conflicts,
+                args.apply.server_dry_run(),
+                args.apply.force_conflicts,
             )
             .await
     })?;

@@ -78,6 +78,20 @@ fn new_writes_what_new_credential_spec_writes() {
 }
 
 #[test]
+fn apply_with_a_client_dry_run_only_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = run(dir.path(), NEW_WEBAPP1);
+    let dry = run(
+        dir.path(),
+        &args(NEW_WEBAPP1, &["--apply", "--dry-run=client"]),
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert_eq!(dry.stdout, plain.stdout);
+    let refused = run(dir.path(), &args(NEW_WEBAPP1, &["--dry-run=server"]));
+    assert_eq!(refused.code, 2, "--dry-run needs --apply");
+}
+
+#[test]
 fn new_with_forest_additional_accounts_and_ccg() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(

@@ -36,7 +36,7 @@ const CALL_RESERVE: Duration = Duration::from_millis(100);
 
 /// The `GMSACredentialSpec` resource, read through `windows.k8s.io/v1` (objects stored as
 /// `v1alpha1` are converted by the API server).
-pub(super) fn credential_spec_resource() -> ApiResource {
+pub(crate) fn credential_spec_resource() -> ApiResource {
     ApiResource {
         group: names::GROUP.to_string(),
         version: names::VERSION.to_string(),
@@ -48,7 +48,7 @@ pub(super) fn credential_spec_resource() -> ApiResource {
 
 /// Loads the client configuration: the named kubeconfig, else what `Config::infer` finds
 /// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
-pub(super) async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, KubeError> {
+pub(crate) async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, KubeError> {
     let mut config = match kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
@@ -81,7 +81,7 @@ pub(crate) async fn plain_client(kubeconfig: Option<&Path>) -> Result<Client, Ku
 /// Builds the client, counting every request it makes in `metrics`, and telling `readiness`
 /// when a list or watch of a watched source is accepted again (a resumed watch may deliver no
 /// event for a long time; the accepted request is the evidence it follows the cluster).
-pub(super) fn build_client(
+pub(crate) fn build_client(
     config: Config,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
@@ -329,7 +329,7 @@ pub(super) fn credential_spec_from_object(
 
 /// What the user sees after "unable to …: ". For an API error, the API server's own message, as
 /// the reference shows it; otherwise the client error.
-pub(super) fn describe_error(error: &kube::Error) -> String {
+pub(crate) fn describe_error(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => {
             // kube marks error bodies that were not a `Status` (a proxy's HTML page, say).
@@ -458,6 +458,13 @@ fn classify(method: &http::Method, uri: &http::Uri) -> Option<ApiCallKind> {
         {
             Some(ApiCallKind::LocalSubjectAccessReview)
         }
+        ["apis", group, _, resource, _name]
+            if *group == names::GROUP
+                && *resource == names::RESOURCE
+                && method == http::Method::PATCH =>
+        {
+            Some(ApiCallKind::PatchCredentialSpec)
+        }
         ["apis", group, _, resource, rest @ ..]
             if *group == names::GROUP
                 && *resource == names::RESOURCE
@@ -510,6 +517,7 @@ mod tests {
             ),
             (http::Method::GET, "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings?limit=500", Some(ListRbac)),
             (http::Method::GET, "/apis/rbac.authorization.k8s.io/v1/roles?watch=true", Some(WatchRbac)),
+            (http::Method::PATCH, "/apis/windows.k8s.io/v1/gmsacredentialspecs/web?fieldManager=gmsa-webhook", Some(PatchCredentialSpec)),
             (http::Method::GET, "/version", None),
             (http::Method::GET, "/api/v1/namespaces/default/pods", None),
         ];

@@ -25,9 +25,10 @@ use crate::metrics::{CacheKind, Metrics};
 
 pub(crate) use client::plain_client;
 pub use client::API_CALL_TIMEOUT;
+pub(crate) use client::{build_client, credential_spec_resource, describe_error, load_config};
 use client::{ApiAccess, RateLimiter};
 use decisions::{DecisionCache, DecisionKey, Lookup};
-use readiness::{Readiness, Source};
+pub(crate) use readiness::{Readiness, Source};
 use specs::SpecCache;
 
 /// How to reach and use the API server.
@@ -84,7 +85,7 @@ impl KubeCluster {
         settings: KubeSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, KubeError> {
-        let config = client::load_config(settings.kubeconfig.as_deref()).await?;
+        let config = load_config(settings.kubeconfig.as_deref()).await?;
         tracing::info!(
             url = %config.cluster_url,
             caches = settings.caches,
@@ -99,7 +100,7 @@ impl KubeCluster {
         } else {
             Readiness::new(&[Source::ApiReachable], settings.stale_after)
         });
-        let client = client::build_client(config, metrics.clone(), readiness.clone())?;
+        let client = build_client(config, metrics.clone(), readiness.clone())?;
         let limiter = RateLimiter::new(settings.qps, settings.burst);
         let api = Arc::new(ApiAccess::new(client.clone(), limiter));
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// Something readiness waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Source {
+pub(crate) enum Source {
     CredentialSpecs,
     Roles,
     ClusterRoles,
@@ -32,7 +32,7 @@ impl Source {
     const ALL: usize = 6;
 
     /// The four RBAC watches whose events flush the decision cache.
-    pub(super) const RBAC: [Source; 4] = [
+    pub(crate) const RBAC: [Source; 4] = [
         Source::Roles,
         Source::ClusterRoles,
         Source::RoleBindings,
@@ -45,7 +45,7 @@ impl Source {
 }
 
 /// Lock-free sync flags and failure clocks, read on every `/readyz`.
-pub(super) struct Readiness {
+pub(crate) struct Readiness {
     required: u8,
     synced: AtomicU8,
     stale_after: Duration,
@@ -67,7 +67,7 @@ const ACCEPTED_GRACE_MS: u64 = 5_000;
 impl Readiness {
     /// Ready once every one of `sources` has synced, and while none of them has been failing
     /// for longer than `stale_after`.
-    pub(super) fn new(sources: &[Source], stale_after: Duration) -> Self {
+    pub(crate) fn new(sources: &[Source], stale_after: Duration) -> Self {
         Self {
             required: Source::mask(sources),
             synced: AtomicU8::new(0),
@@ -86,7 +86,7 @@ impl Readiness {
     }
 
     /// Records a failed list or watch of `source`; starts its failure clock unless running.
-    pub(super) fn failed(&self, source: Source) {
+    pub(crate) fn failed(&self, source: Source) {
         let now = self.now_mark();
         self.last_failure[source.index()].store(now, Ordering::Release);
         let _ = self.failing_since[source.index()].compare_exchange(
@@ -99,19 +99,19 @@ impl Readiness {
 
     /// Records that a list or watch request of `source` was accepted (2xx): recovery, unless
     /// a failure follows within [`ACCEPTED_GRACE_MS`].
-    pub(super) fn accepted(&self, source: Source) {
+    pub(crate) fn accepted(&self, source: Source) {
         self.accepted[source.index()].store(self.now_mark(), Ordering::Release);
     }
 
     /// Records that `source` follows the cluster again: the watcher delivered an event.
-    pub(super) fn recovered(&self, source: Source) {
+    pub(crate) fn recovered(&self, source: Source) {
         if self.failing_since[source.index()].swap(0, Ordering::AcqRel) != 0 {
             tracing::info!(?source, "watch recovered");
         }
     }
 
     /// The sources failing for longer than the stale limit.
-    pub(super) fn stale(&self) -> Vec<Source> {
+    pub(crate) fn stale(&self) -> Vec<Source> {
         let now = self.now_mark();
         let limit = u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX);
         [
@@ -143,7 +143,7 @@ impl Readiness {
     }
 
     /// Records that `source` has synced (its first complete list, or the first answer).
-    pub(super) fn mark(&self, source: Source) {
+    pub(crate) fn mark(&self, source: Source) {
         let before = self.synced.fetch_or(source.bit(), Ordering::AcqRel);
         let after = before | source.bit();
         if before & source.bit() == 0 {
@@ -155,13 +155,13 @@ impl Readiness {
     }
 
     /// Whether every required source has synced and none is stale.
-    pub(super) fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.synced.load(Ordering::Acquire) & self.required == self.required
             && self.stale().is_empty()
     }
 
     /// Whether all of `sources` have synced.
-    pub(super) fn all_synced(&self, sources: &[Source]) -> bool {
+    pub(crate) fn all_synced(&self, sources: &[Source]) -> bool {
         let mask = Source::mask(sources);
         self.synced.load(Ordering::Acquire) & mask == mask
     }
