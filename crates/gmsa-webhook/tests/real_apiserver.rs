@@ -45,6 +45,9 @@ const LEGACY: &str = r#"{"ActiveDirectoryConfig":{"GroupManagedServiceAccounts":
 const ESCAPE: &str = r#"{"ActiveDirectoryConfig":{"GroupManagedServiceAccounts":[{"Name":"R\u0026D","Scope":"CONTOSO"}]},"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"DnsName":"contoso.com","DnsTreeName":"contoso.com","Guid":"244818ae-87ac-4fcd-92ec-e79e5252348a","MachineAccountName":"\u003cR\u0026D\u003e","NetBiosName":"CONTOSO","Sid":"S-1-5-21-2126449477-2524075714-3094792973"}}"#;
 const LATE: &str = r#"{"ActiveDirectoryConfig":{"GroupManagedServiceAccounts":[{"Name":"Late","Scope":"CONTOSO"}]},"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"DnsName":"contoso.com","DnsTreeName":"contoso.com","Guid":"244818ae-87ac-4fcd-92ec-e79e5252348a","MachineAccountName":"Late","NetBiosName":"CONTOSO","Sid":"S-1-5-21-2126449477-2524075714-3094792973"}}"#;
 
+/// Created while the keeper is down (policy mode).
+const OUTAGE: &str = r#"{"ActiveDirectoryConfig":{"GroupManagedServiceAccounts":[{"Name":"Outage","Scope":"CONTOSO"}]},"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"DnsName":"contoso.com","DnsTreeName":"contoso.com","Guid":"244818ae-87ac-4fcd-92ec-e79e5252348a","MachineAccountName":"Outage","NetBiosName":"CONTOSO","Sid":"S-1-5-21-2126449477-2524075714-3094792973"}}"#;
+
 /// Least privilege for the webhook: read specs and RBAC objects, ask access reviews.
 fn webhook_rbac() -> Value {
     json!({"apiVersion": "v1", "kind": "List", "items": [
@@ -801,19 +804,24 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             }
         },
     ),
-    ("pre-set contents under a name no spec has still need a grant", |e| {
-        let mut pod = windows_pod("preset-ghost", Some("nogrant"));
-        pod["spec"]["containers"] = json!([container(
-            "app",
-            Some(json!({"gmsaCredentialSpecName": "gmsa-ghost", "gmsaCredentialSpec": WEBAPP1}))
-        )]);
-        e.expect_denied(
+    (
+        "pre-set contents under a name no spec has still need a grant",
+        |e| {
+            let mut pod = windows_pod("preset-ghost", Some("nogrant"));
+            pod["spec"]["containers"] = json!([container(
+                "app",
+                Some(
+                    json!({"gmsaCredentialSpecName": "gmsa-ghost", "gmsaCredentialSpec": WEBAPP1})
+                )
+            )]);
+            e.expect_denied(
             &pod,
             VALIDATING_WEBHOOK,
             403,
             r#"service account "nogrant" is not authorized to `use` GMSA cred spec "gmsa-ghost""#,
         )
-    }),
+        },
+    ),
     ("unknown spec is denied", |e| {
         let mut pod = windows_pod("unknown-spec", Some("webapp"));
         pod["spec"]["containers"] = json!([container("app", named("gmsa-missing"))]);

@@ -8,9 +8,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gmsa_core::published::{publication, Publication};
 use gmsa_deploy::{names, policies, KindInfo, Settings};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{json, Value};
 
 use crate::apply::{apply_one, display_name, is_crd, Applier, Outcome};
@@ -77,57 +76,24 @@ pub async fn install(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Publishes every spec whose annotations are not current (the keeper does the same from
-/// then on); returns how many were written. Each write carries the resourceVersion read, so
-/// an edit made meanwhile is never overwritten with older contents (it is retried).
+/// Publishes every spec whose annotations are not current, as `credspec --apply` does (the
+/// keeper does the same from then on); returns how many were written.
 pub async fn publish_all(applier: &Applier) -> anyhow::Result<usize> {
     let api: Api<DynamicObject> =
         Api::all_with(applier.client.clone(), &credential_spec_resource());
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .context("cannot list GMSACredentialSpecs to publish their contents")?;
     let mut written = 0;
-    for attempt in 0..5 {
-        let list = api
-            .list(&ListParams::default())
+    for item in list.items {
+        let name = item.metadata.name.clone().unwrap_or_default();
+        let published = crate::credspec::apply::publish(&api, &name, item)
             .await
-            .context("cannot list GMSACredentialSpecs to publish their contents")?;
-        let mut conflicts = 0;
-        for item in list.items {
-            let object = serde_json::to_value(&item).unwrap_or(Value::Null);
-            let name = item.metadata.name.clone().unwrap_or_default();
-            let change = match publication(&object) {
-                Ok(change) => change,
-                Err(e) => {
-                    eprintln!("warning: GMSACredentialSpec {name}: {e}; its pods will be refused");
-                    continue;
-                }
-            };
-            let rv = item.metadata.resource_version.clone().unwrap_or_default();
-            let Some(patch) = change.merge_patch(&rv) else {
-                continue;
-            };
-            match api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => written += usize::from(matches!(change, Publication::Publish { .. })),
-                Err(kube::Error::Api(s)) if s.code == 409 => conflicts += 1,
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot publish the contents of GMSACredentialSpec {name} (needs patch on gmsacredentialspecs)")
-                    })
-                }
-            }
-        }
-        if conflicts == 0 {
-            return Ok(written);
-        }
-        eprintln!(
-            "note: {conflicts} spec(s) changed while publishing; reading them again (attempt {})",
-            attempt + 2
-        );
+            .with_context(|| format!("cannot publish the contents of GMSACredentialSpec {name} (needs patch on gmsacredentialspecs)"))?;
+        written += usize::from(published.written);
     }
-    bail!(
-        "credential specs keep changing while install publishes their contents; run install again"
-    )
+    Ok(written)
 }
 
 /// Waits (30 s) until the API server refuses, by a policy, a server-dry-run pod that names no

@@ -6,7 +6,9 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gmsa_testkit::real_cluster::{RealCluster, ServerVersion, WEBHOOK_USER};
+use std::process::Command;
+
+use gmsa_testkit::real_cluster::{ManagedProcess, RealCluster, ServerVersion, WEBHOOK_USER};
 use serde_json::{json, Value};
 
 use super::*;
@@ -86,36 +88,61 @@ fn grant_keeper(cluster: &RealCluster) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// Publishes every spec's contents the way the keeper does (stand-in until it runs here).
-fn publish_by_hand(cluster: &RealCluster) -> Result<(), String> {
-    let list = cluster
-        .kubectl_ok(&["get", "gmsacredentialspecs", "-o", "json"], None)
+/// The keeper as install runs it: alone, no admission server, as the webhook's user.
+fn start_keeper(cluster: &RealCluster) -> Result<ManagedProcess, String> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gmsa-webhook"));
+    command
+        .args([
+            "--keep-published-contents",
+            "--no-admission",
+            "--kubeconfig",
+        ])
+        .arg(cluster.webhook_kubeconfig())
+        .env("LOG_LEVEL", "debug")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("KUBECONFIG")
+        .env_remove("TLS_CRT")
+        .env_remove("TLS_KEY")
+        .env_remove("HTTPS_PORT");
+    cluster.spawn("keeper", command).map_err(|e| e.to_string())
+}
+
+/// The spec as stored.
+fn spec(cluster: &RealCluster, name: &str) -> Result<Value, String> {
+    let json = cluster
+        .kubectl_ok(&["get", "gmsacredentialspec", name, "-o", "json"], None)
         .map_err(|e| e.to_string())?;
-    let list: Value = serde_json::from_str(&list).map_err(|e| e.to_string())?;
-    for item in list["items"].as_array().into_iter().flatten() {
-        let name = item["metadata"]["name"].as_str().unwrap_or_default();
-        let Some(credspec) = item.get("credspec") else {
-            continue;
-        };
-        let patch = json!({"metadata": {"annotations": {
-            gmsa_core::published::CONTENTS_ANNOTATION: gmsa_core::canonical::to_go_json(credspec),
-            gmsa_core::published::CONTENTS_GENERATION_ANNOTATION: item["metadata"]["generation"].to_string(),
-        }}});
-        cluster
-            .kubectl_ok(
-                &[
-                    "patch",
-                    "gmsacredentialspec",
-                    name,
-                    "--type=merge",
-                    "-p",
-                    &patch.to_string(),
-                ],
-                None,
-            )
+    serde_json::from_str(&json).map_err(|e| e.to_string())
+}
+
+/// Waits (30 s) until every spec's published contents are current.
+fn wait_published(cluster: &RealCluster) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = cluster
+            .kubectl_ok(&["get", "gmsacredentialspecs", "-o", "json"], None)
             .map_err(|e| e.to_string())?;
+        let list: Value = serde_json::from_str(&list).map_err(|e| e.to_string())?;
+        let pending: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|item| {
+                !matches!(
+                    gmsa_core::published::publication(item),
+                    Ok(gmsa_core::published::Publication::Current)
+                )
+            })
+            .map(|item| item["metadata"]["name"].to_string())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("not published within 30 s: {}", pending.join(", ")));
+        }
+        thread::sleep(Duration::from_millis(200));
     }
-    Ok(())
 }
 
 /// The API server loads policies and their parameters asynchronously: probe until a pod
@@ -175,7 +202,10 @@ fn policies_behind_current_kube() {
     );
     set_up_cluster(&cluster).unwrap_or_else(|e| panic!("setting up the cluster: {e}"));
     grant_keeper(&cluster).unwrap_or_else(|e| panic!("granting the keeper: {e}"));
-    publish_by_hand(&cluster).unwrap_or_else(|e| panic!("publishing: {e}"));
+    let mut keeper = start_keeper(&cluster).unwrap_or_else(|e| panic!("starting the keeper: {e}"));
+    if let Err(e) = wait_published(&cluster) {
+        panic!("{e}\n--- keeper log ---\n{}", keeper.log_tail(40));
+    }
     install_policies(&cluster).unwrap_or_else(|e| panic!("installing the policies: {e}"));
     let e2e = E2e {
         cluster: &cluster,
@@ -185,10 +215,20 @@ fn policies_behind_current_kube() {
     let warnings = type_check_warnings(&cluster).unwrap_or_else(|e| panic!("{e}"));
 
     let (count, mut failures) = run_scenarios(&e2e);
+    let still_running = keeper.check_running().map_err(|e| e.to_string());
+    let log = keeper.log_tail(60);
+    let outage = keeper_outage(&e2e, &mut keeper);
     eprintln!(
-        "{version}: {count} scenarios in policy mode, {} failed",
-        failures.len()
+        "{version}: {count} scenarios in policy mode, {} failed; keeper outage phase: {} failed",
+        failures.len(),
+        outage.len()
     );
+    failures.extend(outage);
+    if let Err(e) = still_running {
+        failures.push(format!(
+            "  the keeper stopped during the scenarios: {e}\n{log}"
+        ));
+    }
     if !warnings.is_empty() {
         failures.push(format!("  type-check warnings:\n{}", warnings.join("\n")));
     }
@@ -199,4 +239,152 @@ fn policies_behind_current_kube() {
             failures.join("\n"),
         );
     }
+}
+
+/// Posts `pod` until `done` says the answer is the one awaited (30 s); every answer on the way
+/// must be a refusal (`Err` otherwise): nothing is admitted early.
+fn post_until(
+    e2e: &E2e,
+    pod: &Value,
+    done: impl Fn(u16, &Value) -> bool,
+) -> Result<(u16, Value), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, answer) = e2e.post_pod(NS, pod)?;
+        if done(code, &answer) {
+            return Ok((code, answer));
+        }
+        if code == 201 {
+            return Err(format!("admitted before it should be: {answer}"));
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("still {code} after 30 s: {}", answer["message"]));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn message(answer: &Value) -> &str {
+    answer["message"].as_str().unwrap_or_default()
+}
+
+/// The keeper stopped: existing specs keep working; a spec created meanwhile and a spec edited
+/// by hand are refused with the keeper named, never admitted with missing or stale contents;
+/// once the keeper is back, both work with their current contents.
+fn keeper_outage(e2e: &E2e, keeper: &mut ManagedProcess) -> Vec<String> {
+    keeper.stop();
+    let mut failures = Vec::new();
+    let mut case = |name: &str, outcome: Result<(), String>| match outcome {
+        Ok(()) => eprintln!("ok    {name}"),
+        Err(problem) => {
+            eprintln!("FAIL  {name}");
+            failures.push(format!("  {name}: {problem}"));
+        }
+    };
+    let cluster = e2e.cluster;
+    let pod_naming = |pod: &str, spec: &str| {
+        with_pod_gmsa(
+            windows_pod(pod, Some("webapp")),
+            json!({"gmsaCredentialSpecName": spec}),
+        )
+    };
+
+    case(
+        "keeper down: an existing spec still works",
+        (|| {
+            let stored = e2e.create_pod(&pod_naming("outage-existing", "gmsa-webapp1"))?;
+            same("contents", pod_contents(&stored), Some(WEBAPP1))
+        })(),
+    );
+
+    let created = credspec(
+        "windows.k8s.io/v1",
+        "gmsa-outage",
+        "Outage",
+        &["CONTOSO"],
+        "Outage",
+    );
+    let grant = json!({"apiVersion": "v1", "kind": "List", "items": [
+        cluster_role_use("gmsa-outage-user", &["gmsa-outage"]),
+        role_binding("gmsa-outage-users", "gmsa-outage-user", &["webapp"]),
+    ]});
+    let new_pod = pod_naming("outage-new", "gmsa-outage");
+    case(
+        "keeper down: a spec created meanwhile is refused, naming the keeper",
+        (|| {
+            cluster
+                .apply(&created.to_string())
+                .map_err(|e| e.to_string())?;
+            cluster
+                .apply(&grant.to_string())
+                .map_err(|e| e.to_string())?;
+            let (code, answer) = post_until(e2e, &new_pod, |_, a| {
+                message(a).contains("the contents of cred spec gmsa-outage are not published for its generation 1: is the GMSA keeper running?")
+            })?;
+            same("status", Some(&code.to_string()), Some("403"))?;
+            same(
+                "published contents",
+                spec(cluster, "gmsa-outage")?["metadata"]["annotations"]
+                    [gmsa_core::published::CONTENTS_ANNOTATION]
+                    .as_str(),
+                None,
+            )
+            .map(|_| drop(answer))
+        })(),
+    );
+
+    let rename =
+        json!({"credspec": {"DomainJoinConfig": {"MachineAccountName": "WebApp2Renamed"}}});
+    let mut edited_contents = String::new();
+    let edited_pod = pod_naming("outage-edited", "gmsa-webapp2");
+    let mut stale_preset = windows_pod("outage-stale-preset", Some("webapp"));
+    stale_preset["spec"]["containers"] = json!([container(
+        "app",
+        Some(json!({"gmsaCredentialSpecName": "gmsa-webapp2", "gmsaCredentialSpec": WEBAPP2}))
+    )]);
+    case(
+        "keeper down: a spec edited by hand is never inlined with its old contents",
+        (|| {
+            cluster
+                .kubectl_ok(
+                    &[
+                        "patch",
+                        "gmsacredentialspec",
+                        "gmsa-webapp2",
+                        "--type=merge",
+                        "-p",
+                        &rename.to_string(),
+                    ],
+                    None,
+                )
+                .map_err(|e| e.to_string())?;
+            let stored = spec(cluster, "gmsa-webapp2")?;
+            edited_contents = gmsa_core::canonical::to_go_json(&stored["credspec"]);
+            let generation = stored["metadata"]["generation"].clone();
+            let expected = format!("the contents of cred spec gmsa-webapp2 are not published for its generation {generation}");
+            post_until(e2e, &edited_pod, |_, a| message(a).contains(&expected))?;
+            post_until(e2e, &stale_preset, |_, a| message(a).contains(&expected)).map(|_| ())
+        })(),
+    );
+
+    case(
+        "keeper back: both specs work with their current contents",
+        (|| {
+            let mut restarted = start_keeper(cluster)?;
+            let outcome = (|| {
+                let (_, stored) = post_until(e2e, &new_pod, |code, _| code == 201)?;
+                same("new spec's contents", pod_contents(&stored), Some(OUTAGE))?;
+                let (_, stored) = post_until(e2e, &edited_pod, |code, _| code == 201)?;
+                same(
+                    "edited spec's contents",
+                    pod_contents(&stored),
+                    Some(&edited_contents),
+                )
+            })();
+            let log = restarted.log_tail(30);
+            restarted.stop();
+            outcome.map_err(|e| format!("{e}\n--- keeper log ---\n{log}"))
+        })(),
+    );
+    failures
 }

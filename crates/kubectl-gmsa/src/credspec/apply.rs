@@ -53,16 +53,22 @@ pub async fn apply(
              use it until they are (`gmsa-webhook --keep-published-contents` writes them too)"
         )
     })?;
-    Ok(vec![applied_line, format!("{shown} {published}")])
+    Ok(vec![applied_line, format!("{shown} {}", published.line)])
+}
+
+/// What [`publish`] did: whether it wrote, and the output line.
+pub struct Published {
+    pub written: bool,
+    pub line: String,
 }
 
 /// Writes what `object`'s annotations need; on a conflict, decides again from the object as
-/// stored now. Returns what was done, for the output line.
-async fn publish(
+/// stored now.
+pub async fn publish(
     api: &Api<DynamicObject>,
     name: &str,
     mut object: DynamicObject,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Published> {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PatchParams::default()
@@ -76,18 +82,23 @@ async fn publish(
             .context("the API server returned the spec without a resourceVersion")?;
         let change = publication(&serde_json::to_value(&object)?)?;
         let Some(patch) = change.merge_patch(&resource_version) else {
-            return Ok(format!(
-                "contents already published (generation {generation})"
-            ));
+            return Ok(Published {
+                written: false,
+                line: format!("contents already published (generation {generation})"),
+            });
         };
         match api.patch(name, &params, &Patch::Merge(&patch)).await {
             Ok(_) => {
-                return Ok(match change {
+                let line = match change {
                     Publication::Withdraw => {
                         format!("published contents removed (generation {generation})")
                     }
                     _ => format!("contents published (generation {generation})"),
-                })
+                };
+                return Ok(Published {
+                    written: true,
+                    line,
+                });
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 object = api.get(name).await.context("cannot read it again")?;
