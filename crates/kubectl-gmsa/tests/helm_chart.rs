@@ -2,11 +2,15 @@
 //! settings both produce the same objects, compared parsed, certificate bytes aside (each run
 //! makes its own). Also `helm lint`, `kubernetes-validate --strict` over the chart's output,
 //! and `helm install`/`upgrade` on a real kube-apiserver, where `lookup` reads the live Secret.
+//! The chart's admission policies template is generated from gmsa-deploy
+//! (`helm_chart/policy_template.rs`), and a test fails when it is not what that generates now.
 //!
 //! helm comes from `hack/install-helm.sh` (cached under ~/.cache/gmsa-k8s/helm), or `GMSA_HELM`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+#[path = "helm_chart/policy_template.rs"]
+mod policy_template;
 mod support;
 
 use std::collections::BTreeMap;
@@ -289,6 +293,41 @@ fn chart_lints_and_passes_schema_validation() {
     let file = dir.path().join("chart.yaml");
     std::fs::write(&file, rendered).unwrap();
     kubernetes_validate_strict(&file);
+}
+
+/// `templates/admission-policies.yaml` is what gmsa-deploy renders now; with
+/// `GMSA_WRITE_CHART=1` this test rewrites it instead.
+#[test]
+fn admission_policies_template_is_generated() {
+    let path = chart().join(policy_template::PATH);
+    let want = policy_template::generate();
+    if std::env::var_os(policy_template::WRITE_ENV).is_some_and(|v| v == "1") {
+        // Renamed into place, so tests reading the chart meanwhile see one file or the other.
+        let partial = path.with_extension("yaml.partial");
+        std::fs::write(&partial, &want).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    let got = std::fs::read_to_string(&path).unwrap_or_default();
+    if got != want {
+        let clip = |line: Option<&str>| match line {
+            None => "(end of file)".to_string(),
+            Some(l) => l.chars().take(160).collect(),
+        };
+        let lines = got.lines().count().max(want.lines().count());
+        let line = (0..lines)
+            .find(|&i| got.lines().nth(i) != want.lines().nth(i))
+            .unwrap_or(lines);
+        panic!(
+            "charts/gmsa-webhook/{} is not what gmsa-deploy renders now (first difference on line {}):\n  file:      {}\n  generated: {}\nRegenerate it with\n  {}\nand commit it.",
+            policy_template::PATH,
+            line + 1,
+            clip(got.lines().nth(line)),
+            clip(want.lines().nth(line)),
+            policy_template::regenerate_command()
+        );
+    }
 }
 
 #[test]
