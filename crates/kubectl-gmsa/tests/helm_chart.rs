@@ -2,11 +2,15 @@
 //! settings both produce the same objects, compared parsed, certificate bytes aside (each run
 //! makes its own). Also `helm lint`, `kubernetes-validate --strict` over the chart's output,
 //! and `helm install`/`upgrade` on a real kube-apiserver, where `lookup` reads the live Secret.
+//! The chart's admission policies template is generated from gmsa-deploy
+//! (`helm_chart/policy_template.rs`), and a test fails when it is not what that generates now.
 //!
 //! helm comes from `hack/install-helm.sh` (cached under ~/.cache/gmsa-k8s/helm), or `GMSA_HELM`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
+#[path = "helm_chart/policy_template.rs"]
+mod policy_template;
 mod support;
 
 use std::collections::BTreeMap;
@@ -48,8 +52,8 @@ fn run_helm(home: &Path, args: &[&str]) -> String {
     run_helm_on(home, None, args)
 }
 
-/// [`run_helm`] against the cluster of `kubeconfig`, if any.
-fn run_helm_on(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> String {
+/// helm with `args`, its state in `home`.
+fn helm_command(home: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(helm());
     command
         .args(args)
@@ -58,6 +62,12 @@ fn run_helm_on(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> String 
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_DATA_HOME", home.join("data"))
         .env_remove("KUBECONFIG");
+    command
+}
+
+/// [`run_helm`] against the cluster of `kubeconfig`, if any.
+fn run_helm_on(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> String {
+    let mut command = helm_command(home, args);
     if let Some(kubeconfig) = kubeconfig {
         command.env("KUBECONFIG", kubeconfig);
     }
@@ -70,6 +80,18 @@ fn run_helm_on(home: &Path, kubeconfig: Option<&Path>, args: &[&str]) -> String 
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs helm where it must fail; its stderr.
+fn helm_refuses(home: &Path, args: &[&str]) -> String {
+    let out = helm_command(home, args).output().expect("run helm");
+    assert!(
+        !out.status.success(),
+        "helm {} succeeded:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
 }
 
 fn run_install(dir: &Path, args: &[&str]) -> String {
@@ -236,6 +258,64 @@ fn chart_renders_what_install_renders() {
             &["--client-ca", "ca.pem", "--authorization", "api"],
             &[&client_ca_set, "authorization=api"],
         ),
+        case(
+            "policies, defaults, Kubernetes 1.36",
+            "gmsa-system",
+            "1.36",
+            &["--admission", "policies"],
+            &["admission=policies"],
+        ),
+        // The webhook's options are given too: both leave out the same ones.
+        case(
+            "policies and every option",
+            "windows-gmsa",
+            "1.37",
+            &[
+                "--admission",
+                "policies",
+                "--name",
+                "gmsa",
+                "--replicas",
+                "3",
+                "--image",
+                "registry.example/gmsa-webhook:1.2.3",
+                "--aggregate-to-view",
+                "--certs",
+                "cert-manager",
+                "--random-hostname",
+                "--qps",
+                "20",
+                "--burst",
+                "40",
+                "--no-pdb",
+                "--node-setup",
+                "--match-conditions",
+                "off",
+                "--authorization",
+                "api",
+                "--prometheus-rule",
+                "--client-ca",
+                "ca.pem",
+            ],
+            &[
+                "admission=policies",
+                "name=gmsa",
+                "replicas=3",
+                "image.repository=registry.example/gmsa-webhook",
+                "image.tag=1.2.3",
+                "aggregateToView=true",
+                "certificates.mode=certManager",
+                "randomHostname=true",
+                "qps=20",
+                "burst=40",
+                "pdb.enabled=false",
+                "nodeSetup.enabled=true",
+                "matchConditions=false",
+                "authorization=api",
+                "prometheusRule.enabled=true",
+                &client_ca_set,
+            ],
+        ),
     ];
     let home = dir.path().join("helm-home");
     let chart = chart();
@@ -266,18 +346,48 @@ fn chart_renders_what_install_renders() {
     }
 }
 
+/// Both modes lint clean, and their objects pass kubernetes-validate's schemas (which have
+/// the admissionregistration.k8s.io/v1 policies from 1.36 on).
 #[test]
 fn chart_lints_and_passes_schema_validation() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("helm-home");
-    let out = run_helm(&home, &["lint", "--strict", chart().to_str().unwrap()]);
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let out = run_helm(&home, &["lint", "--strict", chart]);
     assert!(out.contains("0 chart(s) failed"), "{out}");
+    let policies = [
+        "--kube-version",
+        "1.36.0",
+        "--set",
+        "admission=policies,namespace.create=true,aggregateToView=true",
+    ];
+    let mut lint = vec!["lint", "--strict", chart];
+    lint.extend(policies);
+    let out = run_helm(&home, &lint);
+    assert!(out.contains("0 chart(s) failed"), "{out}");
+    let mut template = vec![
+        "template",
+        "gmsa-webhook",
+        chart,
+        "--namespace",
+        "gmsa-system",
+    ];
+    template.extend(policies);
+    let rendered = run_helm(&home, &template);
+    assert!(
+        rendered.contains("kind: MutatingAdmissionPolicy\n"),
+        "{rendered}"
+    );
+    let file = dir.path().join("chart-policies.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    kubernetes_validate_strict(&file);
     let rendered = run_helm(
         &home,
         &[
             "template",
             "gmsa-webhook",
-            chart().to_str().unwrap(),
+            chart,
             "--namespace",
             "gmsa-system",
             "--kube-version",
@@ -289,6 +399,88 @@ fn chart_lints_and_passes_schema_validation() {
     let file = dir.path().join("chart.yaml");
     std::fs::write(&file, rendered).unwrap();
     kubernetes_validate_strict(&file);
+}
+
+/// Policy mode needs Kubernetes 1.36, and the chart says so as install does.
+#[test]
+fn chart_refuses_policies_before_1_36() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("helm-home");
+    let chart = chart();
+    let args = [
+        "template",
+        "gmsa-webhook",
+        chart.to_str().unwrap(),
+        "--kube-version",
+        "1.35.0",
+        "--set",
+        "admission=policies",
+    ];
+    let err = helm_refuses(&home, &args);
+    assert!(err.contains("Kubernetes 1.36 or later"), "{err}");
+    let out = support::run(
+        dir.path(),
+        &[
+            "install",
+            "--admission",
+            "policies",
+            "--kube-version",
+            "1.35",
+        ],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("Kubernetes 1.36 or later"),
+        "{}",
+        out.stderr
+    );
+    let args = [
+        "template",
+        "gmsa-webhook",
+        chart.to_str().unwrap(),
+        "--set",
+        "admission=policy",
+    ];
+    let err = helm_refuses(&home, &args);
+    assert!(
+        err.contains("admission must be webhook or policies"),
+        "{err}"
+    );
+}
+
+/// `templates/admission-policies.yaml` is what gmsa-deploy renders now; with
+/// `GMSA_WRITE_CHART=1` this test rewrites it instead.
+#[test]
+fn admission_policies_template_is_generated() {
+    let path = chart().join(policy_template::PATH);
+    let want = policy_template::generate();
+    if std::env::var_os(policy_template::WRITE_ENV).is_some_and(|v| v == "1") {
+        // Renamed into place, so tests reading the chart meanwhile see one file or the other.
+        let partial = path.with_extension("yaml.partial");
+        std::fs::write(&partial, &want).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
+        eprintln!("wrote {}", path.display());
+        return;
+    }
+    let got = std::fs::read_to_string(&path).unwrap_or_default();
+    if got != want {
+        let clip = |line: Option<&str>| match line {
+            None => "(end of file)".to_string(),
+            Some(l) => l.chars().take(160).collect(),
+        };
+        let lines = got.lines().count().max(want.lines().count());
+        let line = (0..lines)
+            .find(|&i| got.lines().nth(i) != want.lines().nth(i))
+            .unwrap_or(lines);
+        panic!(
+            "charts/gmsa-webhook/{} is not what gmsa-deploy renders now (first difference on line {}):\n  file:      {}\n  generated: {}\nRegenerate it with\n  {}\nand commit it.",
+            policy_template::PATH,
+            line + 1,
+            clip(got.lines().nth(line)),
+            clip(want.lines().nth(line)),
+            policy_template::regenerate_command()
+        );
+    }
 }
 
 #[test]
@@ -420,5 +612,71 @@ fn helm_upgrade_keeps_a_renewal_under_way() {
                 hook["name"]
             );
         }
+    }
+}
+
+/// Whether `live` holds everything in `sent`: what the API server stores adds defaults and
+/// metadata, and changes nothing it was given.
+fn holds(live: &Value, sent: &Value) -> bool {
+    match (live, sent) {
+        (Value::Object(live), Value::Object(sent)) => sent
+            .iter()
+            .all(|(k, v)| live.get(k).is_some_and(|l| holds(l, v))),
+        (Value::Array(live), Value::Array(sent)) => {
+            live.len() == sent.len() && live.iter().zip(sent).all(|(l, s)| holds(l, s))
+        }
+        _ => live == sent,
+    }
+}
+
+/// `helm install --set admission=policies` on a real API server: it accepts the policies (it
+/// compiles their CEL on create) and stores what install renders, so Go's reading of the
+/// generated template's YAML is the same as ours.
+#[test]
+fn helm_installs_the_policies_on_a_real_server() {
+    use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
+
+    if skip_requested() {
+        eprintln!("skipped: {SKIP_ENV}=1");
+        return;
+    }
+    let cluster = RealCluster::start(ServerVersion::Current).unwrap_or_else(|e| panic!("{e}"));
+    let home = tempfile::tempdir().unwrap();
+    let chart = chart().display().to_string();
+    run_helm_on(
+        home.path(),
+        Some(cluster.admin_kubeconfig()),
+        &[
+            "install",
+            "gmsa",
+            &chart,
+            "-n",
+            "gmsa-system",
+            "--create-namespace",
+            "--set",
+            "admission=policies",
+        ],
+    );
+    let settings = gmsa_deploy::Settings {
+        admission: gmsa_deploy::Admission::Policies,
+        kube_version: gmsa_deploy::KubeVersion::new(1, cluster.version().minor()),
+        ..gmsa_deploy::Settings::default()
+    };
+    let sent = policy_template::policy_objects(&settings);
+    assert_eq!(sent.len(), 6, "three policies and their bindings");
+    for object in &sent {
+        let info = gmsa_deploy::kind_info(object).unwrap();
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let live = cluster
+            .kubectl_ok(&["get", info.plural, name, "-o", "json"], None)
+            .unwrap();
+        let live: Value = serde_json::from_str(&live).unwrap();
+        assert!(
+            holds(&live, object),
+            "{} {name} as stored differs from install's\n--- stored ---\n{}\n--- install ---\n{}",
+            info.kind,
+            serde_json::to_string_pretty(&live).unwrap(),
+            serde_json::to_string_pretty(object).unwrap()
+        );
     }
 }
