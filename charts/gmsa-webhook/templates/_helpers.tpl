@@ -34,6 +34,9 @@ keeper instead of the webhook; refused before Kubernetes 1.36, as install refuse
 {{- if not (semverCompare ">=1.36-0" .Capabilities.KubeVersion.Version) -}}
 {{- fail "admission=policies needs MutatingAdmissionPolicy v1 (Kubernetes 1.36 or later): upgrade the control plane or keep admission=webhook" -}}
 {{- end -}}
+{{- if .Values.randomHostname -}}
+{{- fail "randomHostname needs the webhook: CEL has no randomness, so admission policies cannot pick a hostname" -}}
+{{- end -}}
 true
 {{- else if eq $mode "webhook" -}}
 false

@@ -382,7 +382,7 @@ pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest
 }
 
 /// Policy mode: the keeper that publishes contents (no Service, certificates or webhook
-/// configurations), then the policies, each before its binding.
+/// configurations) and the node setup if asked, then the policies, each before its binding.
 fn render_policies(settings: &Settings) -> Manifest {
     let mut objects = vec![
         crd::custom_resource_definition(),
@@ -395,6 +395,9 @@ fn render_policies(settings: &Settings) -> Manifest {
         objects.push(meta::to_value(&rbac::view_role(settings)));
     }
     objects.push(meta::to_value(&deployment::keeper(settings)));
+    if settings.node_setup {
+        objects.push(meta::to_value(&workload::node_setup(settings)));
+    }
     objects.push(meta::to_value(&policies::mutating_policy(settings)));
     objects.push(meta::to_value(&policies::mutating_binding(settings)));
     objects.push(meta::to_value(&policies::use_policy_object(settings)));

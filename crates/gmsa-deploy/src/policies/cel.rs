@@ -99,26 +99,29 @@ pub fn names_the_spec() -> String {
     any.join(" || ")
 }
 
-/// The spec names set on the places this request creates (needs the [`created`] variables);
-/// with `preset`, only where contents are set too.
-pub fn created_names(preset: bool) -> String {
-    let has = |holder: &str| {
-        let mut condition = format!("{} != ''", name_of(holder));
-        if preset {
-            condition.push_str(&format!(" && {}.hasValue()", contents_of(holder)));
-        }
-        condition
-    };
-    let mut parts = vec![format!(
-        "({CREATING} && {} ? [{}] : [])",
-        has("object.spec"),
-        name_of("object.spec")
-    )];
+/// The distinct spec names set on the places this request creates (needs the [`created`]
+/// variables): each name once, where it first appears (pod, containers, init containers,
+/// ephemeral containers), so a pod naming one spec everywhere costs one authorization.
+pub fn created_names() -> String {
+    let pod = name_of("object.spec");
+    let mut parts = vec![format!("({CREATING} && {pod} != '' ? [{pod}] : [])")];
+    let mut earlier = vec![format!("({CREATING} && {pod} == {})", name_of("c"))];
     for list in LISTS {
+        let list_var = created_variable(list);
+        let first = format!(
+            "{list_var}.filter(d, {} == {})[0] == c",
+            name_of("d"),
+            name_of("c")
+        );
         parts.push(format!(
-            "{}.filter(c, {}).map(c, {})",
-            created_variable(list),
-            has("c"),
+            "{list_var}.filter(c, {} != '' && !({}) && {first}).map(c, {})",
+            name_of("c"),
+            earlier.join(" || "),
+            name_of("c")
+        ));
+        earlier.push(format!(
+            "{list_var}.exists(d, {} == {})",
+            name_of("d"),
             name_of("c")
         ));
     }

@@ -186,8 +186,9 @@ fn validation(expression: String, message_expression: String, reason: &str) -> V
 /// put `default` there when it was empty).
 const SERVICE_ACCOUNT: &str = "object.spec.?serviceAccountName.orValue('')";
 
-/// Places with pre-set contents whose spec name is authorized without a spec.
-const PRESET_SLOTS: usize = 8;
+/// How many distinct spec names one pod may use: one authorizer check per validation is what
+/// the API server's cost limit allows (about two fit).
+const NAME_SLOTS: usize = 8;
 
 /// Whether the pod's service account may `use` the spec named by the CEL string `name`. The
 /// namespace must be given for RoleBindings to count.
@@ -234,15 +235,6 @@ pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
             format!("!{named} || has(params.credspec)"),
             "'cred spec ' + variables.name + ' does not have a credspec key'".into(),
             "Invalid",
-        ),
-        validation(
-            format!("!{named} || {}", may_use("variables.name")),
-            format!(
-                "'service account ' + {} + ' is not authorized to `use` GMSA cred spec ' + {}",
-                q(SERVICE_ACCOUNT),
-                q("variables.name")
-            ),
-            "Forbidden",
         ),
         validation(
             format!("!{named} || variables.published"),
@@ -313,11 +305,17 @@ fn on_created_places(
 /// Checks that need no spec: a name still without contents after mutation (the spec does not
 /// exist), contents without a name, authorization, settings changed on update.
 pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
-    // The webhook refuses a missing spec while mutating, before any validation.
+    // The webhook refuses a missing spec while mutating, before any validation; namespaces
+    // that opt out of mutation are not refused for what mutation would have done.
+    let mutated = format!(
+        "namespaceObject.metadata.?labels[?'{}'].orValue('') != '{}'",
+        names::DISABLE_LABEL,
+        names::DISABLE_VALUE
+    );
     let mut validations = on_created_places(
         |h| {
             format!(
-                "{} != '' && !{}.hasValue()",
+                "{mutated} && {} != '' && !{}.hasValue()",
                 cel::name_of(h),
                 cel::contents_of(h)
             )
@@ -343,16 +341,13 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
         },
         "Invalid",
     ));
-    // A per-spec policy never sees a name no spec has, so pre-set contents under such a name
-    // are authorized here: one check per validation, as the API server's cost limit allows
-    // about two.
-    for slot in 0..PRESET_SLOTS {
-        let name = format!("variables.presetNames[{slot}]");
+    // Authorized here, once per request and per name, rather than per spec: a policy
+    // evaluated per spec never sees a name no spec has, and pre-set contents must not slip
+    // past authorization that way.
+    for slot in 0..NAME_SLOTS {
+        let name = format!("variables.names[{slot}]");
         validations.push(validation(
-            format!(
-                "size(variables.presetNames) <= {slot} || {}",
-                may_use(&name)
-            ),
+            format!("size(variables.names) <= {slot} || {}", may_use(&name)),
             format!(
                 "'service account ' + {} + ' is not authorized to `use` GMSA cred spec ' + {}",
                 q(SERVICE_ACCOUNT),
@@ -362,8 +357,8 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
         ));
     }
     validations.push(validation(
-        format!("size(variables.presetNames) <= {PRESET_SLOTS}"),
-        format!("'the pod sets GMSA cred spec contents in ' + string(size(variables.presetNames)) + ' places; admission policies check at most {PRESET_SLOTS}: leave the contents out and let them be inlined'"),
+        format!("size(variables.names) <= {NAME_SLOTS}"),
+        format!("'the pod names ' + string(size(variables.names)) + ' GMSA cred specs; admission policies check at most {NAME_SLOTS} (the webhook has no such limit)'"),
         "Invalid",
     ));
     let (pod_expression, pod_message) = cel::pod_unchanged();
@@ -379,7 +374,7 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
             match_conditions: Some(vec![mentions_gmsa()]),
             variables: Some({
                 let mut variables = created_variables();
-                variables.push(variable("presetNames", cel::created_names(true)));
+                variables.push(variable("names", cel::created_names()));
                 variables
             }),
             validations: Some(validations),
