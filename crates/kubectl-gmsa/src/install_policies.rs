@@ -57,7 +57,20 @@ pub async fn install(
         }
     }
     if !server_dry_run {
-        let published = publish_all(applier).await?;
+        let published = match publish_all(applier).await {
+            Err(e) if webhook_unreachable(&e) => {
+                // Our webhook validates spec writes, and it is down: the reason to switch,
+                // often. Without the validating configuration the mutating one still refuses
+                // every GMSA pod (it fails closed), so nothing is admitted unchecked meanwhile.
+                eprintln!("note: the webhook's credential spec validation is unreachable; unregistering the validating webhook configuration first (GMSA pods stay refused by the mutating one until the policies answer)");
+                let validating = [webhook_only(settings).remove(0)];
+                for line in delete_ours(applier, settings, &validating, "unreachable").await? {
+                    println!("{line}");
+                }
+                publish_all(applier).await?
+            }
+            other => other?,
+        };
         eprintln!("contents: {published} credential spec(s) published for the policies");
     }
     if let (Some(timeout), false) = (options.wait, server_dry_run) {
@@ -96,6 +109,14 @@ pub async fn publish_all(applier: &Applier) -> anyhow::Result<usize> {
     Ok(written)
 }
 
+/// Whether a write failed because the API server could not call our credential spec webhook.
+fn webhook_unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(cause.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s))
+            if s.message.contains(&format!("failed calling webhook \"{}\"", names::CREDSPEC_WEBHOOK)))
+    })
+}
+
 /// Waits (30 s) until the API server refuses, by a policy, a server-dry-run pod that names no
 /// existing spec: the policies are loaded and evaluated.
 async fn wait_policies_answer(applier: &Applier, settings: &Settings) -> anyhow::Result<()> {
@@ -108,6 +129,9 @@ async fn wait_policies_answer(applier: &Applier, settings: &Settings) -> anyhow:
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "gmsa-install-probe"},
         "spec": {
+            // Our own account: it exists wherever install ran (not every namespace has
+            // `default` yet).
+            "serviceAccountName": settings.name,
             "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": "gmsa-install-probe-no-such-spec"}},
             "containers": [{"name": "probe", "image": "probe"}],
         },

@@ -31,7 +31,8 @@ pub struct Finding {
     pub status: Status,
     /// A stable identifier: `crd`, `webhook-configurations`, `certificate`, `certificate-expiry`,
     /// `webhook-ready`, `reference-webhook`, `credspec`, `pod-spec-exists`, `pod-grant`, `pod-contents`,
-    /// `pod-windows`, `pod-hostname`, `pod`.
+    /// `pod-windows`, `pod-hostname`, `pod`; in policy mode `admission-policies`,
+    /// `published-contents` and `keeper` instead of the webhook's rows.
     pub check: String,
     /// What it is about (`default/iis`, `gmsa-webapp1`).
     pub subject: String,
