@@ -14,7 +14,7 @@ use tracing::debug;
 
 use crate::account::{account_name, close_matches};
 use crate::error::{bind_failure_detail, AdError};
-use crate::facts::{domain_names, CrossRef, DomainFacts, RootDse};
+use crate::facts::{domain_names, CrossRef, DomainFacts, RootDse, GMSA_CLASS};
 use crate::identifiers::{guid_from_bytes, sid_from_bytes};
 
 mod tls;
@@ -29,7 +29,6 @@ const PAGE_SIZE: i32 = 500;
 const RESULT_STRONGER_AUTH_REQUIRED: u32 = 8;
 const RESULT_INVALID_CREDENTIALS: u32 = 49;
 const RESULT_NO_SUCH_OBJECT: u32 = 32;
-use crate::inspect::GMSA_CLASS;
 
 /// Which certificates the domain controller's TLS certificate must chain to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,6 +119,9 @@ fn normalize_dn(dn: &str) -> String {
         .join(",")
 }
 
+/// The object class of group managed service accounts.
+pub const GMSA_CLASS: &str = "msDS-GroupManagedServiceAccount";
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;

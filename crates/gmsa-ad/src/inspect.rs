@@ -15,8 +15,7 @@ use crate::readiness::{
     SpecClaims, SpnHolder, Token,
 };
 
-/// The object class of group managed service accounts.
-pub const GMSA_CLASS: &str = "msDS-GroupManagedServiceAccount";
+pub use crate::facts::GMSA_CLASS;
 /// Where the forest keeps its KDS root keys, under the configuration naming context.
 pub const MASTER_ROOT_KEYS_RDN: &str =
     "CN=Master Root Keys,CN=Group Key Distribution Service,CN=Services";

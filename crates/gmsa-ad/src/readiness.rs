@@ -140,7 +140,7 @@ impl AccountEntry {
     fn is_gmsa(&self) -> bool {
         self.object_classes
             .iter()
-            .any(|c| c.eq_ignore_ascii_case(crate::inspect::GMSA_CLASS))
+            .any(|c| c.eq_ignore_ascii_case(crate::facts::GMSA_CLASS))
     }
 }
 
@@ -295,7 +295,7 @@ fn account(claims: &SpecClaims, domain: &DomainFacts, state: &AccountState) -> C
             format!(
                 "{} is a {class}, not a {}; containers can only use a group managed service account",
                 entry.dn,
-                crate::inspect::GMSA_CLASS
+                crate::facts::GMSA_CLASS
             ),
             format!("New-ADServiceAccount -Name <another name> -DNSHostName <name>.{}, and name it in the spec", domain.dns_name),
         );

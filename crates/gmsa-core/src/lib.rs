@@ -13,6 +13,7 @@ pub mod rbac;
 pub mod rbac_index;
 pub mod state;
 pub mod syntax;
+pub mod verdict;
 
 pub use credspec::CredentialSpec;
 pub use decision::{

@@ -196,13 +196,22 @@ pub fn is_crd(object: &Value) -> bool {
     object["kind"] == "CustomResourceDefinition"
 }
 
+pub fn is_webhook_config(object: &Value) -> bool {
+    object["kind"]
+        .as_str()
+        .is_some_and(|k| k.ends_with("WebhookConfiguration"))
+}
+
+pub fn is_tls_secret(object: &Value) -> bool {
+    object["kind"] == "Secret" && object["type"] == "kubernetes.io/tls"
+}
+
 /// Objects that are ours by definition are taken over from other field managers: the CRD
 /// (a reference install may have applied it client-side, its fields then belong to
 /// `kubectl-client-side-apply`), and the self-signed Secret and the webhook configurations,
 /// whose certificate fields the replicas' renewal writes with updates. Everything else
 /// conflicts unless `--force-conflicts`.
 pub async fn apply_one(applier: &Applier, object: &Value) -> anyhow::Result<(Outcome, String)> {
-    use crate::certs::{is_tls_secret, is_webhook_config};
     if is_crd(object) || is_tls_secret(object) || is_webhook_config(object) {
         applier.apply_forced(object).await
     } else {

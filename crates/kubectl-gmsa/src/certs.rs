@@ -12,7 +12,7 @@ use gmsa_tls::self_signed::{Policy, SelfSignedSecret};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::apply::{apply_one, Applier};
+use crate::apply::{apply_one, is_tls_secret, is_webhook_config, Applier};
 use crate::cluster::kind;
 
 /// How long the API server gets to load caBundles that trust a new CA before the Secret
@@ -116,12 +116,6 @@ pub async fn stage_rotation(
     Ok(())
 }
 
-pub fn is_webhook_config(object: &Value) -> bool {
-    object["kind"]
-        .as_str()
-        .is_some_and(|k| k.ends_with("WebhookConfiguration"))
-}
-
 pub fn secret_info() -> &'static gmsa_deploy::KindInfo {
     kind("v1", "Secret")
 }
@@ -146,10 +140,6 @@ pub async fn current_ca_bundle(applier: &Applier, name: &str) -> anyhow::Result<
                 .map(str::to_owned)
         })
         .and_then(|b| decode_bundle(&b)))
-}
-
-pub fn is_tls_secret(object: &Value) -> bool {
-    object["kind"] == "Secret" && object["type"] == "kubernetes.io/tls"
 }
 
 /// The self-signed Secret's apply carries the resourceVersion install read, so a renewal the

@@ -12,12 +12,9 @@ use clap::{Args, ValueEnum};
 use gmsa_deploy::{names, Admission, CertMode, KubeVersion, Settings, TlsMaterial};
 use serde_json::Value;
 
-use crate::apply::{apply_one, is_crd, Applier, Outcome};
+use crate::apply::{apply_one, is_crd, is_webhook_config, Applier, Outcome};
 use crate::args::{DryRun, OutputFile};
-use crate::certs::{
-    self, add_to_ca_bundles, current_ca_bundle, is_webhook_config, secret_info,
-    set_resource_version,
-};
+use crate::certs::{self, add_to_ca_bundles, current_ca_bundle, secret_info, set_resource_version};
 use crate::cluster::{client, cluster_version, runtime};
 use crate::rollout::{preflight, wait_available, wait_established};
 

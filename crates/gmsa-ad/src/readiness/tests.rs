@@ -75,7 +75,7 @@ fn gmsa(membership: Option<Vec<u8>>) -> AccountEntry {
     }
 }
 
-const GMSA_CLASS_FOR_TESTS: &str = crate::inspect::GMSA_CLASS;
+const GMSA_CLASS_FOR_TESTS: &str = crate::facts::GMSA_CLASS;
 
 fn node(name: &str, rid: u32, groups: &[(u32, bool)]) -> Retriever {
     Retriever::Node {

@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::check::validate;
 use crate::admission::{read_envelope, response_body, RequestIn};
 use crate::canonical::go_quote;
-use crate::decision::{Denial, Verdict};
 use crate::names;
+use crate::verdict::{Denial, Verdict};
 
 /// A decided review of a credential-spec object.
 #[derive(Debug)]
