@@ -447,11 +447,11 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         println!("{line}");
     }
     // Back from policy mode: the webhooks answer now, so the policies can go.
-    for line in crate::install_policies::delete_ours(
+    for line in crate::rollout::delete_ours(
         &applier,
         &settings,
         &crate::install_policies::policies_only(&settings),
-        "replaced by the webhook",
+        Some("replaced by the webhook"),
     )
     .await?
     {

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use gmsa_deploy::{names, policies, KindInfo, Settings};
+use gmsa_deploy::{names, policies, Settings};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::apply::{apply_one, display_name, is_crd, Applier, Outcome};
+use crate::apply::{apply_one, is_crd, Applier, Outcome};
 use crate::cluster::{credential_spec_resource, kind};
-use crate::rollout::{preflight, wait_available, wait_established};
+use crate::rollout::{delete_ours, preflight, wait_available, wait_established, Target};
 
 /// Policies and bindings, as opposed to what the keeper needs.
 fn is_policy_object(object: &Value) -> bool {
@@ -64,7 +64,8 @@ pub async fn install(
                 // every GMSA pod (it fails closed), so nothing is admitted unchecked meanwhile.
                 eprintln!("note: the webhook's credential spec validation is unreachable; unregistering the validating webhook configuration first (GMSA pods stay refused by the mutating one until the policies answer)");
                 let validating = [webhook_only(settings).remove(0)];
-                for line in delete_ours(applier, settings, &validating, "unreachable").await? {
+                for line in delete_ours(applier, settings, &validating, Some("unreachable")).await?
+                {
                     println!("{line}");
                 }
                 publish_all(applier).await?
@@ -164,7 +165,7 @@ async fn wait_policies_answer(applier: &Applier, settings: &Settings) -> anyhow:
 
 /// What webhook mode had and policy mode does not: unregistered first, so no pod waits on a
 /// webhook being removed.
-pub fn webhook_only(settings: &Settings) -> Vec<(&'static KindInfo, bool, String)> {
+pub fn webhook_only(settings: &Settings) -> Vec<Target> {
     let name = &settings.name;
     let configurations = names::webhook_configuration(name);
     vec![
@@ -202,7 +203,7 @@ pub fn webhook_only(settings: &Settings) -> Vec<(&'static KindInfo, bool, String
 }
 
 /// The policy objects, bindings first, for a webhook install replacing policy mode.
-pub fn policies_only(settings: &Settings) -> Vec<(&'static KindInfo, bool, String)> {
+pub fn policies_only(settings: &Settings) -> Vec<Target> {
     let name = &settings.name;
     let admission = "admissionregistration.k8s.io/v1";
     vec![
@@ -239,43 +240,12 @@ pub fn policies_only(settings: &Settings) -> Vec<(&'static KindInfo, bool, Strin
     ]
 }
 
-/// Deletes the objects of `targets` that carry this install's labels.
-pub async fn delete_ours(
-    applier: &Applier,
-    settings: &Settings,
-    targets: &[(&'static KindInfo, bool, String)],
-    why: &str,
-) -> anyhow::Result<Vec<String>> {
-    let ours = gmsa_deploy::selector_labels(settings);
-    let mut lines = Vec::new();
-    for (info, namespaced, name) in targets {
-        let namespace = namespaced.then_some(settings.namespace.as_str());
-        let Some(found) = applier.get(info, namespace, name).await? else {
-            continue;
-        };
-        let labelled = ours
-            .iter()
-            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
-        if !labelled {
-            eprintln!(
-                "skipped {}: it does not carry install's labels",
-                display_name(info, name)
-            );
-            continue;
-        }
-        if let Some(line) = applier.delete(info, namespace, name).await? {
-            lines.push(format!("{line} ({why})"));
-        }
-    }
-    Ok(lines)
-}
-
 async fn retire_webhook(applier: &Applier, settings: &Settings) -> anyhow::Result<Vec<String>> {
     delete_ours(
         applier,
         settings,
         &webhook_only(settings),
-        "replaced by the admission policies",
+        Some("replaced by the admission policies"),
     )
     .await
 }

@@ -1,13 +1,14 @@
 //! Steps of an install that both modes take: the server-side dry run of everything first,
-//! the CRD being served, the Deployment having a ready replica.
+//! the CRD being served, the Deployment having a ready replica; and deleting what install
+//! made (a mode switched away from, uninstall).
 
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use gmsa_deploy::Settings;
+use gmsa_deploy::{KindInfo, Settings};
 use serde_json::Value;
 
-use crate::apply::{apply_one, Applier};
+use crate::apply::{apply_one, display_name, Applier};
 use crate::cluster::kind;
 
 /// Sends every object as a server-side dry run, so an install that would fail part-way
@@ -119,4 +120,51 @@ pub async fn wait_available(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
+}
+
+/// An object install may have made: its kind, whether it lives in the install's namespace,
+/// its name.
+pub type Target = (&'static KindInfo, bool, String);
+
+/// Deletes those of `targets` that exist and carry this install's labels, in order; returns
+/// the kubectl-like lines, each followed by ` (why)` when given. An object shared with the
+/// reference webhook is left for the user to retire.
+pub async fn delete_ours(
+    applier: &Applier,
+    settings: &Settings,
+    targets: &[Target],
+    why: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    let ours = gmsa_deploy::selector_labels(settings);
+    let mut lines = Vec::new();
+    for (info, namespaced, name) in targets {
+        let namespace = namespaced.then_some(settings.namespace.as_str());
+        let Some(found) = applier.get(info, namespace, name).await? else {
+            continue;
+        };
+        let labelled = ours
+            .iter()
+            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
+        if !labelled {
+            eprintln!(
+                "skipped {}: it does not carry install's labels",
+                display_name(info, name)
+            );
+            continue;
+        }
+        if crate::reference::is_reference_configuration(&found) {
+            eprintln!(
+                "skipped {}: it also holds the reference webhook (delete it yourself to retire that)",
+                display_name(info, name)
+            );
+            continue;
+        }
+        if let Some(line) = applier.delete(info, namespace, name).await? {
+            lines.push(match why {
+                Some(why) => format!("{line} ({why})"),
+                None => line,
+            });
+        }
+    }
+    Ok(lines)
 }

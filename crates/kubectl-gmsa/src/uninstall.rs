@@ -69,7 +69,8 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
         name: args.name.clone(),
         ..Settings::default()
     };
-    let ns = Some(args.namespace.as_str());
+    // In the install's namespace (`true`) or cluster-scoped.
+    let ns = true;
     let name = args.name.as_str();
     let validating = kind(
         "admissionregistration.k8s.io/v1",
@@ -81,17 +82,13 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
     );
     let configurations = names::webhook_configuration(name);
     // Policy mode's objects first: its bindings stop admission before anything else goes.
-    let mut targets: Vec<(&gmsa_deploy::KindInfo, Option<&str>, String)> =
-        crate::install_policies::policies_only(&settings)
-            .into_iter()
-            .map(|(info, _, object)| (info, None, object))
-            .collect();
+    let mut targets = crate::install_policies::policies_only(&settings);
     targets.extend([
-        (validating, None, configurations.clone()),
-        (mutating, None, configurations),
+        (validating, false, configurations.clone()),
+        (mutating, false, configurations),
         // The name earlier versions gave them.
-        (validating, None, name.into()),
-        (mutating, None, name.into()),
+        (validating, false, name.into()),
+        (mutating, false, name.into()),
         (kind("apps/v1", "DaemonSet"), ns, names::node_setup(name)),
         (
             kind("monitoring.coreos.com/v1", "PrometheusRule"),
@@ -141,46 +138,23 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
         (kind("v1", "ConfigMap"), ns, names::client_ca(name)),
         (
             kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
-            None,
+            false,
             names::view_role(name),
         ),
         (
             kind("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-            None,
+            false,
             name.into(),
         ),
         (
             kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
-            None,
+            false,
             name.into(),
         ),
         (kind("v1", "ServiceAccount"), ns, name.into()),
     ]);
-    let ours = gmsa_deploy::selector_labels(&settings);
-    for (info, namespace, object) in &targets {
-        let Some(found) = applier.get(info, *namespace, object).await? else {
-            continue;
-        };
-        let labelled = ours
-            .iter()
-            .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
-        if !labelled {
-            eprintln!(
-                "skipped {}: it does not carry install's labels",
-                crate::apply::display_name(info, object)
-            );
-            continue;
-        }
-        if crate::reference::is_reference_configuration(&found) {
-            eprintln!(
-                "skipped {}: it also holds the reference webhook (delete it yourself to retire that)",
-                crate::apply::display_name(info, object)
-            );
-            continue;
-        }
-        if let Some(line) = applier.delete(info, *namespace, object).await? {
-            println!("{line}");
-        }
+    for line in crate::rollout::delete_ours(&applier, &settings, &targets, None).await? {
+        println!("{line}");
     }
     if args.delete_namespace {
         if let Some(line) = applier
