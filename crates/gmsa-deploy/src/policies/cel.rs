@@ -128,12 +128,6 @@ pub fn created_names() -> String {
     parts.join(" + ")
 }
 
-/// A CEL string literal of `text`, which must hold no `'` or `\`.
-pub fn quoted(text: &str) -> String {
-    debug_assert!(!text.contains(['\'', '\\']));
-    format!("'{text}'")
-}
-
 /// The JSON Patch that inlines the published contents wherever a created place names the spec
 /// and has none yet; nothing while the contents are not published.
 pub fn inline_patch() -> String {
@@ -162,11 +156,6 @@ pub fn inline_patch() -> String {
 
 /// The pod's name as messages quote it (empty while `generateName` is pending).
 pub const POD_NAME: &str = "object.metadata.?name.orValue('')";
-
-/// A message naming the first container of `list` that satisfies `condition`.
-pub fn first_named(list: &str, condition: &str) -> String {
-    format!("{list}.filter(c, {condition})[0].name")
-}
 
 /// What changed between two holders' settings, as the webhook words it.
 fn what_changed(new: &str, old: &str) -> String {
@@ -272,11 +261,6 @@ fn what_changed_with_old(new: &str, old_list: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting_refuses_nothing_it_is_given_here() {
-        assert_eq!(quoted("cred spec"), "'cred spec'");
-    }
 
     #[test]
     fn the_patch_covers_the_pod_and_every_list() {

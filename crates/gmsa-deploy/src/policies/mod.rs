@@ -26,7 +26,7 @@ use k8s_openapi::Resource;
 
 use crate::meta::{self, strings};
 use crate::{names, webhooks, Settings};
-use cel::{ListKind, LISTS};
+use cel::LISTS;
 
 /// The names of the three policies (each binding has its policy's name).
 pub fn inline_policy(name: &str) -> String {
@@ -207,27 +207,6 @@ fn q(expression: &str) -> String {
     format!("'\"' + {expression} + '\"'")
 }
 
-/// Pre-set contents on a created `list` container naming the spec differ from the published.
-fn list_mismatch(list: ListKind) -> Validation {
-    let bad = format!(
-        "{} == variables.name && {}.hasValue() && {}.value() != variables.contents",
-        cel::name_of("c"),
-        cel::contents_of("c"),
-        cel::contents_of("c")
-    );
-    let list_var = cel::created_variable(list);
-    validation(
-        format!("!{list_var}.exists(c, {bad})"),
-        format!(
-            "'the GMSA cred spec contents for {} ' + {} + ' does not match the contents of GMSA resource ' + {}",
-            list.label,
-            q(&cel::first_named(&list_var, &bad)),
-            q("variables.name")
-        ),
-        "Invalid",
-    )
-}
-
 pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
     let named = "variables.named";
     let mut validations = vec![
@@ -243,23 +222,26 @@ pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
                 .into(),
             "Forbidden",
         ),
-        validation(
-            format!(
-                "!({} && {} == variables.name && {}.hasValue()) || {}.value() == variables.contents",
-                cel::CREATING,
-                cel::name_of("object.spec"),
-                cel::contents_of("object.spec"),
-                cel::contents_of("object.spec")
-            ),
-            format!(
-                "'the GMSA cred spec contents for pod ' + {} + ' does not match the contents of GMSA resource ' + {}",
-                q(cel::POD_NAME),
-                q("variables.name")
-            ),
-            "Invalid",
-        ),
     ];
-    validations.extend(LISTS.iter().map(|l| list_mismatch(*l)));
+    validations.extend(on_created_places(
+        |h| {
+            format!(
+                "{} == variables.name && {}.hasValue() && {}.value() != variables.contents",
+                cel::name_of(h),
+                cel::contents_of(h),
+                cel::contents_of(h)
+            )
+        },
+        |place| {
+            format!(
+                "'the GMSA cred spec contents for {} ' + {} + ' does not match the contents of GMSA resource ' + {}",
+                place.kind,
+                place.owner,
+                q("variables.name")
+            )
+        },
+        "Invalid",
+    ));
     let mut variables = spec_variables();
     variables.push(variable("named", cel::names_the_spec()));
     ValidatingAdmissionPolicy {
@@ -277,25 +259,47 @@ pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
     }
 }
 
+/// The first refused place, as a message names it.
+struct Place<'a> {
+    /// `pod`, `container`, `init container`, `ephemeral container`.
+    kind: &'a str,
+    /// CEL of the object holding its settings (`object.spec`, a container).
+    holder: String,
+    /// CEL of its quoted name, as the webhook quotes it.
+    owner: String,
+}
+
 /// One validation for the pod level and one per container list, each refusing the places
-/// this request creates that satisfy `bad` (CEL over the holder), with `message` over the first.
+/// this request creates that satisfy `bad` (CEL over the holder), with `message` naming the
+/// first of them.
 fn on_created_places(
     bad: impl Fn(&str) -> String,
-    message: impl Fn(&str, &str) -> String,
+    message: impl Fn(&Place<'_>) -> String,
     reason: &str,
 ) -> Vec<Validation> {
     let pod_level = "object.spec";
+    let pod = Place {
+        kind: "pod",
+        holder: pod_level.into(),
+        owner: q(cel::POD_NAME),
+    };
     let mut validations = vec![validation(
         format!("!({} && {})", cel::CREATING, bad(pod_level)),
-        message("pod", &q(cel::POD_NAME)),
+        message(&pod),
         reason,
     )];
     for list in LISTS {
         let list_var = cel::created_variable(list);
         let condition = bad("c");
+        let first = format!("{list_var}.filter(c, {condition})[0]");
+        let place = Place {
+            kind: list.label,
+            owner: q(&format!("{first}.name")),
+            holder: first,
+        };
         validations.push(validation(
             format!("!{list_var}.exists(c, {condition})"),
-            message(list.label, &format!("{list_var}.filter(c, {condition})[0]")),
+            message(&place),
             reason,
         ));
     }
@@ -320,24 +324,21 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
                 cel::contents_of(h)
             )
         },
-        |kind, holder| {
-            let holder = if kind == "pod" {
-                "object.spec".to_string()
-            } else {
-                holder.to_string()
-            };
+        |place| {
             format!(
                 "'cred spec ' + {} + ' does not exist'",
-                cel::name_of(&holder)
+                cel::name_of(&place.holder)
             )
         },
         "Invalid",
     );
     validations.extend(on_created_places(
         |h| format!("{} == '' && {}.hasValue()", cel::name_of(h), cel::contents_of(h)),
-        |kind, holder| {
-            let owner = if kind == "pod" { holder.to_string() } else { q(&format!("{holder}.name")) };
-            format!("'{kind} ' + {owner} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'")
+        |place| {
+            format!(
+                "'{} ' + {} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'",
+                place.kind, place.owner
+            )
         },
         "Invalid",
     ));
