@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::load::{self, Cell};
+use crate::section::ACCESS_DECISIONS;
 use crate::world::ALLOWED;
 
 const NS: &str = "bench";
@@ -413,7 +414,7 @@ fn medians(rows: Vec<Row>) -> Vec<Row> {
 /// The rows as a Markdown section for BENCHMARKS.md, between its markers.
 pub fn markdown(rows: &[Row], command: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{BEGIN}");
+    let _ = writeln!(out, "{}", ACCESS_DECISIONS.begin);
     let _ = writeln!(out, "## Access decisions on a real kube-apiserver\n");
     let _ = writeln!(
         out,
@@ -443,44 +444,6 @@ pub fn markdown(rows: &[Row], command: &str) -> String {
             row.reviews
         );
     }
-    let _ = writeln!(out, "{END}");
+    let _ = writeln!(out, "{}", ACCESS_DECISIONS.end);
     out
-}
-
-pub const BEGIN: &str = "<!-- access-decisions:begin -->";
-pub const END: &str = "<!-- access-decisions:end -->";
-
-/// `report` with the section replaced (or appended).
-pub fn splice(report: &str, section: &str) -> String {
-    match (report.find(BEGIN), report.find(END)) {
-        (Some(b), Some(e)) if e > b => {
-            format!(
-                "{}{}{}",
-                &report[..b],
-                section.trim_end(),
-                &report[e + END.len()..]
-            )
-        }
-        _ => format!("{}\n\n{}", report.trim_end(), section),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_section_is_replaced_in_place() {
-        let first = splice("# Report\n\ntext\n", &format!("{BEGIN}\nold\n{END}\n"));
-        assert!(
-            first.ends_with(&format!("{BEGIN}\nold\n{END}\n")),
-            "{first}"
-        );
-        let second = splice(&first, &format!("{BEGIN}\nnew\n{END}\n"));
-        assert!(
-            second.contains("new") && !second.contains("old"),
-            "{second}"
-        );
-        assert_eq!(second.matches(BEGIN).count(), 1);
-    }
 }

@@ -3,6 +3,7 @@
 //! per admission, memory, a large cluster, and instruction counts of the pure decision path.
 //! `main.rs` parses arguments; everything else is here so the smoke test can run it.
 
+pub mod admission_modes;
 pub mod authz;
 pub mod callgrind;
 pub mod cluster;
@@ -10,6 +11,7 @@ pub mod decision_path;
 pub mod load;
 pub mod machine;
 pub mod report;
+pub mod section;
 pub mod suite;
 pub mod target;
 pub mod world;

@@ -8,6 +8,7 @@ use gmsa_bench::callgrind::{self, Counts};
 use gmsa_bench::decision_path;
 use gmsa_bench::machine::Machine;
 use gmsa_bench::report;
+use gmsa_bench::section;
 use gmsa_bench::suite::{self, Placement, Plan};
 use gmsa_bench::target::{self, TargetKind, TargetSpec};
 use gmsa_core::Hook;
@@ -99,6 +100,31 @@ enum Part {
         #[arg(long, value_delimiter = ',', default_value = "api,hybrid", value_parser = str::parse::<gmsa_webhook::config::Authorization>)]
         modes: Vec<gmsa_webhook::config::Authorization>,
     },
+    /// Pod creation on a real kube-apiserver (v1.37.2, built by hack/build-kube-apiserver.sh)
+    /// with no GMSA admission, the webhook and the admission policies, with 1, 100 and 1,000
+    /// credential specs: latency and API-server CPU per created pod. With --write-report the
+    /// section of BENCHMARKS.md is replaced. Example:
+    /// cargo run --release -p gmsa-bench -- policies --write-report
+    Policies {
+        /// Two small spec counts, few pods, one round.
+        #[arg(long)]
+        quick: bool,
+        /// Replace the section in FILE (default BENCHMARKS.md).
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "BENCHMARKS.md")]
+        write_report: Option<PathBuf>,
+        /// The spec counts, in order (default 1,100,1000).
+        #[arg(long, value_delimiter = ',')]
+        specs: Vec<usize>,
+        /// The modes, in the order each round runs them (default none,webhook,policies).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        modes: Vec<gmsa_bench::admission_modes::Mode>,
+        /// Measured pods per cell.
+        #[arg(long)]
+        pods: Option<usize>,
+        /// Rounds per spec count (the median counts).
+        #[arg(long)]
+        rounds: Option<usize>,
+    },
     /// Instructions per admission: `decide` under callgrind at two iteration counts.
     Callgrind {
         #[arg(long, default_value_t = 1000)]
@@ -149,6 +175,18 @@ fn instruction_counts(n1: u64, n2: u64, log_level: &str) -> anyhow::Result<Count
     Ok(counts)
 }
 
+/// How this run was started, as the report quotes it.
+fn command_line() -> String {
+    std::env::args().skip(1).fold(
+        "cargo run --release -p gmsa-bench --".to_string(),
+        |mut c, a| {
+            c.push(' ');
+            c.push_str(&a);
+            c
+        },
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -195,9 +233,47 @@ fn main() -> anyhow::Result<()> {
                     "cargo run --release -p gmsa-bench -- authorization{}",
                     if quick { " --quick" } else { "" }
                 );
-                let section = gmsa_bench::authz::markdown(&rows, &command);
+                let rows_text = gmsa_bench::authz::markdown(&rows, &command);
                 let report = std::fs::read_to_string(&path).unwrap_or_default();
-                std::fs::write(&path, gmsa_bench::authz::splice(&report, &section))
+                std::fs::write(
+                    &path,
+                    section::ACCESS_DECISIONS.replace(&report, &rows_text),
+                )
+                .with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("section written to {}", path.display());
+            }
+            return Ok(());
+        }
+        Some(Part::Policies {
+            quick,
+            write_report,
+            specs,
+            modes,
+            pods,
+            rounds,
+        }) => {
+            use gmsa_bench::admission_modes::{self, Plan as ModesPlan};
+            let exe = std::env::current_exe()?;
+            let mut plan = if quick {
+                ModesPlan::quick(exe)
+            } else {
+                ModesPlan::full(exe)
+            };
+            if !specs.is_empty() {
+                plan.spec_counts = specs;
+            }
+            if !modes.is_empty() {
+                plan.modes = modes;
+            }
+            plan.pods = pods.unwrap_or(plan.pods);
+            plan.rounds = rounds.unwrap_or(plan.rounds);
+            let rows = admission_modes::run(&plan)?;
+            println!("{}", serde_json::to_string(&rows)?);
+            if let Some(path) = write_report {
+                let command = command_line();
+                let rows_text = admission_modes::markdown(&rows, &plan, &command);
+                let report = std::fs::read_to_string(&path).unwrap_or_default();
+                std::fs::write(&path, section::ADMISSION_MODES.replace(&report, &rows_text))
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!("section written to {}", path.display());
             }
@@ -255,31 +331,14 @@ fn main() -> anyhow::Result<()> {
     let json = report::json(&results, &machine, &instructions, mode);
     println!("{}", serde_json::to_string(&json)?);
     if let Some(path) = &args.write_report {
-        let command = std::env::args().skip(1).fold(
-            "cargo run --release -p gmsa-bench --".to_string(),
-            |mut c, a| {
-                c.push(' ');
-                c.push_str(&a);
-                c
-            },
-        );
-        // The access-decision section comes from `authorization`; keep it.
+        let command = command_line();
+        // The sections other parts write (and the allocator comparison, measured by hand with
+        // two builds) are kept.
         let mut text = report::markdown(&results, &machine, &instructions, &command);
         if let Ok(old) = std::fs::read_to_string(path) {
-            if let (Some(b), Some(e)) = (
-                old.find(gmsa_bench::authz::BEGIN),
-                old.find(gmsa_bench::authz::END),
-            ) {
-                if e > b {
-                    text =
-                        gmsa_bench::authz::splice(&text, &old[b..e + gmsa_bench::authz::END.len()]);
-                }
+            for kept in section::KEPT {
+                text = kept.keep(&text, &old);
             }
-        }
-        // So is the allocator comparison, measured by hand with two builds (see its section).
-        if let Ok(old) = std::fs::read_to_string(path) {
-            text =
-                report::keep_section(&text, &old, report::ALLOCATOR_BEGIN, report::ALLOCATOR_END);
         }
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("report written to {}", path.display());

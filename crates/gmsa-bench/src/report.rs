@@ -556,39 +556,3 @@ fn reading(out: &mut String, results: &Results, instructions: &Counts) {
     );
     let _ = writeln!(out, "- **Steady state is zero API requests per admission, not per second**: an allowed access decision is asked again once its TTL (10 s by default) has passed, so each active (namespace, service account, spec) costs one access review per 10 s whatever the admission rate. The windows above follow a warm-up and are shorter than the TTL, so they contain none; the credential-spec cache never expires (the watch keeps it current).");
 }
-
-/// Markers of the allocator comparison in BENCHMARKS.md: two builds of this binary
-/// (`--features mimalloc` and without) run side by side, which one run of the suite cannot do.
-pub const ALLOCATOR_BEGIN: &str = "<!-- allocator:begin -->";
-pub const ALLOCATOR_END: &str = "<!-- allocator:end -->";
-
-/// `report` with the `begin`..`end` block of `old` appended, when `old` has one and `report`
-/// does not: a regenerated report keeps sections it does not produce.
-pub fn keep_section(report: &str, old: &str, begin: &str, end: &str) -> String {
-    match (old.find(begin), old.find(end)) {
-        (Some(b), Some(e)) if e > b && !report.contains(begin) => {
-            format!("{}\n\n{}\n", report.trim_end(), &old[b..e + end.len()])
-        }
-        _ => report.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_regenerated_report_keeps_the_allocator_section() {
-        let old = format!("# Old\n\n{ALLOCATOR_BEGIN}\nmeasured\n{ALLOCATOR_END}\n");
-        let kept = keep_section("# New\n", &old, ALLOCATOR_BEGIN, ALLOCATOR_END);
-        assert!(kept.starts_with("# New\n"));
-        assert!(kept.contains(&format!("{ALLOCATOR_BEGIN}\nmeasured\n{ALLOCATOR_END}")));
-        // Not twice, and nothing when the old report had none.
-        let again = keep_section(&kept, &old, ALLOCATOR_BEGIN, ALLOCATOR_END);
-        assert_eq!(again.matches(ALLOCATOR_BEGIN).count(), 1);
-        assert_eq!(
-            keep_section("# New\n", "# Old\n", ALLOCATOR_BEGIN, ALLOCATOR_END),
-            "# New\n"
-        );
-    }
-}

@@ -336,6 +336,11 @@ impl RealCluster {
         &self.webhook_token
     }
 
+    /// The kube-apiserver's process id: benchmarks read its CPU time from `/proc`.
+    pub fn apiserver_pid(&self) -> u32 {
+        self.apiserver.pid()
+    }
+
     /// How long [`RealCluster::start`] took, up to a ready API server.
     pub fn startup_time(&self) -> Duration {
         self.startup
