@@ -315,7 +315,10 @@ fn switching_to_policies_and_back_on_current_kube() {
         if answer["message"]
             .as_str()
             .unwrap_or_default()
-            .contains("not published for its generation 2")
+            .ends_with(&format!(
+                "cred spec gmsa-web {}",
+                gmsa_deploy::policies::NOT_USABLE
+            ))
         {
             break;
         }

@@ -81,6 +81,20 @@ fn mentions_gmsa() -> MatchCondition {
     }
 }
 
+/// Why a place naming a spec was left without contents: no such spec, or none published for
+/// its generation (keeper down, spec just created or edited, no `credspec` key). The
+/// per-request policy cannot tell which, so it says both and points at doctor.
+pub const NOT_USABLE: &str =
+    "does not exist or has no contents published for its current generation: kubectl gmsa doctor tells which";
+
+/// The per-spec policies run only for the spec the request names.
+fn names_this_spec() -> MatchCondition {
+    MatchCondition {
+        name: "names-this-spec".into(),
+        expression: cel::names_the_spec(),
+    }
+}
+
 fn spec_param() -> ParamKind {
     ParamKind {
         api_version: Some(format!("{}/{}", core_names::GROUP, core_names::VERSION)),
@@ -122,17 +136,9 @@ pub fn mutating_policy(settings: &Settings) -> MutatingAdmissionPolicy {
         spec: Some(MutatingAdmissionPolicySpec {
             param_kind: Some(spec_param()),
             match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
-            match_conditions: Some(vec![
-                MatchCondition {
-                    name: "creates-places".into(),
-                    expression: format!(
-                        "{} || request.?subResource.orValue('') == '{}'",
-                        cel::CREATING,
-                        core_names::EPHEMERAL_CONTAINERS_SUBRESOURCE
-                    ),
-                },
-                mentions_gmsa(),
-            ]),
+            // Naming the spec implies creating a place that mentions GMSA: one condition,
+            // evaluated once per spec, is all the policy needs.
+            match_conditions: Some(vec![names_this_spec()]),
             variables: Some(vec![
                 variable("name", "params.metadata.name".into()),
                 variable("published", cel::published()),
@@ -243,13 +249,13 @@ pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
         "Invalid",
     ));
     let mut variables = spec_variables();
-    variables.push(variable("named", cel::names_the_spec()));
+    variables.push(variable("named", cel::holds_the_spec()));
     ValidatingAdmissionPolicy {
         metadata: meta::cluster(settings, &use_policy(&settings.name), COMPONENT),
         spec: Some(ValidatingAdmissionPolicySpec {
             param_kind: Some(spec_param()),
             match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
-            match_conditions: Some(vec![mentions_gmsa()]),
+            match_conditions: Some(vec![names_this_spec()]),
             variables: Some(variables),
             validations: Some(validations),
             failure_policy: Some(FAILURE_POLICY.into()),
@@ -326,8 +332,9 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
         },
         |place| {
             format!(
-                "'cred spec ' + {} + ' does not exist'",
-                cel::name_of(&place.holder)
+                "'cred spec ' + {} + ' {}'",
+                cel::name_of(&place.holder),
+                NOT_USABLE
             )
         },
         "Invalid",
