@@ -77,8 +77,8 @@ impl Plan {
         Self {
             spec_counts: vec![1, 100, 1000],
             modes: vec![Mode::None, Mode::Webhook, Mode::Policies],
-            pods: 600,
-            warmup: 60,
+            pods: 400,
+            warmup: 40,
             connections: 4,
             rounds: 3,
             exe,
