@@ -665,8 +665,9 @@ fn growth(rows: &[Row], mode: Mode) -> Option<String> {
     let extra = (last.specs - first.specs) as f64;
     Some(format!(
         "In `{}` mode, going from {} to {} specs adds {:.1} µs of API-server CPU and {:.1} µs \
-         of p50 latency per pod for each spec added: the mutating policy and the `use` policy \
-         are evaluated once per spec (parameter), whichever spec the pod names.",
+         of p50 latency per pod for each spec added: the API server evaluates the mutating \
+         policy and the `use` policy once per spec (parameter), and each spec the pod does not \
+         name, though it stops at the policies' one match condition, costs that much.",
         mode.name(),
         first.specs,
         last.specs,
