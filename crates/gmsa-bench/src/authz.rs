@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::load::{self, Cell};
+use crate::rounds;
 use crate::section::ACCESS_DECISIONS;
 use crate::world::ALLOWED;
 
@@ -384,32 +385,17 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
             rows.push(row);
         }
     }
-    Ok(medians(rows))
+    // The round with the median throughput, per (situation, mode).
+    Ok(rounds::median(
+        rows,
+        |r| (r.situation.clone(), r.mode.clone()),
+        |r| r.rps,
+    ))
 }
 
 const QUIET: &str = "one service account, quiet";
 const CHURN: &str =
     "one service account, 10 RoleBinding create+delete pairs/s in another namespace";
-
-/// One row per (situation, mode): the round with the median throughput, in first-seen order.
-fn medians(rows: Vec<Row>) -> Vec<Row> {
-    let mut groups: Vec<((String, String), Vec<Row>)> = Vec::new();
-    for row in rows {
-        let key = (row.situation.clone(), row.mode.clone());
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, group)) => group.push(row),
-            None => groups.push((key, vec![row])),
-        }
-    }
-    groups
-        .into_iter()
-        .filter_map(|(_, mut group)| {
-            group.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-            let middle = group.len() / 2;
-            group.into_iter().nth(middle)
-        })
-        .collect()
-}
 
 /// The rows as a Markdown section for BENCHMARKS.md, between its markers.
 pub fn markdown(rows: &[Row], command: &str) -> String {

@@ -11,6 +11,7 @@ pub mod decision_path;
 pub mod load;
 pub mod machine;
 pub mod report;
+pub mod rounds;
 pub mod section;
 pub mod suite;
 pub mod target;

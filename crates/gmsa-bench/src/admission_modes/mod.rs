@@ -5,26 +5,24 @@
 //! reports their latency and the CPU time the API server (and the webhook) spent per created
 //! pod, with 1, 100 and 1,000 specs: policies with parameters are evaluated once per spec.
 
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::Bytes;
 use gmsa_core::published::{self, Publication};
 use gmsa_testkit::real_cluster::{RealCluster, ServerVersion, WEBHOOK_USER};
-use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::load;
 use crate::machine;
-use crate::section::ADMISSION_MODES;
+use crate::rounds;
 use crate::target::{Running, TargetKind, TargetSpec};
+
+mod pods;
+mod report;
+
+use pods::{pod, Client};
+pub use report::markdown;
 
 const NS: &str = "bench";
 const SERVICE_ACCOUNT: &str = "app";
@@ -196,7 +194,12 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
             }
         }
     }
-    Ok(medians(rows))
+    // The round with the median API-server CPU per pod, per (specs, mode).
+    Ok(rounds::median(
+        rows,
+        |r| (r.specs, r.mode),
+        |r| r.apiserver_cpu_ms,
+    ))
 }
 
 /// The namespace, its service account granted `use` of every spec, the CRD, and what the
@@ -427,251 +430,4 @@ fn delete_pods(cluster: &RealCluster) -> anyhow::Result<()> {
 fn apiserver_cpu(cluster: &RealCluster) -> anyhow::Result<Duration> {
     let stat = format!("/proc/{}/stat", cluster.apiserver_pid());
     machine::cpu_time(Path::new(&stat)).with_context(|| format!("cannot read {stat}"))
-}
-
-/// A Windows pod of [`SERVICE_ACCOUNT`] naming `spec` at pod level.
-fn pod(name: &str, spec: &str) -> String {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "serviceAccountName": SERVICE_ACCOUNT,
-            "nodeSelector": {"kubernetes.io/os": "windows"},
-            "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": spec}},
-            "containers": [{"name": "iis", "image": "mcr.microsoft.com/windows/servercore/iis"}]
-        }
-    })
-    .to_string()
-}
-
-/// Creates pods over keep-alive connections as the admin, the way a controller would.
-struct Client {
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    authorization: String,
-}
-
-/// What one batch of creates saw.
-struct Created {
-    created: u64,
-    failures: u64,
-    elapsed: Duration,
-    /// Microseconds per successful create.
-    latency: Histogram<u64>,
-    first_failure: Option<String>,
-}
-
-impl Client {
-    fn new(cluster: &RealCluster) -> anyhow::Result<Self> {
-        let addr = cluster
-            .url()
-            .strip_prefix("https://")
-            .context("API server URL")?
-            .parse()?;
-        Ok(Self {
-            addr,
-            tls: load::client_tls(cluster.ca_path())?,
-            authorization: format!("Bearer {}", cluster.admin_token()),
-        })
-    }
-
-    /// Creates `<prefix>-0` .. `<prefix>-<count-1>` over `connections` connections.
-    async fn create_pods(
-        &self,
-        prefix: &str,
-        count: usize,
-        connections: usize,
-    ) -> anyhow::Result<Created> {
-        let next = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(AtomicU64::new(0));
-        let first_failure = Arc::new(Mutex::new(None::<String>));
-        let path = format!("/api/v1/namespaces/{NS}/pods");
-        let began = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..connections.max(1) {
-            let (next, failures, first_failure) =
-                (next.clone(), failures.clone(), first_failure.clone());
-            let (addr, tls, authorization, path, prefix) = (
-                self.addr,
-                self.tls.clone(),
-                self.authorization.clone(),
-                path.clone(),
-                prefix.to_string(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let mut latency = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
-                    .map_err(|e| anyhow!("histogram: {e}"))?;
-                let mut sender = load::connect(addr, &tls).await.ok();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= count {
-                        break;
-                    }
-                    let body = Bytes::from(pod(&format!("{prefix}-{i}"), NAMED));
-                    let started = Instant::now();
-                    let answer = match sender.as_mut() {
-                        Some(s) => create(s, &path, &authorization, body).await,
-                        None => Err(anyhow!("no connection")),
-                    };
-                    match answer {
-                        Ok(()) => {
-                            let us = started.elapsed().as_micros().max(1) as u64;
-                            let _ = latency.record(us.min(120_000_000));
-                        }
-                        Err(e) => {
-                            failures.fetch_add(1, Ordering::Relaxed);
-                            if let Ok(mut first) = first_failure.lock() {
-                                first.get_or_insert(e.to_string());
-                            }
-                            sender = load::connect(addr, &tls).await.ok();
-                        }
-                    }
-                }
-                Ok::<_, anyhow::Error>(latency)
-            }));
-        }
-        let mut latency = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)
-            .map_err(|e| anyhow!("histogram: {e}"))?;
-        for task in tasks {
-            latency
-                .add(&task.await??)
-                .map_err(|e| anyhow!("histogram: {e}"))?;
-        }
-        let first_failure = first_failure.lock().ok().and_then(|f| f.clone());
-        Ok(Created {
-            created: latency.len(),
-            failures: failures.load(Ordering::Relaxed),
-            elapsed: began.elapsed(),
-            latency,
-            first_failure,
-        })
-    }
-}
-
-async fn create(
-    sender: &mut load::Sender,
-    path: &str,
-    authorization: &str,
-    body: Bytes,
-) -> anyhow::Result<()> {
-    sender.ready().await?;
-    let request = http::Request::post(path)
-        .header(http::header::HOST, "localhost")
-        .header(http::header::AUTHORIZATION, authorization)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::ACCEPT, "application/json")
-        .body(Full::new(body))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    if status != http::StatusCode::CREATED {
-        bail!(
-            "HTTP {status}: {}",
-            String::from_utf8_lossy(&body[..body.len().min(300)])
-        );
-    }
-    Ok(())
-}
-
-/// One row per (specs, mode): the round with the median API-server CPU per pod, in first-seen
-/// order.
-fn medians(rows: Vec<Row>) -> Vec<Row> {
-    let mut groups: Vec<((usize, &'static str), Vec<Row>)> = Vec::new();
-    for row in rows {
-        let key = (row.specs, row.mode);
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, group)) => group.push(row),
-            None => groups.push((key, vec![row])),
-        }
-    }
-    groups
-        .into_iter()
-        .filter_map(|(_, mut group)| {
-            group.sort_by(|a, b| a.apiserver_cpu_ms.total_cmp(&b.apiserver_cpu_ms));
-            let middle = group.len() / 2;
-            group.into_iter().nth(middle)
-        })
-        .collect()
-}
-
-/// The rows as the section of BENCHMARKS.md, markers included.
-pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{}", ADMISSION_MODES.begin);
-    let _ = writeln!(out, "## Policy mode: pod creation by admission mode\n");
-    let _ = writeln!(
-        out,
-        "kube-apiserver v1.37.2 and etcd 3.6 on loopback; the admin creates {} pods per cell \
-         (after {} unmeasured) over {} keep-alive connections, each pod naming a credential spec \
-         its service account may `use`. `none` has no GMSA admission at all (the floor: what a \
-         pod create costs on this server); `webhook` is the webhook (kube backend, caches on, \
-         its own process) registered by URL with the configurations install renders; \
-         `policies` is the admission policies `install --admission policies` renders, with no \
-         process on the path. CPU is the kube-apiserver's user+system time over the window \
-         (`/proc`, 10 ms ticks) divided by the pods created, and the webhook's the same way. \
-         Every mode's first pod is read back: contents inlined in `webhook` and `policies`, \
-         none in `none`. Modes interleave, {} rounds; the round with the median API-server CPU \
-         is shown. Measured with `{command}`.\n",
-        plan.pods,
-        plan.warmup,
-        plan.connections,
-        plan.rounds.max(1)
-    );
-    let _ = writeln!(
-        out,
-        "| specs | mode | pods/s | p50 | p99 | API server CPU/pod | vs none | webhook CPU/pod | failed |"
-    );
-    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
-    for row in rows {
-        let floor = rows
-            .iter()
-            .find(|r| r.specs == row.specs && r.mode == Mode::None.name())
-            .map(|r| r.apiserver_cpu_ms);
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {} of {} |",
-            row.specs,
-            row.mode,
-            row.pods_per_s,
-            row.p50_ms,
-            row.p99_ms,
-            row.apiserver_cpu_ms,
-            floor
-                .filter(|f| *f > 0.0)
-                .map(|f| format!("{:.2}×", row.apiserver_cpu_ms / f))
-                .unwrap_or_else(|| "–".into()),
-            row.webhook_cpu_ms
-                .map(|w| format!("{w:.2} ms"))
-                .unwrap_or_else(|| "–".into()),
-            row.failures,
-            row.pods + row.failures
-        );
-    }
-    if let Some(growth) = growth(rows, Mode::Policies) {
-        let _ = writeln!(out, "\n{growth}");
-    }
-    let _ = writeln!(out, "{}", ADMISSION_MODES.end);
-    out
-}
-
-/// How a mode's cost grows with the number of specs, from its smallest to its largest count.
-fn growth(rows: &[Row], mode: Mode) -> Option<String> {
-    let mine: Vec<&Row> = rows.iter().filter(|r| r.mode == mode.name()).collect();
-    let first = mine.iter().min_by_key(|r| r.specs)?;
-    let last = mine.iter().max_by_key(|r| r.specs)?;
-    if last.specs <= first.specs {
-        return None;
-    }
-    let extra = (last.specs - first.specs) as f64;
-    Some(format!(
-        "In `{}` mode, going from {} to {} specs adds {:.1} µs of API-server CPU and {:.1} µs \
-         of p50 latency per pod for each spec added: the API server evaluates the mutating \
-         policy and the `use` policy once per spec (parameter), and each spec the pod does not \
-         name, though it stops at the policies' one match condition, costs that much.",
-        mode.name(),
-        first.specs,
-        last.specs,
-        (last.apiserver_cpu_ms - first.apiserver_cpu_ms) * 1000.0 / extra,
-        (last.p50_ms - first.p50_ms) * 1000.0 / extra,
-    ))
 }
