@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use bytes::Bytes;
 use gmsa_core::names::paths;
-use gmsa_testkit::real_cluster::{RealCluster, ServerVersion, WEBHOOK_USER};
+use gmsa_testkit::real_cluster::{RealCluster, ServerVersion};
 use gmsa_webhook::config::{Authorization, CertSource, ClusterSource, Config, LogFormat};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -120,6 +120,7 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
         .apply_crd(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| anyhow!("{e}"))?;
     let rbac = "rbac.authorization.k8s.io";
+    let webhook = crate::real_server::webhook_user_grant();
     apply(json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CHURN_NS}},
@@ -129,15 +130,7 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
                       "DomainJoinConfig": {"DnsName": "contoso.com", "DnsTreeName": "contoso.com",
                           "Guid": "244818ae-87ac-4fcd-92ec-e79e5252348a", "MachineAccountName": "WebApp1",
                           "NetBiosName": "CONTOSO", "Sid": "S-1-5-21-2126449477-2524075714-3094792973"}}},
-        {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "bench-webhook"},
-         "rules": [
-            {"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [rbac], "resources": ["roles", "clusterroles", "rolebindings", "clusterrolebindings"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]}
-         ]},
-        {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRoleBinding", "metadata": {"name": "bench-webhook"},
-         "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "bench-webhook"},
-         "subjects": [{"apiGroup": rbac, "kind": "User", "name": WEBHOOK_USER}]},
+        webhook[0], webhook[1],
         {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "use-gmsa-bench"},
          "rules": [{"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"], "verbs": ["use"], "resourceNames": [SPEC]}]},
         {"apiVersion": format!("{rbac}/v1"), "kind": "RoleBinding", "metadata": {"name": "use-gmsa-bench", "namespace": NS},

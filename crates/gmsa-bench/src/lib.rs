@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod decision_path;
 pub mod load;
 pub mod machine;
+pub mod real_server;
 pub mod report;
 pub mod rounds;
 pub mod section;

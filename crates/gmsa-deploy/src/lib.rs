@@ -33,6 +33,8 @@ use objects::{certificates, deployment, rbac, untyped, workload};
 use serde_json::Value;
 use thiserror::Error;
 
+/// The webhook's ClusterRole, for harnesses that run the webhook as another user.
+pub use objects::rbac::cluster_role as webhook_cluster_role;
 pub use version::{KubeVersion, KubeVersionError};
 pub use webhooks::match_condition_expression;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use gmsa_core::published::{self, Publication};
-use gmsa_testkit::real_cluster::{RealCluster, ServerVersion, WEBHOOK_USER};
+use gmsa_testkit::real_cluster::{RealCluster, ServerVersion};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -209,17 +209,10 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
         .apply_crd(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| anyhow!("{e}"))?;
     let rbac = "rbac.authorization.k8s.io";
+    let webhook = crate::real_server::webhook_user_grant();
     let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
-        {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "bench-webhook"},
-         "rules": [
-            {"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [rbac], "resources": ["roles", "clusterroles", "rolebindings", "clusterrolebindings"], "verbs": ["list", "watch"]},
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]}
-         ]},
-        {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRoleBinding", "metadata": {"name": "bench-webhook"},
-         "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "bench-webhook"},
-         "subjects": [{"apiGroup": rbac, "kind": "User", "name": WEBHOOK_USER}]},
+        webhook[0], webhook[1],
         {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "use-every-spec"},
          "rules": [{"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"], "verbs": ["use"]}]},
         {"apiVersion": format!("{rbac}/v1"), "kind": "RoleBinding", "metadata": {"name": "use-every-spec", "namespace": NS},
