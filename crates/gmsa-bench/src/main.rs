@@ -233,13 +233,9 @@ fn main() -> anyhow::Result<()> {
                     "cargo run --release -p gmsa-bench -- authorization{}",
                     if quick { " --quick" } else { "" }
                 );
-                let rows_text = gmsa_bench::authz::markdown(&rows, &command);
-                let report = std::fs::read_to_string(&path).unwrap_or_default();
-                std::fs::write(
-                    &path,
-                    section::ACCESS_DECISIONS.replace(&report, &rows_text),
-                )
-                .with_context(|| format!("cannot write {}", path.display()))?;
+                section::ACCESS_DECISIONS
+                    .write_into(&path, &gmsa_bench::authz::markdown(&rows, &command))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!("section written to {}", path.display());
             }
             return Ok(());
@@ -270,10 +266,11 @@ fn main() -> anyhow::Result<()> {
             let rows = admission_modes::run(&plan)?;
             println!("{}", serde_json::to_string(&rows)?);
             if let Some(path) = write_report {
-                let command = command_line();
-                let rows_text = admission_modes::markdown(&rows, &plan, &command);
-                let report = std::fs::read_to_string(&path).unwrap_or_default();
-                std::fs::write(&path, section::ADMISSION_MODES.replace(&report, &rows_text))
+                section::ADMISSION_MODES
+                    .write_into(
+                        &path,
+                        &admission_modes::markdown(&rows, &plan, &command_line()),
+                    )
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!("section written to {}", path.display());
             }

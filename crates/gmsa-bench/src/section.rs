@@ -8,6 +8,8 @@ pub struct Section {
     pub end: &'static str,
 }
 
+use std::path::Path;
+
 /// Access decisions on a real kube-apiserver (`gmsa-bench authorization`).
 pub const ACCESS_DECISIONS: Section = Section {
     begin: "<!-- access-decisions:begin -->",
@@ -53,6 +55,12 @@ impl Section {
         }
     }
 
+    /// Replaces this section of the report at `path` (created when missing) with `text`.
+    pub fn write_into(&self, path: &Path, text: &str) -> std::io::Result<()> {
+        let report = std::fs::read_to_string(path).unwrap_or_default();
+        std::fs::write(path, self.replace(&report, text))
+    }
+
     /// `report` with the section of `old` appended, when `old` has one and `report` does not:
     /// a regenerated report keeps the sections it does not produce.
     pub fn keep(&self, report: &str, old: &str) -> String {
@@ -93,6 +101,24 @@ mod tests {
             "what follows the section stays: {second}"
         );
         assert_eq!(second.matches(s.begin).count(), 1);
+    }
+
+    #[test]
+    fn a_section_is_written_into_a_report_file_or_a_new_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("BENCHMARKS.md");
+        let text = format!("{}\nrows\n{}", ACCESS_DECISIONS.begin, ACCESS_DECISIONS.end);
+        ACCESS_DECISIONS.write_into(&path, &text).expect("new file");
+        std::fs::write(&path, format!("# Report\n\n{text}\n\ntail\n")).expect("write");
+        let newer = format!(
+            "{}\nnewer\n{}",
+            ACCESS_DECISIONS.begin, ACCESS_DECISIONS.end
+        );
+        ACCESS_DECISIONS
+            .write_into(&path, &newer)
+            .expect("existing file");
+        let written = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(written, format!("# Report\n\n{newer}\n\ntail\n"));
     }
 
     #[test]

@@ -1002,9 +1002,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             let deadline = Instant::now() + Duration::from_secs(30);
             while code != 201 && Instant::now() < deadline {
                 let message = answer["message"].as_str().unwrap_or_default();
-                if !message.contains("cred spec gmsa-late does not exist")
-                    && !message.contains("the contents of cred spec gmsa-late are not published")
-                {
+                if !message.ends_with(&policy_message("cred spec gmsa-late does not exist")) {
                     return Err(format!("refused for another reason: {code}: {answer}"));
                 }
                 thread::sleep(Duration::from_millis(100));

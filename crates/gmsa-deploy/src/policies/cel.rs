@@ -83,24 +83,25 @@ pub fn published() -> String {
     )
 }
 
+/// Whether a place this request creates passes `test` (a CEL expression over a holder): the
+/// pod on CREATE, or a container of `list_of(list)` (the [`created`] containers, written out
+/// or as their variable).
+fn any_created_place(list_of: fn(ListKind) -> String, test: impl Fn(&str) -> String) -> String {
+    let mut any = vec![format!("({CREATING} && {})", test("object.spec"))];
+    for list in LISTS {
+        any.push(format!("{}.exists(c, {})", list_of(list), test("c")));
+    }
+    any.join(" || ")
+}
+
 /// Whether a place this request creates names the spec in `params`: the per-spec policies'
 /// match condition. Policies with parameters are evaluated once per spec, so each spec a pod
 /// does not name costs this one expression instead of the whole policy (BENCHMARKS.md).
 /// Match conditions cannot read `variables`, hence the lists written out again.
 pub fn names_the_spec() -> String {
-    let spec = "params.metadata.name";
-    let mut any = vec![format!(
-        "({CREATING} && {} == {spec})",
-        name_of("object.spec")
-    )];
-    for list in LISTS {
-        any.push(format!(
-            "{}.exists(c, {} == {spec})",
-            created(list),
-            name_of("c")
-        ));
-    }
-    any.join(" || ")
+    any_created_place(created, |h| {
+        format!("{} == params.metadata.name", name_of(h))
+    })
 }
 
 /// Whether a place this request creates names the spec in `params` and carries contents
@@ -108,20 +109,13 @@ pub fn names_the_spec() -> String {
 /// the per-request policy alone, so a request refused for it gets one message whatever order
 /// the API server evaluates the policies in.
 pub fn holds_the_spec() -> String {
-    let mut any = vec![format!(
-        "({CREATING} && {} == variables.name && {}.hasValue())",
-        name_of("object.spec"),
-        contents_of("object.spec")
-    )];
-    for list in LISTS {
-        any.push(format!(
-            "{}.exists(c, {} == variables.name && {}.hasValue())",
-            created_variable(list),
-            name_of("c"),
-            contents_of("c")
-        ));
-    }
-    any.join(" || ")
+    any_created_place(created_variable, |h| {
+        format!(
+            "{} == variables.name && {}.hasValue()",
+            name_of(h),
+            contents_of(h)
+        )
+    })
 }
 
 /// The distinct spec names set on the places this request creates (needs the [`created`]
