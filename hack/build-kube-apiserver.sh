@@ -4,11 +4,11 @@
 #
 #   hack/build-kube-apiserver.sh            # v1.20.2, the old tier
 #   hack/build-kube-apiserver.sh v1.20.2    # from Debian bookworm's source package
-#   hack/build-kube-apiserver.sh v1.37.2    # from the k8s.io/kubernetes module (hack/kube-apiserver)
+#   hack/build-kube-apiserver.sh v1.37.2    # from the k8s.io/kubernetes module (hack/kubernetes)
 #
 # No prebuilt kube-apiserver can be fetched on these machines. v1.20.2 comes from Debian's
 # source package (the full upstream tree with vendor/); current versions from the Go module
-# proxy through the wrapper module in hack/kube-apiserver, whose go.mod and go.sum pin every
+# proxy through the wrapper module in hack/kubernetes, whose go.mod and go.sum pin every
 # module and checksum. The cache is ${GMSA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gmsa-k8s}.
 set -euo pipefail
 
@@ -58,7 +58,7 @@ v1.20.2)
   ;;
 v1.3*)
   . "$here/go-env.sh"
-  module="$here/kube-apiserver"
+  module="$here/kubernetes"
   pinned="$(pinned_version k8s.io/kubernetes "$module/go.mod")"
   if [ "$version" != "$pinned" ]; then
     echo "build-kube-apiserver: $version is not pinned; $module/go.mod pins k8s.io/kubernetes $pinned." >&2
@@ -78,7 +78,7 @@ v1.3*)
     k8s.io/kubernetes/cmd/kube-apiserver >&2)
   ;;
 *)
-  echo "build-kube-apiserver: unknown version $version; use v1.20.2 or the v1.3x pinned in hack/kube-apiserver/go.mod" >&2
+  echo "build-kube-apiserver: unknown version $version; use v1.20.2 or the v1.3x pinned in hack/kubernetes/go.mod" >&2
   exit 2
   ;;
 esac

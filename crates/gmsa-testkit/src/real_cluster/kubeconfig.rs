@@ -8,7 +8,7 @@ use base64::Engine as _;
 use super::{io_err, ClusterError, ADMIN_USER, WEBHOOK_USER};
 
 /// 32 hex characters from the kernel's random source.
-pub(super) fn random_token() -> Result<String, ClusterError> {
+pub(crate) fn random_token() -> Result<String, ClusterError> {
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
@@ -26,7 +26,7 @@ pub(super) fn token_file(admin_token: &str, webhook_token: &str) -> String {
 }
 
 /// A kubeconfig for one bearer-token user, the CA inline, so it needs no other file.
-pub(super) fn kubeconfig(url: &str, ca_pem: &str, user: &str, token: &str) -> String {
+pub(crate) fn kubeconfig(url: &str, ca_pem: &str, user: &str, token: &str) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {url}\n    \

@@ -30,11 +30,13 @@ mod process;
 mod server;
 
 pub use https::{https_get, https_request};
-pub use pki::LoopbackTls;
+pub use pki::{ClientCa, LoopbackTls};
 pub use process::{free_port, ManagedProcess};
+pub(crate) use server::{cache_dir, env_path};
 pub use server::{Feature, ServerVersion, CURRENT_ETCD_VERSION, DEBIAN_ETCD_PATH};
 
-use kubeconfig::{kubeconfig, random_token, token_file};
+use kubeconfig::token_file;
+pub(crate) use kubeconfig::{kubeconfig, random_token};
 use pki::ServiceAccountKey;
 
 /// Environment variable that, set to `1`, lets real-API-server tests skip instead of fail.
@@ -104,6 +106,14 @@ pub enum ClusterError {
         status: ExitStatus,
         stderr: String,
     },
+    #[error("{command} failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: ExitStatus,
+        stderr: String,
+    },
+    #[error("{what}: {hint}")]
+    Missing { what: String, hint: String },
     #[error("HTTPS request to {url} failed: {reason}")]
     Https { url: String, reason: String },
 }
@@ -134,6 +144,57 @@ fn write_file(path: &Path, contents: &str) -> Result<(), ClusterError> {
     fs::write(path, contents).map_err(io_err(format!("writing {}", path.display())))
 }
 
+/// How the API server is set up beyond the loopback defaults: what the node tier changes to
+/// run a kubelet, controllers and pods against it.
+#[derive(Debug, Clone)]
+pub struct ApiServerOptions {
+    /// The address the API server binds and advertises, in its certificate with
+    /// `extra_names`; the URL of every kubeconfig.
+    pub address: Ipv4Addr,
+    /// More names (IP addresses, DNS names) for the serving certificate.
+    pub extra_names: Vec<String>,
+    /// More identities of the token file: `(token, user, groups)`.
+    pub extra_tokens: Vec<(String, String, Vec<String>)>,
+    /// More command-line flags (they may repeat a default one: the last wins).
+    pub extra_args: Vec<String>,
+    /// `--service-cluster-ip-range`.
+    pub service_cidr: String,
+    /// `--authorization-mode` (a list flag: given once, here).
+    pub authorization_mode: String,
+    /// Whether to create the `default` ServiceAccount by hand (no controller-manager), or
+    /// leave it to a controller-manager.
+    pub create_default_service_account: bool,
+}
+
+impl Default for ApiServerOptions {
+    fn default() -> Self {
+        Self {
+            address: Ipv4Addr::LOCALHOST,
+            extra_names: Vec::new(),
+            extra_tokens: Vec::new(),
+            extra_args: vec!["--endpoint-reconciler-type=none".into()],
+            service_cidr: "10.96.0.0/24".into(),
+            authorization_mode: "RBAC".into(),
+            create_default_service_account: true,
+        }
+    }
+}
+
+/// A process's command line, kept to start it again (a whole-cluster restart).
+#[derive(Debug, Clone)]
+struct CommandLine {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl CommandLine {
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        command
+    }
+}
+
 /// A running etcd + kube-apiserver pair on loopback, with an admin and a webhook identity.
 #[derive(Debug)]
 pub struct RealCluster {
@@ -141,12 +202,16 @@ pub struct RealCluster {
     version: ServerVersion,
     apiserver: ManagedProcess,
     etcd: ManagedProcess,
+    apiserver_line: CommandLine,
+    etcd_line: CommandLine,
+    etcd_addr: SocketAddr,
     url: String,
     tls: LoopbackTls,
     admin_token: String,
     webhook_token: String,
     admin_kubeconfig: PathBuf,
     webhook_kubeconfig: PathBuf,
+    service_account_key: PathBuf,
     startup: Duration,
     dir: Option<tempfile::TempDir>,
     dir_path: PathBuf,
@@ -158,17 +223,29 @@ impl RealCluster {
     /// the missing controller-manager would otherwise create. Retries (twice) with new ports
     /// when a port picked as free was taken by someone else in the meantime.
     pub fn start(version: ServerVersion) -> Result<Self, ClusterError> {
+        Self::start_with(version, &ApiServerOptions::default())
+    }
+
+    /// [`RealCluster::start`] with the API server set up as `options` say.
+    pub fn start_with(
+        version: ServerVersion,
+        options: &ApiServerOptions,
+    ) -> Result<Self, ClusterError> {
         let began = Instant::now();
         let mut attempt = 1;
         loop {
-            match Self::start_once(version, began) {
+            match Self::start_once(version, options, began) {
                 Err(e) if attempt < 3 && e.is_port_clash() => attempt += 1,
                 result => return result,
             }
         }
     }
 
-    fn start_once(version: ServerVersion, began: Instant) -> Result<Self, ClusterError> {
+    fn start_once(
+        version: ServerVersion,
+        options: &ApiServerOptions,
+        began: Instant,
+    ) -> Result<Self, ClusterError> {
         let apiserver_bin = version.apiserver_path()?;
         let etcd_bin = version.etcd_path()?;
         if !Path::new(KUBECTL_PATH).is_file() {
@@ -183,83 +260,85 @@ impl RealCluster {
         let root = dir.path().to_path_buf();
         write_file(&root.join(OWNER_FILE), &std::process::id().to_string())?;
 
-        let tls = LoopbackTls::generate(&root, "apiserver")?;
+        let tls = LoopbackTls::generate_for(&root, "apiserver", &options.extra_names)?;
         let sa_key = ServiceAccountKey::generate(&root)?;
 
         let admin_token = random_token()?;
         let webhook_token = random_token()?;
         let tokens_path = root.join("tokens.csv");
-        write_file(&tokens_path, &token_file(&admin_token, &webhook_token))?;
+        let mut tokens = token_file(&admin_token, &webhook_token);
+        for (token, user, groups) in &options.extra_tokens {
+            tokens.push_str(&format!(
+                "{token},{user},uid-{user},\"{}\"\n",
+                groups.join(",")
+            ));
+        }
+        write_file(&tokens_path, &tokens)?;
 
         let etcd_client_port = free_port()?;
         let etcd_peer_port = free_port()?;
         let apiserver_port = free_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_client_port}");
-        let url = format!("https://127.0.0.1:{apiserver_port}");
+        let address = options.address;
+        let url = format!("https://{address}:{apiserver_port}");
 
-        let mut etcd_cmd = Command::new(&etcd_bin);
-        etcd_cmd
-            .arg("--name=gmsa-test")
-            .arg(format!("--data-dir={}", root.join("etcd").display()))
-            .arg(format!("--listen-client-urls={etcd_url}"))
-            .arg(format!("--advertise-client-urls={etcd_url}"))
-            .arg(format!(
-                "--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"
-            ))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"
-            ))
-            .arg(format!(
-                "--initial-cluster=gmsa-test=http://127.0.0.1:{etcd_peer_port}"
-            ))
-            .arg("--log-level=warn");
-        let mut etcd = ManagedProcess::spawn("etcd", etcd_cmd, root.join("etcd.log"))?;
-        etcd.wait_tcp(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, etcd_client_port)),
-            Duration::from_secs(20),
-        )?;
+        let etcd_line = CommandLine {
+            program: etcd_bin,
+            args: vec![
+                "--name=gmsa-test".into(),
+                format!("--data-dir={}", root.join("etcd").display()),
+                format!("--listen-client-urls={etcd_url}"),
+                format!("--advertise-client-urls={etcd_url}"),
+                format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+                format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+                format!("--initial-cluster=gmsa-test=http://127.0.0.1:{etcd_peer_port}"),
+                "--log-level=warn".into(),
+            ],
+        };
+        let etcd_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, etcd_client_port));
 
-        let mut apiserver_cmd = Command::new(&apiserver_bin);
-        apiserver_cmd
-            .arg(format!("--etcd-servers={etcd_url}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={apiserver_port}"))
-            .arg(format!("--cert-dir={}", root.join("certs").display()))
-            .arg(format!("--tls-cert-file={}", tls.cert_path.display()))
-            .arg(format!("--tls-private-key-file={}", tls.key_path.display()))
-            .arg(format!("--token-auth-file={}", tokens_path.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg("--anonymous-auth=false")
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-            .arg(format!(
+        let mut apiserver_args: Vec<String> = vec![
+            format!("--etcd-servers={etcd_url}"),
+            format!("--bind-address={address}"),
+            format!("--advertise-address={address}"),
+            format!("--secure-port={apiserver_port}"),
+            format!("--cert-dir={}", root.join("certs").display()),
+            format!("--tls-cert-file={}", tls.cert_path.display()),
+            format!("--tls-private-key-file={}", tls.key_path.display()),
+            format!("--token-auth-file={}", tokens_path.display()),
+            format!("--authorization-mode={}", options.authorization_mode),
+            "--anonymous-auth=false".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!(
                 "--service-account-key-file={}",
                 sa_key.public_path.display()
-            ))
-            .arg(format!(
+            ),
+            format!(
                 "--service-account-signing-key-file={}",
                 sa_key.private_path.display()
-            ))
-            .arg("--service-cluster-ip-range=10.96.0.0/24")
-            .arg("--endpoint-reconciler-type=none")
-            .arg("--profiling=false")
-            .arg("--v=0");
+            ),
+            format!("--service-cluster-ip-range={}", options.service_cidr),
+            "--profiling=false".into(),
+            "--v=0".into(),
+        ];
         if version.has_insecure_port() {
-            apiserver_cmd.arg("--insecure-port=0");
+            apiserver_args.push("--insecure-port=0".into());
         }
-        let mut apiserver = ManagedProcess::spawn(
-            "kube-apiserver",
-            apiserver_cmd,
-            root.join("kube-apiserver.log"),
-        )?;
+        apiserver_args.extend(options.extra_args.iter().cloned());
+        let apiserver_line = CommandLine {
+            program: apiserver_bin,
+            args: apiserver_args,
+        };
 
-        let readyz = format!("{url}/readyz");
-        let waited =
-            apiserver.wait_https_ok(&readyz, &tls.ca_pem, Some(&admin_token), READY_TIMEOUT);
-        if let Err(e) = waited {
-            // etcd dying is the more likely root cause; say so with its log.
-            return Err(etcd.check_running().err().unwrap_or(e));
-        }
+        let (etcd, apiserver) = start_control_plane(
+            &root,
+            &etcd_line,
+            etcd_addr,
+            &apiserver_line,
+            &url,
+            &tls.ca_pem,
+            &admin_token,
+        )?;
 
         let admin_kubeconfig = root.join("admin.kubeconfig");
         let webhook_kubeconfig = root.join("webhook.kubeconfig");
@@ -272,23 +351,53 @@ impl RealCluster {
             &kubeconfig(&url, &tls.ca_pem, WEBHOOK_USER, &webhook_token),
         )?;
 
-        let mut cluster = Self {
+        let cluster = Self {
             version,
             apiserver,
             etcd,
+            apiserver_line,
+            etcd_line,
+            etcd_addr,
             url,
             tls,
             admin_token,
             webhook_token,
             admin_kubeconfig,
             webhook_kubeconfig,
+            service_account_key: sa_key.private_path.clone(),
             startup: Duration::ZERO,
             dir_path: root,
             dir: Some(dir),
         };
-        cluster.create_service_account("default", "default")?;
+        let mut cluster = cluster;
+        if options.create_default_service_account {
+            cluster.create_service_account("default", "default")?;
+        }
         cluster.startup = began.elapsed();
         Ok(cluster)
+    }
+
+    /// Stops the API server, then etcd (their data stays): half of a whole-cluster restart.
+    pub fn stop_control_plane(&mut self) {
+        self.apiserver.stop();
+        self.etcd.stop();
+    }
+
+    /// Starts etcd and the API server again with the same data, ports and flags, and waits
+    /// for `/readyz`.
+    pub fn start_control_plane(&mut self) -> Result<(), ClusterError> {
+        let (etcd, apiserver) = start_control_plane(
+            &self.dir_path,
+            &self.etcd_line,
+            self.etcd_addr,
+            &self.apiserver_line,
+            &self.url,
+            &self.tls.ca_pem,
+            &self.admin_token,
+        )?;
+        self.etcd = etcd;
+        self.apiserver = apiserver;
+        Ok(())
     }
 
     /// The kube-apiserver version running.
@@ -326,6 +435,12 @@ impl RealCluster {
         &self.webhook_kubeconfig
     }
 
+    /// The key that signs service account tokens (PEM): a controller-manager's
+    /// `--service-account-private-key-file`.
+    pub fn service_account_key(&self) -> &Path {
+        &self.service_account_key
+    }
+
     /// The admin's bearer token.
     pub fn admin_token(&self) -> &str {
         &self.admin_token
@@ -339,6 +454,11 @@ impl RealCluster {
     /// The kube-apiserver's process id: benchmarks read its CPU time from `/proc`.
     pub fn apiserver_pid(&self) -> u32 {
         self.apiserver.pid()
+    }
+
+    /// etcd's process id.
+    pub fn etcd_pid(&self) -> u32 {
+        self.etcd.pid()
     }
 
     /// How long [`RealCluster::start`] took, up to a ready API server.
@@ -401,6 +521,31 @@ impl Drop for RealCluster {
             }
         }
     }
+}
+
+/// Starts etcd, waits for its port, starts the API server and waits for `/readyz` as the admin.
+fn start_control_plane(
+    root: &Path,
+    etcd_line: &CommandLine,
+    etcd_addr: SocketAddr,
+    apiserver_line: &CommandLine,
+    url: &str,
+    ca_pem: &str,
+    admin_token: &str,
+) -> Result<(ManagedProcess, ManagedProcess), ClusterError> {
+    let mut etcd = ManagedProcess::spawn("etcd", etcd_line.command(), root.join("etcd.log"))?;
+    etcd.wait_tcp(etcd_addr, Duration::from_secs(20))?;
+    let mut apiserver = ManagedProcess::spawn(
+        "kube-apiserver",
+        apiserver_line.command(),
+        root.join("kube-apiserver.log"),
+    )?;
+    let readyz = format!("{url}/readyz");
+    if let Err(e) = apiserver.wait_https_ok(&readyz, ca_pem, Some(admin_token), READY_TIMEOUT) {
+        // etcd dying is the more likely root cause; say so with its log.
+        return Err(etcd.check_running().err().unwrap_or(e));
+    }
+    Ok((etcd, apiserver))
 }
 
 /// Prefix of every cluster directory under the system's temporary directory.

@@ -27,6 +27,16 @@ impl LoopbackTls {
     /// Generates the CA and serving certificate into `dir` as `<prefix>-ca.crt`,
     /// `<prefix>.crt` and `<prefix>.key`.
     pub fn generate(dir: &Path, prefix: &str) -> Result<Self, ClusterError> {
+        Self::generate_for(dir, prefix, &[])
+    }
+
+    /// Like [`LoopbackTls::generate`], with more subject names (IP addresses or DNS names)
+    /// beside `127.0.0.1` and `localhost`: a node's address, a Service's names.
+    pub fn generate_for(
+        dir: &Path,
+        prefix: &str,
+        extra_names: &[String],
+    ) -> Result<Self, ClusterError> {
         let now = time::OffsetDateTime::now_utc();
         let not_before = now - time::Duration::hours(1);
         let not_after = now + time::Duration::days(7);
@@ -48,8 +58,9 @@ impl LoopbackTls {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let key = KeyPair::generate()?;
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?;
+        let mut names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        names.extend(extra_names.iter().cloned());
+        let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, prefix);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -94,5 +105,82 @@ impl ServiceAccountKey {
         // 1.20 reads verification keys only as PKIX "PUBLIC KEY" (or RSA/EC private key) blocks.
         write_file(&pair.public_path, &key.public_key_pem())?;
         Ok(pair)
+    }
+}
+
+/// A CA that signs client certificates (x509 authentication), with its key kept to sign more.
+pub struct ClientCa {
+    /// The CA certificate, PEM: what a server's client CA file holds.
+    pub ca_pem: String,
+    pub ca_path: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for ClientCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCa")
+            .field("ca_path", &self.ca_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientCa {
+    /// Generates the CA into `dir` as `<prefix>-client-ca.crt` (valid a week).
+    pub fn generate(dir: &Path, prefix: &str) -> Result<Self, ClusterError> {
+        let now = time::OffsetDateTime::now_utc();
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{prefix} client CA"));
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(7);
+        let cert = params.self_signed(&key)?;
+        let ca = Self {
+            ca_pem: cert.pem(),
+            ca_path: dir.join(format!("{prefix}-client-ca.crt")),
+            issuer: Issuer::new(params, key),
+            dir: dir.to_path_buf(),
+        };
+        write_file(&ca.ca_path, &ca.ca_pem)?;
+        Ok(ca)
+    }
+
+    /// A client certificate for user `common_name` in `group` (the subject's organization:
+    /// one, as rcgen keeps one value per attribute), as `<file>.crt` and `<file>.key`;
+    /// returns both paths.
+    pub fn client(
+        &self,
+        file: &str,
+        common_name: &str,
+        group: Option<&str>,
+    ) -> Result<(PathBuf, PathBuf), ClusterError> {
+        let now = time::OffsetDateTime::now_utc();
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        if let Some(group) = group {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, group);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(7);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert_path = self.dir.join(format!("{file}.crt"));
+        let key_path = self.dir.join(format!("{file}.key"));
+        write_file(&cert_path, &cert.pem())?;
+        write_file(&key_path, &key.serialize_pem())?;
+        Ok((cert_path, key_path))
     }
 }

@@ -2,7 +2,7 @@
 //! logs to files, readiness waits that notice an early exit, and no process outliving the test.
 
 use std::fmt;
-use std::fs::{self, File};
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,8 +44,12 @@ impl ManagedProcess {
     /// Starts `command` with stdout and stderr appended to `log_path`, stdin closed. When
     /// `setpriv` exists the process also gets `SIGKILL` if its parent thread dies.
     pub fn spawn(name: &str, command: Command, log_path: PathBuf) -> Result<Self, ClusterError> {
-        let log =
-            File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
+        // Appended: a process started again (a restart) keeps its earlier log above.
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(format!("creating {}", log_path.display())))?;
         let log_err = log
             .try_clone()
             .map_err(io_err("duplicating a log handle"))?;

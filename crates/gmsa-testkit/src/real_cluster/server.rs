@@ -13,7 +13,7 @@ use super::ClusterError;
 pub enum ServerVersion {
     /// v1.20.2 from Debian's source package, on Debian's etcd 3.4: the oldest we support.
     V1_20,
-    /// The current release from the `k8s.io/kubernetes` module (`hack/kube-apiserver/go.mod`),
+    /// The current release from the `k8s.io/kubernetes` module (`hack/kubernetes/go.mod`),
     /// on etcd 3.6 from `go.etcd.io/etcd/server/v3` (`hack/etcd/go.mod`).
     Current,
 }
@@ -135,14 +135,14 @@ impl fmt::Display for ServerVersion {
     }
 }
 
-fn env_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name)
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
 }
 
 /// `${GMSA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/gmsa-k8s}`, as the build scripts use it.
-fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     if let Some(dir) = env_path("GMSA_CACHE_DIR") {
         return dir;
     }
@@ -178,7 +178,7 @@ mod tests {
     #[test]
     fn versions_match_the_pinned_modules() {
         assert_eq!(
-            pinned("kube-apiserver/go.mod", "k8s.io/kubernetes"),
+            pinned("kubernetes/go.mod", "k8s.io/kubernetes"),
             ServerVersion::Current.git_version()
         );
         assert_eq!(
