@@ -260,7 +260,11 @@ impl RealCluster {
         let root = dir.path().to_path_buf();
         write_file(&root.join(OWNER_FILE), &std::process::id().to_string())?;
 
-        let tls = LoopbackTls::generate_for(&root, "apiserver", &options.extra_names)?;
+        let mut names = options.extra_names.clone();
+        if !options.address.is_loopback() {
+            names.push(options.address.to_string());
+        }
+        let tls = LoopbackTls::generate_for(&root, "apiserver", &names)?;
         let sa_key = ServiceAccountKey::generate(&root)?;
 
         let admin_token = random_token()?;

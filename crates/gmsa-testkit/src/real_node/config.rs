@@ -8,7 +8,8 @@ use super::host::{BRIDGE, NODE_IP, POD_CIDR};
 
 /// The pause image's name: containerd's `sandbox_image` and the name it is imported under.
 pub const PAUSE_IMAGE: &str = "gmsa.test/pause:1";
-/// The workload image: busybox, for pods that only need to run.
+/// The workload image: busybox, for pods that only need to run. Both names have a domain of
+/// their own (`.test` is reserved), so no registry anywhere is named.
 pub const BUSYBOX_IMAGE: &str = "gmsa.test/busybox:1";
 
 /// containerd's configuration (version 2): everything under `dir`, the CRI plugin on the

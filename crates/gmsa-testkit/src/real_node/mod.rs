@@ -46,6 +46,9 @@ pub const NODE_DIR_ENV: &str = "GMSA_KUBE_NODE_DIR";
 /// Environment variable naming our image's OCI archive (`hack/build-image.sh` prints it).
 pub const IMAGE_ARCHIVE_ENV: &str = "GMSA_IMAGE_ARCHIVE";
 
+/// Where containerd's registry requests go: a closed port on loopback (discard).
+const NO_PULL_PROXY: &str = "http://127.0.0.1:9";
+
 /// How long the node gets to report Ready, and the `default` ServiceAccount to appear.
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -298,15 +301,25 @@ impl NodeCluster {
             env: vec![("PATH".into(), path.clone())],
             running: None,
         };
+        let mut containerd = process(
+            "containerd",
+            runtime.join("usr/bin/containerd"),
+            vec![format!(
+                "--config={}",
+                dir.join("containerd/config.toml").display()
+            )],
+        );
+        // containerd never pulls: every image is imported. A missing one must fail at once
+        // and on the machine, so registry requests go to a proxy on a closed loopback port
+        // (no name is even resolved: the proxy would do that).
+        for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            containerd.env.push((var.into(), NO_PULL_PROXY.into()));
+        }
+        for var in ["NO_PROXY", "no_proxy"] {
+            containerd.env.push((var.into(), String::new()));
+        }
         self.processes = vec![
-            process(
-                "containerd",
-                runtime.join("usr/bin/containerd"),
-                vec![format!(
-                    "--config={}",
-                    dir.join("containerd/config.toml").display()
-                )],
-            ),
+            containerd,
             process(
                 "kube-controller-manager",
                 bin.join("kube-controller-manager"),
@@ -424,7 +437,7 @@ impl NodeCluster {
             let output = Command::new("python3")
                 .arg(&script)
                 .args(["--root", &root.display().to_string()])
-                .args(["--name", &format!("docker.io/{name}")])
+                .args(["--name", name])
                 .args(["--entrypoint", entrypoint])
                 .args(["--out", &archive.display().to_string()])
                 .output()
