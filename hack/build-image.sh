@@ -64,7 +64,8 @@ trap 'rm -rf "$root"' EXIT
 install -D -m 0755 "$webhook" "$root/usr/local/bin/gmsa-webhook"
 install -D -m 0755 "$kubectl_gmsa" "$root/usr/local/bin/kubectl-gmsa"
 # The libraries the loader resolves for either binary, at the paths it resolves them to.
-for library in $(ldd "$webhook" "$kubectl_gmsa" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u); do
+for library in $( (ldd "$webhook"; ldd "$kubectl_gmsa") |
+  awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u); do
   install -D -m 0755 "$(readlink -f "$library")" "$root$library"
 done
 install -D -m 0644 /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"

@@ -23,7 +23,7 @@ fn cargo_build_words(text: &str) -> Vec<String> {
     let joined = text.replace("\\\n", " ");
     let line = joined
         .lines()
-        .find(|l| l.contains("cargo build --release"))
+        .find(|l| l.contains("cargo build --release --locked"))
         .unwrap_or_else(|| panic!("no cargo build --release in:\n{text}"));
     let from = line.find("cargo build").unwrap();
     let mut words: Vec<String> = line[from..]
@@ -153,7 +153,7 @@ fn the_archive_is_the_image_the_dockerfile_describes() {
     assert!(
         listing
             .lines()
-            .any(|l| l.starts_with("drwxrwxrwt") && l.trim_end().ends_with("tmp")),
+            .any(|l| l.starts_with("drwxrwxrwt") && l.trim_end().trim_end_matches('/').ends_with(" tmp")),
         "{listing}"
     );
     let passwd = Command::new("sh")

@@ -62,15 +62,17 @@ pub struct HostGuard {
 }
 
 impl HostGuard {
-    /// Snapshots the host, then routes the pod and service ranges nowhere but here (an
-    /// unreachable route each, a REJECT for each on every uplink, a DROP of forwarding out of
-    /// the pod network), creates the bridge with the node IP, and points the host's
-    /// `kubepods` leftovers and earlier abandoned runs out of the way.
+    /// Takes the machine (waiting for another node cluster to finish), snapshots the host,
+    /// then routes the pod and service ranges nowhere but here (an unreachable route each, a
+    /// REJECT for each on every uplink, a DROP of forwarding out of the pod network) and
+    /// creates the bridge with the node IP. A failure part-way puts back what was done.
     pub fn install(cluster_dir: &Path) -> Result<Self, ClusterError> {
-        restore_abandoned();
         let state = Path::new(STATE_DIR);
-        fs::create_dir_all(state).map_err(io(format!("creating {STATE_DIR}")))?;
-        write(&state.join("owner.pid"), &std::process::id().to_string())?;
+        acquire(state)?;
+        Self::install_taken(state, cluster_dir).inspect_err(|_| restore_from(state, cluster_dir))
+    }
+
+    fn install_taken(state: &Path, cluster_dir: &Path) -> Result<Self, ClusterError> {
         write(
             &state.join("cluster-dir"),
             &cluster_dir.display().to_string(),
@@ -150,25 +152,56 @@ impl Drop for HostGuard {
     }
 }
 
-/// Restores a snapshot left by a test process that died without tearing down.
-fn restore_abandoned() {
-    let state = Path::new(STATE_DIR);
-    let Ok(owner) = fs::read_to_string(state.join("owner.pid")) else {
-        return;
-    };
-    let alive = owner
-        .trim()
-        .parse::<u32>()
-        .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists() && pid != std::process::id());
-    if alive {
-        return;
+/// How long a node cluster waits for another one on this machine to finish.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// Takes the machine for one node cluster: creating [`STATE_DIR`] is the lock (one node per
+/// machine: one bridge, one pod range, host paths every kubelet shares). Waits while another
+/// live process (or another thread of this one) holds it; restores the host after a holder
+/// that died without tearing down, then takes it.
+fn acquire(state: &Path) -> Result<(), ClusterError> {
+    let began = std::time::Instant::now();
+    let mut told = false;
+    loop {
+        match fs::create_dir(state) {
+            Ok(()) => {
+                let me = format!("{} {:?}", std::process::id(), std::thread::current().id());
+                return write(&state.join("owner.pid"), &me);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(format!("creating {STATE_DIR}"))(e)),
+        }
+        let owner = fs::read_to_string(state.join("owner.pid")).unwrap_or_default();
+        let pid = owner.split_whitespace().next().and_then(|p| p.parse::<u32>().ok());
+        match pid {
+            // Being written right now by the one that created the directory.
+            None if began.elapsed() < std::time::Duration::from_secs(5) => {}
+            Some(pid) if Path::new(&format!("/proc/{pid}")).exists() => {
+                if !told {
+                    eprintln!("node tier: waiting for the node cluster of process {pid} to finish");
+                    told = true;
+                }
+            }
+            _ => {
+                let dir = fs::read_to_string(state.join("cluster-dir")).unwrap_or_default();
+                eprintln!(
+                    "node tier: restoring the host after an abandoned run ({})",
+                    dir.trim()
+                );
+                restore_from(state, Path::new(dir.trim()));
+                let _ = fs::remove_dir_all(state);
+                continue;
+            }
+        }
+        if began.elapsed() > ACQUIRE_TIMEOUT {
+            return Err(ClusterError::Missing {
+                what: format!("another node cluster holds {STATE_DIR} ({})", owner.trim()),
+                hint: "one node cluster runs on a machine at a time; stop the other test run"
+                    .into(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    let dir = fs::read_to_string(state.join("cluster-dir")).unwrap_or_default();
-    eprintln!(
-        "node tier: restoring the host after an abandoned run ({})",
-        dir.trim()
-    );
-    restore_from(state, Path::new(dir.trim()));
 }
 
 /// Every step of teardown that does not need the processes' handles, in order: leftover
