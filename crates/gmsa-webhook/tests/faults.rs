@@ -690,7 +690,7 @@ async fn closed_loop(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rate_limit_refuses_only_requests_it_could_not_serve_in_time() {
     const QPS: f64 = 5.0;
-    const PHASE: Duration = Duration::from_secs(5);
+    const PHASE: Duration = Duration::from_secs(4);
     /// How much later than a request another may have been sent and still reached the
     /// webhook first, and slack for timers: both only make the check more forgiving.
     const SKEW: Duration = Duration::from_millis(100);
