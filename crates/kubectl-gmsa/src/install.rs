@@ -12,11 +12,11 @@ use clap::{Args, ValueEnum};
 use gmsa_deploy::{names, Admission, CertMode, KubeVersion, Settings, TlsMaterial};
 use serde_json::Value;
 
-use crate::apply::{apply_one, is_crd, is_webhook_config, Applier, Outcome};
+use crate::apply::{is_crd, is_webhook_config, Applier, Outcome};
 use crate::args::{DryRun, OutputFile};
 use crate::certs::{self, add_to_ca_bundles, current_ca_bundle, secret_info, set_resource_version};
 use crate::cluster::{client, cluster_version, runtime};
-use crate::rollout::{preflight, wait_available, wait_established};
+use crate::rollout::{apply_step, preflight, wait_available, wait_established, Unchecked};
 
 pub const INSTALL_EXAMPLES: &str = "\
 Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's service
@@ -421,10 +421,11 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         .await?;
     }
 
+    let mut unchecked = Unchecked::new(ns);
     for object in manifest.objects.iter().filter(|o| !is_webhook_config(o)) {
-        let (outcome, line) = apply_one(&applier, object).await?;
+        let (outcome, line) = apply_step(&applier, object, &mut unchecked).await?;
         println!("{line}");
-        if is_crd(object) && outcome == Outcome::Created && !server_dry_run {
+        if is_crd(object) && outcome == Some(Outcome::Created) && !server_dry_run {
             wait_established(&applier).await?;
         }
     }
@@ -441,7 +442,10 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         add_to_ca_bundles(&mut manifest.objects, &trusted);
     }
     for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
-        println!("{}", apply_one(&applier, object).await?.1);
+        println!("{}", apply_step(&applier, object, &mut unchecked).await?.1);
+    }
+    if let Some(note) = unchecked.note() {
+        eprintln!("{note}");
     }
     for line in crate::reference::remove_superseded(&applier, &settings).await? {
         println!("{line}");

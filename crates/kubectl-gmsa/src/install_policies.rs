@@ -12,9 +12,11 @@ use gmsa_deploy::{names, policies, Settings};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::apply::{apply_one, is_crd, Applier, Outcome};
+use crate::apply::{is_crd, Applier, Outcome};
 use crate::cluster::{credential_spec_resource, kind};
-use crate::rollout::{delete_ours, preflight, wait_available, wait_established, Target};
+use crate::rollout::{
+    apply_step, delete_ours, preflight, wait_available, wait_established, Target, Unchecked,
+};
 
 /// Policies and bindings, as opposed to what the keeper needs.
 fn is_policy_object(object: &Value) -> bool {
@@ -49,10 +51,11 @@ pub async fn install(
     if !server_dry_run {
         preflight(applier, &manifest.objects, &settings.namespace).await?;
     }
+    let mut unchecked = Unchecked::new(&settings.namespace);
     for object in manifest.objects.iter().filter(|o| !is_policy_object(o)) {
-        let (outcome, line) = apply_one(applier, object).await?;
+        let (outcome, line) = apply_step(applier, object, &mut unchecked).await?;
         println!("{line}");
-        if is_crd(object) && outcome == Outcome::Created && !server_dry_run {
+        if is_crd(object) && outcome == Some(Outcome::Created) && !server_dry_run {
             wait_established(applier).await?;
         }
     }
@@ -78,9 +81,12 @@ pub async fn install(
         wait_available(applier, settings, timeout).await?;
     }
     for object in manifest.objects.iter().filter(|o| is_policy_object(o)) {
-        println!("{}", apply_one(applier, object).await?.1);
+        println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
     }
     if server_dry_run {
+        if let Some(note) = unchecked.note() {
+            eprintln!("{note}");
+        }
         return Ok(ExitCode::SUCCESS);
     }
     wait_policies_answer(applier, settings).await?;
