@@ -3,7 +3,6 @@
 //! there; remove them again without touching the CRD or credential specs unless asked.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -16,6 +15,7 @@ use crate::apply::{is_crd, is_webhook_config, Applier, Outcome};
 use crate::args::{DryRun, OutputFile};
 use crate::certs::{self, add_to_ca_bundles, current_ca_bundle, secret_info, set_resource_version};
 use crate::cluster::{client, cluster_version, runtime};
+use crate::exit::ExitStatus;
 use crate::rollout::{apply_step, preflight, wait_available, wait_established, Unchecked};
 
 pub const INSTALL_EXAMPLES: &str = "\
@@ -224,7 +224,7 @@ fn read_ca_bundle(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 /// `install`.
-pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+pub fn install(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     let sends = args.apply && args.dry_run != Some(DryRun::Client);
     if !sends {
         if args.rotate_certs {
@@ -256,7 +256,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             args.output.force,
             &to_yaml(&manifest.objects)?,
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     runtime()?.block_on(install_to_cluster(args))
 }
@@ -292,7 +292,7 @@ fn secret_text(secret: &Value, key: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     let client = client().await?;
     let discovered = cluster_version(&client).await?;
     let kube_version = match args.kube_version {
@@ -483,5 +483,5 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             gmsa_tls::self_signed::Policy::default().previous_ca_grace.whole_minutes()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

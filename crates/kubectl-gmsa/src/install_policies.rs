@@ -4,7 +4,6 @@
 //! unregistered only once the policies visibly answer (no pod is ever admitted unchecked).
 
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -14,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::apply::{is_crd, Applier, Outcome};
 use crate::cluster::{credential_spec_resource, kind};
+use crate::exit::ExitStatus;
 use crate::rollout::{
     apply_step, delete_ours, preflight, wait_available, wait_established, Target, Unchecked,
 };
@@ -38,7 +38,7 @@ pub async fn install(
     options: Options<'_>,
     applier: &Applier,
     settings: &Settings,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<ExitStatus> {
     let manifest = gmsa_deploy::render(settings, None)?;
     if options.output.is_some() {
         crate::output::write(
@@ -87,13 +87,13 @@ pub async fn install(
         if let Some(note) = unchecked.note() {
             eprintln!("{note}");
         }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     wait_policies_answer(applier, settings).await?;
     for line in retire_webhook(applier, settings).await? {
         println!("{line}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 /// Publishes every spec whose annotations are not current, as `credspec --apply` does (the

@@ -16,9 +16,9 @@ mod policies;
 mod readiness;
 mod report;
 
-use std::process::ExitCode;
-
 use gmsa_deploy::names;
+
+use crate::exit::ExitStatus;
 
 pub use args::{doctor_help, AdArgs, DoctorArgs, DoctorFormat, AD_EXAMPLES, DOCTOR_EXAMPLES};
 pub use pods::netbios_name;
@@ -28,7 +28,7 @@ use node_steps::node_steps;
 use report::Report;
 
 /// `doctor`.
-pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
+pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitStatus> {
     let runtime = crate::cluster::runtime()?;
     let directory = ad::prepare(&args.ad)?;
     let (mut report, steps) = if args.ad.ad_only {
@@ -53,14 +53,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if directory.is_some() {
-        return Ok(ad::exit_code(&report.findings));
-    }
-    Ok(match report.worst() {
-        Status::Pass => ExitCode::SUCCESS,
-        Status::Warn => ExitCode::from(1),
-        Status::Fail => ExitCode::from(2),
-    })
+    Ok(report::exit_status(&report.findings))
 }
 
 /// The cluster-side checks in order, each a row or more; the node steps when asked for.
@@ -70,7 +63,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
         Ok(client) => client,
         Err(e) => {
             report.fail(
-                "cluster",
+                report::CLUSTER,
                 "",
                 format!("{e}: {}", e.root_cause()),
                 "check KUBECONFIG and `kubectl cluster-info`".into(),
@@ -80,12 +73,12 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
     };
     let version = match crate::cluster::cluster_version(&client).await {
         Ok(v) => {
-            report.pass("cluster", "", format!("Kubernetes {v}"));
+            report.pass(report::CLUSTER, "", format!("Kubernetes {v}"));
             v
         }
         Err(e) => {
             report.fail(
-                "cluster",
+                report::CLUSTER,
                 "",
                 format!("{e}: {}", e.root_cause()),
                 "check KUBECONFIG and `kubectl cluster-info`".into(),
