@@ -158,6 +158,17 @@ pub struct InstallArgs {
 }
 
 impl InstallArgs {
+    /// The settings for `kube_version`, after every refusal that depends on the arguments alone
+    /// and not on the cluster (doctor's fixes are checked against it).
+    pub fn validate(&self, kube_version: KubeVersion) -> anyhow::Result<Settings> {
+        let settings = self.settings(kube_version)?;
+        settings.check()?;
+        if settings.admission == Admission::Policies && self.rotate_certs {
+            bail!("--rotate-certs: policy mode has no certificates (nothing serves admissions)");
+        }
+        Ok(settings)
+    }
+
     fn settings(&self, kube_version: KubeVersion) -> anyhow::Result<Settings> {
         if let Some(qps) = self.qps {
             if !qps.is_finite() || qps <= 0.0 {
@@ -247,8 +258,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
                 KubeVersion::OFFLINE_DEFAULT
             }
         };
-        let settings = args.settings(kube_version)?;
-        settings.check()?;
+        let settings = args.validate(kube_version)?;
         let tls = offline_tls(args, &settings)?;
         let manifest = gmsa_deploy::render(&settings, tls.as_ref())?;
         crate::output::write(
@@ -302,8 +312,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
         }
         _ => discovered,
     };
-    let settings = args.settings(kube_version)?;
-    settings.check()?;
+    let settings = args.validate(kube_version)?;
     let server_dry_run = args.dry_run == Some(DryRun::Server);
     let applier = Applier {
         client: client.clone(),
@@ -311,13 +320,11 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
         force_conflicts: args.force_conflicts,
     };
     if settings.admission == Admission::Policies {
-        if args.rotate_certs {
-            bail!("--rotate-certs: policy mode has no certificates (nothing serves admissions)");
-        }
         let options = crate::install_policies::Options {
             output: args.output.output.as_deref(),
             force: args.output.force,
             wait: (!args.no_wait).then(|| Duration::from_secs(args.wait_timeout)),
+            retire_reference: args.retire_reference,
         };
         return crate::install_policies::install(options, &applier, &settings).await;
     }

@@ -32,6 +32,8 @@ pub struct Options<'a> {
     pub force: bool,
     /// How long the keeper gets to have a ready replica; `None`: do not wait.
     pub wait: Option<Duration>,
+    /// Delete what is left of a reference webhook once the policies are applied.
+    pub retire_reference: bool,
 }
 
 pub async fn install(
@@ -87,11 +89,14 @@ pub async fn install(
         if let Some(note) = unchecked.note() {
             eprintln!("{note}");
         }
-        return Ok(ExitStatus::Success);
+    } else {
+        wait_policies_answer(applier, settings).await?;
+        for line in retire_webhook(applier, settings).await? {
+            println!("{line}");
+        }
     }
-    wait_policies_answer(applier, settings).await?;
-    for line in retire_webhook(applier, settings).await? {
-        println!("{line}");
+    if options.retire_reference {
+        retire_reference(applier).await?;
     }
     Ok(ExitStatus::Success)
 }
@@ -244,6 +249,21 @@ pub fn policies_only(settings: &Settings) -> Vec<Target> {
             policies::inline_policy(name),
         ),
     ]
+}
+
+/// `--retire-reference` in policy mode: the reference's webhooks go once the policies answer,
+/// as they do once our webhook does in webhook mode.
+async fn retire_reference(applier: &Applier) -> anyhow::Result<()> {
+    match crate::reference::find(&applier.client).await? {
+        Some(found) => {
+            for line in found.retire(applier).await? {
+                println!("{line}");
+            }
+            eprintln!("the reference webhook is retired; its CRD and credential specs are kept");
+        }
+        None => eprintln!("--retire-reference: no reference webhook is registered"),
+    }
+    Ok(())
 }
 
 async fn retire_webhook(applier: &Applier, settings: &Settings) -> anyhow::Result<Vec<String>> {

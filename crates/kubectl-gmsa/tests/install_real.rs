@@ -720,7 +720,7 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
         &findings,
         "pod-hostname",
         &format!("{NS}/shared-a"),
-        "fail",
+        "warn",
         "IIS-FRONTEND-00",
     );
     let one = env.gmsa(&["doctor", "-n", NS, "--pod", "app-other", "--node-steps"]);

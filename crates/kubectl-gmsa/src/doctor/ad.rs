@@ -160,16 +160,6 @@ async fn windows_nodes(client: &Client, only: Option<&str>) -> anyhow::Result<Ve
 mod tests {
     use super::*;
 
-    fn row(check: &str, status: Status) -> Finding {
-        Finding {
-            status,
-            check: check.into(),
-            subject: String::new(),
-            detail: String::new(),
-            fix: None,
-        }
-    }
-
     #[test]
     fn verdicts_become_findings_with_their_fix() {
         let found = finding(Check {

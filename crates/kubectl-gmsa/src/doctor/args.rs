@@ -14,8 +14,9 @@ or what a URL-registered webhook presents) and when it expires (WARN under 30 da
 webhook answers /readyz and /info (through the API server's service proxy); that every
 GMSACredentialSpec is well formed; and for each pod that names a credential spec: the spec
 exists, its service account may `use` it, the contents were inlined and still match, the pod
-targets Windows nodes, and no other live pod with the same spec shares its NetBIOS host name
-(the first 15 characters of its host name).
+targets Windows nodes, and no other pod with the same spec shares its NetBIOS host name (the
+first 15 characters of its host name): FAIL when both run, WARN while one is still Pending.
+Fixes are install commands for the mode found (webhook or policies).
 
 Exits 0 when every check passes or only warns, 1 when one fails, 2 when the cluster (or, with
 --ad, the directory) cannot be read or a flag is wrong.

@@ -9,6 +9,8 @@ mod certificates;
 mod configurations;
 mod crd;
 mod credspecs;
+mod fixes;
+mod hostnames;
 mod node_steps;
 mod objects;
 mod pods;
@@ -16,12 +18,13 @@ mod policies;
 mod readiness;
 mod report;
 
-use gmsa_deploy::names;
+use gmsa_deploy::{names, Admission};
 
 use crate::exit::ExitStatus;
 
 pub use args::{doctor_help, AdArgs, DoctorArgs, DoctorFormat, AD_EXAMPLES, DOCTOR_EXAMPLES};
-pub use pods::netbios_name;
+pub use fixes::{Fixes, InstallFix};
+pub use hostnames::netbios_name;
 pub use report::{table, Finding, Status};
 
 use node_steps::node_steps;
@@ -86,23 +89,32 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
             return (report, None);
         }
     };
-    crd::check(&client, &mut report).await;
-    if policies::installed(&client, &args.name).await {
-        policies::check(&client, &args.name, version, &mut report).await;
+    let policy_mode = policies::installed(&client, &args.name).await;
+    let fixes = Fixes {
+        admission: if policy_mode {
+            Admission::Policies
+        } else {
+            Admission::Webhook
+        },
+        name: args.name.clone(),
+    };
+    crd::check(&client, &fixes, &mut report).await;
+    if policy_mode {
+        policies::check(&client, &args.name, version, &fixes, &mut report).await;
     } else {
         let configuration = names::webhook_configuration(&args.name);
         if let Some(registration) =
-            configurations::check(&client, &configuration, &mut report).await
+            configurations::check(&client, &configuration, &fixes, &mut report).await
         {
-            certificates::check(&client, &configuration, &registration, &mut report).await;
+            certificates::check(&client, &configuration, &registration, &fixes, &mut report).await;
             readiness::check(&client, &registration.endpoint, &mut report).await;
         }
     }
-    configurations::check_reference(&client, &mut report).await;
-    let specs = credspecs::check(&client, &mut report).await;
-    let pods = pods::check(&client, args, &specs, &mut report).await;
+    configurations::check_reference(&client, &fixes, &mut report).await;
+    let specs = credspecs::check(&client, &fixes, &mut report).await;
+    let pods = pods::check(&client, args, &specs, &fixes, &mut report).await;
     let steps = args
         .node_steps
-        .then(|| node_steps(pods.first(), &specs, &args.name));
+        .then(|| node_steps(pods.first(), &specs, &fixes));
     (report, steps)
 }
