@@ -4,7 +4,6 @@
 //! unregistered only once the policies visibly answer (no pod is ever admitted unchecked).
 
 use std::path::Path;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -12,9 +11,12 @@ use gmsa_deploy::{names, policies, Settings};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::apply::{apply_one, is_crd, Applier, Outcome};
+use crate::apply::{is_crd, Applier, Outcome};
 use crate::cluster::{credential_spec_resource, kind};
-use crate::rollout::{delete_ours, preflight, wait_available, wait_established, Target};
+use crate::exit::ExitStatus;
+use crate::rollout::{
+    apply_step, delete_ours, preflight, wait_available, wait_established, Target, Unchecked,
+};
 
 /// Policies and bindings, as opposed to what the keeper needs.
 fn is_policy_object(object: &Value) -> bool {
@@ -30,13 +32,15 @@ pub struct Options<'a> {
     pub force: bool,
     /// How long the keeper gets to have a ready replica; `None`: do not wait.
     pub wait: Option<Duration>,
+    /// Delete what is left of a reference webhook once the policies are applied.
+    pub retire_reference: bool,
 }
 
 pub async fn install(
     options: Options<'_>,
     applier: &Applier,
     settings: &Settings,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<ExitStatus> {
     let manifest = gmsa_deploy::render(settings, None)?;
     if options.output.is_some() {
         crate::output::write(
@@ -49,10 +53,11 @@ pub async fn install(
     if !server_dry_run {
         preflight(applier, &manifest.objects, &settings.namespace).await?;
     }
+    let mut unchecked = Unchecked::new(&settings.namespace);
     for object in manifest.objects.iter().filter(|o| !is_policy_object(o)) {
-        let (outcome, line) = apply_one(applier, object).await?;
+        let (outcome, line) = apply_step(applier, object, &mut unchecked).await?;
         println!("{line}");
-        if is_crd(object) && outcome == Outcome::Created && !server_dry_run {
+        if is_crd(object) && outcome == Some(Outcome::Created) && !server_dry_run {
             wait_established(applier).await?;
         }
     }
@@ -78,16 +83,22 @@ pub async fn install(
         wait_available(applier, settings, timeout).await?;
     }
     for object in manifest.objects.iter().filter(|o| is_policy_object(o)) {
-        println!("{}", apply_one(applier, object).await?.1);
+        println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
     }
     if server_dry_run {
-        return Ok(ExitCode::SUCCESS);
+        if let Some(note) = unchecked.note() {
+            eprintln!("{note}");
+        }
+    } else {
+        wait_policies_answer(applier, settings).await?;
+        for line in retire_webhook(applier, settings).await? {
+            println!("{line}");
+        }
     }
-    wait_policies_answer(applier, settings).await?;
-    for line in retire_webhook(applier, settings).await? {
-        println!("{line}");
+    if options.retire_reference {
+        retire_reference(applier).await?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 /// Publishes every spec whose annotations are not current, as `credspec --apply` does (the
@@ -238,6 +249,21 @@ pub fn policies_only(settings: &Settings) -> Vec<Target> {
             policies::inline_policy(name),
         ),
     ]
+}
+
+/// `--retire-reference` in policy mode: the reference's webhooks go once the policies answer,
+/// as they do once our webhook does in webhook mode.
+async fn retire_reference(applier: &Applier) -> anyhow::Result<()> {
+    match crate::reference::find(&applier.client).await? {
+        Some(found) => {
+            for line in found.retire(applier).await? {
+                println!("{line}");
+            }
+            eprintln!("the reference webhook is retired; its CRD and credential specs are kept");
+        }
+        None => eprintln!("--retire-reference: no reference webhook is registered"),
+    }
+    Ok(())
 }
 
 async fn retire_webhook(applier: &Applier, settings: &Settings) -> anyhow::Result<Vec<String>> {

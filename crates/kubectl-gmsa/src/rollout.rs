@@ -8,7 +8,7 @@ use anyhow::bail;
 use gmsa_deploy::{KindInfo, Settings};
 use serde_json::Value;
 
-use crate::apply::{apply_one, display_name, Applier};
+use crate::apply::{apply_one, display_name, Applier, Outcome};
 use crate::cluster::kind;
 
 /// Sends every object as a server-side dry run, so an install that would fail part-way
@@ -41,6 +41,70 @@ pub async fn preflight(
         objects.len(),
         problems.join("\n  ")
     )
+}
+
+/// Objects a server dry run could not check: they live in the install's namespace, which does
+/// not exist yet (the dry run only pretends to create it), and the API server answers such an
+/// object with "namespace not found" before looking at it.
+#[derive(Debug)]
+pub struct Unchecked {
+    namespace: String,
+    objects: Vec<String>,
+}
+
+impl Unchecked {
+    /// Nothing unchecked yet, for an install into `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Unchecked {
+            namespace: namespace.to_string(),
+            objects: Vec::new(),
+        }
+    }
+
+    /// The objects left unchecked, as kubectl names them.
+    pub fn objects(&self) -> &[String] {
+        &self.objects
+    }
+
+    /// The line that says what the server did not check, if anything.
+    pub fn note(&self) -> Option<String> {
+        if self.objects.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "note: namespace {ns} does not exist yet, so the server did not check the {n} object(s) in it: {list}. \
+             Everything else was checked. To check those too, create the namespace first \
+             (kubectl create namespace {ns}) and run the dry run again.",
+            ns = self.namespace,
+            n = self.objects.len(),
+            list = self.objects.join(", ")
+        ))
+    }
+}
+
+/// Applies one object of an install and returns its kubectl-like line. In a server dry run,
+/// an object whose namespace does not exist yet is recorded in `unchecked` and reported as
+/// not checked (`None` outcome) instead of failing the whole dry run.
+pub async fn apply_step(
+    applier: &Applier,
+    object: &Value,
+    unchecked: &mut Unchecked,
+) -> anyhow::Result<(Option<Outcome>, String)> {
+    match apply_one(applier, object).await {
+        Ok((outcome, line)) => Ok((Some(outcome), line)),
+        Err(e) if applier.server_dry_run && is_missing_namespace(&e, &unchecked.namespace) => {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let what = gmsa_deploy::kind_info(object)
+                .map_or_else(|| name.to_string(), |info| display_name(info, name));
+            let line = format!(
+                "{what} not checked (server dry run: namespace {} does not exist yet)",
+                unchecked.namespace
+            );
+            unchecked.objects.push(what);
+            Ok((None, line))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
@@ -167,4 +231,39 @@ pub async fn delete_ours(
         }
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_unchecked_says_nothing() {
+        assert_eq!(Unchecked::new("gmsa-system").note(), None);
+    }
+
+    #[test]
+    fn the_note_names_the_namespace_and_every_unchecked_object() {
+        let mut unchecked = Unchecked::new("gmsa-system");
+        unchecked.objects.extend([
+            "serviceaccount/gmsa-webhook".into(),
+            "service/gmsa-webhook".into(),
+        ]);
+        let note = unchecked.note().unwrap();
+        assert!(
+            note.contains("namespace gmsa-system does not exist yet"),
+            "{note}"
+        );
+        assert!(
+            note.contains(
+                "the 2 object(s) in it: serviceaccount/gmsa-webhook, service/gmsa-webhook"
+            ),
+            "{note}"
+        );
+        assert!(
+            note.contains("kubectl create namespace gmsa-system"),
+            "{note}"
+        );
+    }
 }

@@ -1,14 +1,13 @@
 //! `uninstall`: removes what `install` made, webhook configurations first so pod creation
 //! never waits on a webhook being removed; the CRD and credential specs stay unless asked.
 
-use std::process::ExitCode;
-
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use gmsa_deploy::{names, Settings};
 
 use crate::apply::Applier;
 use crate::cluster::{client, kind, runtime};
+use crate::exit::ExitStatus;
 
 pub const UNINSTALL_EXAMPLES: &str = "\
 Deletes the webhook configurations first (so pod creation never waits on a webhook being
@@ -48,7 +47,7 @@ pub enum UninstallDryRun {
 }
 
 /// `uninstall`.
-pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
+pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitStatus> {
     if args.delete_namespace
         && ["default", "kube-system", "kube-public", "kube-node-lease"]
             .contains(&args.namespace.as_str())
@@ -58,7 +57,7 @@ pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(uninstall_from_cluster(args))
 }
 
-async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
+async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStatus> {
     let applier = Applier {
         client: client().await?,
         server_dry_run: args.dry_run.is_some(),
@@ -179,5 +178,5 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
     } else {
         eprintln!("kept customresourcedefinition.apiextensions.k8s.io/{crd} and every GMSACredentialSpec (pass --delete-crd to delete them)");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

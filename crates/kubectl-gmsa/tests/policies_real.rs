@@ -281,7 +281,7 @@ fn switching_to_policies_and_back_on_current_kube() {
             .any(|f| f["check"] == "webhook-configurations"),
         "doctor looked for webhook configurations in policy mode"
     );
-    assert_eq!(code, 2, "a failing row exits 2");
+    assert_eq!(code, 1, "a failing row exits 1");
 
     // An edit by hand, with no keeper running: doctor names the spec, its pods are refused.
     cluster
