@@ -124,7 +124,8 @@ mod tests {
         );
         let binding = &objects[1]["spec"];
         assert_eq!(binding["policyName"], "gw-uninstalled");
-        assert_eq!(binding["validationActions"], serde_json::json!(["Deny"]));
+        assert_eq!(binding["validationActions"][0], "Deny");
+        assert_eq!(binding["validationActions"].as_array().unwrap().len(), 1);
         assert!(binding.get("matchResources").is_none(), "every namespace");
     }
 }
