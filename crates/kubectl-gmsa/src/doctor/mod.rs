@@ -9,6 +9,7 @@ mod certificates;
 mod configurations;
 mod crd;
 mod credspecs;
+mod guard;
 mod node_steps;
 mod objects;
 mod pods;
@@ -94,6 +95,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
         }
     };
     crd::check(&client, &mut report).await;
+    guard::check(&client, &args.name, &mut report).await;
     if policies::installed(&client, &args.name).await {
         policies::check(&client, &args.name, version, &mut report).await;
     } else {
