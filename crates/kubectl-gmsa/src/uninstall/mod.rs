@@ -241,6 +241,9 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
             .await?
             .is_some();
     let ending = Ending::of(plan, name, version, guard_found);
+    if args.dry_run.is_some() {
+        eprintln!("server dry run: nothing changed; without it, uninstall would leave this:");
+    }
     for line in describe(&references, &unread, &ending) {
         eprintln!("{line}");
     }
