@@ -468,6 +468,17 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     {
         println!("{line}");
     }
+    // And the guard an uninstall left: GMSA pods are admitted with their contents again.
+    for line in crate::rollout::delete_ours(
+        &applier,
+        &settings,
+        &crate::install_policies::guard_only(&settings),
+        Some("GMSA admission is installed again"),
+    )
+    .await?
+    {
+        println!("{line}");
+    }
     match (&reference, args.retire_reference) {
         (Some(found), true) => {
             for line in found.retire(&applier).await? {

@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use gmsa_deploy::{KindInfo, Settings};
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodSecurityContext, PodSpec, WindowsSecurityContextOptions,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 
 use crate::apply::{apply_one, display_name, Applier, Outcome};
@@ -232,6 +237,63 @@ pub async fn delete_ours(
     }
     Ok(lines)
 }
+
+/// Waits (30 s) until the API server refuses, by ValidatingAdmissionPolicy `policy`, a
+/// server-dry-run pod in the install's namespace that names a spec no one has; `Err` holds the
+/// last answer. The pod runs as the install's ServiceAccount: it exists wherever install ran,
+/// and the webhooks skip that namespace, so a policy answers first.
+pub async fn wait_refused_by(
+    applier: &Applier,
+    settings: &Settings,
+    policy: &str,
+) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(applier.client.clone(), &settings.namespace);
+    let probe = Pod {
+        metadata: ObjectMeta {
+            name: Some(PROBE.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            service_account_name: Some(settings.name.clone()),
+            security_context: Some(PodSecurityContext {
+                windows_options: Some(WindowsSecurityContextOptions {
+                    gmsa_credential_spec_name: Some(format!("{PROBE}-no-such-spec")),
+                    ..WindowsSecurityContextOptions::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![Container {
+                name: "probe".into(),
+                image: Some("probe".into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: None,
+    };
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let expected = format!("ValidatingAdmissionPolicy '{policy}'");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = pods.create(&params, &probe).await;
+        match &answer {
+            Err(kube::Error::Api(s)) if s.message.contains(&expected) => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                return Err(match answer {
+                    Ok(_) => "a pod naming no existing spec was admitted".to_string(),
+                    Err(e) => e.to_string(),
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// The probe pod's name (never created: every probe is a dry run).
+const PROBE: &str = "gmsa-install-probe";
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic

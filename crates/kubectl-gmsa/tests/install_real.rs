@@ -840,8 +840,33 @@ fn install_rotate_doctor_uninstall(version: ServerVersion) {
             .trim(),
         "gmsacredentialspec.windows.k8s.io/gmsa-webapp1"
     );
+    // The pods above still name specs: uninstall names them, and leaves the guard where the
+    // server can hold one.
+    assert!(
+        out.stderr
+            .contains(&format!("  pod/app-1 in {NS}: gmsa-webapp1")),
+        "{}",
+        out.stderr
+    );
     let (code, body) = env.post_pod(&gmsa_pod("after-uninstall", "web", "gmsa-webapp1"));
-    assert_eq!(code, 201, "pods are created without the webhook: {body}");
+    // ValidatingAdmissionPolicy v1 is served from 1.30.
+    if version.minor() >= 30 {
+        assert_eq!(code, 403, "the guard refuses GMSA pods: {body}");
+        assert!(
+            body.contains(
+                "GMSA admission is not installed (kubectl gmsa uninstall left this guard)"
+            ),
+            "{body}"
+        );
+    } else {
+        assert!(
+            out.stderr
+                .contains("so no guard can be left on this version"),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(code, 201, "pods are created without the webhook: {body}");
+    }
 }
 
 #[test]

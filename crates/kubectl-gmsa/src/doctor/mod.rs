@@ -10,6 +10,7 @@ mod configurations;
 mod crd;
 mod credspecs;
 mod fixes;
+mod guard;
 mod hostnames;
 mod node_steps;
 mod objects;
@@ -99,6 +100,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
         name: args.name.clone(),
     };
     crd::check(&client, &fixes, &mut report).await;
+    guard::check(&client, &fixes, &mut report).await;
     if policy_mode {
         policies::check(&client, &args.name, version, &fixes, &mut report).await;
     } else {
