@@ -1199,7 +1199,7 @@ fn migration_from_a_reference_install(version: ServerVersion) {
     step("doctor warns while the reference is registered");
     let (mut webhook, _tls) = env.start_installed_webhook(port);
     let (code, findings) = env.doctor(&["-n", NS]);
-    assert_eq!(code, 1, "{findings:#?}");
+    assert_eq!(code, 0, "a warning alone exits 0: {findings:#?}");
     expect(
         &findings,
         "reference-webhook",
