@@ -84,7 +84,16 @@ pub(super) mod tests {
     use gmsa_deploy::KubeVersion;
 
     use super::*;
-    use crate::cli::{Cli, Command};
+    use crate::install::InstallArgs;
+
+    /// `kubectl gmsa install`'s own arguments, parsed as the CLI parses them (through
+    /// `InstallArgs`, not `cli::Cli`: `cli` uses `doctor`, so `doctor` does not use it back).
+    #[derive(Debug, clap::Parser)]
+    #[command(name = "install")]
+    struct Install {
+        #[command(flatten)]
+        args: InstallArgs,
+    }
 
     /// Every `kubectl gmsa install ...` command in a fix text, up to the first `(`, `,`, `;`
     /// or backquote after it.
@@ -102,14 +111,12 @@ pub(super) mod tests {
     /// for a cluster where the mode is possible; returns the admission mode it would install.
     pub(in crate::doctor) fn accepted_by_install(command: &str) -> Admission {
         let words = command
-            .strip_prefix("kubectl gmsa ")
-            .unwrap()
+            .strip_prefix("kubectl gmsa install")
+            .unwrap_or_else(|| panic!("{command} is not install"))
             .split_whitespace();
-        let cli = Cli::try_parse_from(std::iter::once("kubectl-gmsa").chain(words))
-            .unwrap_or_else(|e| panic!("{command}: {e}"));
-        let Command::Install(args) = cli.command else {
-            panic!("{command} is not install");
-        };
+        let args = Install::try_parse_from(std::iter::once("install").chain(words))
+            .unwrap_or_else(|e| panic!("{command}: {e}"))
+            .args;
         args.validate(KubeVersion::ADMISSION_POLICIES)
             .unwrap_or_else(|e| panic!("install refuses {command}: {e:#}"));
         args.admission
