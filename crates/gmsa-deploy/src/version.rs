@@ -23,6 +23,9 @@ impl KubeVersion {
     pub const POLICY_V1: KubeVersion = KubeVersion::new(1, 21);
     /// HostProcess containers (GA).
     pub const HOST_PROCESS: KubeVersion = KubeVersion::new(1, 26);
+    /// ValidatingAdmissionPolicy is GA (`admissionregistration.k8s.io/v1`): the uninstall
+    /// guard needs it.
+    pub const VALIDATING_POLICIES: KubeVersion = KubeVersion::new(1, 30);
     /// MutatingAdmissionPolicy is GA (`admissionregistration.k8s.io/v1`).
     pub const ADMISSION_POLICIES: KubeVersion = KubeVersion::new(1, 36);
 

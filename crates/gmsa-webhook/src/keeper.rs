@@ -72,10 +72,10 @@ impl Keeper {
     ) -> Result<Arc<Self>, KubeError> {
         let config = load_config(settings.kubeconfig.as_deref()).await?;
         tracing::info!(url = %config.cluster_url, "keeping GMSACredentialSpecs' published contents");
-        let readiness = Arc::new(Readiness::new(
-            &[Source::CredentialSpecs],
-            settings.stale_after,
-        ));
+        let readiness = Arc::new(
+            Readiness::new(&[Source::CredentialSpecs], settings.stale_after)
+                .announcing("keeper ready: watching credential specs, publishing their contents"),
+        );
         let client = build_client(config, metrics.clone(), readiness.clone())?;
         Ok(Arc::new(Self {
             api: Api::all_with(client, &credential_spec_resource()),

@@ -220,7 +220,11 @@ pub async fn launch(launch: Launch, shutdown: impl Future<Output = ()>) -> anyho
 /// given. Stops at once on `shutdown`: an interrupted write is harmless, as every write is
 /// guarded by the resourceVersion it was decided from.
 async fn run_keeper(only: KeeperOnly, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let keeper = Keeper::connect(&only.keeper, Metrics::new(config::VERSION)).await?;
+    let keeper = Keeper::connect(
+        &only.keeper,
+        Metrics::for_role(config::VERSION, metrics::Role::Keeper),
+    )
+    .await?;
     let status = match only.listen {
         Some(listen) => {
             let listener = TcpListener::bind(listen)

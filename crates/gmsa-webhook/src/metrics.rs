@@ -132,9 +132,20 @@ struct BuildLabels {
 /// A function that reads a count kept elsewhere.
 pub type CountSource = Box<dyn Fn() -> u64 + Send + Sync>;
 
+/// What a process exports metrics for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The admission server (with the keeper beside it or not): every metric.
+    Server,
+    /// The keeper alone (`--no-admission`): its writes, its API calls and build info; no
+    /// admission, cache or certificate metric, since nothing admits or serves TLS.
+    Keeper,
+}
+
 /// Every metric the webhook exports, shared by the server and the backends.
 pub struct Metrics {
     registry: Registry,
+    role: Role,
     pub admissions: Family<AdmissionLabels, Counter>,
     pub latency: Family<PathLabels, Histogram>,
     pub cache_hits: Family<CacheLabels, Counter>,
@@ -157,9 +168,20 @@ pub type ExpirySource = Box<dyn Fn() -> Option<i64> + Send + Sync>;
 impl Metrics {
     /// Creates and registers every metric under the `gmsa_webhook` prefix.
     pub fn new(version: &'static str) -> Arc<Self> {
+        Self::for_role(version, Role::Server)
+    }
+
+    /// Creates the metrics `role` exports; the others still count, but are never encoded.
+    pub fn for_role(version: &'static str, role: Role) -> Arc<Self> {
         let mut registry = Registry::with_prefix("gmsa_webhook");
+        // Registered only for the server; a keeper alone keeps them in this throwaway one.
+        let mut admission_only = Registry::default();
+        let server = match role {
+            Role::Server => &mut registry,
+            Role::Keeper => &mut admission_only,
+        };
         let admissions = Family::<AdmissionLabels, Counter>::default();
-        registry.register(
+        server.register(
             "admissions",
             "Admission reviews answered",
             admissions.clone(),
@@ -168,34 +190,34 @@ impl Metrics {
             // 50 µs .. ~3 s.
             Histogram::new(exponential_buckets(0.00005, 2.0, 16))
         });
-        registry.register(
+        server.register(
             "admission_duration_seconds",
             "Time from request body received to answer",
             latency.clone(),
         );
         let cache_hits = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        server.register(
             "cache_hits",
             "Lookups answered from a cache",
             cache_hits.clone(),
         );
         let cache_misses = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        server.register(
             "cache_misses",
             "Lookups that needed the API server",
             cache_misses.clone(),
+        );
+        let renewal_rounds = Family::<RenewalLabels, Counter>::default();
+        server.register(
+            "certificate_renewal_rounds",
+            "Self-signed certificate renewal rounds, by the step taken",
+            renewal_rounds.clone(),
         );
         let api_calls = Family::<ApiCallLabels, Counter>::default();
         registry.register(
             "api_calls",
             "Requests made to the Kubernetes API",
             api_calls.clone(),
-        );
-        let renewal_rounds = Family::<RenewalLabels, Counter>::default();
-        registry.register(
-            "certificate_renewal_rounds",
-            "Self-signed certificate renewal rounds, by the step taken",
-            renewal_rounds.clone(),
         );
         let published_contents_writes = Family::<PublishLabels, Counter>::default();
         registry.register(
@@ -210,6 +232,7 @@ impl Metrics {
         );
         Arc::new(Self {
             registry,
+            role,
             admissions,
             latency,
             cache_hits,
@@ -273,6 +296,10 @@ impl Metrics {
     /// OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
+        if self.role == Role::Keeper {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+            return out;
+        }
         let reloads = self.cert_reloads.get().map_or(0, |f| f());
         // Reload count lives in the TLS layer; encode it alongside the registry.
         let mut extra = Registry::with_prefix("gmsa_webhook");
@@ -298,5 +325,69 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &extra);
         let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect()
+    }
+
+    #[test]
+    fn a_keeper_alone_exports_only_its_own_metrics() {
+        let metrics = Metrics::for_role("1.2.3", Role::Keeper);
+        metrics.published_contents_write(PublishOutcome::Published);
+        metrics.api_call(ApiCallKind::PatchCredentialSpec);
+        // Counted by shared code paths, but never exported by a keeper.
+        metrics.cache(CacheKind::CredentialSpec, true);
+        metrics.track_cert_reloads(|| 3);
+        metrics.track_certificate_expiry(|| Some(10));
+        let text = metrics.encode();
+        assert_eq!(
+            names(&text),
+            [
+                "gmsa_webhook_api_calls",
+                "gmsa_webhook_published_contents_writes",
+                "gmsa_webhook_build"
+            ],
+            "{text}"
+        );
+        assert!(
+            text.contains("gmsa_webhook_published_contents_writes_total{outcome=\"Published\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_server_exports_admission_and_certificate_metrics() {
+        let metrics = Metrics::new("1.2.3");
+        metrics.track_certificate_expiry(|| Some(10));
+        let admission = AdmissionLabels {
+            path: "/mutate",
+            operation: "CREATE",
+            allowed: "true",
+        };
+        metrics.admissions.get_or_create(&admission).inc();
+        metrics.renewal_step(RenewalStep::Nothing);
+        metrics.published_contents_write(PublishOutcome::Published);
+        let text = metrics.encode();
+        for name in [
+            "gmsa_webhook_admissions",
+            "gmsa_webhook_certificate_renewal_rounds",
+            "gmsa_webhook_certificate_reloads",
+            "gmsa_webhook_certificate_expiry_seconds",
+            "gmsa_webhook_access_reviews_in_flight",
+            "gmsa_webhook_published_contents_writes",
+            "gmsa_webhook_build",
+        ] {
+            assert!(names(&text).contains(&name), "{name}: {text}");
+        }
     }
 }

@@ -290,6 +290,33 @@ fn keeper_publishes_contents_on_current_kube() {
     wait_published(&cluster, "web", WEB_CONTENTS, 1);
     eprintln!("ok    published after the grant ({:.1?})", began.elapsed());
 
+    // Keeper-only: it says what it does, and exports its own metrics, none of the admission
+    // server's (they would read zero and look like an idle webhook).
+    let log = first.process.log();
+    assert!(
+        log.contains("keeper ready: watching credential specs"),
+        "{log}"
+    );
+    assert!(!log.contains("Kubernetes backend ready"), "{log}");
+    let (status, metrics) = first.get("/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("gmsa_webhook_published_contents_writes_total{outcome=\"Published\"} "),
+        "{metrics}"
+    );
+    assert!(metrics.contains("gmsa_webhook_build_info{"), "{metrics}");
+    for absent in [
+        "gmsa_webhook_admission",
+        "gmsa_webhook_cache_",
+        "gmsa_webhook_certificate",
+        "gmsa_webhook_access_reviews",
+    ] {
+        assert!(
+            !metrics.contains(absent),
+            "{absent} in keeper-only /metrics:\n{metrics}"
+        );
+    }
+
     // A hand edit bumps the generation; the contents follow. So does removing credspec.
     let edited = credspec_of("WebApp2");
     edit(&cluster, "web", Some(&edited));

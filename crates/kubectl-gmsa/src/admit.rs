@@ -3,8 +3,6 @@
 //! for mutate, the answer's patch is applied, and the mutated pod goes through validate, as
 //! the API server calls the two webhooks.
 
-use std::process::ExitCode;
-
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use gmsa_core::admission::{Review, API_VERSION_V1};
@@ -15,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::cli::{AdmitArgs, Format, Operation};
+use crate::exit::ExitStatus;
 use crate::input::{parse_documents, Source};
 use crate::output;
 
@@ -83,7 +82,7 @@ struct AnswerStatus {
 }
 
 /// Runs `admit`. Errors are unusable input (exit 2).
-pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitCode> {
+pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
     let operation = match (args.operation, &args.old) {
         (None, None) => Operation::Create,
         (None, Some(_)) => Operation::Update,
@@ -196,9 +195,9 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitCode> {
     };
     output::write(None, false, &text)?;
     Ok(if denied {
-        ExitCode::from(1)
+        ExitStatus::Refused
     } else {
-        ExitCode::SUCCESS
+        ExitStatus::Success
     })
 }
 

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use gmsa_core::credspec::AdditionalAccount;
 
 use crate::args::{ApplyArgs, ConnectionArgs, OutputFile, DIRECTORY_URL};
+use crate::exit::after_help;
 use crate::grant::ServiceAccountRef;
 
 const TOP_EXAMPLES: &str = "\
@@ -18,10 +19,7 @@ Examples:
   kubectl gmsa grant gmsa-webapp1 --service-account default:default
   kubectl gmsa admit -f deployment.yaml --state examples/state
   kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
-    --password-file ad-password --ca-file contoso-ca.pem
-
-Exit status: 0 on success, 1 when `credspec validate` finds problems or `admit` denies an
-object, 2 on errors (bad flags or unusable input).";
+    --password-file ad-password --ca-file contoso-ca.pem";
 
 /// Operator tools for Windows GMSA credential specs on Kubernetes.
 #[derive(Debug, Parser)]
@@ -29,7 +27,7 @@ object, 2 on errors (bad flags or unusable input).";
     name = "kubectl-gmsa",
     bin_name = "kubectl gmsa",
     version,
-    after_help = TOP_EXAMPLES
+    after_help = after_help(TOP_EXAMPLES)
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,19 +37,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create, convert and check GMSACredentialSpec resources.
-    #[command(subcommand, after_help = CREDSPEC_EXAMPLES)]
+    #[command(subcommand, after_help = after_help(CREDSPEC_EXAMPLES))]
     Credspec(CredspecCommand),
     /// Let service accounts use a credential spec: a ClusterRole and one RoleBinding each.
-    #[command(after_help = GRANT_EXAMPLES)]
+    #[command(after_help = after_help(GRANT_EXAMPLES))]
     Grant(GrantArgs),
     /// Review pods and workload pod templates offline, exactly as the webhook would.
-    #[command(after_help = ADMIT_EXAMPLES)]
+    #[command(after_help = after_help(ADMIT_EXAMPLES))]
     Admit(AdmitArgs),
     /// Install or upgrade the webhook: CRD, RBAC, certificates, Deployment, webhook configurations.
-    #[command(after_help = crate::install::INSTALL_EXAMPLES)]
+    #[command(after_help = after_help(crate::install::INSTALL_EXAMPLES))]
     Install(Box<crate::install::InstallArgs>),
     /// Remove what install made; the CRD and credential specs stay unless --delete-crd.
-    #[command(after_help = crate::uninstall::UNINSTALL_EXAMPLES)]
+    #[command(after_help = after_help(crate::uninstall::UNINSTALL_EXAMPLES))]
     Uninstall(crate::uninstall::UninstallArgs),
     /// Check the cluster side of GMSA (CRD, webhook, certificates, credential specs, pods) and,
     /// with --ad, the directory side (gMSA, password readers, KDS root key, scopes, SPNs).
@@ -78,13 +76,13 @@ current after later edits.";
 #[derive(Debug, Subcommand)]
 pub enum CredspecCommand {
     /// Write a GMSACredentialSpec with the credential spec New-CredentialSpec would write.
-    #[command(after_help = NEW_EXAMPLES)]
+    #[command(after_help = after_help(NEW_EXAMPLES))]
     New(Box<NewArgs>),
     /// Turn the JSON file New-CredentialSpec wrote into a GMSACredentialSpec.
-    #[command(after_help = CONVERT_EXAMPLES)]
+    #[command(after_help = after_help(CONVERT_EXAMPLES))]
     Convert(ConvertArgs),
     /// Check GMSACredentialSpec resources; one line per problem.
-    #[command(after_help = VALIDATE_EXAMPLES)]
+    #[command(after_help = after_help(VALIDATE_EXAMPLES))]
     Validate(ValidateArgs),
 }
 
@@ -319,8 +317,8 @@ Runs the webhook's mutate and then validate decisions, as the API server calls t
 and on the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs
 and ReplicationControllers (their pods' creation). The cluster is a directory of manifests:
 GMSACredentialSpecs, ClusterRoles, Roles and their bindings. Admitted objects are printed
-with the credential specs inlined; one verdict per object goes to stderr. Exits 0 if every
-object is admitted, 1 if any is denied, 2 if the input is unusable.
+with the credential specs inlined; one verdict per object goes to stderr. Exits 1 if any
+object is denied.
 
 Examples:
   kubectl gmsa admit -f deployment.yaml --state examples/state
@@ -365,4 +363,53 @@ pub enum Format {
     Yaml,
     /// One JSON `List`.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+    use crate::exit::ExitStatus;
+
+    /// Every command and subcommand, by its path, with its long help.
+    fn helps(command: &mut clap::Command, path: String, out: &mut Vec<(String, String)>) {
+        out.push((path.clone(), command.render_long_help().to_string()));
+        for sub in command.get_subcommands_mut() {
+            if sub.get_name() != "help" {
+                let path = format!("{path} {}", sub.get_name());
+                helps(sub, path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_help_has_an_example_and_the_one_exit_status_paragraph() {
+        let mut root = Cli::command();
+        root.build();
+        let mut all = Vec::new();
+        helps(&mut root, "kubectl gmsa".into(), &mut all);
+        assert!(
+            all.len() >= 10,
+            "{:?}",
+            all.iter().map(|(p, _)| p).collect::<Vec<_>>()
+        );
+        for (path, help) in &all {
+            // clap wraps long lines; compare words.
+            let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                words(help).contains(&words(ExitStatus::HELP)),
+                "{path} --help does not end with the exit statuses:\n{help}"
+            );
+            assert!(
+                help.contains("Examples:") || help.contains("  kubectl gmsa "),
+                "{path}:\n{help}"
+            );
+            let rest = words(help).replacen(&words(ExitStatus::HELP), "", 1);
+            assert!(
+                !rest.to_lowercase().contains("exit status"),
+                "{path} --help states exit statuses a second way:\n{help}"
+            );
+        }
+    }
 }

@@ -3,8 +3,6 @@
 pub mod apply;
 pub(crate) mod from_ad;
 
-use std::process::ExitCode;
-
 use anyhow::bail;
 use gmsa_core::credspec::build::{Field, Reason};
 use gmsa_core::credspec::{self, build_credential_spec, BuildError, CcgPlugin, DomainFacts};
@@ -15,6 +13,7 @@ use serde_json::Value;
 
 use crate::args::{ApplyArgs, OutputFile};
 use crate::cli::{ConvertArgs, DomainArgs, NewArgs, ValidateArgs};
+use crate::exit::ExitStatus;
 use crate::input::{parse_documents, parse_json, Source};
 use crate::{cluster, output};
 
@@ -28,7 +27,7 @@ enum Origin<'a> {
 
 /// `credspec new`: build, print or write. The domain facts come from flags or, with
 /// `--from-ad`, from a domain controller.
-pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
+pub fn new(args: &NewArgs) -> anyhow::Result<ExitStatus> {
     let (domain, origin) = match &args.directory.from_ad {
         Some(url) => {
             // Typos in names need no round trip to the domain controller.
@@ -65,13 +64,17 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitCode> {
 
 /// Prints (or writes) the resource unless it is only applied, and with --apply sends it and
 /// publishes its contents, as `grant --apply` prints and sends.
-fn emit(resource: &impl Serialize, out: &OutputFile, how: &ApplyArgs) -> anyhow::Result<ExitCode> {
+fn emit(
+    resource: &impl Serialize,
+    out: &OutputFile,
+    how: &ApplyArgs,
+) -> anyhow::Result<ExitStatus> {
     let yaml = output::yaml_documents(&[resource])?;
     if out.output.is_some() || !how.sends() {
         output::write(out.output.as_deref(), out.force, &yaml)?;
     }
     if !how.sends() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let resource = serde_json::to_value(resource)?;
     let lines = cluster::runtime()?.block_on(async {
@@ -81,7 +84,7 @@ fn emit(resource: &impl Serialize, out: &OutputFile, how: &ApplyArgs) -> anyhow:
     let mut text = lines.join("\n");
     text.push('\n');
     output::write(None, false, &text)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }
 
 /// The domain facts from flags. Reading them from Active Directory is the other way to get a
@@ -180,7 +183,7 @@ struct Metadata<'a> {
 }
 
 /// `credspec convert`: New-CredentialSpec's JSON to a resource.
-pub fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
+pub fn convert(args: &ConvertArgs) -> anyhow::Result<ExitStatus> {
     check_name(&args.name)?;
     let source = Source::new(&args.file);
     let name = source.name();
@@ -210,7 +213,7 @@ pub fn convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
 
 /// `credspec validate`: one line per problem on stdout; exit 1 if any, 2 if a file could
 /// not be read.
-pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
+pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     let mut problems = 0usize;
     let mut checked = 0usize;
     let mut unreadable = false;
@@ -269,11 +272,11 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitCode> {
         if problems == 1 { "" } else { "s" }
     );
     Ok(if unreadable {
-        ExitCode::from(2)
+        ExitStatus::Error
     } else if problems > 0 {
-        ExitCode::from(1)
+        ExitStatus::Refused
     } else {
-        ExitCode::SUCCESS
+        ExitStatus::Success
     })
 }
 

@@ -3,7 +3,6 @@
 //! there; remove them again without touching the CRD or credential specs unless asked.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -12,11 +11,12 @@ use clap::{Args, ValueEnum};
 use gmsa_deploy::{names, Admission, CertMode, KubeVersion, Settings, TlsMaterial};
 use serde_json::Value;
 
-use crate::apply::{apply_one, is_crd, is_webhook_config, Applier, Outcome};
+use crate::apply::{is_crd, is_webhook_config, Applier, Outcome};
 use crate::args::{DryRun, OutputFile};
 use crate::certs::{self, add_to_ca_bundles, current_ca_bundle, secret_info, set_resource_version};
 use crate::cluster::{client, cluster_version, runtime};
-use crate::rollout::{preflight, wait_available, wait_established};
+use crate::exit::ExitStatus;
+use crate::rollout::{apply_step, preflight, wait_available, wait_established, Unchecked};
 
 pub const INSTALL_EXAMPLES: &str = "\
 Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's service
@@ -158,6 +158,17 @@ pub struct InstallArgs {
 }
 
 impl InstallArgs {
+    /// The settings for `kube_version`, after every refusal that depends on the arguments alone
+    /// and not on the cluster (doctor's fixes are checked against it).
+    pub fn validate(&self, kube_version: KubeVersion) -> anyhow::Result<Settings> {
+        let settings = self.settings(kube_version)?;
+        settings.check()?;
+        if settings.admission == Admission::Policies && self.rotate_certs {
+            bail!("--rotate-certs: policy mode has no certificates (nothing serves admissions)");
+        }
+        Ok(settings)
+    }
+
     fn settings(&self, kube_version: KubeVersion) -> anyhow::Result<Settings> {
         if let Some(qps) = self.qps {
             if !qps.is_finite() || qps <= 0.0 {
@@ -224,7 +235,7 @@ fn read_ca_bundle(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 /// `install`.
-pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+pub fn install(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     let sends = args.apply && args.dry_run != Some(DryRun::Client);
     if !sends {
         if args.rotate_certs {
@@ -247,8 +258,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
                 KubeVersion::OFFLINE_DEFAULT
             }
         };
-        let settings = args.settings(kube_version)?;
-        settings.check()?;
+        let settings = args.validate(kube_version)?;
         let tls = offline_tls(args, &settings)?;
         let manifest = gmsa_deploy::render(&settings, tls.as_ref())?;
         crate::output::write(
@@ -256,7 +266,7 @@ pub fn install(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             args.output.force,
             &to_yaml(&manifest.objects)?,
         )?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     runtime()?.block_on(install_to_cluster(args))
 }
@@ -292,7 +302,7 @@ fn secret_text(secret: &Value, key: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
+async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     let client = client().await?;
     let discovered = cluster_version(&client).await?;
     let kube_version = match args.kube_version {
@@ -302,8 +312,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         }
         _ => discovered,
     };
-    let settings = args.settings(kube_version)?;
-    settings.check()?;
+    let settings = args.validate(kube_version)?;
     let server_dry_run = args.dry_run == Some(DryRun::Server);
     let applier = Applier {
         client: client.clone(),
@@ -311,13 +320,11 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         force_conflicts: args.force_conflicts,
     };
     if settings.admission == Admission::Policies {
-        if args.rotate_certs {
-            bail!("--rotate-certs: policy mode has no certificates (nothing serves admissions)");
-        }
         let options = crate::install_policies::Options {
             output: args.output.output.as_deref(),
             force: args.output.force,
             wait: (!args.no_wait).then(|| Duration::from_secs(args.wait_timeout)),
+            retire_reference: args.retire_reference,
         };
         return crate::install_policies::install(options, &applier, &settings).await;
     }
@@ -421,10 +428,11 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         .await?;
     }
 
+    let mut unchecked = Unchecked::new(ns);
     for object in manifest.objects.iter().filter(|o| !is_webhook_config(o)) {
-        let (outcome, line) = apply_one(&applier, object).await?;
+        let (outcome, line) = apply_step(&applier, object, &mut unchecked).await?;
         println!("{line}");
-        if is_crd(object) && outcome == Outcome::Created && !server_dry_run {
+        if is_crd(object) && outcome == Some(Outcome::Created) && !server_dry_run {
             wait_established(&applier).await?;
         }
     }
@@ -441,7 +449,10 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         add_to_ca_bundles(&mut manifest.objects, &trusted);
     }
     for object in manifest.objects.iter().filter(|o| is_webhook_config(o)) {
-        println!("{}", apply_one(&applier, object).await?.1);
+        println!("{}", apply_step(&applier, object, &mut unchecked).await?.1);
+    }
+    if let Some(note) = unchecked.note() {
+        eprintln!("{note}");
     }
     for line in crate::reference::remove_superseded(&applier, &settings).await? {
         println!("{line}");
@@ -452,6 +463,17 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
         &settings,
         &crate::install_policies::policies_only(&settings),
         Some("replaced by the webhook"),
+    )
+    .await?
+    {
+        println!("{line}");
+    }
+    // And the guard an uninstall left: GMSA pods are admitted with their contents again.
+    for line in crate::rollout::delete_ours(
+        &applier,
+        &settings,
+        &crate::install_policies::guard_only(&settings),
+        Some("GMSA admission is installed again"),
     )
     .await?
     {
@@ -479,5 +501,5 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitCode> {
             gmsa_tls::self_signed::Policy::default().previous_ca_grace.whole_minutes()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

@@ -4,17 +4,20 @@
 //! unregistered only once the policies visibly answer (no pod is ever admitted unchecked).
 
 use std::path::Path;
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use gmsa_deploy::{names, policies, Settings};
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
-use serde_json::{json, Value};
+use kube::api::{Api, DynamicObject, ListParams};
+use serde_json::Value;
 
-use crate::apply::{apply_one, is_crd, Applier, Outcome};
+use crate::apply::{is_crd, Applier, Outcome};
 use crate::cluster::{credential_spec_resource, kind};
-use crate::rollout::{delete_ours, preflight, wait_available, wait_established, Target};
+use crate::exit::ExitStatus;
+use crate::rollout::{
+    apply_step, delete_ours, preflight, wait_available, wait_established, wait_refused_by, Target,
+    Unchecked,
+};
 
 /// Policies and bindings, as opposed to what the keeper needs.
 fn is_policy_object(object: &Value) -> bool {
@@ -30,13 +33,15 @@ pub struct Options<'a> {
     pub force: bool,
     /// How long the keeper gets to have a ready replica; `None`: do not wait.
     pub wait: Option<Duration>,
+    /// Delete what is left of a reference webhook once the policies are applied.
+    pub retire_reference: bool,
 }
 
 pub async fn install(
     options: Options<'_>,
     applier: &Applier,
     settings: &Settings,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<ExitStatus> {
     let manifest = gmsa_deploy::render(settings, None)?;
     if options.output.is_some() {
         crate::output::write(
@@ -49,10 +54,11 @@ pub async fn install(
     if !server_dry_run {
         preflight(applier, &manifest.objects, &settings.namespace).await?;
     }
+    let mut unchecked = Unchecked::new(&settings.namespace);
     for object in manifest.objects.iter().filter(|o| !is_policy_object(o)) {
-        let (outcome, line) = apply_one(applier, object).await?;
+        let (outcome, line) = apply_step(applier, object, &mut unchecked).await?;
         println!("{line}");
-        if is_crd(object) && outcome == Outcome::Created && !server_dry_run {
+        if is_crd(object) && outcome == Some(Outcome::Created) && !server_dry_run {
             wait_established(applier).await?;
         }
     }
@@ -78,16 +84,35 @@ pub async fn install(
         wait_available(applier, settings, timeout).await?;
     }
     for object in manifest.objects.iter().filter(|o| is_policy_object(o)) {
-        println!("{}", apply_one(applier, object).await?.1);
+        println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
     }
-    if server_dry_run {
-        return Ok(ExitCode::SUCCESS);
-    }
-    wait_policies_answer(applier, settings).await?;
-    for line in retire_webhook(applier, settings).await? {
+    // The guard an uninstall left would answer the probe below in the policies' place (the
+    // API server reports one refusal, whichever policy it evaluated first). It goes once the
+    // policies are applied: their creation precedes its deletion in the API server's watches.
+    for line in delete_ours(
+        applier,
+        settings,
+        &guard_only(settings),
+        Some("GMSA admission is installed again"),
+    )
+    .await?
+    {
         println!("{line}");
     }
-    Ok(ExitCode::SUCCESS)
+    if server_dry_run {
+        if let Some(note) = unchecked.note() {
+            eprintln!("{note}");
+        }
+    } else {
+        wait_policies_answer(applier, settings).await?;
+        for line in retire_webhook(applier, settings).await? {
+            println!("{line}");
+        }
+    }
+    if options.retire_reference {
+        retire_reference(applier).await?;
+    }
+    Ok(ExitStatus::Success)
 }
 
 /// Publishes every spec whose annotations are not current, as `credspec --apply` does (the
@@ -121,46 +146,13 @@ fn webhook_unreachable(e: &anyhow::Error) -> bool {
 /// Waits (30 s) until the API server refuses, by a policy, a server-dry-run pod that names no
 /// existing spec: the policies are loaded and evaluated.
 async fn wait_policies_answer(applier: &Applier, settings: &Settings) -> anyhow::Result<()> {
-    let pods: Api<DynamicObject> = Api::namespaced_with(
-        applier.client.clone(),
-        &settings.namespace,
-        &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Pod>(&()),
-    );
-    let probe: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "gmsa-install-probe"},
-        "spec": {
-            // Our own account: it exists wherever install ran (not every namespace has
-            // `default` yet).
-            "serviceAccountName": settings.name,
-            "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": "gmsa-install-probe-no-such-spec"}},
-            "containers": [{"name": "probe", "image": "probe"}],
-        },
-    }))
-    .context("the probe pod")?;
-    let params = PostParams {
-        dry_run: true,
-        ..PostParams::default()
-    };
-    let expected = format!(
-        "ValidatingAdmissionPolicy '{}'",
-        policies::pods_policy(&settings.name)
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = pods.create(&params, &probe).await;
-        match &answer {
-            Err(kube::Error::Api(s)) if s.message.contains(&expected) => return Ok(()),
-            _ if Instant::now() >= deadline => bail!(
-                "the admission policies did not answer within 30 s (last answer: {}); the webhook, if any, is still registered: check `kubectl get validatingadmissionpolicies` and run install again",
-                match answer {
-                    Ok(_) => "a pod naming no spec was admitted".to_string(),
-                    Err(e) => e.to_string(),
-                }
-            ),
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
+    let policy = policies::pods_policy(&settings.name);
+    if let Err(last) = wait_refused_by(applier, settings, &policy).await {
+        bail!(
+            "the admission policies did not answer within 30 s (last answer: {last}); the webhook, if any, is still registered: check `kubectl get validatingadmissionpolicies` and run install again"
+        );
     }
+    Ok(())
 }
 
 /// What webhook mode had and policy mode does not: unregistered first, so no pod waits on a
@@ -237,6 +229,36 @@ pub fn policies_only(settings: &Settings) -> Vec<Target> {
             false,
             policies::inline_policy(name),
         ),
+    ]
+}
+
+/// `--retire-reference` in policy mode: the reference's webhooks go once the policies answer,
+/// as they do once our webhook does in webhook mode.
+async fn retire_reference(applier: &Applier) -> anyhow::Result<()> {
+    match crate::reference::find(&applier.client).await? {
+        Some(found) => {
+            for line in found.retire(applier).await? {
+                println!("{line}");
+            }
+            eprintln!("the reference webhook is retired; its CRD and credential specs are kept");
+        }
+        None => eprintln!("--retire-reference: no reference webhook is registered"),
+    }
+    Ok(())
+}
+
+/// The guard an uninstall may have left, binding first: install deletes it once admission
+/// answers again, `uninstall --refuse-gmsa-pods=never` deletes it too.
+pub fn guard_only(settings: &Settings) -> Vec<Target> {
+    let admission = "admissionregistration.k8s.io/v1";
+    let guard = policies::guard::guard(&settings.name);
+    vec![
+        (
+            kind(admission, "ValidatingAdmissionPolicyBinding"),
+            false,
+            guard.clone(),
+        ),
+        (kind(admission, "ValidatingAdmissionPolicy"), false, guard),
     ]
 }
 

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod credspec;
 pub mod directory;
 pub mod doctor;
+pub mod exit;
 pub mod grant;
 pub mod input;
 pub mod install;
@@ -21,13 +22,13 @@ pub mod reference;
 pub mod rollout;
 pub mod uninstall;
 
-use std::process::ExitCode;
-
+use crate::exit::ExitStatus;
 use cli::{Cli, Command, CredspecCommand, GrantArgs};
 
-/// Runs one command. `Ok` carries the exit status (1 when a check said no); an error means
-/// the command could not do its work, and the caller exits 2.
-pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Runs one command. `Ok` carries the exit status ([`ExitStatus::Refused`] when a check said
+/// no); an error means the command could not do its work, and the caller exits
+/// [`ExitStatus::Error`].
+pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
     match cli.command {
         Command::Credspec(CredspecCommand::New(args)) => credspec::new(&args),
         Command::Credspec(CredspecCommand::Convert(args)) => credspec::convert(&args),
@@ -40,7 +41,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
+fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitStatus> {
     let grant = grant::grant(
         &args.spec,
         &args.service_accounts,
@@ -53,7 +54,7 @@ fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
         output::write(args.output.output.as_deref(), args.output.force, &yaml)?;
     }
     if !sends {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(ExitStatus::Success);
     }
     let lines = cluster::runtime()?.block_on(async {
         let client = cluster::client().await?;
@@ -68,5 +69,5 @@ fn run_grant(args: &GrantArgs) -> anyhow::Result<ExitCode> {
     let mut text = lines.join("\n");
     text.push('\n');
     output::write(None, false, &text)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitStatus::Success)
 }

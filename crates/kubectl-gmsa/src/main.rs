@@ -4,14 +4,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kubectl_gmsa::cli::Cli;
+use kubectl_gmsa::exit::ExitStatus;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match kubectl_gmsa::run(cli) {
-        Ok(code) => code,
+        Ok(status) => status.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitStatus::Error.into()
         }
     }
 }

@@ -6,9 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use gmsa_deploy::{KindInfo, Settings};
+use k8s_openapi::api::core::v1::{
+    Container, Pod, PodSecurityContext, PodSpec, WindowsSecurityContextOptions,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, PostParams};
 use serde_json::Value;
 
-use crate::apply::{apply_one, display_name, Applier};
+use crate::apply::{apply_one, display_name, Applier, Outcome};
 use crate::cluster::kind;
 
 /// Sends every object as a server-side dry run, so an install that would fail part-way
@@ -41,6 +46,70 @@ pub async fn preflight(
         objects.len(),
         problems.join("\n  ")
     )
+}
+
+/// Objects a server dry run could not check: they live in the install's namespace, which does
+/// not exist yet (the dry run only pretends to create it), and the API server answers such an
+/// object with "namespace not found" before looking at it.
+#[derive(Debug)]
+pub struct Unchecked {
+    namespace: String,
+    objects: Vec<String>,
+}
+
+impl Unchecked {
+    /// Nothing unchecked yet, for an install into `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        Unchecked {
+            namespace: namespace.to_string(),
+            objects: Vec::new(),
+        }
+    }
+
+    /// The objects left unchecked, as kubectl names them.
+    pub fn objects(&self) -> &[String] {
+        &self.objects
+    }
+
+    /// The line that says what the server did not check, if anything.
+    pub fn note(&self) -> Option<String> {
+        if self.objects.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "note: namespace {ns} does not exist yet, so the server did not check the {n} object(s) in it: {list}. \
+             Everything else was checked. To check those too, create the namespace first \
+             (kubectl create namespace {ns}) and run the dry run again.",
+            ns = self.namespace,
+            n = self.objects.len(),
+            list = self.objects.join(", ")
+        ))
+    }
+}
+
+/// Applies one object of an install and returns its kubectl-like line. In a server dry run,
+/// an object whose namespace does not exist yet is recorded in `unchecked` and reported as
+/// not checked (`None` outcome) instead of failing the whole dry run.
+pub async fn apply_step(
+    applier: &Applier,
+    object: &Value,
+    unchecked: &mut Unchecked,
+) -> anyhow::Result<(Option<Outcome>, String)> {
+    match apply_one(applier, object).await {
+        Ok((outcome, line)) => Ok((Some(outcome), line)),
+        Err(e) if applier.server_dry_run && is_missing_namespace(&e, &unchecked.namespace) => {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            let what = gmsa_deploy::kind_info(object)
+                .map_or_else(|| name.to_string(), |info| display_name(info, name));
+            let line = format!(
+                "{what} not checked (server dry run: namespace {} does not exist yet)",
+                unchecked.namespace
+            );
+            unchecked.objects.push(what);
+            Ok((None, line))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
@@ -167,4 +236,96 @@ pub async fn delete_ours(
         }
     }
     Ok(lines)
+}
+
+/// Waits (30 s) until the API server refuses, by ValidatingAdmissionPolicy `policy`, a
+/// server-dry-run pod in the install's namespace that names a spec no one has; `Err` holds the
+/// last answer. The pod runs as the install's ServiceAccount: it exists wherever install ran,
+/// and the webhooks skip that namespace, so a policy answers first.
+pub async fn wait_refused_by(
+    applier: &Applier,
+    settings: &Settings,
+    policy: &str,
+) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(applier.client.clone(), &settings.namespace);
+    let probe = Pod {
+        metadata: ObjectMeta {
+            name: Some(PROBE.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            service_account_name: Some(settings.name.clone()),
+            security_context: Some(PodSecurityContext {
+                windows_options: Some(WindowsSecurityContextOptions {
+                    gmsa_credential_spec_name: Some(format!("{PROBE}-no-such-spec")),
+                    ..WindowsSecurityContextOptions::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![Container {
+                name: "probe".into(),
+                image: Some("probe".into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: None,
+    };
+    let params = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let expected = format!("ValidatingAdmissionPolicy '{policy}'");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = pods.create(&params, &probe).await;
+        match &answer {
+            Err(kube::Error::Api(s)) if s.message.contains(&expected) => return Ok(()),
+            _ if Instant::now() >= deadline => {
+                return Err(match answer {
+                    Ok(_) => "a pod naming no existing spec was admitted".to_string(),
+                    Err(e) => e.to_string(),
+                })
+            }
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+/// The probe pod's name (never created: every probe is a dry run).
+const PROBE: &str = "gmsa-install-probe";
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_unchecked_says_nothing() {
+        assert_eq!(Unchecked::new("gmsa-system").note(), None);
+    }
+
+    #[test]
+    fn the_note_names_the_namespace_and_every_unchecked_object() {
+        let mut unchecked = Unchecked::new("gmsa-system");
+        unchecked.objects.extend([
+            "serviceaccount/gmsa-webhook".into(),
+            "service/gmsa-webhook".into(),
+        ]);
+        let note = unchecked.note().unwrap();
+        assert!(
+            note.contains("namespace gmsa-system does not exist yet"),
+            "{note}"
+        );
+        assert!(
+            note.contains(
+                "the 2 object(s) in it: serviceaccount/gmsa-webhook, service/gmsa-webhook"
+            ),
+            "{note}"
+        );
+        assert!(
+            note.contains("kubectl create namespace gmsa-system"),
+            "{note}"
+        );
+    }
 }

@@ -393,7 +393,7 @@ fn doctor_ad_against_samba_and_a_real_api_server() {
         Some("ObjectId=5f1d;SecretUri=https://contoso.vault.azure.net/secrets/gmsa"),
     ));
     let (code, findings) = env.doctor(&["--ad-only", "--credspec", "gmsa-akv"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 0, "a warning alone exits 0: {findings:#?}");
     expect(
         &findings,
         "ad-retrieval",

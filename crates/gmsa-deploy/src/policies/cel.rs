@@ -94,6 +94,13 @@ fn any_created_place(list_of: fn(ListKind) -> String, test: impl Fn(&str) -> Str
     any.join(" || ")
 }
 
+/// Whether a place this request creates names a spec or carries contents: what the uninstall
+/// guard refuses. Updates of existing pods create no place (only new ephemeral containers do),
+/// so controllers can still adopt, label and finalize the pods that run.
+pub fn creates_a_gmsa_place() -> String {
+    any_created_place(created, mentions)
+}
+
 /// Whether a place this request creates names the spec in `params`: the per-spec policies'
 /// match condition. Policies with parameters are evaluated once per spec, so each spec a pod
 /// does not name costs this one expression instead of the whole policy (BENCHMARKS.md).
@@ -293,6 +300,24 @@ mod tests {
             assert!(patch.contains(path), "{path} missing from {patch}");
         }
         assert!(patch.starts_with("!variables.published ? [] :"));
+    }
+
+    #[test]
+    fn the_guard_looks_at_created_places_only() {
+        let guard = creates_a_gmsa_place();
+        assert!(guard.starts_with(&format!("({CREATING} && ")));
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            assert!(
+                guard.contains(&format!("object.spec.?{list}.orValue([])")),
+                "{list}"
+            );
+        }
+        assert!(guard.contains("gmsaCredentialSpecName.orValue('') != ''"));
+        assert!(guard.contains("gmsaCredentialSpec.hasValue()"));
+        assert!(
+            !guard.contains("oldObject.spec.?containers"),
+            "updates create no container"
+        );
     }
 
     #[test]

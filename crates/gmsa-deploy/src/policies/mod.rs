@@ -9,8 +9,12 @@
 //! - `<name>-pods` (validating, once): a name left without contents (no such spec), contents
 //!   without a name, the service account may `use` every named spec, and GMSA settings never
 //!   change on update.
+//!
+//! The uninstall guard (`guard.rs`) is not part of an install: `uninstall` leaves it so GMSA
+//! pods are refused, not admitted without contents, until admission is installed again.
 
 pub mod cel;
+pub mod guard;
 
 use gmsa_core::names as core_names;
 use k8s_openapi::api::admissionregistration::v1::{

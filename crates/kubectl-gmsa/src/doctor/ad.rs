@@ -3,7 +3,6 @@
 //! from Active Directory over LDAPS or StartTLS (`gmsa_ad::inspect`); the verdicts are
 //! `gmsa_ad::readiness`'s. This module only wires them to the flags and the report.
 
-use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
@@ -22,21 +21,6 @@ use crate::directory::{connection, describe_error, Flags};
 
 /// The label every Windows node carries.
 const WINDOWS_NODES: &str = "kubernetes.io/os=windows";
-
-/// The exit status with `--ad`: 0 when all passed, 1 when a check warned or failed, 2 when the
-/// cluster could not be reached (the cluster-side report's `cluster` row).
-pub fn exit_code(findings: &[Finding]) -> ExitCode {
-    if findings
-        .iter()
-        .any(|f| f.check == "cluster" && f.status == Status::Fail)
-    {
-        return ExitCode::from(2);
-    }
-    match findings.iter().map(|f| f.status).max() {
-        None | Some(Status::Pass) => ExitCode::SUCCESS,
-        Some(_) => ExitCode::from(1),
-    }
-}
 
 /// The connection, ready before anything is read: bad flags and password files fail first.
 pub struct Prepared {
@@ -175,27 +159,6 @@ async fn windows_nodes(client: &Client, only: Option<&str>) -> anyhow::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(check: &str, status: Status) -> Finding {
-        Finding {
-            status,
-            check: check.into(),
-            subject: String::new(),
-            detail: String::new(),
-            fix: None,
-        }
-    }
-
-    #[test]
-    fn exit_status_is_0_all_passed_1_a_check_said_no_2_no_cluster() {
-        let code = |rows: &[Finding]| exit_code(rows);
-        assert_eq!(code(&[]), ExitCode::SUCCESS);
-        assert_eq!(code(&[row("ad-spn", Status::Pass)]), ExitCode::SUCCESS);
-        let warned = [row("ad-spn", Status::Pass), row("ad-scopes", Status::Warn)];
-        assert_eq!(code(&warned), ExitCode::from(1));
-        assert_eq!(code(&[row("ad-account", Status::Fail)]), ExitCode::from(1));
-        assert_eq!(code(&[row("cluster", Status::Fail)]), ExitCode::from(2));
-    }
 
     #[test]
     fn verdicts_become_findings_with_their_fix() {

@@ -6,8 +6,7 @@ use gmsa_deploy::names;
 
 use crate::args::{ConnectionArgs, DIRECTORY_URL};
 
-/// `doctor --help` after the flags, for the cluster checks: what they check, the exit status,
-/// examples.
+/// `doctor --help` after the flags, for the cluster checks: what they check, examples.
 pub const DOCTOR_EXAMPLES: &str = "\
 Checks, each a row PASS, WARN or FAIL with a fix: the CRD and its versions; the webhook
 configurations; that their caBundle verifies the webhook's serving certificate (the Secret's,
@@ -15,11 +14,12 @@ or what a URL-registered webhook presents) and when it expires (WARN under 30 da
 webhook answers /readyz and /info (through the API server's service proxy); that every
 GMSACredentialSpec is well formed; and for each pod that names a credential spec: the spec
 exists, its service account may `use` it, the contents were inlined and still match, the pod
-targets Windows nodes, and no other live pod with the same spec shares its NetBIOS host name
-(the first 15 characters of its host name).
+targets Windows nodes, and no other pod with the same spec shares its NetBIOS host name (the
+first 15 characters of its host name): FAIL when both run, WARN while one is still Pending.
+Fixes are install commands for the mode found (webhook or policies).
 
-Exit status: 0 when everything passes, 1 when the worst finding is a warning, 2 when a check
-fails (or the cluster cannot be reached).
+Exits 0 when every check passes or only warns, 1 when one fails, 2 when the cluster (or, with
+--ad, the directory) cannot be read or a flag is wrong.
 
 Examples:
   kubectl gmsa doctor
@@ -35,11 +35,8 @@ password, directly or through nested groups (ad-retrieval); a KDS root key is in
 (ad-kds-root-key); the spec lists the DNS and the NetBIOS scope (ad-scopes); no other account
 holds its SPNs (ad-spn); its dNSHostName is in the domain (ad-dns-host-name). The connection
 flags are those of `credspec new --from-ad`: ldaps://, or StartTLS on ldap://, never plain
-unless --insecure-plaintext. Each fix is the PowerShell (or kubectl) command to run.
-
-With --ad the exit status is 0 when every check passes, 1 when any warns or fails, and 2 on
-errors (bad flags, an unreachable cluster or directory, an untrusted certificate, rejected
-credentials, an unknown --credspec or --node).
+unless --insecure-plaintext. Each fix is the PowerShell (or kubectl) command to run. An
+untrusted certificate, rejected credentials, an unknown --credspec or --node are errors (2).
 
   kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
     --password-file ad-password --ca-file contoso-ca.pem
@@ -47,9 +44,10 @@ credentials, an unknown --credspec or --node).
     --password-file ad-password --ca-file contoso-ca.pem \\
     --credspec gmsa-webapp1 --node win-node-1 --ad-only -o json";
 
-/// `doctor --help`'s text after the flags: the cluster checks', then the directory's.
+/// `doctor --help`'s text after the flags: the cluster checks', the directory's, the exit
+/// statuses.
 pub fn doctor_help() -> String {
-    format!("{DOCTOR_EXAMPLES}\n\n{AD_EXAMPLES}")
+    crate::exit::after_help(&format!("{DOCTOR_EXAMPLES}\n\n{AD_EXAMPLES}"))
 }
 
 /// `doctor`.

@@ -10,6 +10,7 @@ use rustls::pki_types::CertificateDer;
 use time::OffsetDateTime;
 
 use super::configurations::{Endpoint, Registration};
+use super::fixes::{Fixes, InstallFix};
 use super::objects::get;
 use super::report::Report;
 use crate::certs;
@@ -23,9 +24,12 @@ pub(super) async fn check(
     client: &Client,
     name: &str,
     registration: &Registration,
+    fixes: &Fixes,
     report: &mut Report,
 ) {
-    let reinstall_certs = "kubectl gmsa install --apply --rotate-certs".to_string();
+    let reinstall_certs = fixes
+        .install(InstallFix::RotateCerts)
+        .unwrap_or_else(|| fixes.reinstall());
 
     // The Secret's certificate, or what the webhook at the URL presents.
     let (chain, server_name) = match &registration.endpoint {
@@ -70,7 +74,7 @@ pub(super) async fn check(
                         "certificate",
                         &format!("{namespace}/{secret_name}"),
                         "no tls.crt in the webhook's Secret".into(),
-                        "kubectl gmsa install --apply".into(),
+                        fixes.reinstall(),
                     );
                     None
                 }

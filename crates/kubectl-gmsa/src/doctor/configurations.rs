@@ -7,6 +7,7 @@ use gmsa_core::names as core_names;
 use kube::Client;
 use serde_json::Value;
 
+use super::fixes::{Fixes, InstallFix};
 use super::objects::get;
 use super::report::Report;
 use crate::cluster::kind;
@@ -33,9 +34,10 @@ pub(super) struct Registration {
 pub(super) async fn check(
     client: &Client,
     name: &str,
+    fixes: &Fixes,
     report: &mut Report,
 ) -> Option<Registration> {
-    let install = "kubectl gmsa install --apply".to_string();
+    let install = fixes.reinstall();
     let mutating = get(
         client,
         kind(
@@ -166,7 +168,7 @@ pub(super) async fn check(
 }
 
 /// A reference webhook still registered beside ours: pods go through both.
-pub(super) async fn check_reference(client: &Client, report: &mut Report) {
+pub(super) async fn check_reference(client: &Client, fixes: &Fixes, report: &mut Report) {
     match crate::reference::find(client).await {
         Ok(None) => {}
         Ok(Some(found)) => {
@@ -179,7 +181,9 @@ pub(super) async fn check_reference(client: &Client, report: &mut Report) {
                 "reference-webhook",
                 &subject,
                 found.describe(),
-                "kubectl gmsa install --apply --retire-reference".into(),
+                fixes
+                    .install(InstallFix::RetireReference)
+                    .unwrap_or_default(),
             );
         }
         Err(e) => report.warn(

@@ -9,6 +9,7 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 use serde_json::{json, Value};
 
+use super::fixes::Fixes;
 use super::report::Report;
 use crate::cluster::credential_spec_resource;
 
@@ -16,6 +17,7 @@ use crate::cluster::credential_spec_resource;
 /// the pod checks.
 pub(super) async fn check(
     client: &Client,
+    fixes: &Fixes,
     report: &mut Report,
 ) -> BTreeMap<String, CredentialSpec> {
     let resource = credential_spec_resource();
@@ -28,7 +30,7 @@ pub(super) async fn check(
                 "credspec",
                 "",
                 format!("cannot list credential specs: {e}"),
-                "install the CRD: kubectl gmsa install --apply".into(),
+                format!("install the CRD: {}", fixes.reinstall()),
             );
             return specs;
         }

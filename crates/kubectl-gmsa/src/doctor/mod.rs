@@ -9,6 +9,9 @@ mod certificates;
 mod configurations;
 mod crd;
 mod credspecs;
+mod fixes;
+mod guard;
+mod hostnames;
 mod node_steps;
 mod objects;
 mod pods;
@@ -16,19 +19,20 @@ mod policies;
 mod readiness;
 mod report;
 
-use std::process::ExitCode;
+use gmsa_deploy::{names, Admission};
 
-use gmsa_deploy::names;
+use crate::exit::ExitStatus;
 
 pub use args::{doctor_help, AdArgs, DoctorArgs, DoctorFormat, AD_EXAMPLES, DOCTOR_EXAMPLES};
-pub use pods::netbios_name;
+pub use fixes::{Fixes, InstallFix};
+pub use hostnames::netbios_name;
 pub use report::{table, Finding, Status};
 
 use node_steps::node_steps;
 use report::Report;
 
 /// `doctor`.
-pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
+pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitStatus> {
     let runtime = crate::cluster::runtime()?;
     let directory = ad::prepare(&args.ad)?;
     let (mut report, steps) = if args.ad.ad_only {
@@ -53,14 +57,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    if directory.is_some() {
-        return Ok(ad::exit_code(&report.findings));
-    }
-    Ok(match report.worst() {
-        Status::Pass => ExitCode::SUCCESS,
-        Status::Warn => ExitCode::from(1),
-        Status::Fail => ExitCode::from(2),
-    })
+    Ok(report::exit_status(&report.findings))
 }
 
 /// The cluster-side checks in order, each a row or more; the node steps when asked for.
@@ -70,7 +67,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
         Ok(client) => client,
         Err(e) => {
             report.fail(
-                "cluster",
+                report::CLUSTER,
                 "",
                 format!("{e}: {}", e.root_cause()),
                 "check KUBECONFIG and `kubectl cluster-info`".into(),
@@ -80,12 +77,12 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
     };
     let version = match crate::cluster::cluster_version(&client).await {
         Ok(v) => {
-            report.pass("cluster", "", format!("Kubernetes {v}"));
+            report.pass(report::CLUSTER, "", format!("Kubernetes {v}"));
             v
         }
         Err(e) => {
             report.fail(
-                "cluster",
+                report::CLUSTER,
                 "",
                 format!("{e}: {}", e.root_cause()),
                 "check KUBECONFIG and `kubectl cluster-info`".into(),
@@ -93,23 +90,33 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
             return (report, None);
         }
     };
-    crd::check(&client, &mut report).await;
-    if policies::installed(&client, &args.name).await {
-        policies::check(&client, &args.name, version, &mut report).await;
+    let policy_mode = policies::installed(&client, &args.name).await;
+    let fixes = Fixes {
+        admission: if policy_mode {
+            Admission::Policies
+        } else {
+            Admission::Webhook
+        },
+        name: args.name.clone(),
+    };
+    crd::check(&client, &fixes, &mut report).await;
+    guard::check(&client, &fixes, &mut report).await;
+    if policy_mode {
+        policies::check(&client, &args.name, version, &fixes, &mut report).await;
     } else {
         let configuration = names::webhook_configuration(&args.name);
         if let Some(registration) =
-            configurations::check(&client, &configuration, &mut report).await
+            configurations::check(&client, &configuration, &fixes, &mut report).await
         {
-            certificates::check(&client, &configuration, &registration, &mut report).await;
+            certificates::check(&client, &configuration, &registration, &fixes, &mut report).await;
             readiness::check(&client, &registration.endpoint, &mut report).await;
         }
     }
-    configurations::check_reference(&client, &mut report).await;
-    let specs = credspecs::check(&client, &mut report).await;
-    let pods = pods::check(&client, args, &specs, &mut report).await;
+    configurations::check_reference(&client, &fixes, &mut report).await;
+    let specs = credspecs::check(&client, &fixes, &mut report).await;
+    let pods = pods::check(&client, args, &specs, &fixes, &mut report).await;
     let steps = args
         .node_steps
-        .then(|| node_steps(pods.first(), &specs, &args.name));
+        .then(|| node_steps(pods.first(), &specs, &fixes));
     (report, steps)
 }

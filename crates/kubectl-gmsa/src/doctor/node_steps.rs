@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use gmsa_core::CredentialSpec;
 use gmsa_deploy::names;
 
+use super::fixes::{Fixes, InstallFix};
 use super::pods::CheckedPod;
 
 /// The documentation's troubleshooting steps, as command lines for `pod` (placeholders when
@@ -13,7 +14,7 @@ use super::pods::CheckedPod;
 pub(super) fn node_steps(
     pod: Option<&CheckedPod>,
     specs: &BTreeMap<String, CredentialSpec>,
-    name: &str,
+    fixes: &Fixes,
 ) -> String {
     let ns = pod.map_or("<namespace>".to_string(), |p| p.namespace.clone());
     let pod_name = pod.map_or("<pod>".to_string(), |p| p.name.clone());
@@ -34,6 +35,8 @@ pub(super) fn node_steps(
         .unwrap_or_else(|| "<domain>".to_string());
     let exec = format!("kubectl exec -n {ns} {pod_name}{container} --");
     let system_ns = names::DEFAULT_NAMESPACE;
+    let name = &fixes.name;
+    let node_setup = fixes.install(InstallFix::NodeSetup).unwrap_or_default();
     format!(
         "Node-side checks for pod {ns}/{pod_name}{spec_note} (from the Kubernetes documentation):
 
@@ -46,7 +49,7 @@ pub(super) fn node_steps(
 4. If not, reset it:
    {exec} nltest.exe /sc_reset:{domain}
 5. SMB shares reached by host name need EnableCompartmentNamespace=1 on the node (recreate pods after setting it).
-   `kubectl gmsa install --node-setup --apply` sets it on every Windows node; to read it on the pod's node:
+   `{node_setup}` sets it on every Windows node; to read it on the pod's node:
    kubectl get pods -n {system_ns} -l {label}=node-setup -o wide --field-selector spec.nodeName=$(kubectl get pod -n {ns} {pod_name} -o jsonpath='{{.spec.nodeName}}')
    kubectl exec -n {system_ns} <node-setup pod from above> -- reg.exe query \"{key}\" /v {value}
 6. If resetting the secure channel fixes it, make it automatic with a postStart hook in the container:
@@ -68,6 +71,7 @@ pub(super) fn node_steps(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::fixes::tests::{accepted_by_install, install_commands, modes};
     use super::*;
     use serde_json::json;
 
@@ -87,7 +91,7 @@ mod tests {
             container: Some("iis".into()),
             spec: Some("gmsa-webapp1".into()),
         };
-        let text = node_steps(Some(&pod), &specs, "gmsa-webhook");
+        let text = node_steps(Some(&pod), &specs, &modes()[0]);
         assert!(
             text.contains("kubectl exec -n web iis-1 -c iis -- nltest.exe /sc_reset:contoso.com"),
             "{text}"
@@ -95,5 +99,16 @@ mod tests {
         assert!(text.contains("nltest.exe /parentdomain"));
         assert!(text.contains("EnableCompartmentNamespace"));
         assert!(text.contains("Restart-Service -Name netlogon"));
+    }
+
+    #[test]
+    fn the_node_setup_line_is_accepted_by_install_in_each_mode() {
+        for fixes in modes() {
+            let text = node_steps(None, &BTreeMap::new(), &fixes);
+            let commands = install_commands(&text);
+            assert_eq!(commands.len(), 1, "{text}");
+            assert_eq!(accepted_by_install(&commands[0]), fixes.admission, "{text}");
+            assert!(commands[0].contains("--node-setup"), "{text}");
+        }
     }
 }

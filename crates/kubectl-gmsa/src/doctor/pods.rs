@@ -12,7 +12,9 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use super::args::DoctorArgs;
-use super::report::Report;
+use super::fixes::Fixes;
+use super::hostnames::{conflict, HostPod};
+use super::report::{Report, Status};
 use crate::apply::api;
 
 /// Pods are read, never rendered, so `gmsa_deploy::KINDS` does not list them.
@@ -55,32 +57,13 @@ fn windows_targeted(pod: &Value) -> bool {
         })
 }
 
-/// The NetBIOS computer name Windows derives from the pod's host name.
-pub fn netbios_name(pod: &Value) -> String {
-    let host = pod["spec"]["hostname"]
-        .as_str()
-        .filter(|h| !h.is_empty())
-        .or_else(|| pod["metadata"]["name"].as_str())
-        .unwrap_or_default();
-    host.chars()
-        .take(15)
-        .collect::<String>()
-        .to_ascii_uppercase()
-}
-
-fn is_live(pod: &Value) -> bool {
-    !matches!(
-        pod["status"]["phase"].as_str(),
-        Some("Succeeded" | "Failed")
-    ) && pod["metadata"]["deletionTimestamp"].is_null()
-}
-
 /// Each selected pod: its specs exist, its service account may use them, their contents were
 /// inlined and are current, it targets Windows, and its NetBIOS name is its own.
 pub(super) async fn check(
     client: &Client,
     args: &DoctorArgs,
     specs: &BTreeMap<String, CredentialSpec>,
+    fixes: &Fixes,
     report: &mut Report,
 ) -> Vec<CheckedPod> {
     let pods_api = |ns: Option<&str>| api(client, &POD, ns);
@@ -133,29 +116,25 @@ pub(super) async fn check(
         report.pass("pod", "", "no pod names a credential spec".into());
         return Vec::new();
     }
-    // NetBIOS names of live pods by credential spec, across the cluster.
-    let mut hostnames: HashMap<(String, String), Vec<String>> = HashMap::new();
-    for p in all.iter().filter(|p| is_live(p)) {
-        let Ok(pod) = Pod::from_json(&p.to_string()) else {
-            continue;
-        };
-        let mut names: Vec<String> = pod
-            .places()
-            .filter_map(|pl| pl.options.gmsa_credential_spec_name.clone())
-            .collect();
-        names.sort();
-        names.dedup();
-        for spec in names {
-            hostnames
-                .entry((spec, netbios_name(p)))
-                .or_default()
-                .push(format!(
-                    "{}/{}",
-                    p["metadata"]["namespace"].as_str().unwrap_or_default(),
-                    pod.name()
-                ));
-        }
-    }
+    // Live pods that name a credential spec, across the cluster, for their host names.
+    let live: Vec<HostPod> = all
+        .iter()
+        .filter_map(|p| {
+            let pod = Pod::from_json(&p.to_string()).ok()?;
+            let mut names: Vec<String> = pod
+                .places()
+                .filter_map(|pl| pl.options.gmsa_credential_spec_name.clone())
+                .collect();
+            names.sort();
+            names.dedup();
+            let subject = format!(
+                "{}/{}",
+                p["metadata"]["namespace"].as_str().unwrap_or_default(),
+                pod.name()
+            );
+            HostPod::live(subject, p, names)
+        })
+        .collect();
     let mut reviews: HashMap<(String, String, String), Review> = HashMap::new();
     let mut checked = Vec::new();
     for p in selected {
@@ -257,17 +236,14 @@ pub(super) async fn check(
                 "add nodeSelector: {kubernetes.io/os: windows} to the pod template".into(),
             );
         }
-        for spec_name in &seen_specs {
-            let host = netbios_name(p);
-            if let Some(sharing) = hostnames.get(&(spec_name.clone(), host.clone())) {
-                let others: Vec<&String> = sharing.iter().filter(|s| **s != subject).collect();
-                if !others.is_empty() && is_live(p) {
-                    report.fail(
-                        "pod-hostname",
-                        &subject,
-                        format!("NetBIOS name {host} is shared with {} using {spec_name}: the domain sees one computer and secure channels break", others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
-                        "kubectl gmsa install --apply --random-hostname (RANDOM_HOSTNAME=true), or give each pod a distinct spec.hostname".into(),
-                    );
+        if let Some(this) = live.iter().find(|h| h.subject == subject) {
+            for spec_name in &seen_specs {
+                match conflict(this, spec_name, &live, fixes) {
+                    Some((Status::Fail, detail, fix)) => {
+                        report.fail("pod-hostname", &subject, detail, fix)
+                    }
+                    Some((_, detail, fix)) => report.warn("pod-hostname", &subject, detail, fix),
+                    None => {}
                 }
             }
         }
@@ -328,14 +304,6 @@ async fn review(client: &Client, namespace: &str, service_account: &str, spec: &
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn netbios_names_are_the_first_15_characters() {
-        let pod = json!({"metadata": {"name": "iis-auth-7776966999-n5nzr"}, "spec": {}});
-        assert_eq!(netbios_name(&pod), "IIS-AUTH-777696");
-        let pod = json!({"metadata": {"name": "x"}, "spec": {"hostname": "web-1"}});
-        assert_eq!(netbios_name(&pod), "WEB-1");
-    }
 
     #[test]
     fn windows_targeting_by_selector_or_affinity() {

@@ -9,6 +9,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
 use serde_json::Value;
 
+use super::fixes::Fixes;
 use super::objects::get;
 use super::report::Report;
 use crate::cluster::{credential_spec_resource, kind};
@@ -24,8 +25,14 @@ pub(super) async fn installed(client: &Client, name: &str) -> bool {
     )
 }
 
-pub(super) async fn check(client: &Client, name: &str, version: KubeVersion, report: &mut Report) {
-    let install = "kubectl gmsa install --admission policies --apply".to_string();
+pub(super) async fn check(
+    client: &Client,
+    name: &str,
+    version: KubeVersion,
+    fixes: &Fixes,
+    report: &mut Report,
+) {
+    let install = fixes.reinstall();
     if !version.at_least(KubeVersion::ADMISSION_POLICIES) {
         report.fail(
             "admission-policies",
@@ -93,7 +100,7 @@ pub(super) async fn check(client: &Client, name: &str, version: KubeVersion, rep
             "admission-policies",
             name,
             warnings.join("; "),
-            "reinstall with this kubectl-gmsa's version: kubectl gmsa install --admission policies --apply".into(),
+            format!("reinstall with this kubectl-gmsa's version: {install}"),
         );
     } else {
         report.pass(
@@ -103,8 +110,8 @@ pub(super) async fn check(client: &Client, name: &str, version: KubeVersion, rep
                 .into(),
         );
     }
-    published_contents(client, report).await;
-    keeper(client, name, report).await;
+    published_contents(client, fixes, report).await;
+    keeper(client, name, fixes, report).await;
 }
 
 /// What the API server's type check said about a policy's CEL (VAPs report it in status).
@@ -118,7 +125,7 @@ fn type_check_warnings(policy: &str, found: &Value) -> Vec<String> {
 }
 
 /// Every spec with contents has them published for its generation.
-async fn published_contents(client: &Client, report: &mut Report) {
+async fn published_contents(client: &Client, fixes: &Fixes, report: &mut Report) {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &credential_spec_resource());
     let list = match api.list(&ListParams::default()).await {
         Ok(list) => list,
@@ -145,7 +152,7 @@ async fn published_contents(client: &Client, report: &mut Report) {
                     "published-contents",
                     &name,
                     format!("contents not published for generation {generation}: pods naming {name} are refused"),
-                    "is the keeper running (the keeper row)? `kubectl gmsa install --admission policies --apply` publishes them too".into(),
+                    format!("is the keeper running (the keeper row)? `{}` publishes them too", fixes.reinstall()),
                 );
             }
             Ok(Publication::Withdraw) => report.warn(
@@ -172,7 +179,7 @@ async fn published_contents(client: &Client, report: &mut Report) {
 }
 
 /// The keeper Deployment (found by install's labels, in whatever namespace) is available.
-async fn keeper(client: &Client, name: &str, report: &mut Report) {
+async fn keeper(client: &Client, name: &str, fixes: &Fixes, report: &mut Report) {
     let api: Api<DynamicObject> = Api::all_with(
         client.clone(),
         &kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
@@ -200,7 +207,7 @@ async fn keeper(client: &Client, name: &str, report: &mut Report) {
             "keeper",
             name,
             "no keeper Deployment: new or edited specs are never published, so their pods are refused".into(),
-            "kubectl gmsa install --admission policies --apply".into(),
+            fixes.reinstall(),
         );
         return;
     };

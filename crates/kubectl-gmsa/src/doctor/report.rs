@@ -6,6 +6,8 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::exit::ExitStatus;
+
 /// How bad a finding is; the worst one is the exit status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,7 +34,8 @@ pub struct Finding {
     /// A stable identifier: `crd`, `webhook-configurations`, `certificate`, `certificate-expiry`,
     /// `webhook-ready`, `reference-webhook`, `credspec`, `pod-spec-exists`, `pod-grant`, `pod-contents`,
     /// `pod-windows`, `pod-hostname`, `pod`; in policy mode `admission-policies`,
-    /// `published-contents` and `keeper` instead of the webhook's rows.
+    /// `published-contents` and `keeper` instead of the webhook's rows; `uninstall-guard` when
+    /// an uninstall left its guard.
     pub check: String,
     /// What it is about (`default/iis`, `gmsa-webapp1`).
     pub subject: String,
@@ -81,6 +84,24 @@ impl Report {
             .unwrap_or(Status::Pass)
     }
 }
+
+/// The exit status for these findings, with or without `--ad`: a cluster that cannot be read
+/// is an error (nothing could be checked); a failed check is a refusal; warnings alone pass.
+pub fn exit_status(findings: &[Finding]) -> ExitStatus {
+    let unreachable = findings
+        .iter()
+        .any(|f| f.check == CLUSTER && f.status == Status::Fail);
+    if unreachable {
+        return ExitStatus::Error;
+    }
+    match findings.iter().map(|f| f.status).max() {
+        Some(Status::Fail) => ExitStatus::Refused,
+        None | Some(Status::Pass | Status::Warn) => ExitStatus::Success,
+    }
+}
+
+/// The row that says whether the cluster could be read at all.
+pub(super) const CLUSTER: &str = "cluster";
 
 /// The report as `-o json` prints it: the findings, the worst status, and the node steps when
 /// asked for (`null` otherwise).
@@ -149,5 +170,33 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("1 passed, 0 warnings, 1 failed\n"));
+    }
+
+    fn row(check: &str, status: Status) -> Finding {
+        Finding {
+            status,
+            check: check.into(),
+            subject: String::new(),
+            detail: String::new(),
+            fix: None,
+        }
+    }
+
+    #[test]
+    fn exit_status_fails_on_a_failed_check_and_errs_on_an_unreadable_cluster() {
+        assert_eq!(exit_status(&[]), ExitStatus::Success);
+        assert_eq!(
+            exit_status(&[row("crd", Status::Pass)]),
+            ExitStatus::Success
+        );
+        let warned = [row("ad-spn", Status::Pass), row("ad-scopes", Status::Warn)];
+        assert_eq!(exit_status(&warned), ExitStatus::Success);
+        let failed = [
+            row("ad-scopes", Status::Warn),
+            row("pod-grant", Status::Fail),
+        ];
+        assert_eq!(exit_status(&failed), ExitStatus::Refused);
+        let unreachable = [row("pod-grant", Status::Fail), row(CLUSTER, Status::Fail)];
+        assert_eq!(exit_status(&unreachable), ExitStatus::Error);
     }
 }

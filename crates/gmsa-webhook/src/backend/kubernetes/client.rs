@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::rate_limit::{RateLimited, RateLimiter};
 use super::readiness::{Readiness, Source};
 use super::KubeError;
 use crate::metrics::{ApiCallKind, Metrics};
@@ -98,88 +99,6 @@ pub(crate) fn build_client(
         .build())
 }
 
-/// The client rate limit (`QPS`, `BURST`) on the requests made on an admission's behalf.
-/// Watches are long-lived and not throttled per event; their re-lists are paced by the
-/// watcher's backoff.
-///
-/// A waiter takes a token only when it gets one: one that gives up (its admission's deadline
-/// passed) costs nothing, so a burst of abandoned waits cannot leave later admissions short.
-/// A wait that would end after the deadline fails at once instead of sleeping in vain.
-pub(super) struct RateLimiter {
-    /// `None` when the limit is off (non-positive or non-finite `QPS`).
-    limiter: Option<governor::DefaultDirectRateLimiter>,
-    qps: f32,
-    burst: u32,
-}
-
-/// A rate-limit wait that could not end before the admission's deadline.
-#[derive(Debug, Clone, PartialEq)]
-pub(super) struct RateLimited {
-    /// How long the next token is away.
-    pub(super) wait: Duration,
-    pub(super) qps: f32,
-    pub(super) burst: u32,
-}
-
-impl std::fmt::Display for RateLimited {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the webhook's client rate limit (QPS {}, BURST {}) would hold this request for {} ms, past the admission's deadline: raise QPS and BURST if the API server can take more",
-            self.qps,
-            self.burst,
-            self.wait.as_millis()
-        )
-    }
-}
-
-impl RateLimiter {
-    /// `qps` requests per second on average, `burst` at once.
-    pub(super) fn new(qps: f32, burst: u32) -> Self {
-        let burst = burst.max(1);
-        let limiter = (qps.is_finite() && qps > 0.0)
-            .then(|| Duration::try_from_secs_f64(1.0 / f64::from(qps)).ok())
-            .flatten()
-            .and_then(governor::Quota::with_period)
-            .map(|quota| {
-                let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
-                governor::RateLimiter::direct(quota.allow_burst(burst))
-            });
-        Self {
-            limiter,
-            qps,
-            burst,
-        }
-    }
-
-    /// Takes a token, waiting for one if it can be had before `deadline`. Cancel-safe: a
-    /// dropped wait has taken nothing.
-    pub(super) async fn acquire(&self, deadline: Instant) -> Result<(), RateLimited> {
-        use governor::clock::Clock;
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        loop {
-            let not_until = match limiter.check() {
-                Ok(()) => return Ok(()),
-                Err(not_until) => not_until,
-            };
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            let now = Instant::now();
-            if now + wait > deadline {
-                return Err(RateLimited {
-                    wait,
-                    qps: self.qps,
-                    burst: self.burst,
-                });
-            }
-            // Nothing is reserved while sleeping; several waiters may wake for one token,
-            // and those that miss it wait again.
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
 /// The client and what every admission-time request goes through.
 pub(super) struct ApiAccess {
     pub(super) client: Client,
@@ -197,8 +116,8 @@ impl ApiAccess {
         }
     }
 
-    /// Waits for the rate limiter, at most until `deadline` (less [`CALL_RESERVE`] for the
-    /// request itself) or [`API_CALL_TIMEOUT`].
+    /// Waits for this request's turn at the rate limit; refused at once if the turn would come
+    /// after `deadline` (less [`CALL_RESERVE`] for the request itself) or [`API_CALL_TIMEOUT`].
     async fn limit(&self, deadline: Instant) -> Result<(), RateLimited> {
         let deadline = deadline
             .checked_sub(CALL_RESERVE)
@@ -588,62 +507,5 @@ mod tests {
             })
         );
         assert_eq!(review["metadata"]["namespace"], "team-a");
-    }
-
-    /// Real time: governor keeps its own clock. Every assertion is on what the limiter
-    /// decides, not on how long anything took.
-    #[tokio::test]
-    async fn the_rate_limiter_allows_a_burst_then_refuses_a_wait_past_the_deadline() {
-        let limiter = RateLimiter::new(1.0, 3);
-        let soon = Instant::now() + Duration::from_millis(200);
-        for _ in 0..3 {
-            assert_eq!(limiter.acquire(soon).await, Ok(()));
-        }
-        let refused = limiter
-            .acquire(soon)
-            .await
-            .expect_err("the bucket is empty");
-        assert!(refused.wait > Duration::from_millis(500), "{refused:?}");
-        let text = refused.to_string();
-        assert!(text.contains("QPS 1, BURST 3"), "{text}");
-        assert!(text.contains("past the admission's deadline"), "{text}");
-    }
-
-    /// The leak this limiter exists to prevent: waiters that give up must leave the bucket as
-    /// they found it. With a reserving bucket, 200 abandoned waits at 20/s would push the next
-    /// token 10 s away.
-    #[tokio::test]
-    async fn abandoned_waits_cost_no_tokens() {
-        let limiter = Arc::new(RateLimiter::new(20.0, 1));
-        let far = Instant::now() + Duration::from_secs(60);
-        assert_eq!(limiter.acquire(far).await, Ok(()));
-        let waiters: Vec<_> = (0..200)
-            .map(|_| {
-                let limiter = limiter.clone();
-                tokio::spawn(async move { limiter.acquire(far).await })
-            })
-            .collect();
-        tokio::task::yield_now().await;
-        for waiter in &waiters {
-            waiter.abort();
-        }
-        for waiter in waiters {
-            let _ = waiter.await;
-        }
-        // One token is due within 50 ms (plus what the aborted ones took before being
-        // aborted, at most a few); a deadline 1 s out is met.
-        let within = Instant::now() + Duration::from_secs(1);
-        assert_eq!(limiter.acquire(within).await, Ok(()));
-    }
-
-    #[tokio::test]
-    async fn a_non_positive_qps_means_no_limit() {
-        for qps in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-            let limiter = RateLimiter::new(qps, 1);
-            let now = Instant::now();
-            for _ in 0..100 {
-                assert_eq!(limiter.acquire(now).await, Ok(()), "qps {qps}");
-            }
-        }
     }
 }

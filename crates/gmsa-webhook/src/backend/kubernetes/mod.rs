@@ -6,6 +6,7 @@
 
 mod client;
 mod decisions;
+mod rate_limit;
 mod readiness;
 mod specs;
 
@@ -24,10 +25,11 @@ use crate::config::Authorization;
 use crate::metrics::{CacheKind, Metrics};
 
 pub(crate) use client::plain_client;
+use client::ApiAccess;
 pub use client::API_CALL_TIMEOUT;
 pub(crate) use client::{build_client, credential_spec_resource, describe_error, load_config};
-use client::{ApiAccess, RateLimiter};
 use decisions::{DecisionCache, DecisionKey, Lookup};
+use rate_limit::RateLimiter;
 pub(crate) use readiness::{Readiness, Source};
 use specs::SpecCache;
 

@@ -57,6 +57,8 @@ pub(crate) struct Readiness {
     last_failure: [AtomicU64; Source::ALL],
     accepted: [AtomicU64; Source::ALL],
     epoch: Instant,
+    /// Logged at info once every source has synced: what is now ready.
+    ready_message: &'static str,
 }
 
 /// An accepted request counts as recovery only once no failure has followed it for this
@@ -76,6 +78,16 @@ impl Readiness {
             last_failure: Default::default(),
             accepted: Default::default(),
             epoch: Instant::now(),
+            ready_message: "Kubernetes backend ready: caches synced",
+        }
+    }
+
+    /// The same, logging `message` once every source has synced (the keeper says what it
+    /// does, not that an admission backend is ready).
+    pub(crate) fn announcing(self, message: &'static str) -> Self {
+        Self {
+            ready_message: message,
+            ..self
         }
     }
 
@@ -149,7 +161,7 @@ impl Readiness {
         if before & source.bit() == 0 {
             tracing::debug!(?source, "synced");
             if after & self.required == self.required && before & self.required != self.required {
-                tracing::info!("Kubernetes backend ready: caches synced");
+                tracing::info!("{}", self.ready_message);
             }
         }
     }

@@ -1,14 +1,22 @@
 //! `uninstall`: removes what `install` made, webhook configurations first so pod creation
 //! never waits on a webhook being removed; the CRD and credential specs stay unless asked.
+//! It names the workloads that still reference a credential spec and, unless told not to,
+//! leaves a guard that refuses new GMSA pods rather than have them admitted without contents.
 
-use std::process::ExitCode;
+pub mod references;
+mod workloads;
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
+use gmsa_deploy::policies::guard;
 use gmsa_deploy::{names, Settings};
 
-use crate::apply::Applier;
-use crate::cluster::{client, kind, runtime};
+use crate::apply::{apply_one, Applier};
+use crate::cluster::{client, cluster_version, kind, runtime};
+use crate::exit::ExitStatus;
+use crate::install_policies::{guard_only, policies_only};
+use crate::rollout::{delete_ours, wait_refused_by};
+use references::{describe, plan, Ending, GuardPlan, RefuseGmsaPods};
 
 pub const UNINSTALL_EXAMPLES: &str = "\
 Deletes the webhook configurations first (so pod creation never waits on a webhook being
@@ -16,10 +24,20 @@ removed), then everything else install made. The CRD and every GMSACredentialSpe
 --delete-crd is given; the namespace stays unless --delete-namespace is given. Objects without
 the install's labels are left alone.
 
+Without GMSA admission, a new pod that names a credential spec is admitted without its
+contents and fails to start on Windows nodes (and one carrying contents is admitted unchecked).
+So uninstall first names every pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob
+and ReplicationController that still references a spec, and by default (--refuse-gmsa-pods=auto)
+leaves a guard when any does: ValidatingAdmissionPolicy <name>-uninstalled (Kubernetes 1.30+)
+refuses new GMSA pods, saying how to get out, until `kubectl gmsa install --apply` deletes it.
+Running pods are not touched. Older servers cannot hold the guard: uninstall says so and goes
+on. --refuse-gmsa-pods=never leaves none (and deletes one left earlier).
+
 Examples:
   kubectl gmsa uninstall --dry-run=server
   kubectl gmsa uninstall
-  kubectl gmsa uninstall --delete-crd --delete-namespace";
+  kubectl gmsa uninstall --refuse-gmsa-pods=always
+  kubectl gmsa uninstall --refuse-gmsa-pods=never --delete-crd --delete-namespace";
 
 /// `uninstall`.
 #[derive(Debug, Args)]
@@ -39,6 +57,16 @@ pub struct UninstallArgs {
     /// `server`: the API server checks and answers, but deletes nothing.
     #[arg(long = "dry-run", value_enum, value_name = "MODE")]
     pub dry_run: Option<UninstallDryRun>,
+    /// Leave a ValidatingAdmissionPolicy that refuses new pods naming a credential spec,
+    /// instead of having them admitted without its contents: `auto` when workloads still
+    /// reference one, `always`, or `never` (also deletes one left earlier). Kubernetes 1.30+.
+    #[arg(
+        long = "refuse-gmsa-pods",
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto"
+    )]
+    pub refuse_gmsa_pods: RefuseGmsaPods,
 }
 
 /// Dry run of uninstall: only the server kind makes sense.
@@ -48,7 +76,7 @@ pub enum UninstallDryRun {
 }
 
 /// `uninstall`.
-pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
+pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitStatus> {
     if args.delete_namespace
         && ["default", "kube-system", "kube-public", "kube-node-lease"]
             .contains(&args.namespace.as_str())
@@ -58,9 +86,11 @@ pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(uninstall_from_cluster(args))
 }
 
-async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode> {
+async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStatus> {
+    let client = client().await?;
+    let version = cluster_version(&client).await?;
     let applier = Applier {
-        client: client().await?,
+        client,
         server_dry_run: args.dry_run.is_some(),
         force_conflicts: false,
     };
@@ -69,6 +99,23 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
         name: args.name.clone(),
         ..Settings::default()
     };
+    let (references, unread) = workloads::read(&applier.client).await;
+    let referenced = !references.is_empty() || !unread.is_empty();
+    // Decided before anything is deleted: `always` on an old server deletes nothing.
+    let plan = plan(args.refuse_gmsa_pods, version, referenced)?;
+    if plan == GuardPlan::Leave {
+        for object in guard::guard_objects(&settings) {
+            println!("{}", apply_one(&applier, &object).await?.1);
+        }
+    }
+    // Policy mode's objects first: its bindings stop admission before anything else goes.
+    for line in delete_ours(&applier, &settings, &policies_only(&settings), None).await? {
+        println!("{line}");
+    }
+    if plan == GuardPlan::Leave && args.dry_run.is_none() {
+        // Before the webhooks go. After the policies, which would answer the same probe.
+        wait_guard(&applier, &settings).await?;
+    }
     // In the install's namespace (`true`) or cluster-scoped.
     let ns = true;
     let name = args.name.as_str();
@@ -81,9 +128,7 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
         "MutatingWebhookConfiguration",
     );
     let configurations = names::webhook_configuration(name);
-    // Policy mode's objects first: its bindings stop admission before anything else goes.
-    let mut targets = crate::install_policies::policies_only(&settings);
-    targets.extend([
+    let mut targets = vec![
         (validating, false, configurations.clone()),
         (mutating, false, configurations),
         // The name earlier versions gave them.
@@ -152,8 +197,11 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
             name.into(),
         ),
         (kind("v1", "ServiceAccount"), ns, name.into()),
-    ]);
-    for line in crate::rollout::delete_ours(&applier, &settings, &targets, None).await? {
+    ];
+    if plan == GuardPlan::Remove {
+        targets.extend(guard_only(&settings));
+    }
+    for line in delete_ours(&applier, &settings, &targets, None).await? {
         println!("{line}");
     }
     if args.delete_namespace {
@@ -179,5 +227,47 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitCode
     } else {
         eprintln!("kept customresourcedefinition.apiextensions.k8s.io/{crd} and every GMSACredentialSpec (pass --delete-crd to delete them)");
     }
-    Ok(ExitCode::SUCCESS)
+    let guard_found = plan == GuardPlan::Untouched
+        && applier
+            .get(
+                kind(
+                    "admissionregistration.k8s.io/v1",
+                    "ValidatingAdmissionPolicy",
+                ),
+                None,
+                &guard::guard(name),
+            )
+            .await?
+            .is_some();
+    let ending = Ending::of(plan, name, version, guard_found);
+    if args.dry_run.is_some() {
+        eprintln!("server dry run: nothing changed; without it, uninstall would leave this:");
+    }
+    for line in describe(&references, &unread, &ending) {
+        eprintln!("{line}");
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Waits until the guard refuses a GMSA pod, so admission is never gone with nothing in its
+/// place. The probe runs as the install's ServiceAccount; without it (an earlier uninstall
+/// got that far) there is nothing left to wait for.
+async fn wait_guard(applier: &Applier, settings: &Settings) -> anyhow::Result<()> {
+    let account = applier
+        .get(
+            kind("v1", "ServiceAccount"),
+            Some(&settings.namespace),
+            &settings.name,
+        )
+        .await?;
+    if account.is_none() {
+        return Ok(());
+    }
+    let policy = guard::guard(&settings.name);
+    if let Err(last) = wait_refused_by(applier, settings, &policy).await {
+        bail!(
+            "ValidatingAdmissionPolicy {policy} did not refuse a GMSA pod within 30 s (last answer: {last}); the webhook configurations are still there: check `kubectl get validatingadmissionpolicy {policy}` and run uninstall again, or pass --refuse-gmsa-pods=never"
+        );
+    }
+    Ok(())
 }
