@@ -5,7 +5,7 @@ app.kubernetes.io/instance: {{ .root.Values.name }}
 app.kubernetes.io/name: gmsa-webhook
 {{- end }}
 
-{{/* Labels that select the webhook's pods. */}}
+{{/* Labels that select the Deployment's pods, either role (its selector cannot change). */}}
 {{- define "gmsa.selectorLabels" -}}
 app.kubernetes.io/instance: {{ .Values.name }}
 app.kubernetes.io/name: gmsa-webhook

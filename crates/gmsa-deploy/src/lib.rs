@@ -509,7 +509,13 @@ pub fn labels(settings: &Settings, component: &str) -> BTreeMap<String, String> 
     labels
 }
 
-/// The labels that select the webhook's pods.
+/// The labels that select the webhook replicas, not the keeper's: the Service's and the
+/// PodDisruptionBudget's selector.
+pub fn webhook_selector_labels(settings: &Settings) -> BTreeMap<String, String> {
+    labels(settings, names::WEBHOOK_ROLE)
+}
+
+/// The labels that select the Deployment's pods, whatever their role.
 pub fn selector_labels(settings: &Settings) -> BTreeMap<String, String> {
     BTreeMap::from([
         (names::LABEL_NAME.to_string(), names::APP_NAME.to_string()),

@@ -9,6 +9,12 @@ pub const DEFAULT_NAME: &str = "gmsa-webhook";
 /// Replicas by default: two, so a drained node or a rollout never leaves pods unadmitted.
 pub const DEFAULT_REPLICAS: i32 = 2;
 
+/// The `app.kubernetes.io/component` of the Deployment's pods in webhook mode: the Service
+/// and the PodDisruptionBudget select these only.
+pub const WEBHOOK_ROLE: &str = "webhook";
+/// The `app.kubernetes.io/component` of the keeper's pods (policy mode).
+pub const KEEPER_ROLE: &str = "keeper";
+
 /// The `app.kubernetes.io/name` of everything rendered.
 pub const APP_NAME: &str = "gmsa-webhook";
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";

@@ -153,7 +153,8 @@ fn the_archive_is_the_image_the_dockerfile_describes() {
     assert!(
         listing
             .lines()
-            .any(|l| l.starts_with("drwxrwxrwt") && l.trim_end().trim_end_matches('/').ends_with(" tmp")),
+            .any(|l| l.starts_with("drwxrwxrwt")
+                && l.trim_end().trim_end_matches('/').ends_with(" tmp")),
         "{listing}"
     );
     let passwd = Command::new("sh")

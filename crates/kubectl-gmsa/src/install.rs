@@ -16,7 +16,9 @@ use crate::args::{DryRun, OutputFile};
 use crate::certs::{self, add_to_ca_bundles, current_ca_bundle, secret_info, set_resource_version};
 use crate::cluster::{client, cluster_version, runtime};
 use crate::exit::ExitStatus;
-use crate::rollout::{apply_step, preflight, wait_available, wait_established, Unchecked};
+use crate::rollout::{
+    apply_step, preflight, wait_available, wait_endpoints, wait_established, Unchecked,
+};
 
 pub const INSTALL_EXAMPLES: &str = "\
 Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's service
@@ -438,7 +440,11 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     }
     let wait = !args.no_wait && !server_dry_run && settings.webhook_url.is_none();
     if wait {
-        wait_available(&applier, &settings, Duration::from_secs(args.wait_timeout)).await?;
+        // A ready replica of the role being replaced (the keeper, back from policy mode) does
+        // not count: the rollout of the webhook's template, and its Service's endpoints.
+        let timeout = Duration::from_secs(args.wait_timeout);
+        wait_available(&applier, &settings, timeout).await?;
+        wait_endpoints(&applier, &settings, timeout).await?;
     }
     // Waiting may have taken minutes: trust whatever the replicas renewed meanwhile too.
     if matches!(settings.certs, CertMode::SelfSigned) && !server_dry_run {
@@ -457,7 +463,17 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     for line in crate::reference::remove_superseded(&applier, &settings).await? {
         println!("{line}");
     }
-    // Back from policy mode: the webhooks answer now, so the policies can go.
+    // Back from policy mode: the policies go once the API server visibly calls the webhook
+    // (until then both admit, and agree).
+    if !server_dry_run && crate::install_policies::policies_present(&applier, &settings).await? {
+        if let Err(last) = crate::rollout::wait_webhook_answers(&applier).await {
+            bail!(
+                "the webhook did not answer a probe pod in namespace default within 30 s (last answer: {last}); \
+                 the admission policies stay in place meanwhile: check `kubectl -n {ns} get pods` and run install again",
+                ns = settings.namespace
+            );
+        }
+    }
     for line in crate::rollout::delete_ours(
         &applier,
         &settings,

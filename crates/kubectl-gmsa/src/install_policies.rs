@@ -55,7 +55,14 @@ pub async fn install(
         preflight(applier, &manifest.objects, &settings.namespace).await?;
     }
     let mut unchecked = Unchecked::new(&settings.namespace);
-    for object in manifest.objects.iter().filter(|o| !is_policy_object(o)) {
+    // The keeper's Deployment is the webhook's, with another template: it is rolled only
+    // once the webhook configurations are gone, so no pod is sent to a webhook whose
+    // replicas are being replaced (below).
+    for object in manifest
+        .objects
+        .iter()
+        .filter(|o| !is_policy_object(o) && !is_deployment(o))
+    {
         let (outcome, line) = apply_step(applier, object, &mut unchecked).await?;
         println!("{line}");
         if is_crd(object) && outcome == Some(Outcome::Created) && !server_dry_run {
@@ -80,9 +87,6 @@ pub async fn install(
         };
         eprintln!("contents: {published} credential spec(s) published for the policies");
     }
-    if let (Some(timeout), false) = (options.wait, server_dry_run) {
-        wait_available(applier, settings, timeout).await?;
-    }
     for object in manifest.objects.iter().filter(|o| is_policy_object(o)) {
         println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
     }
@@ -99,14 +103,43 @@ pub async fn install(
     {
         println!("{line}");
     }
-    if server_dry_run {
-        if let Some(note) = unchecked.note() {
-            eprintln!("{note}");
+    if !server_dry_run {
+        // Both admit, and agree, until the webhook configurations go; then only the policies.
+        wait_policies_answer(applier, settings).await?;
+        let mut rest = webhook_only(settings);
+        let configurations: Vec<Target> = rest.drain(..2).collect();
+        for line in delete_ours(
+            applier,
+            settings,
+            &configurations,
+            Some("replaced by the admission policies"),
+        )
+        .await?
+        {
+            println!("{line}");
+        }
+        for object in manifest.objects.iter().filter(|o| is_deployment(o)) {
+            println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
+        }
+        if let Some(timeout) = options.wait {
+            wait_available(applier, settings, timeout).await?;
+        }
+        for line in delete_ours(
+            applier,
+            settings,
+            &rest,
+            Some("replaced by the admission policies"),
+        )
+        .await?
+        {
+            println!("{line}");
         }
     } else {
-        wait_policies_answer(applier, settings).await?;
-        for line in retire_webhook(applier, settings).await? {
-            println!("{line}");
+        for object in manifest.objects.iter().filter(|o| is_deployment(o)) {
+            println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
+        }
+        if let Some(note) = unchecked.note() {
+            eprintln!("{note}");
         }
     }
     if options.retire_reference {
@@ -262,12 +295,17 @@ pub fn guard_only(settings: &Settings) -> Vec<Target> {
     ]
 }
 
-async fn retire_webhook(applier: &Applier, settings: &Settings) -> anyhow::Result<Vec<String>> {
-    delete_ours(
-        applier,
-        settings,
-        &webhook_only(settings),
-        Some("replaced by the admission policies"),
-    )
-    .await
+/// Whether any of policy mode's objects is in the cluster (a switch back to the webhook).
+pub async fn policies_present(applier: &Applier, settings: &Settings) -> anyhow::Result<bool> {
+    for (info, namespaced, name) in policies_only(settings) {
+        let namespace = namespaced.then_some(settings.namespace.as_str());
+        if applier.get(info, namespace, &name).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn is_deployment(object: &Value) -> bool {
+    object["kind"] == "Deployment"
 }

@@ -9,8 +9,9 @@ use gmsa_deploy::{KindInfo, Settings};
 use k8s_openapi::api::core::v1::{
     Container, Pod, PodSecurityContext, PodSpec, WindowsSecurityContextOptions,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 
 use crate::apply::{apply_one, display_name, Applier, Outcome};
@@ -147,8 +148,10 @@ pub async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
     }
 }
 
-/// Waits until the Deployment's current generation has a ready replica, so registering the
-/// webhooks does not block pod creation.
+/// Waits until the Deployment's rollout of its current template is complete: every replica
+/// runs the current template and is ready, and none of an older one is left. A mode switch
+/// changes the template (webhook to keeper or back) without changing the Deployment's
+/// selector, so a ready replica of the old role must not count.
 pub async fn wait_available(
     applier: &Applier,
     settings: &Settings,
@@ -157,7 +160,7 @@ pub async fn wait_available(
     let info = kind("apps/v1", "Deployment");
     let deadline = Instant::now() + timeout;
     eprintln!(
-        "waiting up to {}s for deployment {}/{} to have a ready replica",
+        "waiting up to {}s for deployment {}/{} to roll out (every replica of the current template ready)",
         timeout.as_secs(),
         settings.namespace,
         settings.name
@@ -167,27 +170,121 @@ pub async fn wait_available(
             .get(info, Some(&settings.namespace), &settings.name)
             .await?
             .unwrap_or(Value::Null);
-        let generation = deployment["metadata"]["generation"].as_i64().unwrap_or(0);
-        let observed = deployment["status"]["observedGeneration"]
-            .as_i64()
-            .unwrap_or(-1);
-        let available = deployment["status"]["availableReplicas"]
-            .as_i64()
-            .unwrap_or(0);
-        if observed >= generation && available > 0 {
+        let state = RolloutState::of(&deployment);
+        if state.complete() {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "deployment {ns}/{name} has no ready replica after {}s, so the webhooks were not registered: \
-                 check `kubectl -n {ns} describe deploy/{name}` and `kubectl -n {ns} logs deploy/{name}`, \
-                 then run install again (or pass --no-wait)",
+                "deployment {ns}/{name} did not finish rolling out after {}s ({state}), so nothing that \
+                 depends on it was changed: check `kubectl -n {ns} describe deploy/{name}` and \
+                 `kubectl -n {ns} logs deploy/{name}`, then run install again (or pass --no-wait)",
                 timeout.as_secs(),
                 ns = settings.namespace,
                 name = settings.name
             );
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// What a Deployment's status says of its rollout (`kubectl rollout status`'s reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutState {
+    pub generation: i64,
+    pub observed: i64,
+    pub wanted: i64,
+    pub total: i64,
+    pub updated: i64,
+    pub available: i64,
+}
+
+impl RolloutState {
+    pub fn of(deployment: &Value) -> Self {
+        let number = |v: &Value, default: i64| v.as_i64().unwrap_or(default);
+        let status = &deployment["status"];
+        Self {
+            generation: number(&deployment["metadata"]["generation"], 0),
+            observed: number(&status["observedGeneration"], -1),
+            wanted: number(&deployment["spec"]["replicas"], 1),
+            total: number(&status["replicas"], 0),
+            updated: number(&status["updatedReplicas"], 0),
+            available: number(&status["availableReplicas"], 0),
+        }
+    }
+
+    /// Every replica runs the current template and is available, none of an older one is
+    /// left, and at least one serves.
+    pub fn complete(&self) -> bool {
+        self.observed >= self.generation
+            && self.updated >= self.wanted
+            && self.total == self.updated
+            && self.available >= self.updated
+            && self.available > 0
+    }
+}
+
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} replicas updated, {} available, {} in all",
+            self.updated, self.wanted, self.available, self.total
+        )
+    }
+}
+
+/// Waits until the webhook's Service has a ready endpoint: the API server calls the webhook
+/// at its endpoints, which follow the pods' readiness a moment after the Deployment's status.
+pub async fn wait_endpoints(
+    applier: &Applier,
+    settings: &Settings,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let slices: Api<EndpointSlice> = Api::namespaced(applier.client.clone(), &settings.namespace);
+    let of_service =
+        ListParams::default().labels(&format!("kubernetes.io/service-name={}", settings.name));
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = match slices.list(&of_service).await {
+            Ok(list) => list.items.iter().any(|slice| {
+                slice.endpoints.iter().flatten().any(|endpoint| {
+                    let conditions = endpoint.conditions.as_ref();
+                    conditions.and_then(|c| c.ready).unwrap_or(true)
+                        && !conditions.and_then(|c| c.terminating).unwrap_or(false)
+                })
+            }),
+            // Before 1.21 there is no discovery/v1: the Endpoints object says the same.
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                let endpoints = applier
+                    .get(
+                        kind("v1", "Endpoints"),
+                        Some(&settings.namespace),
+                        &settings.name,
+                    )
+                    .await?
+                    .unwrap_or(Value::Null);
+                endpoints["subsets"].as_array().is_some_and(|subsets| {
+                    subsets
+                        .iter()
+                        .any(|s| s["addresses"].as_array().is_some_and(|a| !a.is_empty()))
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "service {ns}/{name} has no ready endpoint after {}s, so the webhooks were not \
+                 registered: check `kubectl -n {ns} get endpointslices -l kubernetes.io/service-name={name}` and the pods' readiness",
+                timeout.as_secs(),
+                ns = settings.namespace,
+                name = settings.name
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -247,14 +344,38 @@ pub async fn wait_refused_by(
     settings: &Settings,
     policy: &str,
 ) -> Result<(), String> {
-    let pods: Api<Pod> = Api::namespaced(applier.client.clone(), &settings.namespace);
+    let expected = format!("ValidatingAdmissionPolicy '{policy}'");
+    wait_probe_refused(applier, &settings.namespace, &settings.name, &expected).await
+}
+
+/// Waits (30 s) until our mutating webhook itself refuses a server-dry-run pod in namespace
+/// `default` (which the webhooks handle) that names a spec no one has: the API server calls
+/// the webhook just registered. `Err` holds the last answer.
+pub async fn wait_webhook_answers(applier: &Applier) -> Result<(), String> {
+    let expected = format!(
+        "admission webhook \"{}\" denied",
+        gmsa_deploy::names::MUTATING_WEBHOOK
+    );
+    wait_probe_refused(applier, "default", "default", &expected).await
+}
+
+/// Waits (30 s) until a server-dry-run probe pod in `namespace`, running as
+/// `service_account` and naming a spec no one has, is refused with a message holding
+/// `expected`.
+async fn wait_probe_refused(
+    applier: &Applier,
+    namespace: &str,
+    service_account: &str,
+    expected: &str,
+) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(applier.client.clone(), namespace);
     let probe = Pod {
         metadata: ObjectMeta {
             name: Some(PROBE.into()),
             ..ObjectMeta::default()
         },
         spec: Some(PodSpec {
-            service_account_name: Some(settings.name.clone()),
+            service_account_name: Some(service_account.into()),
             security_context: Some(PodSecurityContext {
                 windows_options: Some(WindowsSecurityContextOptions {
                     gmsa_credential_spec_name: Some(format!("{PROBE}-no-such-spec")),
@@ -275,12 +396,11 @@ pub async fn wait_refused_by(
         dry_run: true,
         ..PostParams::default()
     };
-    let expected = format!("ValidatingAdmissionPolicy '{policy}'");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let answer = pods.create(&params, &probe).await;
         match &answer {
-            Err(kube::Error::Api(s)) if s.message.contains(&expected) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.message.contains(expected) => return Ok(()),
             _ if Instant::now() >= deadline => {
                 return Err(match answer {
                     Ok(_) => "a pod naming no existing spec was admitted".to_string(),

@@ -254,7 +254,7 @@ fn our_image_in_a_real_node() {
 
     install_and_admit(&env);
     upgrades_under_load(&env);
-    //TMP mode_switches_under_load(&env);
+    mode_switches_under_load(&env);
     eviction_respects_the_budget(&env);
     drop(env);
     whole_cluster_restart(&mut node);
@@ -342,7 +342,9 @@ fn install_and_admit(env: &Env) {
                 "-o",
                 "jsonpath={.items[*].message}",
             ]);
-            if events.contains("service account \"intruder\" is not authorized to `use` GMSA cred spec") {
+            if events
+                .contains("service account \"intruder\" is not authorized to `use` GMSA cred spec")
+            {
                 Ok(())
             } else {
                 Err(events)
@@ -423,7 +425,10 @@ fn mode_switches_under_load(env: &Env) {
         "switch webhook -> policies",
     );
     let webhooks = env.kubectl(&[
-        "get", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "-o", "name",
+        "get",
+        "mutatingwebhookconfigurations,validatingwebhookconfigurations",
+        "-o",
+        "name",
     ]);
     assert!(!webhooks.contains("gmsa-webhook"), "{webhooks}");
     let policies = env.kubectl(&["get", "validatingadmissionpolicies", "-o", "name"]);
@@ -431,7 +436,10 @@ fn mode_switches_under_load(env: &Env) {
 
     switch(&["install", "--apply"], "switch policies -> webhook");
     let webhooks = env.kubectl(&[
-        "get", "mutatingwebhookconfigurations,validatingwebhookconfigurations", "-o", "name",
+        "get",
+        "mutatingwebhookconfigurations,validatingwebhookconfigurations",
+        "-o",
+        "name",
     ]);
     assert!(webhooks.contains("gmsa-webhook-admission"), "{webhooks}");
     let policies = env.kubectl(&["get", "validatingadmissionpolicies", "-o", "name"]);

@@ -198,7 +198,7 @@ pub fn deployment(settings: &Settings) -> Deployment {
     };
     let mut pod_spec = pod_spec(settings, container);
     pod_spec.volumes = Some(volumes);
-    workload_deployment(settings, pod_spec)
+    workload_deployment(settings, pod_spec, names::WEBHOOK_ROLE)
 }
 
 /// No privilege, no writable root, no capabilities.
@@ -273,7 +273,7 @@ pub fn keeper(settings: &Settings) -> Deployment {
         security_context: Some(locked_down()),
         ..Container::default()
     };
-    workload_deployment(settings, pod_spec(settings, container))
+    workload_deployment(settings, pod_spec(settings, container), names::KEEPER_ROLE)
 }
 
 /// The keeper's command line (`gmsa-webhook`'s flags).
@@ -285,8 +285,11 @@ pub fn keeper_args() -> Vec<String> {
     ]
 }
 
-/// The Deployment around a pod: surge one, never fewer ready than asked.
-fn workload_deployment(settings: &Settings, pod_spec: PodSpec) -> Deployment {
+/// The Deployment around a pod: surge one, never fewer ready than asked. Its pods carry their
+/// role (`app.kubernetes.io/component`: webhook or keeper), so the Service and the budget
+/// select only webhook replicas, and a mode switch can tell the new role's pods from the
+/// old; the Deployment's own selector stays the same in both modes (it cannot change).
+fn workload_deployment(settings: &Settings, pod_spec: PodSpec, role: &str) -> Deployment {
     Deployment {
         metadata: meta::namespaced(settings, &settings.name, "webhook"),
         spec: Some(DeploymentSpec {
@@ -301,7 +304,7 @@ fn workload_deployment(settings: &Settings, pod_spec: PodSpec) -> Deployment {
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(settings, "webhook")),
+                    labels: Some(labels(settings, role)),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec),

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::deployment::resources;
 use crate::meta::{self, match_labels};
-use crate::{labels, names, selector_labels, KubeVersion, Settings};
+use crate::{labels, names, selector_labels, webhook_selector_labels, KubeVersion, Settings};
 
 /// The namespace, labelled so the webhooks skip it (its own pods must start without it).
 pub fn namespace(settings: &Settings) -> Namespace {
@@ -41,7 +41,7 @@ pub fn service(settings: &Settings) -> Service {
         metadata: meta::namespaced(settings, &settings.name, "webhook"),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(selector_labels(settings)),
+            selector: Some(webhook_selector_labels(settings)),
             ports: Some(vec![ServicePort {
                 name: Some(names::PORT_NAME.into()),
                 port: names::SERVICE_PORT,
@@ -63,7 +63,7 @@ pub fn pod_disruption_budget(settings: &Settings) -> Value {
         metadata: meta::namespaced(settings, &settings.name, "webhook"),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(match_labels(selector_labels(settings))),
+            selector: Some(match_labels(webhook_selector_labels(settings))),
             ..PodDisruptionBudgetSpec::default()
         }),
         status: None,

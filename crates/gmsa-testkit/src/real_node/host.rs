@@ -172,7 +172,10 @@ fn acquire(state: &Path) -> Result<(), ClusterError> {
             Err(e) => return Err(io(format!("creating {STATE_DIR}"))(e)),
         }
         let owner = fs::read_to_string(state.join("owner.pid")).unwrap_or_default();
-        let pid = owner.split_whitespace().next().and_then(|p| p.parse::<u32>().ok());
+        let pid = owner
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<u32>().ok());
         match pid {
             // Being written right now by the one that created the directory.
             None if began.elapsed() < std::time::Duration::from_secs(5) => {}
