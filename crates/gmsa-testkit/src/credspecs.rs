@@ -98,9 +98,11 @@ pub fn mistakes() -> Vec<Mistake> {
     missing_netbios["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] =
         json!([{"Name": "WebApp1", "Scope": "contoso.com"}]);
     let mut other_domain = webapp1("mistake-other-domain");
-    other_domain["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"]
-        .as_array_mut()
-        .map(|a| a.push(json!({"Name": "LogReader", "Scope": "fabrikam.com"})));
+    other_domain["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] = json!([
+        {"Name": "WebApp1", "Scope": "contoso.com"},
+        {"Name": "WebApp1", "Scope": "CONTOSO"},
+        {"Name": "LogReader", "Scope": "fabrikam.com"}
+    ]);
     let mut all_other_domain = webapp1("mistake-all-accounts-other-domain");
     all_other_domain["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] = json!([{"Name": "WebApp1", "Scope": "fabrikam.com"}, {"Name": "WebApp1", "Scope": "FABRIKAM"}]);
     let mut bad_guid = webapp1("mistake-domain-guid");
