@@ -19,6 +19,7 @@ Examples:
   kubectl gmsa admit -f deployment.yaml --state examples/state
   kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
     --password-file ad-password --ca-file contoso-ca.pem
+  kubectl gmsa migrate-storage
 
 Exit status: 0 on success, 1 when `credspec validate` finds problems or `admit` denies an
 object, 2 on errors (bad flags or unusable input).";
@@ -57,6 +58,10 @@ pub enum Command {
     /// with --ad, the directory side (gMSA, password readers, KDS root key, scopes, SPNs).
     #[command(after_help = crate::doctor::doctor_help())]
     Doctor(crate::doctor::DoctorArgs),
+    /// Rewrite credential specs stored as v1alpha1 as v1, then drop v1alpha1 from the CRD's
+    /// status.storedVersions.
+    #[command(after_help = crate::storage::MIGRATE_STORAGE_EXAMPLES)]
+    MigrateStorage(crate::storage::MigrateStorageArgs),
 }
 
 const CREDSPEC_EXAMPLES: &str = "\

@@ -19,6 +19,7 @@ pub mod output;
 pub mod probe;
 pub mod reference;
 pub mod rollout;
+pub mod storage;
 pub mod uninstall;
 
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Install(args) => install::install(&args),
         Command::Uninstall(args) => uninstall::uninstall(&args),
         Command::Doctor(args) => doctor::doctor(&args),
+        Command::MigrateStorage(args) => storage::migrate_storage(&args),
     }
 }
 

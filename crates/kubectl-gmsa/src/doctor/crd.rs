@@ -1,11 +1,14 @@
-//! The `crd` row: the GMSACredentialSpec CRD and the versions it serves.
+//! The `crd` row: the GMSACredentialSpec CRD and the versions it serves; `crd-storage` when
+//! specs may still be stored as `v1alpha1`.
 
 use gmsa_core::names as core_names;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 
 use super::objects::get;
 use super::report::Report;
 use crate::cluster::kind;
+use crate::storage::StoredVersions;
 
 /// The CRD exists and serves `v1` as the storage version, and `v1alpha1` for older clients.
 pub(super) async fn check(client: &Client, report: &mut Report) {
@@ -42,6 +45,16 @@ pub(super) async fn check(client: &Client, report: &mut Report) {
                     install,
                 ),
                 _ => report.fail("crd", &name, "v1 is not served: the webhook reads windows.k8s.io/v1".into(), install),
+            }
+            if let Ok(typed) = serde_json::from_value::<CustomResourceDefinition>(crd) {
+                if let Some(advice) = StoredVersions::of(&typed).advice() {
+                    report.warn(
+                        "crd-storage",
+                        &name,
+                        advice,
+                        "kubectl gmsa migrate-storage".into(),
+                    );
+                }
             }
         }
     }
