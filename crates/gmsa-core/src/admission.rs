@@ -190,6 +190,25 @@ impl Review {
     pub fn respond(&self, verdict: &Verdict) -> Vec<u8> {
         response_body(self.api_version, &self.uid, verdict)
     }
+
+    /// Admission warnings to send with an allowed verdict (a GMSA pod's long host name);
+    /// empty when there are none or the review was refused before it was planned.
+    pub fn warnings(&self) -> Vec<String> {
+        match &self.stage {
+            Stage::Planned(plan) => plan.warnings(),
+            Stage::Refused(_) => Vec::new(),
+        }
+    }
+
+    /// The response body for a verdict, with [`Review::warnings`] when it is allowed.
+    pub fn respond_warned(&self, verdict: &Verdict) -> Vec<u8> {
+        let warnings = if verdict.is_allowed() {
+            self.warnings()
+        } else {
+            Vec::new()
+        };
+        response_body_warned(self.api_version, &self.uid, verdict, &warnings)
+    }
 }
 
 fn plan(

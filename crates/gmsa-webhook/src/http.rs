@@ -334,7 +334,7 @@ async fn review(
             ),
         }
         let allowed = verdict.is_allowed();
-        (review.respond(&verdict), review.operation.clone(), allowed)
+        (review.respond_warned(&verdict), review.operation.clone(), allowed)
     }
     .instrument(span)
     .await

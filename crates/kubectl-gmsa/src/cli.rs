@@ -398,7 +398,9 @@ Runs the webhook's mutate and then validate decisions, as the API server calls t
 and on the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs
 and ReplicationControllers (their pods' creation). The cluster is a directory of manifests:
 GMSACredentialSpecs, ClusterRoles, Roles and their bindings. Admitted objects are printed
-with the credential specs inlined; one verdict per object goes to stderr. Exits 0 if every
+with the credential specs inlined; one verdict per object goes to stderr, after the webhook's
+admission warnings (a GMSA pod's host name longer than 15 characters; a template's pods are
+named from generateName, the API server's five characters shown as xxxxx). Exits 0 if every
 object is admitted, 1 if any is denied, 2 if the input is unusable.
 
 Examples:
