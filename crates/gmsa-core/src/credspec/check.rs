@@ -508,7 +508,7 @@ impl Checker {
             self.push(
                 path,
                 format!(
-                    "is a JSON object: the AWS plugin reads its JSON document encoded as a string, the only form the GMSACredentialSpec CRD stores; {fix}"
+                    "is a JSON object: the AWS plugin reads its JSON document encoded as a string (on ECS the agent rewrites an object; on Kubernetes nothing does); {fix}"
                 ),
             );
             return;
@@ -828,7 +828,7 @@ mod tests {
         assert_eq!(
             got[0].to_string(),
             format!(
-                r#"credspec.ActiveDirectoryConfig.HostAccountConfig.PluginInput: is a JSON object: the AWS plugin reads its JSON document encoded as a string, the only form the GMSACredentialSpec CRD stores; write it as the string "{{\"credentialArn\":\"{arn}\"}}""#
+                r#"credspec.ActiveDirectoryConfig.HostAccountConfig.PluginInput: is a JSON object: the AWS plugin reads its JSON document encoded as a string (on ECS the agent rewrites an object; on Kubernetes nothing does); write it as the string "{{\"credentialArn\":\"{arn}\"}}""#
             )
         );
         assert_eq!(

@@ -10,8 +10,9 @@
 //!   Secrets Manager secret (`arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME`) or an SSM
 //!   parameter (`arn:aws:ssm:REGION:ACCOUNT:parameter/NAME`) holding `username`, `password` and
 //!   `domainName`. ECS samples also show `PluginInput` as a JSON object (`CredentialArn`): the
-//!   ECS agent rewrites it, but the CRD declares `PluginInput` a string, so in Kubernetes only
-//!   the string form can be stored. Whether the plugin matches the key's case could not be
+//!   ECS agent rewrites it into the string; on a Kubernetes node nothing does (the reference's
+//!   CRD declares `PluginInput` a string and refuses the object; ours keeps `credspec` as any
+//!   object, so the object would be stored and inlined), so only the string form works. Whether the plugin matches the key's case could not be
 //!   verified (the plugin's source is not public): `credentialArn` is what is written, another
 //!   case is a warning.
 //! - Azure Key Vault (AKS, `CCGAKVPlugin`), `{CCC2A336-D7F3-4818-A213-272B7924213E}`: the AKS
