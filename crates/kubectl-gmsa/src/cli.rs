@@ -398,8 +398,8 @@ and ReplicationControllers (their pods' creation). The cluster is a directory of
 GMSACredentialSpecs, ClusterRoles, Roles and their bindings. Admitted objects are printed
 with the credential specs inlined; one verdict per object goes to stderr, after the webhook's
 admission warnings (a GMSA pod's host name longer than 15 characters; a template's pods are
-named from generateName, the API server's five characters shown as xxxxx), which do not change
-the exit status. Exits 1 if any object is denied.
+named from generateName, the API server's five characters shown as xxxxx); a warned object is
+admitted. Exits 1 if any object is denied.
 
 Examples:
   kubectl gmsa admit -f deployment.yaml --state examples/state
