@@ -190,6 +190,25 @@ impl Review {
     pub fn respond(&self, verdict: &Verdict) -> Vec<u8> {
         response_body(self.api_version, &self.uid, verdict)
     }
+
+    /// Admission warnings to send with an allowed verdict (a GMSA pod's long host name);
+    /// empty when there are none or the review was refused before it was planned.
+    pub fn warnings(&self) -> Vec<String> {
+        match &self.stage {
+            Stage::Planned(plan) => plan.warnings(),
+            Stage::Refused(_) => Vec::new(),
+        }
+    }
+
+    /// The response body for a verdict, with [`Review::warnings`] when it is allowed.
+    pub fn respond_warned(&self, verdict: &Verdict) -> Vec<u8> {
+        let warnings = if verdict.is_allowed() {
+            self.warnings()
+        } else {
+            Vec::new()
+        };
+        response_body_warned(self.api_version, &self.uid, verdict, &warnings)
+    }
 }
 
 fn plan(
@@ -255,6 +274,9 @@ struct ResponseOut<'a> {
     patch: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
+    /// Shown by kubectl as `Warning: ...` (Kubernetes 1.19 and later; older servers ignore it).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
 }
 
 /// Go's `metav1.Status` with only message and code set, as the reference sends it.
@@ -272,7 +294,22 @@ struct Empty {}
 pub fn response_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
     match verdict {
         Verdict::Allowed { patch: Some(patch) } => patched_body(api_version, uid, patch),
-        _ => serialized_body(api_version, uid, verdict),
+        _ => serialized_body(api_version, uid, verdict, &[]),
+    }
+}
+
+/// [`response_body`] with admission warnings, for reviews that never patch.
+pub fn response_body_warned(
+    api_version: &str,
+    uid: &str,
+    verdict: &Verdict,
+    warnings: &[String],
+) -> Vec<u8> {
+    match verdict {
+        Verdict::Allowed { patch: Some(patch) } if warnings.is_empty() => {
+            patched_body(api_version, uid, patch)
+        }
+        _ => serialized_body(api_version, uid, verdict, warnings),
     }
 }
 
@@ -298,7 +335,12 @@ fn patched_body(api_version: &str, uid: &str, patch: &str) -> Vec<u8> {
     out
 }
 
-fn serialized_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
+fn serialized_body(
+    api_version: &str,
+    uid: &str,
+    verdict: &Verdict,
+    warnings: &[String],
+) -> Vec<u8> {
     let response = match verdict {
         Verdict::Allowed { patch } => ResponseOut {
             uid,
@@ -308,6 +350,7 @@ fn serialized_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
                 .as_ref()
                 .map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
             patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            warnings,
         },
         Verdict::Denied(d) => ResponseOut {
             uid,
@@ -319,6 +362,7 @@ fn serialized_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
             }),
             patch: None,
             patch_type: None,
+            warnings,
         },
     };
     let out = ReviewOut {
@@ -350,7 +394,8 @@ mod response_tests {
                             uid,
                             &Verdict::Allowed {
                                 patch: Some(p.to_string())
-                            }
+                            },
+                            &[]
                         ),
                         "{uid:?} {p:?}"
                     );
@@ -359,7 +404,7 @@ mod response_tests {
         }
         assert_eq!(
             response_body(API_VERSION_V1, "u", &verdict),
-            serialized_body(API_VERSION_V1, "u", &verdict)
+            serialized_body(API_VERSION_V1, "u", &verdict, &[])
         );
     }
 }

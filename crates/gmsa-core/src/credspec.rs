@@ -3,11 +3,13 @@
 pub mod build;
 pub mod check;
 pub mod model;
+pub mod plugins;
 pub mod review;
 
 pub use build::{build_credential_spec, AdditionalAccount, BuildError, CcgPlugin, DomainFacts};
-pub use check::{validate, validate_contents, Problem};
+pub use check::{validate, validate_contents, Problem, Severity};
 pub use model::{CredSpec, CredentialSpecResource};
+pub use plugins::Plugin;
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ use crate::canonical::{go_quote, write_go_string};
 use crate::credspec::{Contents, CredentialSpec};
 use crate::names;
 use crate::pod::{Place, PlaceKind, Pod};
+use crate::syntax::MAX_NETBIOS;
 
 /// Which endpoint a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -296,6 +297,31 @@ impl Plan {
             patch.add("/spec/hostname", &hostname());
         }
         Ok(patch.finish())
+    }
+
+    /// Admission warnings of a validated creation, never a refusal: a pod naming a credential
+    /// spec whose host name is longer than a NetBIOS name. Windows keeps its first 15
+    /// characters as the container's NetBIOS name, and a workload's pods share those.
+    pub fn warnings(&self) -> Vec<String> {
+        let names_a_spec = self
+            .created_places()
+            .any(|p| p.options.gmsa_credential_spec_name.is_some());
+        if self.hook != Hook::Validate || self.mode != Mode::Create || !names_a_spec {
+            return Vec::new();
+        }
+        let Some(host) = self.pod.container_hostname() else {
+            return Vec::new();
+        };
+        let len = host.chars().count();
+        if len <= MAX_NETBIOS {
+            return Vec::new();
+        }
+        let kept: String = host.chars().take(MAX_NETBIOS).collect();
+        vec![format!(
+            "GMSA pod host name {} has {len} characters: Windows keeps the first {MAX_NETBIOS} ({}) as the container's NetBIOS name, which pods of one workload share and the domain then sees as one computer; set spec.hostname to at most {MAX_NETBIOS} characters, or install with --random-hostname",
+            go_quote(&host),
+            go_quote(&kept.to_ascii_uppercase())
+        )]
     }
 
     fn validate(&self, facts: &Facts) -> Result<Option<String>, Denial> {

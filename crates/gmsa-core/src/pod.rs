@@ -210,6 +210,16 @@ impl Pod {
         self.spec.hostname.as_deref().unwrap_or_default()
     }
 
+    /// The host name the container gets, as far as admission can know it: `spec.hostname`,
+    /// else the pod's name, else `generateName` and the five characters the API server adds
+    /// (shown as `xxxxx`). `None` when the pod has none of them.
+    pub fn container_hostname(&self) -> Option<String> {
+        let given = |s: &Option<String>| s.as_deref().filter(|s| !s.is_empty()).map(str::to_string);
+        given(&self.spec.hostname)
+            .or_else(|| given(&self.metadata.name))
+            .or_else(|| given(&self.metadata.generate_name).map(|g| format!("{g}xxxxx")))
+    }
+
     /// Every place that has a `windowsOptions`, in the reference's order: pod, containers,
     /// then (ours) init containers and ephemeral containers.
     pub fn places(&self) -> impl Iterator<Item = Place<'_>> {

@@ -3,6 +3,7 @@
 //! runs against the real wire behaviour (paging, watches, bookmarks, 410s, Status bodies)
 //! without a cluster.
 
+pub mod credspecs;
 pub mod fake_api;
 pub mod one_answer;
 pub mod real_cluster;

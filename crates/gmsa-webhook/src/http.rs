@@ -334,7 +334,7 @@ async fn review(
             ),
         }
         let allowed = verdict.is_allowed();
-        (review.respond(&verdict), review.operation.clone(), allowed)
+        (review.respond_warned(&verdict), review.operation.clone(), allowed)
     }
     .instrument(span)
     .await
@@ -351,9 +351,12 @@ fn credential_spec_review(body: &Bytes) -> (Vec<u8>, String, bool) {
         operation = %review.operation,
     )
     .entered();
+    let warnings = review.warnings().len();
     match review.verdict() {
-        Verdict::Allowed { .. } => tracing::info!("admitted"),
-        Verdict::Denied(d) => tracing::info!(code = d.code, message = %d.message, "refused"),
+        Verdict::Allowed { .. } => tracing::info!(warnings, "admitted"),
+        Verdict::Denied(d) => {
+            tracing::info!(code = d.code, message = %d.message, warnings, "refused");
+        }
     }
     let allowed = review.verdict().is_allowed();
     (review.respond(), review.operation.clone(), allowed)

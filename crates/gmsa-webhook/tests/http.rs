@@ -390,3 +390,39 @@ async fn unknown_spec_is_404_and_update_of_name_is_403() {
         "cannot update an existing pod's GMSA settings (GMSA name modified on container \"iis\")"
     );
 }
+
+/// A GMSA pod whose host name is longer than a NetBIOS name is admitted with a warning.
+#[tokio::test]
+async fn validate_warns_of_a_long_host_name() {
+    let f = fixture(Options::default());
+    let mut body: Value = serde_json::from_str(&review(
+        "admission.k8s.io/v1",
+        "CREATE",
+        "default",
+        "gmsa-webapp1",
+    ))
+    .unwrap();
+    body["request"]["object"]["metadata"]["name"] = json!("web-7776966999-n5nzr");
+    let (_, b, _) = call(&f.app, post("/validate", body.to_string())).await;
+    let r = response_of(&b);
+    assert_eq!(r["response"]["allowed"], true);
+    let warnings = r["response"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .starts_with(r#"GMSA pod host name "web-7776966999-n5nzr" has 20 characters"#),
+        "{warnings:?}"
+    );
+    // The short name of the other tests gets none.
+    let (_, b, _) = call(
+        &f.app,
+        post(
+            "/validate",
+            review("admission.k8s.io/v1", "CREATE", "default", "gmsa-webapp1"),
+        ),
+    )
+    .await;
+    assert!(response_of(&b)["response"].get("warnings").is_none());
+}

@@ -230,3 +230,57 @@ async fn deletions_pass() {
     .await;
     assert_eq!(r["response"]["allowed"], true);
 }
+
+/// Each plugin's spec, as `credspec new --plugin` writes it, is admitted without a warning.
+#[tokio::test]
+async fn plugin_specs_are_admitted() {
+    let f = fixture();
+    for (plugin, spec) in gmsa_testkit::credspecs::plugin_specs() {
+        let r = answer(
+            &f.app,
+            review("admission.k8s.io/v1", "GMSACredentialSpec", "CREATE", spec),
+        )
+        .await;
+        assert_eq!(
+            r["response"],
+            json!({"uid": "uid-7", "allowed": true}),
+            "{plugin}"
+        );
+    }
+}
+
+/// Every mistake is refused (422, its message) or admitted with its admission warning.
+#[tokio::test]
+async fn each_mistake_is_refused_or_warned() {
+    let f = fixture();
+    for mistake in gmsa_testkit::credspecs::mistakes() {
+        let r = answer(
+            &f.app,
+            review(
+                "admission.k8s.io/v1",
+                "GMSACredentialSpec",
+                "CREATE",
+                mistake.spec,
+            ),
+        )
+        .await;
+        let response = &r["response"];
+        let text = if mistake.refused {
+            assert_eq!(response["allowed"], false, "{}: {response}", mistake.id);
+            assert_eq!(response["status"]["code"], 422, "{}", mistake.id);
+            response["status"]["message"].as_str().unwrap().to_string()
+        } else {
+            assert_eq!(response["allowed"], true, "{}: {response}", mistake.id);
+            let warnings = response["warnings"].as_array().unwrap();
+            assert_eq!(warnings.len(), 1, "{}: {warnings:?}", mistake.id);
+            warnings[0].as_str().unwrap().to_string()
+        };
+        for word in mistake.words {
+            assert!(
+                text.contains(word),
+                "{}: {word:?} not in {text}",
+                mistake.id
+            );
+        }
+    }
+}

@@ -51,8 +51,9 @@ enum Site {
 
 /// What the webhooks said about one pod.
 enum Outcome {
-    /// Admitted; the mutation patch, if any, to apply to the pod.
-    Admitted(Option<json_patch::Patch>),
+    /// Admitted; the mutation patch, if any, to apply to the pod, and the validation's
+    /// admission warnings.
+    Admitted(Option<json_patch::Patch>, Vec<String>),
     Denied {
         code: u16,
         message: String,
@@ -71,6 +72,8 @@ struct Answer {
     status: Option<AnswerStatus>,
     #[serde(default)]
     patch: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -142,7 +145,7 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
                     Operation::Update => Some(old_pod(&old_objects, subject, object)?),
                 };
                 let outcome = review_pod(&state, object, old, &subject.namespace, operation, &uid)?;
-                if let Outcome::Admitted(Some(patch)) = &outcome {
+                if let Outcome::Admitted(Some(patch), _) = &outcome {
                     json_patch::patch(object, patch)
                         .map_err(|e| anyhow!("cannot apply the webhook's patch to {what}: {e}"))?;
                 }
@@ -158,7 +161,7 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
                     Operation::Create,
                     &uid,
                 )?;
-                if let Outcome::Admitted(Some(patch)) = &outcome {
+                if let Outcome::Admitted(Some(patch), _) = &outcome {
                     let spec_pointer = format!("{pointer}/spec");
                     let spec = object
                         .pointer_mut(&spec_pointer)
@@ -172,7 +175,10 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
             }
         };
         match outcome {
-            Outcome::Admitted(_) => {
+            Outcome::Admitted(_, warnings) => {
+                for warning in warnings {
+                    eprintln!("warning: {what}: {warning}");
+                }
                 eprintln!("admitted {what}");
                 admitted.push(object.clone());
             }
@@ -378,7 +384,7 @@ fn call(state: &State, hook: Hook, body: &[u8]) -> anyhow::Result<Answer> {
     let facts = Facts::gather(&review.needs(), state);
     // RANDOM_HOSTNAME is off, so no hostname is ever asked for.
     let verdict = review.decide(&facts, Options::default(), String::new);
-    let answer: ReviewAnswer = serde_json::from_slice(&review.respond(&verdict))
+    let answer: ReviewAnswer = serde_json::from_slice(&review.respond_warned(&verdict))
         .context("the webhook's answer is not an AdmissionReview")?;
     Ok(answer.response)
 }
@@ -437,5 +443,5 @@ fn review_pod(
     if !validate.allowed {
         return Ok(denied(validate));
     }
-    Ok(Outcome::Admitted(patch))
+    Ok(Outcome::Admitted(patch, validate.warnings))
 }

@@ -19,7 +19,8 @@ Examples:
   kubectl gmsa grant gmsa-webapp1 --service-account default:default
   kubectl gmsa admit -f deployment.yaml --state examples/state
   kubectl gmsa doctor --ad ldaps://dc1.contoso.com --bind-upn svc-gmsa@contoso.com \\
-    --password-file ad-password --ca-file contoso-ca.pem";
+    --password-file ad-password --ca-file contoso-ca.pem
+  kubectl gmsa migrate-storage";
 
 /// Operator tools for Windows GMSA credential specs on Kubernetes.
 #[derive(Debug, Parser)]
@@ -55,6 +56,10 @@ pub enum Command {
     /// with --ad, the directory side (gMSA, password readers, KDS root key, scopes, SPNs).
     #[command(after_help = crate::doctor::doctor_help())]
     Doctor(crate::doctor::DoctorArgs),
+    /// Rewrite credential specs stored as v1alpha1 as v1, then drop v1alpha1 from the CRD's
+    /// status.storedVersions.
+    #[command(after_help = after_help(crate::storage::MIGRATE_STORAGE_EXAMPLES))]
+    MigrateStorage(crate::storage::MigrateStorageArgs),
 }
 
 const CREDSPEC_EXAMPLES: &str = "\
@@ -106,14 +111,29 @@ Examples:
     --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973 --apply
 
-  # With a second gMSA from another domain, for hosts that are not domain-joined
-  # (Azure Key Vault's CCG plugin, as New-CredentialSpec -AKV writes it):
+  # For nodes that are not domain-joined, with the CCG plugin of the platform
+  # (the domain flags as above, or --from-ad):
+  # EKS, the portable identity in AWS Secrets Manager (or an SSM parameter's ARN):
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
+    --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
+    --domain-sid S-1-5-21-2126449477-2524075714-3094792973 --plugin aws \\
+    --credential-arn arn:aws:secretsmanager:us-east-1:123456789012:secret:gmsa-plugin-input-AbCdEf
+  # AKS, the identity in Azure Key Vault, read by the kubelet's managed identity:
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --from-ad ldaps://dc1.contoso.com \\
+    --bind-upn svc-gmsa@contoso.com --password-file ad-password --ca-file contoso-ca.pem \\
+    --plugin azure --object-id 6a1d6a8b-2a9e-4e5c-9b1f-0d1a2b3c4d5e \\
+    --secret-uri https://contoso-gmsa.vault.azure.net/secrets/gmsa-user
+  # Rancher's plugin, the identity in a Secret beside its account provider:
+  kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
+    --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
+    --domain-sid S-1-5-21-2126449477-2524075714-3094792973 --plugin rancher \\
+    --secret-namespace cattle-windows-gmsa-system --secret contoso-gmsa-user
+  # Any other plugin, by GUID and input text, with a second gMSA from another domain:
   kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
     --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973 \\
     --additional-account LogReader@fabrikam.com \\
-    --ccg-plugin-guid CCC2A336-D7F3-4818-A213-272B7924213E \\
-    --ccg-plugin-input 'ObjectId=<identity object id>;SecretUri=https://contoso.vault.azure.net/secrets/gmsa'
+    --ccg-plugin-guid 8019A64C-3F4E-4DE3-AD2B-9A544290E2C3 --ccg-plugin-input 'plugin text'
 
   # WebApp1 with the facts read from a domain controller, which also checks that the gMSA
   # exists, trusting the domain's CA:
@@ -141,12 +161,13 @@ pub struct NewArgs {
     #[arg(long = "additional-account", value_name = "ACCOUNT[@DOMAIN]")]
     pub additional_accounts: Vec<AdditionalAccount>,
     #[command(flatten)]
-    pub ccg: CcgArgs,
-    #[command(flatten)]
     pub output: OutputFile,
     // With --apply, the contents annotations policy mode reads are published too.
     #[command(flatten)]
     pub apply: ApplyArgs,
+    /// After the headless groups, because its help heading holds for the arguments after it.
+    #[command(flatten)]
+    pub ccg: CcgArgs,
     /// Last, because its help heading holds for the arguments after it.
     #[command(flatten)]
     pub directory: DirectoryArgs,
@@ -210,17 +231,66 @@ pub struct DirectoryArgs {
     pub connection: ConnectionArgs,
 }
 
-/// The Container Credential Guard plugin, for hosts that are not joined to the domain.
+/// The Container Credential Guard plugin, for hosts that are not joined to the domain: one of
+/// the plugins users run, by name with typed flags, or any plugin by GUID and input text.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "CCG plugin, for nodes that are not domain-joined")]
 pub struct CcgArgs {
-    /// GUID of the CCG plugin that fetches the gMSA's password.
+    /// The CCG plugin whose input the typed flags below make: aws (EKS/ECS Windows AMIs:
+    /// --credential-arn), azure (AKS Key Vault plugin: --object-id, --secret-uri), rancher
+    /// (Rancher's plugin: --secret-namespace, --secret).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "PLUGIN",
+        conflicts_with = "ccg_plugin_guid"
+    )]
+    pub plugin: Option<PluginChoice>,
+    /// aws: the ARN of the Secrets Manager secret or SSM parameter holding the portable
+    /// identity (username, password, domainName).
+    #[arg(
+        long = "credential-arn",
+        value_name = "ARN",
+        required_if_eq("plugin", "aws")
+    )]
+    pub credential_arn: Option<String>,
+    /// azure: the object ID of the managed identity that may read the Key Vault secret.
+    #[arg(
+        long = "object-id",
+        value_name = "GUID",
+        required_if_eq("plugin", "azure")
+    )]
+    pub object_id: Option<String>,
+    /// azure: the Key Vault secret holding DOMAIN\user:password,
+    /// https://VAULT.vault.azure.net/secrets/NAME.
+    #[arg(
+        long = "secret-uri",
+        value_name = "URI",
+        required_if_eq("plugin", "azure")
+    )]
+    pub secret_uri: Option<String>,
+    /// rancher: the namespace of the account provider (rancher-gmsa-account-provider).
+    #[arg(
+        long = "secret-namespace",
+        value_name = "NAMESPACE",
+        required_if_eq("plugin", "rancher")
+    )]
+    pub secret_namespace: Option<String>,
+    /// rancher: the Secret there holding domainName, username and password.
+    #[arg(
+        long = "secret",
+        value_name = "NAME",
+        required_if_eq("plugin", "rancher")
+    )]
+    pub secret: Option<String>,
+    /// Any other plugin: the GUID of the CCG plugin that fetches the gMSA's password.
     #[arg(
         long = "ccg-plugin-guid",
         value_name = "GUID",
         requires = "ccg_plugin_input"
     )]
     pub ccg_plugin_guid: Option<String>,
-    /// What the CCG plugin needs to find the secret (plugin-specific text).
+    /// Any other plugin: what it needs to find the secret (plugin-specific text).
     #[arg(
         long = "ccg-plugin-input",
         value_name = "TEXT",
@@ -228,13 +298,19 @@ pub struct CcgArgs {
     )]
     pub ccg_plugin_input: Option<String>,
     /// PortableCcgVersion.
-    #[arg(
-        long = "ccg-version",
-        value_name = "N",
-        default_value = "1",
-        requires = "ccg_plugin_guid"
-    )]
+    #[arg(long = "ccg-version", value_name = "N", default_value = "1")]
     pub ccg_version: String,
+}
+
+/// The CCG plugins `credspec new --plugin` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PluginChoice {
+    /// AWS's plugin on the EKS and ECS Windows AMIs (Secrets Manager or SSM Parameter Store).
+    Aws,
+    /// The Azure Key Vault plugin (AKS).
+    Azure,
+    /// Rancher's plugin, reading a Kubernetes Secret through its account provider.
+    Rancher,
 }
 
 const CONVERT_EXAMPLES: &str = "\
@@ -263,8 +339,11 @@ pub struct ConvertArgs {
 }
 
 const VALIDATE_EXAMPLES: &str = "\
-Prints `FILE: NAME: problem` for each problem and exits 1 if there is any. Documents of other
-kinds are skipped.
+Prints `FILE: NAME: problem` for each problem and exits 1 if there is any; `FILE: NAME:
+warning: ...` for what may work but is likely a mistake (an unknown CCG plugin, a missing
+scope, an account of another domain), which alone exits 0. The PluginInput of the AWS, Azure
+Key Vault and Rancher CCG plugins is checked against the format each plugin reads. Documents
+of other kinds are skipped.
 
 Examples:
   kubectl gmsa credspec validate gmsa-webapp1.yaml
@@ -317,8 +396,10 @@ Runs the webhook's mutate and then validate decisions, as the API server calls t
 and on the pod templates of Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs
 and ReplicationControllers (their pods' creation). The cluster is a directory of manifests:
 GMSACredentialSpecs, ClusterRoles, Roles and their bindings. Admitted objects are printed
-with the credential specs inlined; one verdict per object goes to stderr. Exits 1 if any
-object is denied.
+with the credential specs inlined; one verdict per object goes to stderr, after the webhook's
+admission warnings (a GMSA pod's host name longer than 15 characters; a template's pods are
+named from generateName, the API server's five characters shown as xxxxx); a warned object is
+admitted. Exits 1 if any object is denied.
 
 Examples:
   kubectl gmsa admit -f deployment.yaml --state examples/state

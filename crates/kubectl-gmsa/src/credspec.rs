@@ -2,10 +2,11 @@
 
 pub mod apply;
 pub(crate) mod from_ad;
+mod plugin;
 
 use anyhow::bail;
 use gmsa_core::credspec::build::{Field, Reason};
-use gmsa_core::credspec::{self, build_credential_spec, BuildError, CcgPlugin, DomainFacts};
+use gmsa_core::credspec::{self, build_credential_spec, BuildError, DomainFacts, Problem};
 use gmsa_core::names;
 use gmsa_core::syntax::{self, SyntaxError};
 use serde::Serialize;
@@ -28,6 +29,8 @@ enum Origin<'a> {
 /// `credspec new`: build, print or write. The domain facts come from flags or, with
 /// `--from-ad`, from a domain controller.
 pub fn new(args: &NewArgs) -> anyhow::Result<ExitStatus> {
+    // The plugin's flags need no round trip to the domain controller either.
+    let ccg = plugin::from_flags(&args.ccg)?;
     let (domain, origin) = match &args.directory.from_ad {
         Some(url) => {
             // Typos in names need no round trip to the domain controller.
@@ -42,14 +45,6 @@ pub fn new(args: &NewArgs) -> anyhow::Result<ExitStatus> {
             (from_ad::read_domain(args, url)?, Origin::Directory(url))
         }
         None => (domain_facts(&args.domain)?, Origin::Flags),
-    };
-    let ccg = match (&args.ccg.ccg_plugin_guid, &args.ccg.ccg_plugin_input) {
-        (Some(guid), Some(input)) => Some(CcgPlugin {
-            guid: guid.clone(),
-            input: input.clone(),
-            version: args.ccg.ccg_version.clone(),
-        }),
-        _ => None,
     };
     let resource = build_credential_spec(
         &args.name,
@@ -194,7 +189,12 @@ pub fn convert(args: &ConvertArgs) -> anyhow::Result<ExitStatus> {
             "{name} is already a Kubernetes object, not the JSON New-CredentialSpec writes: check it with `kubectl gmsa credspec validate {name}`"
         );
     }
-    let problems = credspec::validate_contents(&contents);
+    let (warnings, problems): (Vec<Problem>, Vec<Problem>) = credspec::validate_contents(&contents)
+        .into_iter()
+        .partition(Problem::is_warning);
+    for warning in &warnings {
+        eprintln!("warning: {name}: {warning}");
+    }
     if !problems.is_empty() {
         let list: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
         bail!(
@@ -215,6 +215,7 @@ pub fn convert(args: &ConvertArgs) -> anyhow::Result<ExitStatus> {
 /// not be read.
 pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     let mut problems = 0usize;
+    let mut warnings = 0usize;
     let mut checked = 0usize;
     let mut unreadable = false;
     let mut lines = Vec::new();
@@ -254,8 +255,15 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
                 }
                 Checked::Problems(list) => {
                     checked += 1;
-                    problems += list.len();
-                    lines.extend(list.into_iter().map(|p| format!("{file}: {label}: {p}")));
+                    for line in list {
+                        if line.warning {
+                            warnings += 1;
+                            lines.push(format!("{file}: {label}: warning: {}", line.text));
+                        } else {
+                            problems += 1;
+                            lines.push(format!("{file}: {label}: {}", line.text));
+                        }
+                    }
                 }
             }
         }
@@ -267,9 +275,10 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
     }
     output::write(None, false, &stdout)?;
     eprintln!(
-        "{checked} credential spec{} checked, {problems} problem{}",
+        "{checked} credential spec{} checked, {problems} problem{}, {warnings} warning{}",
         if checked == 1 { "" } else { "s" },
-        if problems == 1 { "" } else { "s" }
+        if problems == 1 { "" } else { "s" },
+        if warnings == 1 { "" } else { "s" }
     );
     Ok(if unreadable {
         ExitStatus::Error
@@ -282,7 +291,22 @@ pub fn validate(args: &ValidateArgs) -> anyhow::Result<ExitStatus> {
 
 enum Checked {
     Skipped(String),
-    Problems(Vec<String>),
+    Problems(Vec<Line>),
+}
+
+/// One line of `credspec validate`'s report; warnings do not fail the command.
+struct Line {
+    text: String,
+    warning: bool,
+}
+
+impl From<&Problem> for Line {
+    fn from(p: &Problem) -> Self {
+        Line {
+            text: p.to_string(),
+            warning: p.is_warning(),
+        }
+    }
 }
 
 fn check_document(doc: &Value, file: &str) -> Checked {
@@ -293,24 +317,18 @@ fn check_document(doc: &Value, file: &str) -> Checked {
             .iter()
             .any(|k| doc.get(k).is_some());
     if bare {
-        let mut list = vec![format!(
-            "this is the bare JSON New-CredentialSpec writes, not a {} resource: make one with `kubectl gmsa credspec convert {file} --name NAME`",
-            names::KIND
-        )];
-        list.extend(
-            credspec::validate_contents(doc)
-                .iter()
-                .map(ToString::to_string),
-        );
+        let mut list = vec![Line {
+            text: format!(
+                "this is the bare JSON New-CredentialSpec writes, not a {} resource: make one with `kubectl gmsa credspec convert {file} --name NAME`",
+                names::KIND
+            ),
+            warning: false,
+        }];
+        list.extend(credspec::validate_contents(doc).iter().map(Line::from));
         return Checked::Problems(list);
     }
     match kind {
         Some(k) if k != names::KIND => Checked::Skipped(k.to_string()),
-        _ => Checked::Problems(
-            credspec::validate(doc)
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
-        ),
+        _ => Checked::Problems(credspec::validate(doc).iter().map(Line::from).collect()),
     }
 }

@@ -315,6 +315,16 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
         _ => discovered,
     };
     let settings = args.validate(kube_version)?;
+    // Looking is a courtesy, as for the reference webhook below.
+    match crate::storage::read(&client).await {
+        Ok(Some(stored)) => {
+            if let Some(advice) = stored.advice() {
+                eprintln!("note: {advice}; after installing, run `kubectl gmsa migrate-storage`");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("note: could not read the CRD's stored versions ({e:#}); `kubectl gmsa doctor` checks again"),
+    }
     let server_dry_run = args.dry_run == Some(DryRun::Server);
     let applier = Applier {
         client: client.clone(),

@@ -20,6 +20,7 @@ pub mod output;
 pub mod probe;
 pub mod reference;
 pub mod rollout;
+pub mod storage;
 pub mod uninstall;
 
 use crate::exit::ExitStatus;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitStatus> {
         Command::Install(args) => install::install(&args),
         Command::Uninstall(args) => uninstall::uninstall(&args),
         Command::Doctor(args) => doctor::doctor(&args),
+        Command::MigrateStorage(args) => storage::migrate_storage(&args),
     }
 }
 

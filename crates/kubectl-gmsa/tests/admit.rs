@@ -39,7 +39,16 @@ fn the_documented_deployment_is_admitted_with_contents_inlined() {
         &["admit", "-f", "with-creds.yaml", "--state", "state"],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.stderr, "admitted Deployment default/with-creds\n");
+    // Its pods are named with-creds-<hash>-<5 characters>: longer than a NetBIOS name, which
+    // the webhook's validation warns of (the generated suffix is shown as xxxxx).
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with(r#"warning: Deployment default/with-creds: GMSA pod host name "with-creds-xxxxx" has 16 characters"#),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], "admitted Deployment default/with-creds");
     let mut expected = yaml_file(dir.path(), "with-creds.yaml");
     expected["spec"]["template"]["spec"]["securityContext"]["windowsOptions"]
         ["gmsaCredentialSpec"] = json!(webapp1_contents());

@@ -457,11 +457,13 @@ metadata: {name: other}
         lines,
         [
             r#"specs.yaml: gmsa-WebApp1: metadata.name: "gmsa-WebApp1" is not a valid Kubernetes name: names are lowercase DNS-1123 subdomains (a-z, 0-9, '-' and '.', starting and ending with a letter or digit, at most 253 characters); use "gmsa-webapp1""#,
+            r#"specs.yaml: gmsa-WebApp1: warning: credspec.ActiveDirectoryConfig.GroupManagedServiceAccounts: "WebApp1" is scoped to "CONTOSO" but not to the domain's DNS name "contoso.com": add {Name: WebApp1, Scope: contoso.com}, as New-CredentialSpec does"#,
             "specs.yaml: gmsa-WebApp1: credspec.ActiveDirectoryConfig.HostAccountConfig: has PluginGUID but not PortableCcgVersion and PluginInput: a CCG plugin needs all of PortableCcgVersion, PluginGUID and PluginInput, a domain-joined host none",
             "specs.yaml: empty: credspec.CmsPlugins: is missing: write CmsPlugins: [ActiveDirectory]",
             "specs.yaml: empty: credspec.DomainJoinConfig: is missing: give DnsName, DnsTreeName, Guid, MachineAccountName, NetBiosName and Sid",
             "specs.yaml: empty: credspec.ActiveDirectoryConfig: is missing: it lists the gMSAs under GroupManagedServiceAccounts",
             r#"list.json: guid: credspec.DomainJoinConfig.Guid: "{nope}" is not a GUID: write 32 hexadecimal digits grouped 8-4-4-4-12, such as 244818ae-87ac-4fcd-92ec-e79e5252348a"#,
+            r#"list.json: guid: warning: credspec.ActiveDirectoryConfig.GroupManagedServiceAccounts: "WebApp1" is scoped to "contoso.com" but not to the domain's NetBIOS name "CONTOSO": add {Name: WebApp1, Scope: CONTOSO}, as New-CredentialSpec does"#,
             "contoso_webapp1.json: document 1: this is the bare JSON New-CredentialSpec writes, not a GMSACredentialSpec resource: make one with `kubectl gmsa credspec convert contoso_webapp1.json --name NAME`",
         ]
     );
@@ -473,7 +475,7 @@ metadata: {name: other}
     );
     assert!(
         out.stderr
-            .contains("4 credential specs checked, 7 problems"),
+            .contains("4 credential specs checked, 7 problems, 2 warnings"),
         "{}",
         out.stderr
     );

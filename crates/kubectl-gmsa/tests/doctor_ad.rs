@@ -346,13 +346,16 @@ fn doctor_ad_against_samba_and_a_real_api_server() {
     );
 
     step("CCG specs: the plugin's account is checked, or what could not be is said");
+    // A plugin credspec validate does not know (its row warns of it), whose input names the
+    // account it reads the password as; the Azure Key Vault plugin's input names none, and
+    // credspec validate refuses one that is not ObjectId=GUID;SecretUri=URI.
     let ccg_input =
         "Username=ccg-reader@contoso.com;SecretUri=https://contoso.vault.azure.net/secrets/gmsa";
     env.apply(&credspec(
         "gmsa-ccg",
         CONTOSO,
         &[samba::DNS_NAME, samba::NETBIOS_NAME],
-        Some(ccg_input),
+        Some(("8019A64C-3F4E-4DE3-AD2B-9A544290E2C3", ccg_input)),
     ));
     let (_, findings) = env.doctor(&["--ad-only", "--credspec", "gmsa-ccg"]);
     expect(
@@ -390,7 +393,10 @@ fn doctor_ad_against_samba_and_a_real_api_server() {
         "gmsa-akv",
         CONTOSO,
         &[samba::DNS_NAME, samba::NETBIOS_NAME],
-        Some("ObjectId=5f1d;SecretUri=https://contoso.vault.azure.net/secrets/gmsa"),
+        Some((
+            gmsa_core::credspec::plugins::AZURE_GUID,
+            "ObjectId=6a1d6a8b-2a9e-4e5c-9b1f-0d1a2b3c4d5e;SecretUri=https://contoso.vault.azure.net/secrets/gmsa",
+        )),
     ));
     let (code, findings) = env.doctor(&["--ad-only", "--credspec", "gmsa-akv"]);
     assert_eq!(code, 0, "a warning alone exits 0: {findings:#?}");
@@ -405,6 +411,26 @@ fn doctor_ad_against_samba_and_a_real_api_server() {
     step("every spec, with the cluster-side checks");
     let (code, findings) = env.doctor(&[]);
     assert_eq!(code, 1, "no webhook is installed, and gmsa-akv warns");
+    // The 1 is for the missing webhook: every spec passes credspec validate's checks, and
+    // warnings alone (gmsa-ccg's unknown plugin, gmsa-webapp1's missing DNS scope) exit 0.
+    let failed: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["status"] == "fail" && f["check"] == "credspec")
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    expect(
+        &findings,
+        "credspec",
+        "gmsa-ccg",
+        "warn",
+        "8019A64C-3F4E-4DE3-AD2B-9A544290E2C3",
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["check"] == "webhook-configurations" && f["status"] == "fail"),
+        "{findings:#?}"
+    );
     assert!(
         find(&findings, "crd", &gmsa_deploy::crd::crd_name()).is_some(),
         "{findings:#?}"

@@ -8,6 +8,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::model::ACTIVE_DIRECTORY_PLUGIN;
+use super::plugins::{self, Plugin};
 use crate::names;
 use crate::syntax::{self, SyntaxError};
 
@@ -17,6 +18,25 @@ use crate::syntax::{self, SyntaxError};
 pub struct Problem {
     pub path: String,
     pub message: String,
+    pub severity: Severity,
+}
+
+/// Whether a problem stops the spec from working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// A container using the spec cannot start, or gets no identity: refused where specs are
+    /// admitted.
+    Error,
+    /// Allowed, but likely a mistake, or not checkable here (an unknown plugin): shown as an
+    /// admission warning.
+    Warning,
+}
+
+impl Problem {
+    /// Whether the spec may still work.
+    pub fn is_warning(&self) -> bool {
+        self.severity == Severity::Warning
+    }
 }
 
 impl fmt::Display for Problem {
@@ -82,6 +102,15 @@ impl Checker {
         self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
+            severity: Severity::Error,
+        });
+    }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.into(),
+            message: message.into(),
+            severity: Severity::Warning,
         });
     }
 
@@ -244,7 +273,7 @@ impl Checker {
         prefix: &str,
     ) {
         let list_path = join(path, "GroupManagedServiceAccounts");
-        let mut machine_account_listed = false;
+        let mut listed = Listed::default();
         let mut list_usable = false;
         match present(ad, "GroupManagedServiceAccounts") {
             None => self.push(
@@ -259,9 +288,7 @@ impl Checker {
                 list_usable = true;
                 for (i, item) in items.iter().enumerate() {
                     let item_path = format!("{list_path}[{i}]");
-                    if self.account_entry(item, &item_path, domain) {
-                        machine_account_listed = true;
-                    }
+                    self.account_entry(item, &item_path, domain, &mut listed);
                 }
             }
             Some(other) => self.push(
@@ -269,24 +296,47 @@ impl Checker {
                 format!("must be a list, not {}", type_name(other)),
             ),
         }
-        if let (true, false, Some(machine)) =
-            (list_usable, machine_account_listed, domain.machine_account)
-        {
-            if domain.is_complete() {
-                self.push(
+        if let (true, Some(machine), Some(dns), Some(netbios)) = (
+            list_usable,
+            domain.machine_account,
+            domain.dns_name,
+            domain.netbios_name,
+        ) {
+            match (listed.dns, listed.netbios) {
+                (false, false) => self.push(
                     join(&join(prefix, "DomainJoinConfig"), "MachineAccountName"),
                     format!(
                         "{machine:?} is not among the GroupManagedServiceAccounts scoped to this domain ({}): add it, as New-CredentialSpec does",
                         domain.scopes()
                     ),
-                );
+                ),
+                (true, false) | (false, true) => {
+                    let (found, missing, kind) = if listed.dns {
+                        (dns, netbios, "NetBIOS")
+                    } else {
+                        (netbios, dns, "DNS")
+                    };
+                    self.warn(
+                        &list_path,
+                        format!(
+                            "{machine:?} is scoped to {found:?} but not to the domain's {kind} name {missing:?}: add {{Name: {machine}, Scope: {missing}}}, as New-CredentialSpec does"
+                        ),
+                    );
+                }
+                (true, true) => {}
             }
         }
         self.host_account_config(ad, path);
     }
 
-    /// Checks one `{Name, Scope}`; returns whether it is the machine account in this domain.
-    fn account_entry(&mut self, item: &Value, path: &str, domain: &Domain<'_>) -> bool {
+    /// Checks one `{Name, Scope}`; notes in `listed` where it lists the machine account.
+    fn account_entry(
+        &mut self,
+        item: &Value,
+        path: &str,
+        domain: &Domain<'_>,
+        listed: &mut Listed,
+    ) {
         let Some(entry) = item.as_object() else {
             self.push(
                 path,
@@ -295,7 +345,7 @@ impl Checker {
                     type_name(item)
                 ),
             );
-            return false;
+            return;
         };
         let name = self.string(
             entry,
@@ -317,12 +367,18 @@ impl Checker {
             &scope_path,
             "the account's domain, by DNS or NetBIOS name",
         ) else {
-            return false;
+            return;
         };
         if domain.is_own(scope) {
-            return name
+            let is_machine = name
                 .zip(domain.machine_account)
                 .is_some_and(|(n, m)| n.eq_ignore_ascii_case(m));
+            if is_machine {
+                let is = |own: Option<&str>| own.is_some_and(|o| o.eq_ignore_ascii_case(scope));
+                listed.dns |= is(domain.dns_name);
+                listed.netbios |= is(domain.netbios_name);
+            }
+            return;
         }
         if !domain.is_complete() {
             // Without both of the domain's names, only the scope's own syntax can be judged.
@@ -332,10 +388,19 @@ impl Checker {
                     format!("{scope:?} is neither a DNS nor a NetBIOS domain name"),
                 );
             }
-            return false;
+            return;
         }
         let other_domain = scope.contains('.') && syntax::dns_domain(scope).is_ok();
-        if !other_domain {
+        if other_domain {
+            self.warn(
+                scope_path,
+                format!(
+                    "{scope:?} is another domain than DomainJoinConfig's ({}): the container gets this gMSA only through a trust between the domains; if the gMSA is in this domain, scope it to {:?}",
+                    domain.scopes(),
+                    domain.dns_name.unwrap_or_default()
+                ),
+            );
+        } else {
             self.push(
                 scope_path,
                 format!(
@@ -344,7 +409,6 @@ impl Checker {
                 ),
             );
         }
-        false
     }
 
     fn host_account_config(&mut self, ad: &Map<String, Value>, path: &str) {
@@ -377,29 +441,97 @@ impl Checker {
                 ),
             );
         }
-        let what = |key: &str| match key {
-            "PortableCcgVersion" => "the portable CCG version, \"1\"",
-            "PluginGUID" => "the CCG plugin's GUID",
-            _ => "the CCG plugin's input",
-        };
+        let mut plugin = None;
         for key in given {
             let key_path = join(&path, key);
-            let Some(value) = self.string(host, key, &key_path, what(key)) else {
+            if key == "PluginInput" {
+                self.plugin_input(host, &key_path, plugin);
+                continue;
+            }
+            let what = if key == "PluginGUID" {
+                "the CCG plugin's GUID"
+            } else {
+                "the portable CCG version, \"1\""
+            };
+            let Some(value) = self.string(host, key, &key_path, what) else {
                 continue;
             };
             match key {
-                "PluginGUID" => {
-                    if let Err(e) = syntax::guid(value) {
-                        self.push(key_path, e.to_string());
+                "PluginGUID" => match syntax::guid(value) {
+                    Err(e) => self.push(key_path, e.to_string()),
+                    Ok(bare) => {
+                        if !(value.starts_with('{') && value.ends_with('}')) {
+                            self.push(
+                                &key_path,
+                                format!(
+                                    "{value:?} is not wrapped in braces: CCG does not invoke a plugin written without them; write \"{{{}}}\"",
+                                    bare.to_ascii_uppercase()
+                                ),
+                            );
+                        }
+                        plugin = Plugin::from_guid(value);
+                        if plugin.is_none() {
+                            let known: Vec<String> = Plugin::ALL
+                                .iter()
+                                .map(|p| format!("{p} {{{}}}", p.guid()))
+                                .collect();
+                            self.warn(
+                                key_path,
+                                format!(
+                                    "{value:?} is not a CCG plugin kubectl-gmsa knows ({}), so PluginInput is not checked: make sure this plugin is installed on every Windows node",
+                                    known.join(", ")
+                                ),
+                            );
+                        }
                     }
-                }
-                "PortableCcgVersion" if !value.chars().all(|c| c.is_ascii_digit()) => {
+                },
+                _ if !value.chars().all(|c| c.is_ascii_digit()) => {
                     self.push(key_path, format!("{value:?} is not a version: write \"1\""));
                 }
                 _ => {}
             }
         }
     }
+
+    /// `PluginInput`, in the format its plugin reads when the plugin is known.
+    fn plugin_input(&mut self, host: &Map<String, Value>, path: &str, plugin: Option<Plugin>) {
+        if let (Some(Plugin::Aws), Some(Value::Object(object))) =
+            (plugin, present(host, "PluginInput"))
+        {
+            let fix = match plugins::aws_input_from_object(object) {
+                Some(input) => format!(
+                    "write it as the string {}",
+                    serde_json::to_string(&input).unwrap_or_default()
+                ),
+                None => r#"write it as the string "{\"credentialArn\":\"ARN\"}""#.to_string(),
+            };
+            self.push(
+                path,
+                format!(
+                    "is a JSON object: the AWS plugin reads its JSON document encoded as a string (on ECS the agent rewrites an object; on Kubernetes nothing does); {fix}"
+                ),
+            );
+            return;
+        }
+        let Some(input) = self.string(host, "PluginInput", path, "the CCG plugin's input") else {
+            return;
+        };
+        let Some(plugin) = plugin else {
+            return;
+        };
+        match plugin.check_input(input) {
+            Ok(None) => {}
+            Ok(Some(note)) => self.warn(path, format!("{note} ({plugin} plugin)")),
+            Err(e) => self.push(path, format!("{e} ({plugin} plugin)")),
+        }
+    }
+}
+
+/// Under which of the domain's names the machine account is listed.
+#[derive(Debug, Default)]
+struct Listed {
+    dns: bool,
+    netbios: bool,
 }
 
 /// What `DomainJoinConfig` says, as far as it is valid.
@@ -609,15 +741,21 @@ mod tests {
 
     #[test]
     fn accounts_agree_with_the_domain() {
-        let got = problems_after(|v| {
-            v["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] = json!([
-                {"Name": "WebApp1", "Scope": "CONTOSO"},
-                {"Name": "Other", "Scope": "CONTOS0"},
-                {"Name": "Log", "Scope": "dev.contoso.com"},
-                {"Name": "", "Scope": "contoso.com"},
-                "WebApp1"
-            ]);
-        });
+        let mut v = webapp1();
+        v["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] = json!([
+            {"Name": "WebApp1", "Scope": "CONTOSO"},
+            {"Name": "Other", "Scope": "CONTOS0"},
+            {"Name": "Log", "Scope": "dev.contoso.com"},
+            {"Name": "", "Scope": "contoso.com"},
+            "WebApp1"
+        ]);
+        let warnings = validate(&v).into_iter().filter(Problem::is_warning).count();
+        assert_eq!(warnings, 2, "dev.contoso.com, and no DNS scope for WebApp1");
+        let got: Vec<String> = validate(&v)
+            .iter()
+            .filter(|p| !p.is_warning())
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             got,
             [
@@ -629,16 +767,17 @@ mod tests {
         let got = problems_after(|v| {
             v["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] = json!([{"Name": "Other", "Scope": "contoso.com"}, {"Name": "WebApp1", "Scope": "fabrikam.com"}]);
         });
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(got[0].contains(r#""fabrikam.com" is another domain"#));
         assert_eq!(
-            got,
+            got[1..],
             [
                 r#"credspec.DomainJoinConfig.MachineAccountName: "WebApp1" is not among the GroupManagedServiceAccounts scoped to this domain ("contoso.com" or "CONTOSO"): add it, as New-CredentialSpec does"#
             ]
         );
         // Case does not matter in names and scopes.
         let got = problems_after(|v| {
-            v["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] =
-                json!([{"Name": "webapp1", "Scope": "Contoso.COM"}]);
+            v["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] = json!([{"Name": "webapp1", "Scope": "Contoso.COM"}, {"Name": "WEBAPP1", "Scope": "contoso"}]);
         });
         assert_eq!(got, Vec::<String>::new());
         let got = problems_after(|v| {
@@ -648,24 +787,137 @@ mod tests {
         assert!(got[0].contains("is empty"));
     }
 
+    fn host(h: Value) -> Vec<Problem> {
+        let mut v = webapp1();
+        v["credspec"]["ActiveDirectoryConfig"]["HostAccountConfig"] = h;
+        validate(&v)
+    }
+
+    const AZURE_INPUT: &str = "ObjectId=6a1d6a8b-2a9e-4e5c-9b1f-0d1a2b3c4d5e;SecretUri=https://contoso.vault.azure.net/secrets/gmsa";
+
     #[test]
     fn host_account_config_is_all_or_nothing() {
-        let host = |h: Value| {
-            problems_after(|v| v["credspec"]["ActiveDirectoryConfig"]["HostAccountConfig"] = h)
-        };
         assert_eq!(
             host(
-                json!({"PortableCcgVersion": "1", "PluginGUID": "{CCC2A336-D7F3-4818-A213-272B7924213E}", "PluginInput": "ObjectId=x"})
+                json!({"PortableCcgVersion": "1", "PluginGUID": "{CCC2A336-D7F3-4818-A213-272B7924213E}", "PluginInput": AZURE_INPUT})
             ),
-            Vec::<String>::new()
+            vec![]
         );
         assert_eq!(
-            host(json!({"PluginGUID": "{CCC2A336-D7F3-4818-A213-272B7924213E}"})),
+            lines(&host(json!({"PluginGUID": "{CCC2A336-D7F3-4818-A213-272B7924213E}"}))),
             ["credspec.ActiveDirectoryConfig.HostAccountConfig: has PluginGUID but not PortableCcgVersion and PluginInput: a CCG plugin needs all of PortableCcgVersion, PluginGUID and PluginInput, a domain-joined host none"]
         );
         assert_eq!(host(json!({})).len(), 1);
         let got = host(json!({"PortableCcgVersion": "v1", "PluginGUID": "x", "PluginInput": ""}));
         assert_eq!(got.len(), 3, "{got:#?}");
         assert!(host(json!(null)).is_empty());
+    }
+
+    /// The AWS samples write PluginInput as an object; only the string is stored and read.
+    #[test]
+    fn aws_plugin_input_must_be_the_encoded_string() {
+        let arn = "arn:aws:ssm:us-west-2:123456789012:parameter/gmsa-plugin-input";
+        let spec = |input: Value| {
+            host(
+                json!({"PortableCcgVersion": "1", "PluginGUID": "{859E1386-BDB4-49E8-85C7-3070B13920E1}", "PluginInput": input}),
+            )
+        };
+        let got = spec(json!({ "CredentialArn": arn }));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert_eq!(got[0].severity, Severity::Error);
+        assert_eq!(
+            got[0].to_string(),
+            format!(
+                r#"credspec.ActiveDirectoryConfig.HostAccountConfig.PluginInput: is a JSON object: the AWS plugin reads its JSON document encoded as a string (on ECS the agent rewrites an object; on Kubernetes nothing does); write it as the string "{{\"credentialArn\":\"{arn}\"}}""#
+            )
+        );
+        assert_eq!(
+            spec(json!(format!(r#"{{"credentialArn":"{arn}"}}"#))),
+            vec![]
+        );
+        let got = lines(&spec(json!(arn)));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("is a bare ARN"), "{}", got[0]);
+        let got = lines(&spec(json!(
+            r#"{"credentialArn":"arn:aws:iam::123456789012:role/x"}"#
+        )));
+        assert!(got[0].contains("is an ARN of iam"), "{}", got[0]);
+        assert!(got[0].ends_with("(AWS plugin)"), "{}", got[0]);
+    }
+
+    #[test]
+    fn azure_and_rancher_inputs_are_checked() {
+        let azure = |input: &str| {
+            host(
+                json!({"PortableCcgVersion": "1", "PluginGUID": "{CCC2A336-D7F3-4818-A213-272B7924213E}", "PluginInput": input}),
+            )
+        };
+        let got = lines(&azure("ObjectId=$MANAGED_ID;SecretUri=$SECRET_URI"));
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].starts_with(r#"credspec.ActiveDirectoryConfig.HostAccountConfig.PluginInput: ObjectId "$MANAGED_ID" is not a GUID"#), "{}", got[0]);
+        let rancher = |input: &str| {
+            host(
+                json!({"PortableCcgVersion": "1", "PluginGUID": "{e4781092-f116-4b79-b55e-28eb6a224e26}", "PluginInput": input}),
+            )
+        };
+        assert_eq!(rancher("cattle-windows-gmsa-system:contoso-user"), vec![]);
+        let got = lines(&rancher("contoso-user"));
+        assert!(got[0].contains("is not NAMESPACE:SECRET"), "{}", got[0]);
+    }
+
+    #[test]
+    fn plugin_guid_needs_braces_and_unknown_plugins_are_a_warning() {
+        let got = host(
+            json!({"PortableCcgVersion": "1", "PluginGUID": "e4781092-f116-4b79-b55e-28eb6a224e26", "PluginInput": "ns:secret"}),
+        );
+        assert_eq!(
+            lines(&got),
+            [
+                r#"credspec.ActiveDirectoryConfig.HostAccountConfig.PluginGUID: "e4781092-f116-4b79-b55e-28eb6a224e26" is not wrapped in braces: CCG does not invoke a plugin written without them; write "{E4781092-F116-4B79-B55E-28EB6A224E26}""#
+            ]
+        );
+        let got = host(
+            json!({"PortableCcgVersion": "1", "PluginGUID": "{8019A64C-3F4E-4DE3-AD2B-9A544290E2C3}", "PluginInput": "anything"}),
+        );
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].is_warning());
+        assert!(got[0].message.starts_with(r#""{8019A64C-3F4E-4DE3-AD2B-9A544290E2C3}" is not a CCG plugin kubectl-gmsa knows (AWS {859E1386-BDB4-49E8-85C7-3070B13920E1}, Azure Key Vault {CCC2A336-D7F3-4818-A213-272B7924213E}, Rancher {e4781092-f116-4b79-b55e-28eb6a224e26})"#), "{}", got[0]);
+    }
+
+    #[test]
+    fn a_missing_scope_and_another_domain_are_warnings() {
+        let accounts = |list: Value| {
+            let mut v = webapp1();
+            v["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"] = list;
+            validate(&v)
+        };
+        let got = accounts(json!([{"Name": "WebApp1", "Scope": "contoso.com"}]));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_warning());
+        assert_eq!(
+            got[0].to_string(),
+            r#"credspec.ActiveDirectoryConfig.GroupManagedServiceAccounts: "WebApp1" is scoped to "contoso.com" but not to the domain's NetBIOS name "CONTOSO": add {Name: WebApp1, Scope: CONTOSO}, as New-CredentialSpec does"#
+        );
+        let got = lines(&accounts(json!([{"Name": "WebApp1", "Scope": "CONTOSO"}])));
+        assert!(
+            got[0].contains(r#"but not to the domain's DNS name "contoso.com""#),
+            "{}",
+            got[0]
+        );
+        let got = accounts(json!([
+            {"Name": "WebApp1", "Scope": "contoso.com"}, {"Name": "WebApp1", "Scope": "CONTOSO"},
+            {"Name": "Log", "Scope": "fabrikam.com"}
+        ]));
+        assert_eq!(got.len(), 1);
+        assert!(got[0].is_warning());
+        assert!(got[0].to_string().starts_with(r#"credspec.ActiveDirectoryConfig.GroupManagedServiceAccounts[2].Scope: "fabrikam.com" is another domain than DomainJoinConfig's ("contoso.com" or "CONTOSO")"#), "{}", got[0]);
+        // Every account in another domain: the spec names the wrong domain, an error.
+        let got = accounts(json!([{"Name": "WebApp1", "Scope": "fabrikam.com"}]));
+        assert!(
+            got.iter().any(
+                |p| !p.is_warning() && p.path == "credspec.DomainJoinConfig.MachineAccountName"
+            ),
+            "{got:#?}"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! Admission review of `GMSACredentialSpec` objects (`/validate-credspec`): the checks of
 //! [`super::validate`] on CREATE and UPDATE, answered in the pod endpoints' wire format.
+//! Errors (a spec that cannot work) refuse; warnings (an unknown plugin, a missing scope)
+//! are returned as admission warnings and the spec is admitted.
 
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::check::validate;
-use crate::admission::{read_envelope, response_body, RequestIn};
+use super::check::{validate, Problem};
+use crate::admission::{read_envelope, response_body_warned, RequestIn};
 use crate::canonical::go_quote;
 use crate::names;
 use crate::verdict::{Denial, Verdict};
@@ -19,6 +21,7 @@ pub struct CredentialSpecReview {
     pub name: String,
     pub operation: String,
     verdict: Verdict,
+    warnings: Vec<String>,
 }
 
 impl CredentialSpecReview {
@@ -29,13 +32,14 @@ impl CredentialSpecReview {
             Ok(envelope) => envelope,
             Err((api_version, denial)) => return Self::refused(api_version, denial),
         };
-        let verdict = decide(&request);
+        let (verdict, warnings) = decide(&request);
         Self {
             api_version,
             uid: request.uid,
             name: request.name.unwrap_or_default(),
             operation: request.operation,
             verdict,
+            warnings,
         }
     }
 
@@ -46,6 +50,7 @@ impl CredentialSpecReview {
             name: String::new(),
             operation: String::new(),
             verdict: Verdict::Denied(denial),
+            warnings: Vec::new(),
         }
     }
 
@@ -59,32 +64,67 @@ impl CredentialSpecReview {
         &self.verdict
     }
 
+    /// The admission warnings: problems that do not stop the spec from working.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
     /// The AdmissionReview answer, in the request's `apiVersion`.
     pub fn respond(&self) -> Vec<u8> {
-        response_body(self.api_version, &self.uid, &self.verdict)
+        response_body_warned(self.api_version, &self.uid, &self.verdict, &self.warnings)
     }
 }
 
-fn decide(request: &RequestIn<'_>) -> Verdict {
+fn decide(request: &RequestIn<'_>) -> (Verdict, Vec<String>) {
+    match decide_object(request) {
+        Ok((name, problems)) => judge(&name, &problems),
+        Err(verdict) => (verdict, Vec::new()),
+    }
+}
+
+/// Refused when any problem is an error; the warnings go back either way.
+fn judge(name: &str, problems: &[Problem]) -> (Verdict, Vec<String>) {
+    let (warnings, errors): (Vec<&Problem>, Vec<&Problem>) =
+        problems.iter().partition(|p| p.is_warning());
+    let warnings = warnings.iter().map(ToString::to_string).collect();
+    if errors.is_empty() {
+        return (Verdict::Allowed { patch: None }, warnings);
+    }
+    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let verdict = Verdict::Denied(Denial::new(
+        422,
+        format!(
+            "{} {} is invalid: {}",
+            names::KIND,
+            go_quote(name),
+            list.join("; ")
+        ),
+    ));
+    (verdict, warnings)
+}
+
+/// The name and problems of the object under review, or the verdict when there is nothing to
+/// check.
+fn decide_object(request: &RequestIn<'_>) -> Result<(String, Vec<Problem>), Verdict> {
     if request.kind.kind != names::KIND {
-        return Verdict::Denied(Denial::new(
+        return Err(Verdict::Denied(Denial::new(
             400,
             format!(
                 "expected a {} object, got a {}",
                 names::KIND,
                 request.kind.kind
             ),
-        ));
+        )));
     }
     if !matches!(request.operation.as_str(), "CREATE" | "UPDATE") {
         // Deleting or connecting leaves nothing to check.
-        return Verdict::Allowed { patch: None };
+        return Err(Verdict::Allowed { patch: None });
     }
     let text = request.object.map(RawValue::get).unwrap_or_default();
     let object: Value = match serde_json::from_str::<Value>(text) {
         Ok(v @ Value::Object(_)) => v,
         Ok(other) => {
-            return Verdict::Denied(Denial::new(
+            return Err(Verdict::Denied(Denial::new(
                 400,
                 format!(
                     "unable to unmarshall {} JSON object: expected an object, got {}",
@@ -95,38 +135,26 @@ fn decide(request: &RequestIn<'_>) -> Verdict {
                         "another value"
                     }
                 ),
-            ))
+            )))
         }
         Err(e) => {
-            return Verdict::Denied(Denial::new(
+            return Err(Verdict::Denied(Denial::new(
                 400,
                 format!("unable to unmarshall {} JSON object: {e}", names::KIND),
-            ))
+            )))
         }
     };
     if unchanged_contents(request, &object) {
         // Ratcheting: a spec written before today's checks can still get labels, annotations
         // and finalizers; what pods would receive has not changed.
-        return Verdict::Allowed { patch: None };
-    }
-    let problems = validate(&object);
-    if problems.is_empty() {
-        return Verdict::Allowed { patch: None };
+        return Err(Verdict::Allowed { patch: None });
     }
     let name = object
         .pointer("/metadata/name")
         .and_then(Value::as_str)
-        .unwrap_or_default();
-    let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-    Verdict::Denied(Denial::new(
-        422,
-        format!(
-            "{} {} is invalid: {}",
-            names::KIND,
-            go_quote(name),
-            list.join("; ")
-        ),
-    ))
+        .unwrap_or_default()
+        .to_string();
+    Ok((name, validate(&object)))
 }
 
 /// Whether an UPDATE leaves `credspec` as it was (JSON-equal; absent on both sides counts).

@@ -1,12 +1,15 @@
-//! The `crd` row: the GMSACredentialSpec CRD and the versions it serves.
+//! The `crd` row: the GMSACredentialSpec CRD and the versions it serves; `crd-storage` when
+//! specs may still be stored as `v1alpha1`.
 
 use gmsa_core::names as core_names;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 
 use super::fixes::Fixes;
 use super::objects::get;
 use super::report::Report;
 use crate::cluster::kind;
+use crate::storage::StoredVersions;
 
 /// The CRD exists and serves `v1` as the storage version, and `v1alpha1` for older clients.
 pub(super) async fn check(client: &Client, fixes: &Fixes, report: &mut Report) {
@@ -44,6 +47,54 @@ pub(super) async fn check(client: &Client, fixes: &Fixes, report: &mut Report) {
                 ),
                 _ => report.fail("crd", &name, "v1 is not served: the webhook reads windows.k8s.io/v1".into(), install),
             }
+            if let Ok(typed) = serde_json::from_value::<CustomResourceDefinition>(crd) {
+                let stored = StoredVersions::of(&typed);
+                if let Some(advice) = stored.advice() {
+                    report.warn("crd-storage", &name, advice, storage_fix(&stored, fixes));
+                }
+            }
+        }
+    }
+}
+
+/// The `crd-storage` fix: `migrate-storage`, after an install in doctor's admission mode when
+/// the CRD does not store `v1` yet (migrate-storage refuses to run before that).
+fn storage_fix(stored: &StoredVersions, fixes: &Fixes) -> String {
+    if stored.storage.as_deref() == Some(core_names::VERSION) {
+        "kubectl gmsa migrate-storage".into()
+    } else {
+        format!("{}, then kubectl gmsa migrate-storage", fixes.reinstall())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixes::tests::{accepted_by_install, install_commands, modes};
+    use super::*;
+
+    #[test]
+    fn the_storage_fix_installs_in_doctors_mode_only_when_v1_is_not_stored() {
+        for fixes in modes() {
+            let migrated = StoredVersions {
+                stored: vec!["v1alpha1".into(), "v1".into()],
+                storage: Some("v1".into()),
+            };
+            assert_eq!(
+                storage_fix(&migrated, &fixes),
+                "kubectl gmsa migrate-storage"
+            );
+            let old = StoredVersions {
+                stored: vec!["v1alpha1".into()],
+                storage: Some("v1alpha1".into()),
+            };
+            let text = storage_fix(&old, &fixes);
+            assert!(
+                text.ends_with(", then kubectl gmsa migrate-storage"),
+                "{text}"
+            );
+            let commands = install_commands(&text);
+            assert_eq!(commands.len(), 1, "{text}");
+            assert_eq!(accepted_by_install(&commands[0]), fixes.admission, "{text}");
         }
     }
 }

@@ -31,7 +31,7 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
     pub status: Status,
-    /// A stable identifier: `crd`, `webhook-configurations`, `certificate`, `certificate-expiry`,
+    /// A stable identifier: `crd`, `crd-storage`, `webhook-configurations`, `certificate`, `certificate-expiry`,
     /// `webhook-ready`, `reference-webhook`, `credspec`, `pod-spec-exists`, `pod-grant`, `pod-contents`,
     /// `pod-windows`, `pod-hostname`, `pod`; in policy mode `admission-policies`,
     /// `published-contents` and `keeper` instead of the webhook's rows; `uninstall-guard` when

@@ -92,21 +92,22 @@ impl Env<'_> {
     }
 }
 
-/// A GMSACredentialSpec for WebApp1 with the given domain facts, scopes and CCG input.
+/// A GMSACredentialSpec for WebApp1 with the given domain facts, scopes and CCG plugin
+/// (GUID without braces, input).
 pub(crate) fn credspec(
     name: &str,
     domain: (&str, &str, &str, &str),
     scopes: &[&str],
-    ccg: Option<&str>,
+    ccg: Option<(&str, &str)>,
 ) -> Value {
     let (dns, netbios, guid, sid) = domain;
     let mut ad = json!({
         "GroupManagedServiceAccounts": scopes.iter()
             .map(|s| json!({"Name": "WebApp1", "Scope": s})).collect::<Vec<_>>()
     });
-    if let Some(input) = ccg {
+    if let Some((guid, input)) = ccg {
         ad["HostAccountConfig"] = json!({
-            "PluginGUID": "{CCC2A336-D7F3-4818-A213-272B7924213E}",
+            "PluginGUID": format!("{{{guid}}}"),
             "PluginInput": input,
             "PortableCcgVersion": "1"
         });

@@ -1,0 +1,119 @@
+//! Admission warnings for GMSA pods whose host name is longer than a NetBIOS name: on the
+//! validation of a creation only, never a refusal, and only for pods that name a spec.
+
+#![allow(clippy::unwrap_used)] // tests may panic
+
+use gmsa_core::admission::Review;
+use gmsa_core::{Hook, Verdict};
+use serde_json::{json, Value};
+
+fn review(hook: Hook, operation: &str, metadata: Value, spec: Value) -> Review {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default",
+            "operation": operation,
+            "object": pod,
+            "oldObject": if operation == "UPDATE" { pod.clone() } else { Value::Null },
+        }
+    });
+    Review::read(hook, body.to_string().as_bytes())
+}
+
+fn gmsa_spec(hostname: Option<&str>) -> Value {
+    let mut spec = json!({
+        "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": "gmsa-webapp1"}},
+        "containers": [{"name": "iis", "image": "iis"}]
+    });
+    if let Some(h) = hostname {
+        spec["hostname"] = json!(h);
+    }
+    spec
+}
+
+#[test]
+fn long_host_names_of_gmsa_pods_are_warned() {
+    let r = review(
+        Hook::Validate,
+        "CREATE",
+        json!({"name": "iis-7776966999-n5nzr"}),
+        gmsa_spec(None),
+    );
+    let warnings = r.warnings();
+    assert_eq!(
+        warnings,
+        [
+            r#"GMSA pod host name "iis-7776966999-n5nzr" has 20 characters: Windows keeps the first 15 ("IIS-7776966999-") as the container's NetBIOS name, which pods of one workload share and the domain then sees as one computer; set spec.hostname to at most 15 characters, or install with --random-hostname"#
+        ]
+    );
+    // In the answer, beside the verdict, which stays an admission.
+    let answer: Value =
+        serde_json::from_slice(&r.respond_warned(&Verdict::Allowed { patch: None })).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert_eq!(answer["response"]["warnings"], json!(warnings));
+
+    // generateName: the five characters the API server adds count.
+    let r = review(
+        Hook::Validate,
+        "CREATE",
+        json!({"generateName": "with-creds-"}),
+        gmsa_spec(None),
+    );
+    assert!(
+        r.warnings()[0].starts_with(r#"GMSA pod host name "with-creds-xxxxx" has 16 characters"#)
+    );
+    // spec.hostname wins over the name.
+    let r = review(
+        Hook::Validate,
+        "CREATE",
+        json!({"name": "iis-7776966999-n5nzr"}),
+        gmsa_spec(Some("webapp1-0")),
+    );
+    assert!(r.warnings().is_empty());
+    let r = review(
+        Hook::Validate,
+        "CREATE",
+        json!({"name": "p"}),
+        gmsa_spec(Some("a-very-long-host-name")),
+    );
+    assert_eq!(r.warnings().len(), 1);
+}
+
+#[test]
+fn no_warning_elsewhere() {
+    let long = json!({"name": "iis-7776966999-n5nzr"});
+    // Not a GMSA pod.
+    let plain = json!({"containers": [{"name": "iis", "image": "iis"}]});
+    assert!(review(Hook::Validate, "CREATE", long.clone(), plain)
+        .warnings()
+        .is_empty());
+    // Mutation and updates say nothing (the host name cannot change after creation).
+    assert!(
+        review(Hook::Mutate, "CREATE", long.clone(), gmsa_spec(None))
+            .warnings()
+            .is_empty()
+    );
+    assert!(
+        review(Hook::Validate, "UPDATE", long.clone(), gmsa_spec(None))
+            .warnings()
+            .is_empty()
+    );
+    // Exactly 15 is whole.
+    let r = review(
+        Hook::Validate,
+        "CREATE",
+        json!({"name": "iis-77769669-n5"}),
+        gmsa_spec(None),
+    );
+    assert!(r.warnings().is_empty());
+    // A denied verdict carries no warnings.
+    let r = review(Hook::Validate, "CREATE", long, gmsa_spec(None));
+    let denied = Verdict::Denied(gmsa_core::Denial::new(403, "no"));
+    let answer: Value = serde_json::from_slice(&r.respond_warned(&denied)).unwrap();
+    assert!(answer["response"].get("warnings").is_none());
+}
