@@ -250,13 +250,13 @@ fn our_image_in_a_real_node() {
         .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("node tier: image imported in {:?}", began.elapsed());
     let mut node = node;
-    let env = Env { node: &node };
-
-    install_and_admit(&env);
-    upgrades_under_load(&env);
-    mode_switches_under_load(&env);
-    eviction_respects_the_budget(&env);
-    drop(env);
+    {
+        let env = Env { node: &node };
+        install_and_admit(&env);
+        upgrades_under_load(&env);
+        mode_switches_under_load(&env);
+        eviction_respects_the_budget(&env);
+    }
     whole_cluster_restart(&mut node);
 }
 
