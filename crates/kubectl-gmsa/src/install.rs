@@ -473,12 +473,12 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     for line in crate::reference::remove_superseded(&applier, &settings).await? {
         println!("{line}");
     }
-    // Back from policy mode: the policies go once the API server visibly calls the webhook
-    // (until then both admit, and agree).
+    // Back from policy mode: the policies go once the API server visibly sends pods to the
+    // webhook (until then both admit, and agree).
     if !server_dry_run && crate::install_policies::policies_present(&applier, &settings).await? {
         if let Err(last) = crate::rollout::wait_webhook_answers(&applier).await {
             bail!(
-                "the webhook did not answer a probe pod in namespace default within 30 s (last answer: {last}); \
+                "the API server did not send a probe pod in namespace default to the webhook within 30 s (last answer: {last}); \
                  the admission policies stay in place meanwhile: check `kubectl -n {ns} get pods` and run install again",
                 ns = settings.namespace
             );

@@ -344,29 +344,32 @@ pub async fn wait_refused_by(
     settings: &Settings,
     policy: &str,
 ) -> Result<(), String> {
-    let expected = format!("ValidatingAdmissionPolicy '{policy}'");
+    let expected = [format!("ValidatingAdmissionPolicy '{policy}'")];
     wait_probe_refused(applier, &settings.namespace, &settings.name, &expected).await
 }
 
-/// Waits (30 s) until our mutating webhook itself refuses a server-dry-run pod in namespace
-/// `default` (which the webhooks handle) that names a spec no one has: the API server calls
-/// the webhook just registered. `Err` holds the last answer.
+/// Waits (30 s) until the API server sends a server-dry-run pod in namespace `default`
+/// (which the webhooks handle) naming a spec no one has to our mutating webhook: refused by
+/// it, or refused because it could not be called (it fails closed). Either way the new
+/// configuration is in force, so nothing is admitted unchecked once the policies go. `Err`
+/// holds the last answer.
 pub async fn wait_webhook_answers(applier: &Applier) -> Result<(), String> {
-    let expected = format!(
-        "admission webhook \"{}\" denied",
-        gmsa_deploy::names::MUTATING_WEBHOOK
-    );
+    let webhook = gmsa_deploy::names::MUTATING_WEBHOOK;
+    let expected = [
+        format!("admission webhook \"{webhook}\" denied"),
+        format!("failed calling webhook \"{webhook}\""),
+    ];
     wait_probe_refused(applier, "default", "default", &expected).await
 }
 
 /// Waits (30 s) until a server-dry-run probe pod in `namespace`, running as
-/// `service_account` and naming a spec no one has, is refused with a message holding
+/// `service_account` and naming a spec no one has, is refused with a message holding one of
 /// `expected`.
 async fn wait_probe_refused(
     applier: &Applier,
     namespace: &str,
     service_account: &str,
-    expected: &str,
+    expected: &[String],
 ) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(applier.client.clone(), namespace);
     let probe = Pod {
@@ -400,7 +403,9 @@ async fn wait_probe_refused(
     loop {
         let answer = pods.create(&params, &probe).await;
         match &answer {
-            Err(kube::Error::Api(s)) if s.message.contains(expected) => return Ok(()),
+            Err(kube::Error::Api(s)) if expected.iter().any(|e| s.message.contains(e)) => {
+                return Ok(())
+            }
             _ if Instant::now() >= deadline => {
                 return Err(match answer {
                     Ok(_) => "a pod naming no existing spec was admitted".to_string(),
