@@ -258,6 +258,7 @@ fn our_image_in_a_real_node() {
         eviction_respects_the_budget(&env);
     }
     whole_cluster_restart(&mut node);
+    uninstall_names_what_it_lets_through(&Env { node: &node });
 }
 
 /// `install --apply` with our image: both replicas Ready through the rendered probes; a
@@ -601,4 +602,40 @@ fn whole_cluster_restart(node: &mut NodeCluster) {
         first_gmsa.is_some(),
         "no GMSA pod admitted within three minutes of the restart"
     );
+}
+
+/// `uninstall` with a GMSA Deployment present names it, and leaves a guard that keeps its
+/// new pods refused (never admitted without contents) while plain pods are admitted.
+fn uninstall_names_what_it_lets_through(env: &Env) {
+    let out = env.gmsa_ok(&["uninstall"]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    eprintln!("node tier: uninstall said:\n{said}");
+    assert!(
+        said.contains("webapp"),
+        "the GMSA Deployment is not named: {said}"
+    );
+    let webhooks = env.kubectl(&[
+        "get",
+        "mutatingwebhookconfigurations,validatingwebhookconfigurations",
+        "-o",
+        "name",
+    ]);
+    assert!(!webhooks.contains("gmsa-webhook"), "{webhooks}");
+    let post = |pod: &Value| {
+        let mut pod = pod.clone();
+        pod["metadata"]["generateName"] = json!("after-uninstall-");
+        env.node
+            .api()
+            .request(
+                "POST",
+                &format!("/api/v1/namespaces/{NS}/pods?dryRun=All"),
+                Some(&pod.to_string()),
+            )
+            .unwrap()
+    };
+    let (status, body) = post(&gmsa_pod("webapp"));
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("GMSA admission is not installed"), "{body}");
+    let (status, body) = post(&plain_pod());
+    assert_eq!(status, 201, "{body}");
 }
