@@ -247,13 +247,7 @@ pub async fn wait_endpoints(
     let deadline = Instant::now() + timeout;
     loop {
         let ready = match slices.list(&of_service).await {
-            Ok(list) => list.items.iter().any(|slice| {
-                slice.endpoints.iter().flatten().any(|endpoint| {
-                    let conditions = endpoint.conditions.as_ref();
-                    conditions.and_then(|c| c.ready).unwrap_or(true)
-                        && !conditions.and_then(|c| c.terminating).unwrap_or(false)
-                })
-            }),
+            Ok(list) => ready_endpoints(&list.items) > 0,
             // Before 1.21 there is no discovery/v1: the Endpoints object says the same.
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 let endpoints = applier
@@ -286,6 +280,20 @@ pub async fn wait_endpoints(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// The endpoints of these slices that take traffic: ready (an absent condition counts as
+/// ready, as kube-proxy counts it) and not terminating.
+pub fn ready_endpoints(slices: &[EndpointSlice]) -> usize {
+    slices
+        .iter()
+        .flat_map(|slice| slice.endpoints.iter().flatten())
+        .filter(|endpoint| {
+            let conditions = endpoint.conditions.as_ref();
+            conditions.and_then(|c| c.ready).unwrap_or(true)
+                && !conditions.and_then(|c| c.terminating).unwrap_or(false)
+        })
+        .count()
 }
 
 /// An object install may have made: its kind, whether it lives in the install's namespace,

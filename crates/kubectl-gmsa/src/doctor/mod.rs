@@ -18,6 +18,7 @@ mod pods;
 mod policies;
 mod readiness;
 mod report;
+mod webhook_cause;
 
 use gmsa_deploy::{names, Admission};
 
@@ -109,7 +110,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
             configurations::check(&client, &configuration, &fixes, &mut report).await
         {
             certificates::check(&client, &configuration, &registration, &fixes, &mut report).await;
-            readiness::check(&client, &registration.endpoint, &mut report).await;
+            readiness::check(&client, &registration.endpoint, &fixes, &mut report).await;
         }
     }
     configurations::check_reference(&client, &fixes, &mut report).await;

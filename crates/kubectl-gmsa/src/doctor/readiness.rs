@@ -2,16 +2,27 @@
 
 use gmsa_core::names as core_names;
 use gmsa_deploy::names;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
 use kube::Client;
 use serde_json::Value;
 
 use super::configurations::Endpoint;
+use super::fixes::Fixes;
 use super::report::Report;
+use super::webhook_cause::{self, Backend, Cause, Observed};
 use crate::probe;
 
 /// The webhook answers `/readyz` (through the API server's service proxy, or at its URL), and
-/// which version it is (`/info`).
-pub(super) async fn check(client: &Client, endpoint: &Endpoint, report: &mut Report) {
+/// which version it is (`/info`); when a Service's webhook does not answer, why.
+pub(super) async fn check(
+    client: &Client,
+    endpoint: &Endpoint,
+    fixes: &Fixes,
+    report: &mut Report,
+) {
     let (subject, ready, info, fix) = match endpoint {
         Endpoint::Service {
             namespace,
@@ -80,13 +91,63 @@ pub(super) async fn check(client: &Client, endpoint: &Endpoint, report: &mut Rep
                 format!("/readyz answers; version {version}"),
             );
         }
-        Err(e) => report.fail(
-            "webhook-ready",
-            &subject,
-            format!("the webhook does not answer /readyz: {e}"),
-            fix,
-        ),
+        Err(e) => {
+            let cause = match endpoint {
+                Endpoint::Service {
+                    namespace, name, ..
+                } => cause(client, Backend { namespace, name }, fixes).await,
+                Endpoint::Url(_) => None,
+            };
+            let (detail, fix) = match cause {
+                Some(Cause { detail, fix }) => (detail, fix),
+                None => (e, fix),
+            };
+            report.fail(
+                "webhook-ready",
+                &subject,
+                format!("the webhook does not answer /readyz: {detail}"),
+                fix,
+            );
+        }
     }
+}
+
+/// Reads the Deployment behind the Service, its pods and the Service's endpoints, and names
+/// the cause; `None` when they cannot be read or explain nothing.
+async fn cause(client: &Client, backend: Backend<'_>, fixes: &Fixes) -> Option<Cause> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), backend.namespace);
+    let deployment = deployments
+        .get_opt(backend.name)
+        .await
+        .ok()?
+        .map(serde_json::to_value)
+        .transpose()
+        .ok()?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), backend.namespace);
+    let selected = ListParams::default().labels(&backend.pod_selector());
+    let pods: Vec<Value> = pods
+        .list(&selected)
+        .await
+        .ok()?
+        .items
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), backend.namespace);
+    let of_service =
+        ListParams::default().labels(&format!("kubernetes.io/service-name={}", backend.name));
+    // A server without discovery/v1 (404), or one that will not say, leaves the endpoints out.
+    let ready_endpoints = slices
+        .list(&of_service)
+        .await
+        .ok()
+        .map(|list| crate::rollout::ready_endpoints(&list.items));
+    let observed = Observed {
+        deployment: deployment.as_ref(),
+        pods: &pods,
+        ready_endpoints,
+    };
+    webhook_cause::diagnose(backend, observed, fixes)
 }
 
 /// `https://host:port` of a webhook URL, without its path.
