@@ -10,7 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gmsa_testkit::real_node::{
-    unsupported_reason, NodeCluster, BUSYBOX_IMAGE, KUBERNETES_SERVICE_IP, NODE_NAME,
+    unsupported_reason, wait_until_free, NodeCluster, BUSYBOX_IMAGE, KUBERNETES_SERVICE_IP,
+    NODE_NAME,
 };
 
 fn sh_ok(script: &str) -> String {
@@ -48,6 +49,10 @@ fn a_pod_runs_and_reaches_the_api_server_through_its_service() {
         eprintln!("skipped: GMSA_SKIP_NODE_TIER=1");
         return;
     }
+    assert!(
+        wait_until_free(Duration::from_secs(1800)),
+        "another node cluster held this machine for 30 minutes"
+    );
     let before = host_state();
     let node = NodeCluster::start().unwrap_or_else(|e| panic!("{e}"));
     eprintln!(

@@ -11,8 +11,9 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use gmsa_testkit::real_node::{unsupported_reason, HostGuard, NODE_IP, POD_CIDR};
+use gmsa_testkit::real_node::{unsupported_reason, wait_until_free, HostGuard, NODE_IP, POD_CIDR};
 
 fn sh(script: &str) -> (bool, String) {
     let out = Command::new("sh").args(["-c", script]).output().unwrap();
@@ -69,6 +70,10 @@ fn pod_traffic_never_leaves_and_teardown_restores_the_host() {
         eprintln!("skipped: the node tier cannot run here: {reason}");
         return;
     }
+    assert!(
+        wait_until_free(Duration::from_secs(1800)),
+        "another node cluster held this machine for 30 minutes"
+    );
     let before = host_state();
     let dir = tempfile::tempdir().unwrap();
     let mut guard = HostGuard::install(dir.path()).unwrap_or_else(|e| panic!("{e}"));

@@ -152,6 +152,20 @@ impl Drop for HostGuard {
     }
 }
 
+/// Waits (up to `timeout`) until no node cluster holds this machine, for a test that compares
+/// the host before and after its own cluster: a snapshot taken while another cluster runs
+/// would hold that cluster's bridge and rules. Returns whether the machine is free.
+pub fn wait_until_free(timeout: std::time::Duration) -> bool {
+    let began = std::time::Instant::now();
+    while Path::new(STATE_DIR).exists() {
+        if began.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    true
+}
+
 /// How long a node cluster waits for another one on this machine to finish.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
 

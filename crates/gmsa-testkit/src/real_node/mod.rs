@@ -35,8 +35,8 @@ pub use load::{PodLoad, Tally};
 
 pub use config::{BUSYBOX_IMAGE, PAUSE_IMAGE};
 pub use host::{
-    unsupported_reason, HostGuard, KUBERNETES_SERVICE_IP, NODE_IP, POD_CIDR, SERVICE_CIDR,
-    STATE_DIR,
+    unsupported_reason, wait_until_free, HostGuard, KUBERNETES_SERVICE_IP, NODE_IP, POD_CIDR,
+    SERVICE_CIDR, STATE_DIR,
 };
 
 /// The node's name.
