@@ -255,7 +255,16 @@ fn uninstall_leaves_a_guard_on_current_kube() {
         out.stderr
     );
     assert!(!out.stdout.contains(GUARD), "{}", out.stdout);
-    let (code, message) = dry_run(&cluster, &pod("new", pod_spec("pod", "gmsa-webapp1")));
+    // The guard the install before deleted may still be in the API server's policy cache
+    // for a moment (its informer follows the deletion): admitted within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (code, message) = loop {
+        let answer = dry_run(&cluster, &pod("new", pod_spec("pod", "gmsa-webapp1")));
+        if answer.0 == 201 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
     assert_eq!(code, 201, "no guard, no admission: {message}");
 
     // Asked for, the guard is left anyway; `never` deletes it.
