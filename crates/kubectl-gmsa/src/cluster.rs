@@ -1,6 +1,8 @@
 //! The cluster the commands talk to: a client for the current kubectl context, the runtime it
 //! runs on, the server's version, and the kinds read and written dynamically.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use gmsa_core::names as core_names;
 use gmsa_deploy::{KindInfo, KubeVersion, KINDS};
@@ -15,11 +17,20 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// How long a command waits for one answer of the API server: the longest request we make
+/// is a dry run through two webhooks of at most 30 s each.
+const READ_TIMEOUT: Duration = Duration::from_secs(75);
+
 /// A client for the current kubectl context.
 pub async fn client() -> anyhow::Result<kube::Client> {
-    kube::Client::try_default()
-        .await
-        .context("cannot connect to the cluster: check KUBECONFIG or your kubectl context")
+    let context = "cannot connect to the cluster: check KUBECONFIG or your kubectl context";
+    let mut config = kube::Config::infer().await.context(context)?;
+    // kube retries 429, 503 and 504 up to 15 times with a backoff growing to minutes by
+    // default. The API server answers 503 at once for a Service without endpoints, and doctor
+    // must say so at once, not after minutes; every command here polls on its own anyway.
+    config.default_retry = false;
+    config.read_timeout = Some(READ_TIMEOUT);
+    kube::Client::try_from(config).context(context)
 }
 
 /// The cluster's version, from `/version`.
