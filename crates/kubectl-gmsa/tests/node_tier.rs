@@ -26,8 +26,16 @@ use serde_json::{json, Value};
 
 #[path = "node_tier/doctor.rs"]
 mod doctor;
+#[path = "support/helm.rs"]
+mod helm;
+#[path = "node_tier/helm.rs"]
+mod helm_release;
 #[path = "node_tier/install.rs"]
 mod install;
+#[path = "node_tier/keeper.rs"]
+mod keeper;
+#[path = "node_tier/renewal.rs"]
+mod renewal;
 #[path = "node_tier/restart.rs"]
 mod restart;
 #[path = "node_tier/rollouts.rs"]
@@ -42,6 +50,8 @@ const SYSTEM_NS: &str = "gmsa-system";
 const NS: &str = "gmsa-node-e2e";
 const DEPLOYMENT: &str = "gmsa-webhook";
 const SPEC: &str = "webapp1";
+/// The label selector of the Deployment's pods, in either role.
+const WEBHOOK_PODS: &str = "app.kubernetes.io/name=gmsa-webhook";
 /// A value only the credential spec's contents hold: a pod carrying it got them inlined.
 const MARKER: &str = "WebApp1";
 /// The image install renders by default, as containerd stores it.
@@ -110,6 +120,21 @@ impl Env<'_> {
             .api()
             .apply(&manifest.to_string())
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// A server-side dry-run create of `pod` in the test namespace: admission runs in full,
+    /// nothing is stored. The status and the body.
+    fn dry_run(&self, pod: &Value) -> (u16, String) {
+        let mut pod = pod.clone();
+        pod["metadata"]["generateName"] = json!("probe-");
+        self.node
+            .api()
+            .request(
+                "POST",
+                &format!("/api/v1/namespaces/{NS}/pods?dryRun=All"),
+                Some(&pod.to_string()),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The webhook's pods and their states, for failure messages.
@@ -268,10 +293,13 @@ fn our_image_in_a_real_node() {
         let env = Env { node: &node };
         install_and_admit(&env);
         upgrades_under_load(&env);
+        renewal::certificates_renew_under_load(&env);
         mode_switches_under_load(&env);
         eviction_respects_the_budget(&env);
         doctor_names_the_cause(&env);
     }
     whole_cluster_restart(&mut node);
-    uninstall_names_what_it_lets_through(&Env { node: &node });
+    let env = Env { node: &node };
+    uninstall_names_what_it_lets_through(&env);
+    helm_release::helm_install_upgrade_uninstall(&env);
 }

@@ -17,14 +17,7 @@ pub(crate) fn install_and_admit(env: &Env) {
     env.rollout_status();
     let deployment = env.json(&["get", "deployment", "-n", SYSTEM_NS, DEPLOYMENT]);
     assert_eq!(deployment["status"]["readyReplicas"], 2, "{deployment:#}");
-    let pods = env.json(&[
-        "get",
-        "pods",
-        "-n",
-        SYSTEM_NS,
-        "-l",
-        "app.kubernetes.io/name=gmsa-webhook",
-    ]);
+    let pods = env.json(&["get", "pods", "-n", SYSTEM_NS, "-l", WEBHOOK_PODS]);
     let items = pods["items"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{pods:#}");
     for pod in items {

@@ -114,21 +114,9 @@ pub(crate) fn uninstall_names_what_it_lets_through(env: &Env) {
         "name",
     ]);
     assert!(!webhooks.contains("gmsa-webhook"), "{webhooks}");
-    let post = |pod: &Value| {
-        let mut pod = pod.clone();
-        pod["metadata"]["generateName"] = json!("after-uninstall-");
-        env.node
-            .api()
-            .request(
-                "POST",
-                &format!("/api/v1/namespaces/{NS}/pods?dryRun=All"),
-                Some(&pod.to_string()),
-            )
-            .unwrap()
-    };
-    let (status, body) = post(&gmsa_pod("webapp"));
+    let (status, body) = env.dry_run(&gmsa_pod("webapp"));
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("GMSA admission is not installed"), "{body}");
-    let (status, body) = post(&plain_pod());
+    let (status, body) = env.dry_run(&plain_pod());
     assert_eq!(status, 201, "{body}");
 }

@@ -71,6 +71,7 @@ pub(crate) fn mode_switches_under_load(env: &Env) {
     assert!(!webhooks.contains("gmsa-webhook"), "{webhooks}");
     let policies = env.kubectl(&["get", "validatingadmissionpolicies", "-o", "name"]);
     assert!(policies.contains("gmsa-webhook-pods"), "{policies}");
+    super::keeper::keeper_outage_refuses_edited_specs(env);
 
     switch(&["install", "--apply"], "switch policies -> webhook");
     let webhooks = env.kubectl(&[
@@ -88,14 +89,7 @@ pub(crate) fn mode_switches_under_load(env: &Env) {
 /// The PodDisruptionBudget lets one replica be evicted and refuses the last ready one.
 pub(crate) fn eviction_respects_the_budget(env: &Env) {
     env.rollout_status();
-    let pods = env.json(&[
-        "get",
-        "pods",
-        "-n",
-        SYSTEM_NS,
-        "-l",
-        "app.kubernetes.io/name=gmsa-webhook",
-    ]);
+    let pods = env.json(&["get", "pods", "-n", SYSTEM_NS, "-l", WEBHOOK_PODS]);
     let names: Vec<String> = pods["items"]
         .as_array()
         .unwrap()
