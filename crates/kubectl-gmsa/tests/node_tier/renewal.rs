@@ -6,22 +6,38 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use base64::Engine as _;
-use gmsa_tls::self_signed::{pem_blocks, CA_CERT_KEY, NEXT_CA_KEY, PREVIOUS_CA_KEY, TLS_CERT_KEY};
+use gmsa_tls::self_signed::{
+    pem_blocks, Pair, Policy, CA_CERT_KEY, NEXT_CA_KEY, NEXT_CERT_KEY, NEXT_KEY_KEY,
+    PREVIOUS_CA_KEY, TLS_CERT_KEY, TLS_KEY_KEY,
+};
 
 use super::*;
 
 /// The name the API server checks the webhook's certificate for.
 const SERVICE_NAME: &str = "gmsa-webhook.gmsa-system.svc";
 
-/// Makes the replicas renew once, now: the installed certificate (365 days) is within 400 days
-/// of its end, a renewed one (401 days) is not. The replaced CA stays trusted for 60 s, several
-/// times what this kubelet (syncFrequency 10 s) takes to deliver a Secret.
-const RENEW_NOW: [&str; 4] = [
-    "--renew-before=400d",
-    "--renewed-cert-lifetime=401d",
-    "--previous-ca-grace=60s",
+/// Short lifetimes: a pair is renewed when 45 s of its 90 s are left, and the replaced CA stays
+/// trusted 30 s after a promotion, three times what this kubelet (syncFrequency 10 s) takes to
+/// deliver a Secret, so one renewal follows the other about every 45 s.
+const SHORT_LIFETIMES: [&str; 4] = [
+    "--renew-before=45s",
+    "--renewed-cert-lifetime=90s",
+    "--previous-ca-grace=30s",
     "--renew-check-interval=2s",
 ];
+
+/// A pair lasting 90 s, as a replica would stage it.
+fn short_pair(names: &[String]) -> Pair {
+    Pair::issue(
+        names,
+        &Policy {
+            cert_lifetime: time::Duration::seconds(90),
+            ca_lifetime: time::Duration::seconds(900),
+            ..Policy::default()
+        },
+    )
+    .unwrap()
+}
 
 fn decode(b64: &Value) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
@@ -74,20 +90,40 @@ impl Env<'_> {
 struct Handshakes {
     count: u64,
     failures: Vec<String>,
-    /// When each pod IP first presented a certificate of the renewed CA.
-    renewed_at: BTreeMap<String, Duration>,
+    /// When each pod IP first presented a certificate of a CA the observer waits for, by
+    /// (CA, pod IP).
+    first_served: BTreeMap<(String, String), Duration>,
 }
 
-/// The replicas renew their certificate once under load: the staged CA is trusted by every
-/// caBundle before any replica serves it, the kubelet delivers the promoted pair to every pod,
-/// and the replaced CA is dropped after its grace; not one admission or handshake fails.
-/// `install --apply` afterwards keeps the renewed pair.
+/// One promotion, as the observer saw it.
+struct Promotion {
+    ca: String,
+    cert: String,
+    at: Duration,
+    /// When every replica served it.
+    delivered: Duration,
+    /// When the replaced CA left the Secret and every caBundle.
+    retired: Duration,
+}
+
+/// Replicas running with short lifetimes take a pair staged as a replica would stage it
+/// through trust and promotion, then renew it on their own when it nears its end, under load:
+/// each staged CA is trusted by every caBundle before any replica serves it, the kubelet
+/// delivers each promoted pair to every pod, the replaced CA is dropped after its grace, and
+/// not one admission or handshake fails. `install --apply` then restores the rendered
+/// arguments and replaces the short-lived pair with a long one.
 pub(crate) fn certificates_renew_under_load(env: &Env) {
     env.rollout_status();
     let installed = env.tls_secret();
+    let names = Pair {
+        ca_pem: installed[CA_CERT_KEY].clone(),
+        cert_pem: installed[TLS_CERT_KEY].clone(),
+        key_pem: installed[TLS_KEY_KEY].clone(),
+    }
+    .names();
     let load = PodLoad::start(env.node.api(), NS, &gmsa_pod("webapp"), MARKER, true, 3);
     thread::sleep(Duration::from_secs(2));
-    let patch: Vec<Value> = RENEW_NOW
+    let patch: Vec<Value> = SHORT_LIFETIMES
         .iter()
         .map(|arg| json!({"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": arg}))
         .collect();
@@ -101,13 +137,32 @@ pub(crate) fn certificates_renew_under_load(env: &Env) {
         "-p",
         &Value::Array(patch).to_string(),
     ]);
+    env.rollout_status();
+
+    let staged = short_pair(&names);
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let stage = json!({"data": {
+        NEXT_CA_KEY: b64(&staged.ca_pem),
+        NEXT_CERT_KEY: b64(&staged.cert_pem),
+        NEXT_KEY_KEY: b64(&staged.key_pem),
+    }});
     let began = Instant::now();
+    env.kubectl(&[
+        "patch",
+        "secret",
+        "-n",
+        SYSTEM_NS,
+        "gmsa-webhook-tls",
+        "--type=merge",
+        "-p",
+        &stage.to_string(),
+    ]);
     let stop = AtomicBool::new(false);
-    let renewed_ca: Mutex<Option<String>> = Mutex::new(None);
+    let watched: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let handshakes = Mutex::new(Handshakes::default());
-    let (promoted, delivered, retired) = thread::scope(|s| {
+    let promotions = thread::scope(|s| {
         // The API server may open a connection to any replica at any moment: each one's
-        // certificate must verify against a caBundle stored around that handshake.
+        // certificate must verify against every caBundle stored just before or just after.
         s.spawn(|| {
             while !stop.load(Ordering::Relaxed) {
                 for ip in env.serving_pod_ips() {
@@ -136,99 +191,131 @@ pub(crate) fn certificates_renew_under_load(env: &Env) {
                             began.elapsed().as_secs_f64()
                         ));
                     }
-                    if let Some(ca) = renewed_ca.lock().unwrap().as_deref() {
-                        if verifies(ca) && !seen.renewed_at.contains_key(&ip) {
-                            seen.renewed_at.insert(ip.clone(), began.elapsed());
+                    for ca in watched.lock().unwrap().iter() {
+                        if verifies(ca) {
+                            let elapsed = began.elapsed();
+                            seen.first_served
+                                .entry((ca.clone(), ip.clone()))
+                                .or_insert(elapsed);
                         }
                     }
                 }
                 thread::sleep(Duration::from_millis(200));
             }
         });
-        let mut promoted = None;
-        env.wait_for(
-            "the renewed pair's promotion",
-            Duration::from_secs(120),
-            || {
-                let secret = env.tls_secret();
-                if secret.get(TLS_CERT_KEY) == installed.get(TLS_CERT_KEY) {
-                    return Err(format!("keys {:?}", secret.keys()));
-                }
-                assert!(
-                    secret.contains_key(PREVIOUS_CA_KEY),
-                    "promoted without keeping the replaced CA trusted: keys {:?}",
-                    secret.keys()
-                );
-                *renewed_ca.lock().unwrap() = secret.get(CA_CERT_KEY).cloned();
-                promoted = Some(began.elapsed());
-                Ok(())
-            },
-        );
-        let mut delivered = None;
-        env.wait_for(
-            "every replica serving the renewed certificate",
-            Duration::from_secs(90),
-            || {
-                let ips = env.serving_pod_ips();
-                let seen = handshakes.lock().unwrap();
-                let waiting: Vec<&String> = ips
-                    .iter()
-                    .filter(|ip| !seen.renewed_at.contains_key(*ip))
-                    .collect();
-                if waiting.is_empty() && ips.len() == 2 {
-                    delivered = Some(began.elapsed());
+        let mut promotions: Vec<Promotion> = Vec::new();
+        for round in 1..=2 {
+            let served = promotions
+                .last()
+                .map_or(installed[TLS_CERT_KEY].clone(), |p| p.cert.clone());
+            let mut promoted = None;
+            env.wait_for(
+                &format!("promotion {round}"),
+                Duration::from_secs(120),
+                || {
+                    let secret = env.tls_secret();
+                    if secret.get(TLS_CERT_KEY) == Some(&served) {
+                        return Err(format!("keys {:?}", secret.keys()));
+                    }
+                    assert!(
+                        secret.contains_key(PREVIOUS_CA_KEY),
+                        "promoted without keeping the replaced CA trusted: keys {:?}",
+                        secret.keys()
+                    );
+                    watched.lock().unwrap().push(secret[CA_CERT_KEY].clone());
+                    promoted = Some((
+                        secret[CA_CERT_KEY].clone(),
+                        secret[TLS_CERT_KEY].clone(),
+                        began.elapsed(),
+                    ));
                     Ok(())
-                } else {
-                    Err(format!(
-                        "{} of {} replicas still on the installed pair",
-                        waiting.len(),
-                        ips.len()
-                    ))
-                }
-            },
-        );
-        let mut retired = None;
-        env.wait_for("the replaced CA dropped", Duration::from_secs(150), || {
-            let secret = env.tls_secret();
-            let ca = pem_blocks(&secret[CA_CERT_KEY]);
-            let bundles = env.ca_bundles();
-            if !secret.contains_key(PREVIOUS_CA_KEY)
-                && !secret.contains_key(NEXT_CA_KEY)
-                && bundles.iter().all(|b| pem_blocks(b) == ca)
-            {
-                retired = Some(began.elapsed());
-                Ok(())
-            } else {
-                Err(format!(
-                    "keys {:?}, bundles of {:?} CAs",
-                    secret.keys(),
-                    bundles
+                },
+            );
+            let (ca, cert, at) = promoted.unwrap();
+            let mut delivered = None;
+            env.wait_for(
+                &format!("every replica serving promotion {round}"),
+                Duration::from_secs(90),
+                || {
+                    let ips = env.serving_pod_ips();
+                    let seen = handshakes.lock().unwrap();
+                    let waiting = ips
                         .iter()
-                        .map(|b| pem_blocks(b).len())
-                        .collect::<Vec<_>>()
-                ))
-            }
-        });
-        // A few more handshakes against the single CA left.
-        thread::sleep(Duration::from_secs(3));
+                        .filter(|ip| !seen.first_served.contains_key(&(ca.clone(), (*ip).clone())))
+                        .count();
+                    if waiting == 0 && ips.len() == 2 {
+                        delivered = Some(began.elapsed());
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{waiting} of {} replicas serve an older pair",
+                            ips.len()
+                        ))
+                    }
+                },
+            );
+            let mut retired = None;
+            env.wait_for(
+                &format!("the CA replaced by promotion {round} dropped"),
+                Duration::from_secs(120),
+                || {
+                    let secret = env.tls_secret();
+                    let bundles = env.ca_bundles();
+                    if !secret.contains_key(PREVIOUS_CA_KEY)
+                        && bundles.iter().all(|b| pem_blocks(b) == pem_blocks(&ca))
+                    {
+                        retired = Some(began.elapsed());
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "keys {:?}, caBundles of {:?} CAs",
+                            secret.keys(),
+                            bundles
+                                .iter()
+                                .map(|b| pem_blocks(b).len())
+                                .collect::<Vec<_>>()
+                        ))
+                    }
+                },
+            );
+            promotions.push(Promotion {
+                ca,
+                cert,
+                at,
+                delivered: delivered.unwrap(),
+                retired: retired.unwrap(),
+            });
+        }
         stop.store(true, Ordering::Relaxed);
-        (promoted.unwrap(), delivered.unwrap(), retired.unwrap())
+        promotions
     });
     let tally = load.stop();
     let handshakes = handshakes.into_inner().unwrap();
-    let lags: Vec<String> = handshakes
-        .renewed_at
-        .values()
-        .map(|t| format!("{:.1} s", t.saturating_sub(promoted).as_secs_f64()))
-        .collect();
-    eprintln!(
-        "node tier: renewal: promoted at +{:.1} s, every replica serving it at +{:.1} s (kubelet \
-         delivery after the promotion: {}), the replaced CA dropped at +{:.1} s; {} handshakes",
-        promoted.as_secs_f64(),
-        delivered.as_secs_f64(),
-        lags.join(", "),
-        retired.as_secs_f64(),
-        handshakes.count
+    for (round, p) in promotions.iter().enumerate() {
+        let lags: Vec<String> = handshakes
+            .first_served
+            .iter()
+            .filter(|((ca, _), _)| *ca == p.ca)
+            .map(|(_, t)| format!("{:.1} s", t.saturating_sub(p.at).as_secs_f64()))
+            .collect();
+        eprintln!(
+            "node tier: renewal, promotion {}: at +{:.1} s, every replica serving it at +{:.1} s \
+             (kubelet delivery after the promotion: {}), the replaced CA dropped at +{:.1} s",
+            round + 1,
+            p.at.as_secs_f64(),
+            p.delivered.as_secs_f64(),
+            lags.join(", "),
+            p.retired.as_secs_f64()
+        );
+    }
+    eprintln!("node tier: renewal: {} handshakes", handshakes.count);
+    assert_eq!(
+        promotions[0].cert, staged.cert_pem,
+        "the staged pair was not the one promoted"
+    );
+    assert!(
+        promotions[1].ca != staged.ca_pem && promotions[1].ca != installed[CA_CERT_KEY],
+        "the second promotion is not a pair the replicas issued"
     );
     assert!(
         handshakes.failures.is_empty(),
@@ -236,15 +323,29 @@ pub(crate) fn certificates_renew_under_load(env: &Env) {
         handshakes.failures.len(),
         handshakes.failures.join("\n")
     );
-    assert_clean("a certificate renewal", &tally);
+    assert_clean("two promotions of short-lived certificates", &tally);
 
-    // Back to the rendered arguments; the renewed pair is kept, not replaced.
-    let renewed = env.tls_secret();
+    // Back to the rendered arguments: install replaces the short-lived pair with a long one.
     env.gmsa_ok(&["install", "--apply", "--force-conflicts"]);
     env.rollout_status();
-    assert_eq!(
-        env.tls_secret().get(TLS_CERT_KEY),
-        renewed.get(TLS_CERT_KEY),
-        "install replaced the renewed certificate"
+    env.wait_for(
+        "a long-lived pair served after install",
+        Duration::from_secs(120),
+        || {
+            let secret = env.tls_secret();
+            let pair = Pair {
+                ca_pem: secret[CA_CERT_KEY].clone(),
+                cert_pem: secret[TLS_CERT_KEY].clone(),
+                key_pem: secret[TLS_KEY_KEY].clone(),
+            };
+            let now = time::OffsetDateTime::now_utc();
+            if let Some(reason) = pair.renewal_reason(&names, now, &Policy::default()) {
+                return Err(reason);
+            }
+            match env.dry_run(&gmsa_pod("webapp")) {
+                (201, body) if body.contains(MARKER) => Ok(()),
+                (status, body) => Err(format!("HTTP {status}: {body}")),
+            }
+        },
     );
 }
