@@ -110,11 +110,23 @@ pub(crate) fn helm_install_upgrade_uninstall(env: &Env) {
     assert!(body.contains("GMSA admission is not installed"), "{body}");
     let (status, body) = env.dry_run(&plain_pod());
     assert_eq!(status, 201, "{body}");
+    // Nothing of the release is left, and no webhook configuration points at nothing; the
+    // guard and the CRD (Helm never deletes crds/) stay on purpose.
     let left = env.kubectl(&[
         "get",
-        "deployment,service,secret",
+        "deployment,service,secret,serviceaccount,role,rolebinding,pdb",
         "-n",
         SYSTEM_NS,
+        "-o",
+        "name",
+    ]);
+    assert!(
+        !left.contains("gmsa-webhook"),
+        "left after both uninstalls: {left}"
+    );
+    let left = env.kubectl(&[
+        "get",
+        "clusterrole,clusterrolebinding,mutatingwebhookconfiguration,validatingwebhookconfiguration",
         "-o",
         "name",
     ]);
