@@ -18,7 +18,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -29,7 +28,11 @@ use crate::real_cluster::{
 
 mod config;
 mod host;
+mod images;
 mod load;
+mod processes;
+
+use processes::NodeProcess;
 
 pub use load::{PodLoad, Tally};
 
@@ -45,9 +48,6 @@ pub const NODE_NAME: &str = "gmsa-node";
 pub const NODE_DIR_ENV: &str = "GMSA_KUBE_NODE_DIR";
 /// Environment variable naming our image's OCI archive (`hack/build-image.sh` prints it).
 pub const IMAGE_ARCHIVE_ENV: &str = "GMSA_IMAGE_ARCHIVE";
-
-/// Where containerd's registry requests go: a closed port on loopback (discard).
-const NO_PULL_PROXY: &str = "http://127.0.0.1:9";
 
 /// How long the node gets to report Ready, and the `default` ServiceAccount to appear.
 const NODE_READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -77,43 +77,6 @@ pub fn image_archive() -> Result<PathBuf, ClusterError> {
                    hack/test.sh does both"
                 .into(),
         })
-}
-
-/// A process of the node with its command line, to stop and start again.
-#[derive(Debug)]
-struct NodeProcess {
-    name: &'static str,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    running: Option<ManagedProcess>,
-}
-
-impl NodeProcess {
-    fn start(&mut self, dir: &Path) -> Result<(), ClusterError> {
-        let mut command = Command::new(&self.program);
-        command.args(&self.args);
-        for (k, v) in &self.env {
-            command.env(k, v);
-        }
-        let process =
-            ManagedProcess::spawn(self.name, command, dir.join(format!("{}.log", self.name)))?;
-        self.running = Some(process);
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut process) = self.running.take() {
-            process.stop();
-        }
-    }
-
-    fn check(&mut self) -> Result<(), ClusterError> {
-        match self.running.as_mut() {
-            Some(process) => process.check_running(),
-            None => Ok(()),
-        }
-    }
 }
 
 /// A running single-node cluster; torn down, host restored, on drop.
@@ -283,105 +246,14 @@ impl NodeCluster {
         )
         .map_err(host::io("writing the kubelet configuration".into()))?;
 
-        let path = format!(
-            "{}:{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            runtime.join("usr/bin").display(),
-            runtime.join("usr/sbin").display()
-        );
-        let kubeconfig_of = |file: &str| {
-            format!(
-                "--kubeconfig={}",
-                dir.join(format!("{file}.kubeconfig")).display()
-            )
-        };
-        let process = |name: &'static str, program: PathBuf, args: Vec<String>| NodeProcess {
-            name,
-            program,
-            args,
-            env: vec![("PATH".into(), path.clone())],
-            running: None,
-        };
-        let mut containerd = process(
-            "containerd",
-            runtime.join("usr/bin/containerd"),
-            vec![format!(
-                "--config={}",
-                dir.join("containerd/config.toml").display()
-            )],
-        );
-        // containerd never pulls: every image is imported. A missing one must fail at once
-        // and on the machine, so registry requests go to a proxy on a closed loopback port
-        // (no name is even resolved: the proxy would do that).
-        for var in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            containerd.env.push((var.into(), NO_PULL_PROXY.into()));
-        }
-        for var in ["NO_PROXY", "no_proxy"] {
-            containerd.env.push((var.into(), String::new()));
-        }
-        self.processes = vec![
-            containerd,
-            process(
-                "kube-controller-manager",
-                bin.join("kube-controller-manager"),
-                vec![
-                    kubeconfig_of("kube-controller-manager"),
-                    "--use-service-account-credentials=true".into(),
-                    format!("--service-account-private-key-file={}", sa_key.display()),
-                    format!("--root-ca-file={}", apiserver_ca.display()),
-                    "--leader-elect=false".into(),
-                    "--bind-address=127.0.0.1".into(),
-                    format!("--secure-port={}", free_port()?),
-                    format!("--flex-volume-plugin-dir={}", dir.join("flex").display()),
-                    "--controllers=*,-csrsigning,-csrapproving,-nodeipam".into(),
-                    "--node-monitor-grace-period=20s".into(),
-                    "--v=1".into(),
-                ],
-            ),
-            process(
-                "kube-scheduler",
-                bin.join("kube-scheduler"),
-                vec![
-                    kubeconfig_of("kube-scheduler"),
-                    "--leader-elect=false".into(),
-                    "--bind-address=127.0.0.1".into(),
-                    format!("--secure-port={}", free_port()?),
-                    "--v=1".into(),
-                ],
-            ),
-            process(
-                "kube-proxy",
-                bin.join("kube-proxy"),
-                vec![
-                    kubeconfig_of("kube-proxy"),
-                    "--proxy-mode=iptables".into(),
-                    format!("--cluster-cidr={POD_CIDR}"),
-                    format!("--hostname-override={NODE_NAME}"),
-                    format!("--bind-address={NODE_IP}"),
-                    format!("--healthz-bind-address=127.0.0.1:{}", free_port()?),
-                    format!("--metrics-bind-address=127.0.0.1:{}", free_port()?),
-                    "--conntrack-max-per-core=0".into(),
-                    "--conntrack-tcp-timeout-established=0".into(),
-                    "--conntrack-tcp-timeout-close-wait=0".into(),
-                    "--iptables-localhost-nodeports=false".into(),
-                    format!("--nodeport-addresses={NODE_IP}/32"),
-                    "--oom-score-adj=0".into(),
-                    "--v=1".into(),
-                ],
-            ),
-            process(
-                "kubelet",
-                bin.join("kubelet"),
-                vec![
-                    format!("--config={}", kubelet_config.display()),
-                    kubeconfig_of("kubelet"),
-                    format!("--hostname-override={NODE_NAME}"),
-                    format!("--node-ip={NODE_IP}"),
-                    format!("--root-dir={}", dir.join("kubelet/root").display()),
-                    format!("--cert-dir={}", dir.join("kubelet/pki").display()),
-                    "--v=1".into(),
-                ],
-            ),
-        ];
+        self.processes = processes::node_processes(&processes::Paths {
+            dir: &dir,
+            bin,
+            runtime,
+            kubelet_config: &kubelet_config,
+            apiserver_ca: &apiserver_ca,
+            service_account_key: &sa_key,
+        })?;
         self.start_node()?;
         self.import_base_images(bin)?;
         self.wait_ready()
@@ -417,60 +289,6 @@ impl NodeCluster {
             }
             thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// The pause and busybox images, written from the build script's programs.
-    fn import_base_images(&self, bin: &Path) -> Result<(), ClusterError> {
-        for (name, program, entrypoint) in [
-            (PAUSE_IMAGE, "pause", "/pause"),
-            (BUSYBOX_IMAGE, "busybox", "/bin/busybox"),
-        ] {
-            let root = self.dir.join(format!("images/{program}-root"));
-            let target = root.join(entrypoint.trim_start_matches('/'));
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent).map_err(host::io("creating an image root".into()))?;
-            }
-            fs::copy(bin.join("images").join(program), &target)
-                .map_err(host::io(format!("copying {program} into its image")))?;
-            let archive = self.dir.join(format!("images/{program}.oci.tar"));
-            let script = hack_dir().join("oci-image.py");
-            let output = Command::new("python3")
-                .arg(&script)
-                .args(["--root", &root.display().to_string()])
-                .args(["--name", name])
-                .args(["--entrypoint", entrypoint])
-                .args(["--out", &archive.display().to_string()])
-                .output()
-                .map_err(host::io(format!("running {}", script.display())))?;
-            if !output.status.success() {
-                return Err(ClusterError::Command {
-                    command: format!("{} for {name}", script.display()),
-                    status: output.status,
-                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-                });
-            }
-            self.import_image(&archive)?;
-        }
-        Ok(())
-    }
-
-    /// Imports an OCI archive into containerd's Kubernetes namespace.
-    pub fn import_image(&self, archive: &Path) -> Result<(), ClusterError> {
-        self.ctr_run(&["images", "import", &archive.display().to_string()])
-            .map(drop)
-    }
-
-    /// Gives an imported image another name (an "upgrade" to a new tag of the same bits).
-    pub fn tag_image(&self, from: &str, to: &str) -> Result<(), ClusterError> {
-        self.ctr_run(&["images", "tag", "--force", from, to])
-            .map(drop)
-    }
-
-    fn ctr_run(&self, args: &[&str]) -> Result<String, ClusterError> {
-        let socket = self.containerd_socket.display().to_string();
-        let mut all = vec!["--address", &socket, "--namespace", "k8s.io"];
-        all.extend_from_slice(args);
-        host::run_out(&self.ctr.display().to_string(), &all)
     }
 
     /// Waits for the node to be Ready and the `default` ServiceAccount to exist.
@@ -574,7 +392,7 @@ impl NodeCluster {
         for process in self.processes.iter_mut().rev() {
             process.stop();
         }
-        kill_pods_and_shims(&self.dir);
+        host::kill_leftovers(&self.dir);
         if let Some(cluster) = self.cluster.as_mut() {
             cluster.stop_control_plane();
         }
@@ -614,7 +432,7 @@ impl Drop for NodeCluster {
         for process in self.processes.iter_mut().rev() {
             process.stop();
         }
-        kill_pods_and_shims(&self.dir);
+        host::kill_leftovers(&self.dir);
         // The API server and etcd next; the guard and host restore last of all.
         self.cluster = None;
         self.guard.restore();
@@ -624,11 +442,6 @@ impl Drop for NodeCluster {
             }
         }
     }
-}
-
-/// Kills every pod process and containerd shim of this node (a stopped machine has none).
-fn kill_pods_and_shims(dir: &Path) {
-    host::kill_leftovers(dir);
 }
 
 fn in_pods_cgroup(pid: u32) -> bool {
