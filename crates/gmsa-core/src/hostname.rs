@@ -268,8 +268,16 @@ mod tests {
     #[test]
     fn workloads_sharing_a_fixed_hostname() {
         let meta = json!({"labels": {"app": "web"}});
-        // (kind, name, concurrency, place, hostname, expected start, expected fix or "")
-        let cases: &[(&str, &str, Concurrency, &str, &str, Option<&str>)] = &[
+        // (kind, name, concurrency, place of the spec's name, hostname, expected start)
+        type Case = (
+            &'static str,
+            &'static str,
+            Concurrency,
+            &'static str,
+            &'static str,
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
             (
                 "Deployment",
                 "web",
