@@ -191,8 +191,9 @@ impl Review {
         response_body(self.api_version, &self.uid, verdict)
     }
 
-    /// Admission warnings to send with an allowed verdict (a GMSA pod's long host name);
-    /// empty when there are none or the review was refused before it was planned.
+    /// Admission warnings to send with an allowed verdict (a GMSA pod's long host name, or a
+    /// fixed one its controller may share among several pods: [`crate::hostname`]); empty
+    /// when there are none or the review was refused before it was planned.
     pub fn warnings(&self) -> Vec<String> {
         match &self.stage {
             Stage::Planned(plan) => plan.warnings(),

@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use crate::canonical::{go_quote, write_go_string};
 use crate::credspec::{Contents, CredentialSpec};
+use crate::hostname;
 use crate::names;
 use crate::pod::{Place, PlaceKind, Pod};
-use crate::syntax::MAX_NETBIOS;
 
 /// Which endpoint a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -299,29 +299,23 @@ impl Plan {
         Ok(patch.finish())
     }
 
-    /// Admission warnings of a validated creation, never a refusal: a pod naming a credential
-    /// spec whose host name is longer than a NetBIOS name. Windows keeps its first 15
-    /// characters as the container's NetBIOS name, and a workload's pods share those.
+    /// Admission warnings of a creation, never a refusal, for pods that name a credential spec
+    /// ([`crate::hostname`]). Validation warns of a host name longer than a NetBIOS name.
+    /// Mutation warns of a fixed `spec.hostname` under a controller that may run several pods:
+    /// it sees the host name as the pod's author wrote it, where validation would also see the
+    /// random one RANDOM_HOSTNAME adds, which no other pod shares.
     pub fn warnings(&self) -> Vec<String> {
         let names_a_spec = self
             .created_places()
             .any(|p| p.options.gmsa_credential_spec_name.is_some());
-        if self.hook != Hook::Validate || self.mode != Mode::Create || !names_a_spec {
+        if self.mode != Mode::Create || !names_a_spec {
             return Vec::new();
         }
-        let Some(host) = self.pod.container_hostname() else {
-            return Vec::new();
+        let warning = match self.hook {
+            Hook::Validate => hostname::too_long(&self.pod),
+            Hook::Mutate => hostname::shared_by_controller(&self.pod),
         };
-        let len = host.chars().count();
-        if len <= MAX_NETBIOS {
-            return Vec::new();
-        }
-        let kept: String = host.chars().take(MAX_NETBIOS).collect();
-        vec![format!(
-            "GMSA pod host name {} has {len} characters: Windows keeps the first {MAX_NETBIOS} ({}) as the container's NetBIOS name, which pods of one workload share and the domain then sees as one computer; set spec.hostname to at most {MAX_NETBIOS} characters, or install with --random-hostname",
-            go_quote(&host),
-            go_quote(&kept.to_ascii_uppercase())
-        )]
+        warning.into_iter().collect()
     }
 
     fn validate(&self, facts: &Facts) -> Result<Option<String>, Denial> {

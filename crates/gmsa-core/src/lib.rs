@@ -6,6 +6,7 @@ pub mod admission;
 pub mod canonical;
 pub mod credspec;
 pub mod decision;
+pub mod hostname;
 pub mod names;
 pub mod pod;
 pub mod published;

@@ -68,6 +68,51 @@ struct ObjectMeta {
     name: Option<String>,
     #[serde(default)]
     generate_name: Option<String>,
+    #[serde(
+        default,
+        rename = "ownerReferences",
+        deserialize_with = "controller_of"
+    )]
+    controller: Option<Controller>,
+}
+
+/// The object that made a pod: its `ownerReferences` entry with `controller: true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+impl Controller {
+    /// The API group of `api_version` (empty for the core group's `v1`).
+    pub fn group(&self) -> &str {
+        self.api_version
+            .rsplit_once('/')
+            .map_or("", |(group, _)| group)
+    }
+}
+
+/// The controller among `ownerReferences`. Read leniently: we never checked this field, and a
+/// value of an unexpected shape must not turn an admission into a refusal now.
+fn controller_of<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Controller>, D::Error> {
+    let refs = serde_json::Value::deserialize(d)?;
+    let text = |r: &serde_json::Value, key: &str| {
+        r.get(key)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(refs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r.get("controller") == Some(&serde_json::Value::Bool(true)))
+        .map(|r| Controller {
+            api_version: text(r, "apiVersion"),
+            kind: text(r, "kind"),
+            name: text(r, "name"),
+        }))
 }
 
 /// A Pod, read for its GMSA settings.
@@ -197,6 +242,11 @@ impl Pod {
         self.metadata.generate_name.as_deref().unwrap_or_default()
     }
 
+    /// The controller that made the pod, if its `ownerReferences` name one.
+    pub fn controller(&self) -> Option<&Controller> {
+        self.metadata.controller.as_ref()
+    }
+
     /// `spec.serviceAccountName` as written (possibly empty).
     pub fn service_account_name(&self) -> &str {
         self.spec
@@ -270,6 +320,12 @@ impl Pod {
             .ephemeral_containers
             .iter()
             .map(|c| c.name.as_str())
+    }
+
+    /// Whether any place names a credential spec.
+    pub fn names_a_spec(&self) -> bool {
+        self.places()
+            .any(|p| p.options.gmsa_credential_spec_name.is_some())
     }
 
     /// Whether any place names or carries a credential spec.

@@ -1,10 +1,14 @@
-//! Admission warnings for GMSA pods whose host name is longer than a NetBIOS name: on the
-//! validation of a creation only, never a refusal, and only for pods that name a spec.
+//! Admission warnings for GMSA pods whose host name is longer than a NetBIOS name (on the
+//! validation of a creation), or fixed by `spec.hostname` under a controller that may run
+//! several pods (on the mutation of a creation): never a refusal, never a change to a patch,
+//! and only for pods that name a spec.
 
 #![allow(clippy::unwrap_used)] // tests may panic
 
+use std::sync::Arc;
+
 use gmsa_core::admission::Review;
-use gmsa_core::{Hook, Verdict};
+use gmsa_core::{CredentialSpec, Facts, Hook, Options, SpecLookup, Verdict};
 use serde_json::{json, Value};
 
 fn review(hook: Hook, operation: &str, metadata: Value, spec: Value) -> Review {
@@ -116,4 +120,70 @@ fn no_warning_elsewhere() {
     let denied = Verdict::Denied(gmsa_core::Denial::new(403, "no"));
     let answer: Value = serde_json::from_slice(&r.respond_warned(&denied)).unwrap();
     assert!(answer["response"].get("warnings").is_none());
+}
+
+/// What the mutation answers for `metadata` and `spec`, with gmsa-webapp1 in the cluster.
+fn mutate_answer(metadata: Value, spec: Value, options: Options) -> (Value, Vec<String>) {
+    let r = review(Hook::Mutate, "CREATE", metadata, spec);
+    let spec = CredentialSpec::new(
+        "gmsa-webapp1",
+        json!({"CmsPlugins": ["ActiveDirectory"], "DomainJoinConfig": {"MachineAccountName": "WebApp1"}}),
+    );
+    let facts = Facts {
+        specs: [(
+            "gmsa-webapp1".to_string(),
+            SpecLookup::Found(Arc::new(spec)),
+        )]
+        .into(),
+        ..Facts::default()
+    };
+    let verdict = r.decide(&facts, options, || "randomrandomran".to_string());
+    let answer: Value = serde_json::from_slice(&r.respond_warned(&verdict)).unwrap();
+    (answer, r.warnings())
+}
+
+#[test]
+fn a_fixed_hostname_under_a_replica_set_is_warned_on_mutation_with_the_same_patch() {
+    let owner = json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7776966999",
+                        "uid": "u1", "controller": true}]);
+    let owned = json!({"generateName": "web-7776966999-", "ownerReferences": owner});
+    let plain = json!({"generateName": "web-7776966999-"});
+    let (warned, warnings) =
+        mutate_answer(owned.clone(), gmsa_spec(Some("web1")), Options::default());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with(r#"GMSA pod sets spec.hostname "web1" and its ReplicaSet "web-7776966999" may run several pods with it"#),
+        "{warnings:?}"
+    );
+    assert_eq!(warned["response"]["warnings"], json!(warnings));
+    // The same pod without its owner: the very same answer, less the warnings.
+    let (unwarned, none) = mutate_answer(plain, gmsa_spec(Some("web1")), Options::default());
+    assert!(none.is_empty());
+    assert!(unwarned["response"].get("warnings").is_none());
+    let mut stripped = warned.clone();
+    stripped["response"]
+        .as_object_mut()
+        .unwrap()
+        .remove("warnings");
+    assert_eq!(stripped, unwarned);
+    assert!(unwarned["response"]["patch"].is_string());
+
+    // RANDOM_HOSTNAME fills in pods without a hostname: those are not warned of, and the
+    // validation that sees the random one says nothing either.
+    let (answer, warnings) = mutate_answer(
+        owned.clone(),
+        gmsa_spec(None),
+        Options {
+            random_hostname: true,
+        },
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(answer["response"].get("warnings").is_none());
+    let mut random = gmsa_spec(Some("randomrandomran"));
+    random["securityContext"]["windowsOptions"]["gmsaCredentialSpec"] = json!("{}");
+    let mut meta = owned;
+    meta["name"] = json!("web-7776966999-abcde");
+    assert!(review(Hook::Validate, "CREATE", meta, random)
+        .warnings()
+        .is_empty());
 }

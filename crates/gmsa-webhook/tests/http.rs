@@ -426,3 +426,36 @@ async fn validate_warns_of_a_long_host_name() {
     .await;
     assert!(response_of(&b)["response"].get("warnings").is_none());
 }
+
+/// A GMSA pod with a fixed host name, made by a ReplicaSet, is admitted by the mutation with a
+/// warning, in both answer versions, and the same patch as without it.
+#[tokio::test]
+async fn mutate_warns_of_a_fixed_host_name_under_a_replica_set() {
+    let f = fixture(Options::default());
+    for version in ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"] {
+        let mut body: Value =
+            serde_json::from_str(&review(version, "CREATE", "default", "gmsa-webapp1")).unwrap();
+        body["request"]["object"]["spec"]["hostname"] = json!("web1");
+        let (_, plain, _) = call(&f.app, post("/mutate", body.to_string())).await;
+        body["request"]["object"]["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7776966999",
+            "uid": "u1", "controller": true
+        }]);
+        let (_, warned, _) = call(&f.app, post("/mutate", body.to_string())).await;
+        let mut warned = response_of(&warned);
+        let warnings = warned["response"]
+            .as_object_mut()
+            .unwrap()
+            .remove("warnings")
+            .unwrap();
+        assert_eq!(warnings.as_array().unwrap().len(), 1, "{warnings}");
+        assert!(
+            warnings[0].as_str().unwrap().starts_with(
+                r#"GMSA pod sets spec.hostname "web1" and its ReplicaSet "web-7776966999" may run several pods"#
+            ),
+            "{warnings}"
+        );
+        assert_eq!(warned, response_of(&plain), "{version}");
+        assert!(warned["response"]["patch"].is_string());
+    }
+}

@@ -1219,6 +1219,91 @@ const WRITE_PATH_SCENARIOS: &[(&str, Scenario)] = &[
             )
         },
     ),
+    (
+        "host-name warnings reach kubectl and change no patch",
+        |e| {
+            // kubectl prints the API server's `Warning` headers, which carry the webhooks'
+            // admission warnings, on stderr as `Warning: TEXT`.
+            let dry_run = |pod: &Value| -> Result<(Value, Vec<String>), String> {
+                let out = e.cluster.kubectl(
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    Some(&pod.to_string()),
+                );
+                let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                if !out.status.success() {
+                    return Err(format!("creating {}: {stderr}", pod_name(pod)));
+                }
+                let answer = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+                let warnings = stderr
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("Warning: "))
+                    .map(str::to_string)
+                    .collect();
+                Ok((answer, warnings))
+            };
+            let gmsa = json!({"gmsaCredentialSpecName": "gmsa-webapp1"});
+            let warned = |what: &str, warnings: &[String], start: &str| {
+                if warnings.len() == 1 && warnings[0].starts_with(start) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{what}: warnings {warnings:?}, expected one starting {start:?}"
+                    ))
+                }
+            };
+
+            // Made by a ReplicaSet, with a fixed host name: the mutation's warning.
+            let mut shared = with_pod_gmsa(windows_pod("web-7776966999-n5nzr", None), gmsa.clone());
+            shared["metadata"]["generateName"] = json!("web-7776966999-");
+            shared["metadata"]["ownerReferences"] = json!([{
+                "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7776966999",
+                "uid": "0b6a4f0e-4b4c-4b8e-9a51-6f1c1f1d2c3e", "controller": true
+            }]);
+            shared["spec"]["hostname"] = json!("web1");
+            let (answer, warnings) = dry_run(&shared)?;
+            same(
+                "contents with a warning",
+                pod_contents(&answer),
+                Some(WEBAPP1),
+            )?;
+            same(
+                "hostname",
+                answer["spec"]["hostname"].as_str(),
+                Some("web1"),
+            )?;
+            warned(
+                "ReplicaSet pod",
+                &warnings,
+                r#"GMSA pod sets spec.hostname "web1" and its ReplicaSet "web-7776966999" may run several pods with it under the same gMSA: they share the NetBIOS name "WEB1""#,
+            )?;
+
+            // A StatefulSet's pod: its controller gave it its own name as host name.
+            let mut ordinal = with_pod_gmsa(windows_pod("db-0", None), gmsa.clone());
+            ordinal["metadata"]["ownerReferences"] = json!([{
+                "apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db",
+                "uid": "5d0c2b8e-0c7e-4a57-8f0e-2b8e6a3f9c11", "controller": true
+            }]);
+            ordinal["spec"]["hostname"] = json!("db-0");
+            let (_, warnings) = dry_run(&ordinal)?;
+            if !warnings.is_empty() {
+                return Err(format!("StatefulSet pod warned: {warnings:?}"));
+            }
+
+            // A host name longer than a NetBIOS name: the validation's warning.
+            let long = with_pod_gmsa(windows_pod("iis-7776966999-n5nzr", None), gmsa);
+            let (answer, warnings) = dry_run(&long)?;
+            same(
+                "contents with a long name",
+                pod_contents(&answer),
+                Some(WEBAPP1),
+            )?;
+            warned(
+                "long host name",
+                &warnings,
+                r#"GMSA pod host name "iis-7776966999-n5nzr" has 20 characters"#,
+            )
+        },
+    ),
     ("server-side apply of a pod that names a spec", |e| {
         let mut pod = windows_pod("applied", Some("webapp"));
         pod["spec"]["containers"] = json!([container("app", named("gmsa-webapp1"))]);

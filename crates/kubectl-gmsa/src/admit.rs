@@ -1,14 +1,17 @@
 //! `admit`: the webhook's decisions, offline. Each pod (or workload pod template) becomes the
 //! AdmissionReview the API server would send; it goes through `gmsa_core::admission::Review`
 //! for mutate, the answer's patch is applied, and the mutated pod goes through validate, as
-//! the API server calls the two webhooks.
+//! the API server calls the two webhooks. Both answers' admission warnings are printed, and
+//! for a workload one more that the webhook cannot give, knowing one pod only: several pods at
+//! once with one fixed host name under a gMSA (`gmsa_core::hostname`).
 
 use anyhow::{anyhow, bail, Context};
 use base64::Engine;
 use gmsa_core::admission::{Review, API_VERSION_V1};
 use gmsa_core::names;
+use gmsa_core::pod::Pod;
 use gmsa_core::state::State;
-use gmsa_core::{Facts, Hook, Options};
+use gmsa_core::{hostname, Facts, Hook, Options};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -153,7 +156,7 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
             }
             Site::Template(pointer) => {
                 let pod = template_pod(object, pointer, &what)?;
-                let outcome = review_pod(
+                let mut outcome = review_pod(
                     &state,
                     &pod,
                     None,
@@ -161,6 +164,9 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
                     Operation::Create,
                     &uid,
                 )?;
+                if let Outcome::Admitted(_, warnings) = &mut outcome {
+                    warnings.extend(shared_hostname(object, &subject.kind, &pod));
+                }
                 if let Outcome::Admitted(Some(patch), _) = &outcome {
                     let spec_pointer = format!("{pointer}/spec");
                     let spec = object
@@ -260,6 +266,20 @@ fn subject(
         display_name,
         site,
     })
+}
+
+/// The webhook sees one pod at a time; `admit` sees the workload, and warns when it runs
+/// several pods at once with one fixed host name under a gMSA.
+fn shared_hostname(object: &Value, kind: &str, template: &Value) -> Option<String> {
+    let concurrency = hostname::concurrency(kind, object)?;
+    let name = object
+        .pointer("/metadata/name")
+        .or_else(|| object.pointer("/metadata/generateName"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    // The template was reviewed already: one the webhook's reader refuses was denied there.
+    let pod = Pod::from_json(&template.to_string()).ok()?;
+    hostname::shared_by_workload(kind, name, concurrency, &pod)
 }
 
 /// The old version of a pod, for an UPDATE.
@@ -443,5 +463,8 @@ fn review_pod(
     if !validate.allowed {
         return Ok(denied(validate));
     }
-    Ok(Outcome::Admitted(patch, validate.warnings))
+    // In the order the API server collects them: mutating webhooks answer first.
+    let mut warnings = mutate.warnings;
+    warnings.extend(validate.warnings);
+    Ok(Outcome::Admitted(patch, warnings))
 }

@@ -297,9 +297,10 @@ pub struct CcgArgs {
         requires = "ccg_plugin_guid"
     )]
     pub ccg_plugin_input: Option<String>,
-    /// PortableCcgVersion.
-    #[arg(long = "ccg-version", value_name = "N", default_value = "1")]
-    pub ccg_version: String,
+    /// The plugin's PortableCcgVersion (1 when not given); only with --plugin or
+    /// --ccg-plugin-guid.
+    #[arg(long = "ccg-version", value_name = "N")]
+    pub ccg_version: Option<String>,
 }
 
 /// The CCG plugins `credspec new --plugin` knows.

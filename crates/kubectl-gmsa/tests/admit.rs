@@ -374,3 +374,143 @@ fn unusable_input_exits_2() {
         out.stderr
     );
 }
+
+/// Workloads of every kind, each with a fixed `spec.hostname`: those that run several pods at
+/// once under the gMSA are warned of, naming the count, the host name and the fix.
+const SHARED_HOSTNAMES: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      hostname: web1
+      securityContext: {windowsOptions: {gmsaCredentialSpecName: gmsa-webapp1}}
+      containers: [{name: iis, image: iis}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: single}
+spec:
+  selector: {matchLabels: {app: single}}
+  template:
+    metadata: {labels: {app: single}}
+    spec:
+      hostname: single
+      securityContext: {windowsOptions: {gmsaCredentialSpecName: gmsa-webapp1}}
+      containers: [{name: iis, image: iis}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      hostname: agent
+      containers:
+      - name: agent
+        image: agent
+        securityContext: {windowsOptions: {gmsaCredentialSpecName: gmsa-webapp1}}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly}
+spec:
+  schedule: "@daily"
+  jobTemplate:
+    spec:
+      parallelism: 2
+      template:
+        spec:
+          hostname: reports
+          restartPolicy: Never
+          securityContext: {windowsOptions: {gmsaCredentialSpecName: gmsa-webapp1}}
+          containers: [{name: job, image: job}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      hostname: db
+      securityContext: {windowsOptions: {gmsaCredentialSpecName: gmsa-webapp1}}
+      containers: [{name: db, image: db}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: plain}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: plain}}
+  template:
+    metadata: {labels: {app: plain}}
+    spec:
+      hostname: plain
+      containers: [{name: iis, image: iis}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-7776966999-n5nzr
+  generateName: web-7776966999-
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: ReplicaSet, name: web-7776966999, uid: 5f2a, controller: true}
+spec:
+  hostname: web1
+  securityContext: {windowsOptions: {gmsaCredentialSpecName: gmsa-webapp1}}
+  containers: [{name: iis, image: iis}]
+"#;
+
+#[test]
+fn workloads_running_several_pods_with_one_hostname_are_warned() {
+    let dir = setup();
+    std::fs::write(dir.path().join("shared.yaml"), SHARED_HOSTNAMES).unwrap();
+    let out = run(
+        dir.path(),
+        &["admit", "-f", "shared.yaml", "--state", "state"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let consequence = |name: &str| {
+        format!("they share the NetBIOS name \"{name}\", which the domain sees as one computer, so only one of them at a time keeps its domain trust")
+    };
+    let random = "remove spec.hostname and install with --random-hostname, which gives each GMSA pod without one a random 15-character host name (the pods' own names agree in their first 15 characters)";
+    let own = "remove spec.hostname, so that each pod's own name is its host name";
+    assert_eq!(
+        lines,
+        [
+            format!("warning: Deployment default/web: its 3 replicas run with the one spec.hostname \"web1\" under a gMSA: {}; {random}, or run one replica per host name", consequence("WEB1")),
+            "admitted Deployment default/web".into(),
+            "admitted Deployment default/single".into(),
+            format!("warning: DaemonSet default/agent: its pods, one on each node (several on a cluster of more than one Windows node), run with the one spec.hostname \"agent\" under a gMSA: {}; {own}", consequence("AGENT")),
+            "admitted DaemonSet default/agent".into(),
+            format!("warning: CronJob default/nightly: up to 2 pods at once (parallelism 2) run with the one spec.hostname \"reports\" under a gMSA: {}; {random}, or run one replica per host name", consequence("REPORTS")),
+            "admitted CronJob default/nightly".into(),
+            // The StatefulSet controller replaces spec.hostname with each pod's own name.
+            "admitted StatefulSet default/db".into(),
+            "admitted Deployment default/plain".into(),
+            // A pod alone: the webhook's rule, from its controller's ownerReference.
+            format!("warning: Pod default/web-7776966999-n5nzr: GMSA pod sets spec.hostname \"web1\" and its ReplicaSet \"web-7776966999\" may run several pods with it under the same gMSA: {}; {random}, or run one replica per host name", consequence("WEB1")),
+            "admitted Pod default/web-7776966999-n5nzr".into(),
+        ]
+    );
+    // Warnings change nothing in what is admitted: the host name stays, the contents are in.
+    let docs = out.docs();
+    assert_eq!(docs.len(), 7);
+    let web = &docs[0]["spec"]["template"]["spec"];
+    assert_eq!(web["hostname"], "web1");
+    assert_eq!(
+        web["securityContext"]["windowsOptions"]["gmsaCredentialSpec"],
+        json!(webapp1_contents())
+    );
+}

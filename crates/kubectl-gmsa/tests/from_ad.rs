@@ -1,6 +1,6 @@
 //! `kubectl gmsa credspec new --from-ad`, run as the built binary against a real Samba AD DC
 //! (one for the whole binary: Samba's LDAP ports are fixed, and provisioning takes seconds),
-//! plus the refusals that need no DC.
+//! with and without each CCG plugin, plus the refusals that need no DC.
 //!
 //! Without Samba installed or startable the DC test fails with the reason;
 //! `GMSA_SKIP_SAMBA=1` makes it skip instead.
@@ -15,6 +15,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use gmsa_testkit::credspecs;
 use gmsa_testkit::samba::{self, SambaDc};
 use serde_json::json;
 use support::{run, run_env, Run};
@@ -163,6 +164,99 @@ fn ldaps_with_the_ca_file_reads_the_domain(f: &Fixture<'_>) -> Result<(), String
             .contains("LogReader@fabrikam.com is not in contoso.com"),
         || format!("no note on the unchecked account: {}", out.stderr),
     )
+}
+
+/// The typed flags of each plugin `--plugin` knows, with the shared fixture's inputs.
+fn plugin_flags(plugin: &str) -> Vec<&'static str> {
+    match plugin {
+        "aws" => vec!["--plugin", "aws", "--credential-arn", credspecs::AWS_ARN],
+        "azure" => vec![
+            "--plugin",
+            "azure",
+            "--object-id",
+            credspecs::AZURE_OBJECT_ID,
+            "--secret-uri",
+            credspecs::AZURE_SECRET_URI,
+        ],
+        _ => vec![
+            "--plugin",
+            "rancher",
+            "--secret-namespace",
+            credspecs::RANCHER_NAMESPACE,
+            "--secret",
+            credspecs::RANCHER_SECRET,
+        ],
+    }
+}
+
+/// Every plugin, from the directory: the domain's facts as the DC has them, the plugin's
+/// HostAccountConfig as the flags make it, and a spec `credspec validate` accepts.
+fn each_plugin_takes_the_directory_facts(f: &Fixture<'_>) -> Result<(), String> {
+    let (password, ca, upn) = (f.password_file(), f.ca_file(), f.dc.admin_upn());
+    for (plugin, fixture) in credspecs::plugin_specs() {
+        let flags = plugin_flags(plugin);
+        let mut argv = vec!["--account", "WebApp1"];
+        argv.extend(flags.iter().copied());
+        let named_flags = argv.clone();
+        argv.extend([
+            "--bind-upn",
+            &upn,
+            "--password-file",
+            &password,
+            "--ca-file",
+            &ca,
+        ]);
+        let out = f.new_from_ad(&f.dc.ldaps_url(), &argv, None);
+        check(out.code == 0, || format!("{plugin}: {}", out.stderr))?;
+        let doc = &out.docs()[0];
+        let join = &doc["credspec"]["DomainJoinConfig"];
+        check(
+            join == &json!({
+                "DnsName": samba::DNS_NAME,
+                "DnsTreeName": samba::DNS_NAME,
+                "Guid": samba::DOMAIN_GUID,
+                "MachineAccountName": "WebApp1",
+                "NetBiosName": samba::NETBIOS_NAME,
+                "Sid": samba::DOMAIN_SID,
+            }),
+            || format!("{plugin}: DomainJoinConfig {join}"),
+        )?;
+        let host = &doc["credspec"]["ActiveDirectoryConfig"]["HostAccountConfig"];
+        let expected = &fixture["credspec"]["ActiveDirectoryConfig"]["HostAccountConfig"];
+        check(host == expected, || {
+            format!("{plugin}: HostAccountConfig {host}, expected {expected}")
+        })?;
+        let accounts = &doc["credspec"]["ActiveDirectoryConfig"]["GroupManagedServiceAccounts"];
+        check(
+            accounts
+                == &json!([
+                    {"Name": "WebApp1", "Scope": samba::DNS_NAME},
+                    {"Name": "WebApp1", "Scope": samba::NETBIOS_NAME},
+                ]),
+            || format!("{plugin}: GroupManagedServiceAccounts {accounts}"),
+        )?;
+        let flags_print = from_flags(f.dir, &named_flags);
+        check(out.stdout == flags_print, || {
+            format!(
+                "{plugin}: --from-ad printed\n{}\nthe flags print\n{flags_print}",
+                out.stdout
+            )
+        })?;
+
+        let file = format!("{plugin}-from-ad.yaml");
+        std::fs::write(f.dir.join(&file), &out.stdout).map_err(|e| e.to_string())?;
+        let checked = run(f.dir, &["credspec", "validate", &file]);
+        check(checked.code == 0 && checked.stdout.is_empty(), || {
+            format!(
+                "{plugin}: validate exit {}: {}{}",
+                checked.code, checked.stdout, checked.stderr
+            )
+        })?;
+        check(checked.stderr.contains("0 problems, 0 warnings"), || {
+            format!("{plugin}: validate said {}", checked.stderr)
+        })?;
+    }
+    Ok(())
 }
 
 fn starttls_reads_the_same(f: &Fixture<'_>) -> Result<(), String> {
@@ -369,12 +463,16 @@ fn against_a_samba_ad_dc() {
         dir: dir.path(),
     };
     type Case = fn(&Fixture<'_>) -> Result<(), String>;
-    let cases: [(&str, Case); 6] = [
+    let cases: [(&str, Case); 7] = [
         (
             "ldaps_with_the_ca_file_reads_the_domain",
             ldaps_with_the_ca_file_reads_the_domain,
         ),
         ("starttls_reads_the_same", starttls_reads_the_same),
+        (
+            "each_plugin_takes_the_directory_facts",
+            each_plugin_takes_the_directory_facts,
+        ),
         (
             "wrong_password_is_named_and_never_shown",
             wrong_password_is_named_and_never_shown,

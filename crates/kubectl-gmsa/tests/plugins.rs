@@ -188,3 +188,37 @@ fn each_mistake_is_refused_or_warned_by_validate() {
         }
     }
 }
+
+#[test]
+fn ccg_version_needs_a_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["credspec", "new", "gmsa-webapp1"];
+    args.extend_from_slice(DOMAIN);
+    args.extend(["--ccg-version", "2"]);
+    let out = run(dir.path(), &args);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: --ccg-version is the PortableCcgVersion of a CCG plugin, and no plugin is given: add --plugin aws|azure|rancher with its flags (or --ccg-plugin-guid and --ccg-plugin-input), or leave --ccg-version out"
+    );
+    // With a plugin, by name or by GUID, it is written as given.
+    for plugin in [
+        plugin_flags("rancher"),
+        vec![
+            "--ccg-plugin-guid",
+            "{00000000-1111-2222-3333-444444444444}",
+            "--ccg-plugin-input",
+            "x",
+        ],
+    ] {
+        let mut args = vec!["credspec", "new", "gmsa-webapp1"];
+        args.extend_from_slice(DOMAIN);
+        args.extend(plugin.iter().copied());
+        args.extend(["--ccg-version", "2"]);
+        let out = run(dir.path(), &args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let host = &out.docs()[0]["credspec"]["ActiveDirectoryConfig"]["HostAccountConfig"];
+        assert_eq!(host["PortableCcgVersion"], "2", "{plugin:?}");
+    }
+}
