@@ -37,6 +37,15 @@ impl Scope for ClusterResourceScope {
 }
 
 impl KindInfo {
+    /// `kind.group/name`, as kubectl names an object of this kind.
+    pub fn object_name(&self, name: &str) -> String {
+        let kind = self.kind.to_ascii_lowercase();
+        match self.api_version.rsplit_once('/') {
+            Some((group, _)) => format!("{kind}.{group}/{name}"),
+            None => format!("{kind}/{name}"),
+        }
+    }
+
     /// A built-in kind, from its k8s-openapi type.
     const fn of<K: Resource>() -> Self
     where

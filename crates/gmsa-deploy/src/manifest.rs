@@ -47,12 +47,7 @@ impl ObjectRef {
 impl fmt::Display for ObjectRef {
     /// `kind.group/name`, as kubectl names objects.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let info = self.kind.info();
-        let kind = info.kind.to_ascii_lowercase();
-        match info.api_version.rsplit_once('/') {
-            Some((group, _)) => write!(f, "{kind}.{group}/{}", self.name),
-            None => write!(f, "{kind}/{}", self.name),
-        }
+        f.write_str(&self.kind.info().object_name(&self.name))
     }
 }
 

@@ -56,16 +56,6 @@ pub fn api(client: &Client, info: &KindInfo, namespace: Option<&str>) -> Api<Dyn
     }
 }
 
-/// `kind.group/name`, as kubectl names objects.
-pub fn display_name(info: &KindInfo, name: &str) -> String {
-    let group = info.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    if group.is_empty() {
-        format!("{}/{name}", info.kind.to_ascii_lowercase())
-    } else {
-        format!("{}.{group}/{name}", info.kind.to_ascii_lowercase())
-    }
-}
-
 /// Whether an API error means the kind itself is unknown to the server (a CRD not installed,
 /// an API version it does not serve).
 pub fn is_not_found(e: &kube::Error) -> bool {
@@ -94,7 +84,7 @@ impl Applier {
         match api(&self.client, info, namespace).get_opt(name).await {
             Ok(found) => Ok(found.map(|o| serde_json::to_value(o).unwrap_or(Value::Null))),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", display_name(info, name))),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", info.object_name(name))),
         }
     }
 
@@ -129,7 +119,7 @@ impl Applier {
                 }
             }
         };
-        let mut line = format!("{} {outcome}", display_name(info, name));
+        let mut line = format!("{} {outcome}", info.object_name(name));
         if self.server_dry_run {
             line.push_str(" (server dry run)");
         }
@@ -152,21 +142,21 @@ impl Applier {
             .await
         {
             Ok(_) => {
-                let mut line = format!("{} deleted", display_name(info, name));
+                let mut line = format!("{} deleted", info.object_name(name));
                 if self.server_dry_run {
                     line.push_str(" (server dry run)");
                 }
                 Ok(Some(line))
             }
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot delete {}", display_name(info, name))),
+            Err(e) => Err(e).with_context(|| format!("cannot delete {}", info.object_name(name))),
         }
     }
 }
 
 /// An apply error with what to do about it.
 fn explain(kind: Kind, name: &str, e: kube::Error) -> anyhow::Error {
-    let what = display_name(kind.info(), name);
+    let what = kind.info().object_name(name);
     let hint = match &e {
         kube::Error::Api(s) if s.code == 404 && matches!(kind, Kind::Issuer | Kind::Certificate) => {
             ": cert-manager is not installed in this cluster (install it, or use --certs self-signed)"

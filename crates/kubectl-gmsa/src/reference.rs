@@ -18,7 +18,7 @@ use kube::api::ListParams;
 use kube::Client;
 use serde_json::Value;
 
-use crate::apply::{api, display_name, Applier};
+use crate::apply::{api, Applier};
 
 /// The webhook name every reference webhook configuration uses.
 pub const REFERENCE_WEBHOOK: &str = "admission-webhook.windows-gmsa.sigs.k8s.io";
@@ -34,7 +34,7 @@ pub struct Leftover {
 impl Leftover {
     /// `kind.group/name`, as kubectl names it.
     pub fn display(&self) -> String {
-        let name = display_name(self.kind.info(), &self.name);
+        let name = self.kind.info().object_name(&self.name);
         match &self.namespace {
             Some(ns) => format!("{name} in namespace {ns}"),
             None => name,
@@ -42,7 +42,7 @@ impl Leftover {
     }
 
     fn delete_command(&self) -> String {
-        let kind = display_name(self.kind.info(), &self.name);
+        let kind = self.kind.info().object_name(&self.name);
         match &self.namespace {
             Some(ns) => format!("kubectl -n {ns} delete {kind}"),
             None => format!("kubectl delete {kind}"),

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 
-use crate::apply::{display_name, Applier, Outcome};
+use crate::apply::{Applier, Outcome};
 
 /// Sends every object as a server-side dry run, so an install that would fail part-way
 /// (a conflict, a missing cert-manager, a forbidden kind) fails before changing anything.
@@ -319,14 +319,14 @@ pub async fn delete_ours(
         if !labelled {
             eprintln!(
                 "skipped {}: it does not carry install's labels",
-                display_name(info, name)
+                info.object_name(name)
             );
             continue;
         }
         if crate::reference::is_reference_configuration(&found) {
             eprintln!(
                 "skipped {}: it also holds the reference webhook (delete it yourself to retire that)",
-                display_name(info, name)
+                info.object_name(name)
             );
             continue;
         }
