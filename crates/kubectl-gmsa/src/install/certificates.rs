@@ -46,6 +46,17 @@ pub fn read_secret(secret: Option<&Value>) -> SelfSignedSecret {
     SelfSignedSecret::from_secret(&data, &annotations)
 }
 
+/// The self-signed Secret as stored, if there is one.
+pub async fn stored_secret(
+    applier: &Applier,
+    settings: &Settings,
+) -> anyhow::Result<Option<Value>> {
+    let secret = names::tls_secret(&settings.name);
+    applier
+        .get(Kind::Secret.info(), Some(&settings.namespace), &secret)
+        .await
+}
+
 /// The material to apply and, when a new pair was issued, why.
 pub fn self_signed(
     settings: &Settings,
@@ -92,13 +103,7 @@ pub async fn stage_rotation(
         tokio::time::sleep(ROTATION_SETTLE).await;
         // The staged write moved the resourceVersion; a replica may even have promoted
         // the staged pair itself, which is what this install is about to write.
-        let now = applier
-            .get(
-                Kind::Secret.info(),
-                Some(&settings.namespace),
-                &names::tls_secret(&settings.name),
-            )
-            .await?;
+        let now = stored_secret(applier, settings).await?;
         if let Some(rv) = now
             .as_ref()
             .and_then(|s| s["metadata"]["resourceVersion"].as_str())

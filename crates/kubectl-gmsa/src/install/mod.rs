@@ -152,13 +152,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     let mut read_secret: Option<gmsa_deploy::SelfSignedSecret> = None;
     let mut tls = match &settings.certs {
         CertMode::SelfSigned => {
-            let secret = applier
-                .get(
-                    Kind::Secret.info(),
-                    Some(ns),
-                    &names::tls_secret(&settings.name),
-                )
-                .await?;
+            let secret = certificates::stored_secret(&applier, &settings).await?;
             let existing = certificates::read_secret(secret.as_ref());
             let rv = secret
                 .as_ref()
@@ -265,13 +259,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     if let (CertMode::SelfSigned, false, Some((material, _))) =
         (&settings.certs, server_dry_run, &mut tls)
     {
-        let now = applier
-            .get(
-                Kind::Secret.info(),
-                Some(ns),
-                &names::tls_secret(&settings.name),
-            )
-            .await?;
+        let now = certificates::stored_secret(&applier, &settings).await?;
         material.also_trusted =
             certificates::read_secret(now.as_ref()).trusted(time::OffsetDateTime::now_utc());
         manifest = gmsa_deploy::render(&settings, Some(material))?;
