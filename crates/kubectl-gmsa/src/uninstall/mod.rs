@@ -9,7 +9,7 @@ mod workloads;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use gmsa_deploy::policies::guard;
-use gmsa_deploy::{names, owned, removed_by, Kind, Removal, Settings};
+use gmsa_deploy::{names, owned, removed_by, Kind, ObjectRef, Removal, Settings};
 
 use crate::apply::Applier;
 use crate::cluster::{client, cluster_version, runtime};
@@ -116,17 +116,7 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
         // Before the webhooks go. After the policies, which would answer the same probe.
         wait_guard(&applier, &settings).await?;
     }
-    // The webhook configurations first, then what they call, identities last.
-    let mut targets: Vec<_> = owned(&settings)
-        .into_iter()
-        .filter(|o| {
-            matches!(
-                o.removed_by,
-                Removal::SwitchToPolicies | Removal::Superseded | Removal::Uninstall
-            )
-        })
-        .map(|o| o.object)
-        .collect();
+    let mut targets = after_the_policies(&settings);
     if plan == GuardPlan::Remove {
         targets.extend(removed_by(&settings, Removal::NextInstall));
     }
@@ -171,6 +161,22 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
     Ok(ExitStatus::Success)
 }
 
+/// What uninstall deletes once the policies are gone: the webhook configurations first (under
+/// their earlier names too), then what they call, identities last; not the guard, the
+/// namespace or the CRD, which depend on the arguments.
+fn after_the_policies(settings: &Settings) -> Vec<ObjectRef> {
+    owned(settings)
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o.removed_by,
+                Removal::SwitchToPolicies | Removal::Superseded | Removal::Uninstall
+            )
+        })
+        .map(|o| o.object)
+        .collect()
+}
+
 /// Waits until the guard refuses a GMSA pod, so admission is never gone with nothing in its
 /// place. The probe runs as the install's ServiceAccount; without it (an earlier uninstall
 /// got that far) there is nothing left to wait for.
@@ -192,4 +198,59 @@ async fn wait_guard(applier: &Applier, settings: &Settings) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The order uninstall has always deleted in: no pod waits on a webhook being removed,
+    /// and nothing is left without the identity it runs as.
+    #[test]
+    fn uninstall_deletes_the_configurations_first_and_identities_last() {
+        let settings = Settings {
+            name: "gw".into(),
+            namespace: "ns".into(),
+            ..Settings::default()
+        };
+        let names: Vec<String> = after_the_policies(&settings)
+            .iter()
+            .map(|o| match o.namespace() {
+                Some(ns) => format!("{ns}:{o}"),
+                None => o.to_string(),
+            })
+            .collect();
+        let admission = "admissionregistration.k8s.io";
+        let rbac = "rbac.authorization.k8s.io";
+        assert_eq!(
+            names,
+            [
+                format!("validatingwebhookconfiguration.{admission}/gw-admission"),
+                format!("mutatingwebhookconfiguration.{admission}/gw-admission"),
+                format!("validatingwebhookconfiguration.{admission}/gw"),
+                format!("mutatingwebhookconfiguration.{admission}/gw"),
+                "ns:daemonset.apps/gw-node-setup".into(),
+                "ns:prometheusrule.monitoring.coreos.com/gw".into(),
+                "ns:poddisruptionbudget.policy/gw".into(),
+                "ns:poddisruptionbudget.policy/gw".into(),
+                "ns:deployment.apps/gw".into(),
+                "ns:service/gw".into(),
+                "ns:certificate.cert-manager.io/gw-tls".into(),
+                "ns:issuer.cert-manager.io/gw-ca".into(),
+                "ns:certificate.cert-manager.io/gw-ca".into(),
+                "ns:secret/gw-ca".into(),
+                "ns:issuer.cert-manager.io/gw-selfsigned".into(),
+                "ns:secret/gw-tls".into(),
+                format!("ns:rolebinding.{rbac}/gw-certificates"),
+                format!("ns:role.{rbac}/gw-certificates"),
+                "ns:configmap/gw-client-ca".into(),
+                format!("clusterrole.{rbac}/gw-view"),
+                format!("clusterrolebinding.{rbac}/gw"),
+                format!("clusterrole.{rbac}/gw"),
+                "ns:serviceaccount/gw".into(),
+            ]
+        );
+        let beta = &after_the_policies(&settings)[7];
+        assert_eq!(beta.kind.info().api_version, "policy/v1beta1");
+    }
 }
