@@ -5,9 +5,12 @@
 //! Helm chart's, and nothing here talks to a cluster or makes keys.
 
 pub mod crd;
+mod kinds;
+mod manifest;
 mod meta;
 pub mod names;
 mod objects;
+mod owned;
 pub mod policies;
 pub mod version;
 mod webhooks;
@@ -17,24 +20,14 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use gmsa_tls::self_signed::SelfSignedSecret;
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingAdmissionPolicy, MutatingAdmissionPolicyBinding, MutatingWebhookConfiguration,
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
-};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Namespace, Secret, Service, ServiceAccount, Toleration,
-};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
-use objects::{certificates, deployment, rbac, untyped, workload};
-use serde_json::Value;
+use k8s_openapi::api::core::v1::Toleration;
 use thiserror::Error;
 
+pub use kinds::{Kind, KindInfo};
+pub use manifest::{render, tls_secret, Manifest, Object, ObjectRef};
 /// The webhook's ClusterRole, for harnesses that run the webhook as another user.
 pub use objects::rbac::cluster_role as webhook_cluster_role;
+pub use owned::{owned, removed_by, Owned, Removal};
 pub use version::{KubeVersion, KubeVersionError};
 pub use webhooks::match_condition_expression;
 
@@ -318,188 +311,12 @@ pub struct TlsMaterial {
     pub ca_bundle_pem: String,
     /// What the self-signed Secret holds; `None` outside self-signed mode.
     pub secret: Option<SelfSignedSecret>,
-}
-
-/// The rendered objects, in the order they are applied: definitions and identities first,
-/// the webhook configurations last, so the API server never calls a webhook that is not there.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Manifest {
-    pub objects: Vec<Value>,
-}
-
-/// Renders every object for `settings`. `tls` is required for self-signed certificates and for
-/// an existing Secret (its CA bundle), and ignored with cert-manager.
-pub fn render(settings: &Settings, tls: Option<&TlsMaterial>) -> Result<Manifest, SettingsError> {
-    settings.check()?;
-    if settings.admission == Admission::Policies {
-        return Ok(render_policies(settings));
-    }
-    let ca_bundle = match (&settings.certs, tls) {
-        (CertMode::CertManager, _) => None,
-        (_, Some(tls)) if !tls.ca_bundle_pem.is_empty() => Some(tls.ca_bundle_pem.as_str()),
-        (CertMode::SelfSigned, _) => return Err(SettingsError::NoCertificates),
-        (CertMode::Secret(name), _) => return Err(SettingsError::NoCaBundle(name.clone())),
-    };
-    let mut objects = vec![
-        crd::custom_resource_definition(),
-        meta::to_value(&workload::namespace(settings)),
-        meta::to_value(&rbac::service_account(settings)),
-        meta::to_value(&rbac::cluster_role(settings)),
-        meta::to_value(&rbac::cluster_role_binding(settings)),
-    ];
-    if settings.aggregate_to_view {
-        objects.push(meta::to_value(&rbac::view_role(settings)));
-    }
-    match (&settings.certs, tls) {
-        (CertMode::SelfSigned, Some(tls)) => {
-            objects.push(meta::to_value(&rbac::certificates_role(settings)));
-            objects.push(meta::to_value(&rbac::certificates_role_binding(settings)));
-            objects.push(meta::to_value(&certificates::tls_secret(settings, tls)));
-        }
-        (CertMode::CertManager, _) => {
-            objects.push(untyped::issuer(settings));
-            objects.push(untyped::ca_certificate(settings));
-            objects.push(untyped::ca_issuer(settings));
-            objects.push(untyped::certificate(settings));
-        }
-        _ => {}
-    }
-    if let Some(pem) = &settings.client_ca_pem {
-        objects.push(meta::to_value(&certificates::client_ca(settings, pem)));
-    }
-    objects.push(meta::to_value(&workload::service(settings)));
-    objects.push(meta::to_value(&deployment::deployment(settings)));
-    if settings.pod_disruption_budget {
-        objects.push(workload::pod_disruption_budget(settings));
-    }
-    if settings.node_setup {
-        objects.push(meta::to_value(&workload::node_setup(settings)));
-    }
-    if settings.prometheus_rule {
-        objects.push(untyped::prometheus_rule(settings));
-    }
-    objects.push(meta::to_value(&webhooks::mutating(settings, ca_bundle)));
-    objects.push(meta::to_value(&webhooks::validating(settings, ca_bundle)));
-    Ok(Manifest { objects })
-}
-
-/// Policy mode: the keeper that publishes contents (no Service, certificates or webhook
-/// configurations) and the node setup if asked, then the policies, each before its binding.
-fn render_policies(settings: &Settings) -> Manifest {
-    let mut objects = vec![
-        crd::custom_resource_definition(),
-        meta::to_value(&workload::namespace(settings)),
-        meta::to_value(&rbac::service_account(settings)),
-        meta::to_value(&rbac::keeper_cluster_role(settings)),
-        meta::to_value(&rbac::cluster_role_binding(settings)),
-    ];
-    if settings.aggregate_to_view {
-        objects.push(meta::to_value(&rbac::view_role(settings)));
-    }
-    objects.push(meta::to_value(&deployment::keeper(settings)));
-    if settings.node_setup {
-        objects.push(meta::to_value(&workload::node_setup(settings)));
-    }
-    objects.push(meta::to_value(&policies::mutating_policy(settings)));
-    objects.push(meta::to_value(&policies::mutating_binding(settings)));
-    objects.push(meta::to_value(&policies::use_policy_object(settings)));
-    objects.push(meta::to_value(&policies::use_binding(settings)));
-    objects.push(meta::to_value(&policies::pods_policy_object(settings)));
-    objects.push(meta::to_value(&policies::pods_binding(settings)));
-    Manifest { objects }
-}
-
-/// Every kind [`render`] may produce, with the API group/version, plural and scope the CLI
-/// needs to apply and delete them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KindInfo {
-    pub api_version: &'static str,
-    pub kind: &'static str,
-    pub plural: &'static str,
-    pub namespaced: bool,
-}
-
-/// How a k8s-openapi scope reads as [`KindInfo::namespaced`].
-trait Scope {
-    const NAMESPACED: bool;
-}
-
-impl Scope for NamespaceResourceScope {
-    const NAMESPACED: bool = true;
-}
-
-impl Scope for ClusterResourceScope {
-    const NAMESPACED: bool = false;
-}
-
-impl KindInfo {
-    /// A built-in kind, from its k8s-openapi type.
-    const fn of<K: Resource>() -> Self
-    where
-        K::Scope: Scope,
-    {
-        KindInfo {
-            api_version: K::API_VERSION,
-            kind: K::KIND,
-            plural: K::URL_PATH_SEGMENT,
-            namespaced: <K::Scope as Scope>::NAMESPACED,
-        }
-    }
-}
-
-/// The kinds, in apply order.
-pub const KINDS: &[KindInfo] = &[
-    KindInfo::of::<CustomResourceDefinition>(),
-    KindInfo::of::<Namespace>(),
-    KindInfo::of::<ServiceAccount>(),
-    KindInfo::of::<ClusterRole>(),
-    KindInfo::of::<ClusterRoleBinding>(),
-    KindInfo::of::<Role>(),
-    KindInfo::of::<RoleBinding>(),
-    KindInfo::of::<Secret>(),
-    KindInfo::of::<ConfigMap>(),
-    KindInfo {
-        api_version: untyped::CERT_MANAGER_API_VERSION,
-        kind: "Issuer",
-        plural: "issuers",
-        namespaced: true,
-    },
-    KindInfo {
-        api_version: untyped::CERT_MANAGER_API_VERSION,
-        kind: "Certificate",
-        plural: "certificates",
-        namespaced: true,
-    },
-    KindInfo::of::<Service>(),
-    KindInfo::of::<Deployment>(),
-    KindInfo::of::<PodDisruptionBudget>(),
-    // Before 1.21 (objects/workload.rs).
-    KindInfo {
-        api_version: "policy/v1beta1",
-        ..KindInfo::of::<PodDisruptionBudget>()
-    },
-    KindInfo::of::<DaemonSet>(),
-    KindInfo {
-        api_version: untyped::PROMETHEUS_API_VERSION,
-        kind: "PrometheusRule",
-        plural: "prometheusrules",
-        namespaced: true,
-    },
-    KindInfo::of::<MutatingWebhookConfiguration>(),
-    KindInfo::of::<ValidatingWebhookConfiguration>(),
-    KindInfo::of::<MutatingAdmissionPolicy>(),
-    KindInfo::of::<MutatingAdmissionPolicyBinding>(),
-    KindInfo::of::<ValidatingAdmissionPolicy>(),
-    KindInfo::of::<ValidatingAdmissionPolicyBinding>(),
-];
-
-/// The kind information of a rendered object.
-pub fn kind_info(object: &Value) -> Option<&'static KindInfo> {
-    let api_version = object.get("apiVersion")?.as_str()?;
-    let kind = object.get("kind")?.as_str()?;
-    KINDS
-        .iter()
-        .find(|k| k.api_version == api_version && k.kind == kind)
+    /// The self-signed Secret's resourceVersion as install read it: its apply then fails
+    /// (409) instead of undoing a renewal the replicas wrote meanwhile.
+    pub secret_resource_version: Option<String>,
+    /// CAs (PEM blocks) the webhook configurations trust besides `ca_bundle_pem`: what the
+    /// replicas renewed while install waited for them.
+    pub also_trusted: Vec<String>,
 }
 
 /// The labels every rendered object carries; uninstall deletes only objects that have them.

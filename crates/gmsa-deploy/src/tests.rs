@@ -13,20 +13,20 @@ fn tls() -> TlsMaterial {
             }),
             ..SelfSignedSecret::default()
         }),
+        ..TlsMaterial::default()
     }
 }
 
 fn find<'m>(m: &'m Manifest, kind: &str) -> &'m Value {
-    m.objects
-        .iter()
+    m.objects()
+        .map(|o| &o.body)
         .find(|o| o["kind"] == kind)
         .unwrap_or_else(|| panic!("no {kind}"))
 }
 
 fn kinds(m: &Manifest) -> Vec<String> {
-    m.objects
-        .iter()
-        .map(|o| o["kind"].as_str().unwrap().to_string())
+    m.objects()
+        .map(|o| o.body["kind"].as_str().unwrap().to_string())
         .collect()
 }
 
@@ -51,9 +51,6 @@ fn default_install_in_apply_order() {
             "ValidatingWebhookConfiguration"
         ]
     );
-    for object in &m.objects {
-        assert!(kind_info(object).is_some(), "{object}");
-    }
     let ns = find(&m, "Namespace");
     assert_eq!(ns["metadata"]["labels"]["gmsa-webhook"], "disabled");
     let secret = find(&m, "Secret");
@@ -86,9 +83,26 @@ fn every_object_of_every_mode_is_a_listed_kind() {
                 certs: certs.clone(),
                 ..settings.clone()
             };
-            for object in render(&settings, Some(&tls())).unwrap().objects {
-                // Typed objects write their own apiVersion and kind.
-                assert!(kind_info(&object).is_some(), "{certs}: {object}");
+            let owned = owned(&settings);
+            for object in render(&settings, Some(&tls())).unwrap().objects() {
+                // Typed objects write their own apiVersion and kind; the kind stated beside
+                // them is the same, and so are the name and namespace.
+                let body = &object.body;
+                let info = object.id.kind.info();
+                assert_eq!(body["apiVersion"], info.api_version, "{certs}: {body}");
+                assert_eq!(body["kind"], info.kind, "{certs}: {body}");
+                assert_eq!(body["metadata"]["name"], object.id.name.as_str());
+                assert_eq!(
+                    body["metadata"]["namespace"].as_str(),
+                    object.id.namespace(),
+                    "{body}"
+                );
+                assert_eq!(info.namespaced, object.id.namespace.is_some(), "{body}");
+                assert!(
+                    owned.iter().any(|o| o.object == object.id),
+                    "{certs}: {} is not in the list of what an install owns",
+                    object.id
+                );
             }
         }
     }
@@ -218,11 +232,15 @@ fn cert_manager_and_url_modes() {
         "gmsa-system/gmsa-webhook-ca"
     );
     let certificates: Vec<&Value> = m
-        .objects
-        .iter()
-        .filter(|o| o["kind"] == "Certificate")
+        .objects()
+        .filter(|o| o.id.kind == Kind::Certificate)
+        .map(|o| &o.body)
         .collect();
-    let issuers: Vec<&Value> = m.objects.iter().filter(|o| o["kind"] == "Issuer").collect();
+    let issuers: Vec<&Value> = m
+        .objects()
+        .filter(|o| o.id.kind == Kind::Issuer)
+        .map(|o| &o.body)
+        .collect();
     assert_eq!(certificates.len(), 2);
     let (ca, serving) = (certificates[0], certificates[1]);
     assert_eq!(ca["metadata"]["name"], "gmsa-webhook-ca");
@@ -246,9 +264,8 @@ fn cert_manager_and_url_modes() {
     );
     // Applied in dependency order: each issuer before what it signs.
     let position = |kind: &str, name: &str| {
-        m.objects
-            .iter()
-            .position(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        m.objects()
+            .position(|o| o.body["kind"] == kind && o.body["metadata"]["name"] == name)
             .unwrap()
     };
     assert!(

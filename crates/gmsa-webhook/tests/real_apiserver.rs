@@ -276,15 +276,7 @@ fn register_webhooks(cluster: &RealCluster, webhook: &Webhook) -> Result<(), Str
         ..gmsa_deploy::TlsMaterial::default()
     };
     let manifest = gmsa_deploy::render(&settings, Some(&tls)).map_err(|e| e.to_string())?;
-    let configs: Vec<&Value> = manifest
-        .objects
-        .iter()
-        .filter(|o| {
-            o["kind"]
-                .as_str()
-                .is_some_and(|k| k.ends_with("WebhookConfiguration"))
-        })
-        .collect();
+    let configs: Vec<&Value> = manifest.admission.iter().map(|o| &o.body).collect();
     if configs.len() != 2 {
         return Err(format!(
             "install renders {} webhook configurations",

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use anyhow::Context;
-use gmsa_deploy::KindInfo;
+use gmsa_deploy::{Kind, KindInfo, Object, ObjectRef};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
@@ -56,24 +56,6 @@ pub fn api(client: &Client, info: &KindInfo, namespace: Option<&str>) -> Api<Dyn
     }
 }
 
-/// `kind.group/name`, as kubectl names objects.
-pub fn display_name(info: &KindInfo, name: &str) -> String {
-    let group = info.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    if group.is_empty() {
-        format!("{}/{name}", info.kind.to_ascii_lowercase())
-    } else {
-        format!("{}.{group}/{name}", info.kind.to_ascii_lowercase())
-    }
-}
-
-fn object_name(object: &Value) -> (&str, Option<&str>) {
-    let meta = &object["metadata"];
-    (
-        meta["name"].as_str().unwrap_or_default(),
-        meta["namespace"].as_str(),
-    )
-}
-
 /// Whether an API error means the kind itself is unknown to the server (a CRD not installed,
 /// an API version it does not serve).
 pub fn is_not_found(e: &kube::Error) -> bool {
@@ -102,31 +84,30 @@ impl Applier {
         match api(&self.client, info, namespace).get_opt(name).await {
             Ok(found) => Ok(found.map(|o| serde_json::to_value(o).unwrap_or(Value::Null))),
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", display_name(info, name))),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", info.object_name(name))),
         }
     }
 
-    /// Applies one rendered object; returns what happened and the kubectl-like line.
-    pub async fn apply(&self, object: &Value) -> anyhow::Result<(Outcome, String)> {
-        self.apply_with(object, false).await
-    }
-
-    /// Applies one object, taking over fields other managers own whatever `force_conflicts`
-    /// says: for objects that are ours by definition (the CRD a reference install applied
-    /// client-side).
-    pub async fn apply_forced(&self, object: &Value) -> anyhow::Result<(Outcome, String)> {
-        self.apply_with(object, true).await
-    }
-
-    async fn apply_with(&self, object: &Value, force: bool) -> anyhow::Result<(Outcome, String)> {
-        let info = gmsa_deploy::kind_info(object)
-            .with_context(|| format!("no API known for {}", object["kind"]))?;
-        let (name, namespace) = object_name(object);
+    /// Applies one rendered object; returns what happened and the kubectl-like line. Fields
+    /// other managers own are taken over when the object says so ([`Object::take_over`]) or
+    /// `force_conflicts` asks.
+    pub async fn apply(&self, object: &Object) -> anyhow::Result<(Outcome, String)> {
+        let ObjectRef {
+            kind,
+            namespace,
+            name,
+        } = &object.id;
+        let info = kind.info();
+        let namespace = namespace.as_deref();
         let before = self.get(info, namespace, name).await?;
         let applied = api(&self.client, info, namespace)
-            .patch(name, &self.params(force), &Patch::Apply(object))
+            .patch(
+                name,
+                &self.params(object.take_over),
+                &Patch::Apply(&object.body),
+            )
             .await
-            .map_err(|e| explain(info, name, e))?;
+            .map_err(|e| explain(*kind, name, e))?;
         let outcome = match before {
             None => Outcome::Created,
             Some(before) => {
@@ -138,7 +119,7 @@ impl Applier {
                 }
             }
         };
-        let mut line = format!("{} {outcome}", display_name(info, name));
+        let mut line = format!("{} {outcome}", info.object_name(name));
         if self.server_dry_run {
             line.push_str(" (server dry run)");
         }
@@ -161,23 +142,23 @@ impl Applier {
             .await
         {
             Ok(_) => {
-                let mut line = format!("{} deleted", display_name(info, name));
+                let mut line = format!("{} deleted", info.object_name(name));
                 if self.server_dry_run {
                     line.push_str(" (server dry run)");
                 }
                 Ok(Some(line))
             }
             Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot delete {}", display_name(info, name))),
+            Err(e) => Err(e).with_context(|| format!("cannot delete {}", info.object_name(name))),
         }
     }
 }
 
 /// An apply error with what to do about it.
-fn explain(info: &KindInfo, name: &str, e: kube::Error) -> anyhow::Error {
-    let what = display_name(info, name);
+fn explain(kind: Kind, name: &str, e: kube::Error) -> anyhow::Error {
+    let what = kind.info().object_name(name);
     let hint = match &e {
-        kube::Error::Api(s) if s.code == 404 && info.api_version.starts_with("cert-manager.io") => {
+        kube::Error::Api(s) if s.code == 404 && matches!(kind, Kind::Issuer | Kind::Certificate) => {
             ": cert-manager is not installed in this cluster (install it, or use --certs self-signed)"
         }
         kube::Error::Api(s) if s.code == 409 && s.message.contains("the object has been modified") => {
@@ -190,31 +171,4 @@ fn explain(info: &KindInfo, name: &str, e: kube::Error) -> anyhow::Error {
         _ => "",
     };
     anyhow::Error::new(e).context(format!("cannot apply {what}{hint}"))
-}
-
-pub fn is_crd(object: &Value) -> bool {
-    object["kind"] == "CustomResourceDefinition"
-}
-
-pub fn is_webhook_config(object: &Value) -> bool {
-    object["kind"]
-        .as_str()
-        .is_some_and(|k| k.ends_with("WebhookConfiguration"))
-}
-
-pub fn is_tls_secret(object: &Value) -> bool {
-    object["kind"] == "Secret" && object["type"] == "kubernetes.io/tls"
-}
-
-/// Objects that are ours by definition are taken over from other field managers: the CRD
-/// (a reference install may have applied it client-side, its fields then belong to
-/// `kubectl-client-side-apply`), and the self-signed Secret and the webhook configurations,
-/// whose certificate fields the replicas' renewal writes with updates. Everything else
-/// conflicts unless `--force-conflicts`.
-pub async fn apply_one(applier: &Applier, object: &Value) -> anyhow::Result<(Outcome, String)> {
-    if is_crd(object) || is_tls_secret(object) || is_webhook_config(object) {
-        applier.apply_forced(object).await
-    } else {
-        applier.apply(object).await
-    }
 }

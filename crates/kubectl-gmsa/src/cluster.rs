@@ -1,11 +1,11 @@
 //! The cluster the commands talk to: a client for the current kubectl context, the runtime it
-//! runs on, the server's version, and the kinds read and written dynamically.
+//! runs on, the server's version, and the credential specs read dynamically.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use gmsa_core::names as core_names;
-use gmsa_deploy::{KindInfo, KubeVersion, KINDS};
+use gmsa_deploy::KubeVersion;
 
 /// A single-threaded runtime for one command, with the crate's TLS provider installed.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -40,15 +40,6 @@ pub async fn cluster_version(client: &kube::Client) -> anyhow::Result<KubeVersio
         .await
         .context("cannot read the cluster's version")?;
     Ok(KubeVersion::from_version_info(&info.major, &info.minor)?)
-}
-
-/// A kind `gmsa-deploy` knows, by API version and kind. Callers name only kinds it lists; an
-/// unknown one falls back to the first rather than failing at run time.
-pub fn kind(api_version: &str, kind: &str) -> &'static KindInfo {
-    KINDS
-        .iter()
-        .find(|k| k.api_version == api_version && k.kind == kind)
-        .unwrap_or(&KINDS[0])
 }
 
 /// `GMSACredentialSpec` as the API serves it (`windows.k8s.io/v1`), for dynamic reads.

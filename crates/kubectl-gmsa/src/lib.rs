@@ -5,7 +5,6 @@
 pub mod admit;
 pub mod apply;
 pub mod args;
-pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod credspec;
@@ -15,7 +14,6 @@ pub mod exit;
 pub mod grant;
 pub mod input;
 pub mod install;
-pub mod install_policies;
 pub mod output;
 pub mod probe;
 pub mod reference;

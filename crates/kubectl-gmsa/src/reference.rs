@@ -13,12 +13,12 @@
 use std::fmt::Write as _;
 
 use anyhow::Context;
+use gmsa_deploy::Kind;
 use kube::api::ListParams;
 use kube::Client;
 use serde_json::Value;
 
-use crate::apply::{api, display_name, Applier};
-use crate::cluster::kind;
+use crate::apply::{api, Applier};
 
 /// The webhook name every reference webhook configuration uses.
 pub const REFERENCE_WEBHOOK: &str = "admission-webhook.windows-gmsa.sigs.k8s.io";
@@ -26,7 +26,7 @@ pub const REFERENCE_WEBHOOK: &str = "admission-webhook.windows-gmsa.sigs.k8s.io"
 /// One object of the reference install.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {
-    pub info: &'static gmsa_deploy::KindInfo,
+    pub kind: Kind,
     pub namespace: Option<String>,
     pub name: String,
 }
@@ -34,7 +34,7 @@ pub struct Leftover {
 impl Leftover {
     /// `kind.group/name`, as kubectl names it.
     pub fn display(&self) -> String {
-        let name = display_name(self.info, &self.name);
+        let name = self.kind.info().object_name(&self.name);
         match &self.namespace {
             Some(ns) => format!("{name} in namespace {ns}"),
             None => name,
@@ -42,7 +42,7 @@ impl Leftover {
     }
 
     fn delete_command(&self) -> String {
-        let kind = display_name(self.info, &self.name);
+        let kind = self.kind.info().object_name(&self.name);
         match &self.namespace {
             Some(ns) => format!("kubectl -n {ns} delete {kind}"),
             None => format!("kubectl delete {kind}"),
@@ -82,9 +82,9 @@ fn called_services(configuration: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-const CONFIGURATION_KINDS: [&str; 2] = [
-    "MutatingWebhookConfiguration",
-    "ValidatingWebhookConfiguration",
+const CONFIGURATION_KINDS: [Kind; 2] = [
+    Kind::MutatingWebhookConfiguration,
+    Kind::ValidatingWebhookConfiguration,
 ];
 
 /// Finds the reference install; `Ok(None)` when nothing of it is registered.
@@ -92,18 +92,18 @@ pub async fn find(client: &Client) -> anyhow::Result<Option<ReferenceInstall>> {
     let mut found = ReferenceInstall::default();
     let mut services: Vec<(String, String)> = Vec::new();
     for config_kind in CONFIGURATION_KINDS {
-        let info = kind("admissionregistration.k8s.io/v1", config_kind);
+        let info = config_kind.info();
         let list = api(client, info, None)
             .list(&ListParams::default())
             .await
-            .with_context(|| format!("cannot list {config_kind}s"))?;
+            .with_context(|| format!("cannot list {}s", info.kind))?;
         for item in list.items {
             let value = serde_json::to_value(&item).unwrap_or(Value::Null);
             if !is_reference_configuration(&value) {
                 continue;
             }
             found.objects.push(Leftover {
-                info,
+                kind: config_kind,
                 namespace: None,
                 name: item.metadata.name.clone().unwrap_or_default(),
             });
@@ -123,11 +123,15 @@ pub async fn find(client: &Client) -> anyhow::Result<Option<ReferenceInstall>> {
         force_conflicts: false,
     };
     // The reference names its Deployment after its Service.
-    for info in [kind("apps/v1", "Deployment"), kind("v1", "Service")] {
+    for kind in [Kind::Deployment, Kind::Service] {
         for (namespace, name) in &services {
-            if applier.get(info, Some(namespace), name).await?.is_some() {
+            if applier
+                .get(kind.info(), Some(namespace), name)
+                .await?
+                .is_some()
+            {
                 found.objects.push(Leftover {
-                    info,
+                    kind,
                     namespace: Some(namespace.clone()),
                     name: name.clone(),
                 });
@@ -162,7 +166,11 @@ impl ReferenceInstall {
         let mut lines = Vec::new();
         for object in &self.objects {
             if let Some(line) = applier
-                .delete(object.info, object.namespace.as_deref(), &object.name)
+                .delete(
+                    object.kind.info(),
+                    object.namespace.as_deref(),
+                    &object.name,
+                )
                 .await?
             {
                 lines.push(line);
@@ -181,19 +189,20 @@ pub async fn remove_superseded(
 ) -> anyhow::Result<Vec<String>> {
     let ours = gmsa_deploy::selector_labels(settings);
     let mut lines = Vec::new();
-    for config_kind in [
-        "ValidatingWebhookConfiguration",
-        "MutatingWebhookConfiguration",
-    ] {
-        let info = kind("admissionregistration.k8s.io/v1", config_kind);
-        let Some(found) = applier.get(info, None, &settings.name).await? else {
+    for superseded in gmsa_deploy::removed_by(settings, gmsa_deploy::Removal::Superseded) {
+        let (info, namespace, name) = (
+            superseded.kind.info(),
+            superseded.namespace(),
+            &superseded.name,
+        );
+        let Some(found) = applier.get(info, namespace, name).await? else {
             continue;
         };
         let labelled = ours
             .iter()
             .all(|(k, v)| found["metadata"]["labels"][k].as_str() == Some(v.as_str()));
         if labelled && !is_reference_configuration(&found) {
-            if let Some(line) = applier.delete(info, None, &settings.name).await? {
+            if let Some(line) = applier.delete(info, namespace, name).await? {
                 lines.push(format!(
                     "{line} (superseded by {})",
                     gmsa_deploy::names::webhook_configuration(&settings.name)
@@ -249,15 +258,12 @@ mod tests {
         let found = ReferenceInstall {
             objects: vec![
                 Leftover {
-                    info: kind(
-                        "admissionregistration.k8s.io/v1",
-                        "MutatingWebhookConfiguration",
-                    ),
+                    kind: Kind::MutatingWebhookConfiguration,
                     namespace: None,
                     name: "gmsa-webhook".into(),
                 },
                 Leftover {
-                    info: kind("apps/v1", "Deployment"),
+                    kind: Kind::Deployment,
                     namespace: Some("gmsa-webhook".into()),
                     name: "gmsa-webhook".into(),
                 },

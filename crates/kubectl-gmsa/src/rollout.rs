@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use gmsa_deploy::{KindInfo, Settings};
+use gmsa_deploy::{Kind, KindInfo, Object, ObjectRef, Settings};
 use k8s_openapi::api::core::v1::{
     Container, Pod, PodSecurityContext, PodSpec, WindowsSecurityContextOptions,
 };
@@ -14,8 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::Value;
 
-use crate::apply::{apply_one, display_name, Applier, Outcome};
-use crate::cluster::kind;
+use crate::apply::{Applier, Outcome};
 
 /// Sends every object as a server-side dry run, so an install that would fail part-way
 /// (a conflict, a missing cert-manager, a forbidden kind) fails before changing anything.
@@ -23,7 +22,7 @@ use crate::cluster::kind;
 /// API server answers those with "namespace not found", which is not counted.
 pub async fn preflight(
     applier: &Applier,
-    objects: &[Value],
+    objects: &[&Object],
     namespace: &str,
 ) -> anyhow::Result<()> {
     let dry = Applier {
@@ -32,7 +31,7 @@ pub async fn preflight(
     };
     let mut problems = Vec::new();
     for object in objects {
-        if let Err(e) = apply_one(&dry, object).await {
+        if let Err(e) = dry.apply(object).await {
             if !is_missing_namespace(&e, namespace) {
                 problems.push(format!("{e}: {}", e.root_cause()));
             }
@@ -93,15 +92,13 @@ impl Unchecked {
 /// not checked (`None` outcome) instead of failing the whole dry run.
 pub async fn apply_step(
     applier: &Applier,
-    object: &Value,
+    object: &Object,
     unchecked: &mut Unchecked,
 ) -> anyhow::Result<(Option<Outcome>, String)> {
-    match apply_one(applier, object).await {
+    match applier.apply(object).await {
         Ok((outcome, line)) => Ok((Some(outcome), line)),
         Err(e) if applier.server_dry_run && is_missing_namespace(&e, &unchecked.namespace) => {
-            let name = object["metadata"]["name"].as_str().unwrap_or_default();
-            let what = gmsa_deploy::kind_info(object)
-                .map_or_else(|| name.to_string(), |info| display_name(info, name));
+            let what = object.id.to_string();
             let line = format!(
                 "{what} not checked (server dry run: namespace {} does not exist yet)",
                 unchecked.namespace
@@ -124,7 +121,7 @@ fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
 /// How long the API server gets to load new webhook configurations before the Secret they
 /// must trust changes. It watches them and usually reacts within a second.
 pub async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
-    let info = kind("apiextensions.k8s.io/v1", "CustomResourceDefinition");
+    let info = Kind::CustomResourceDefinition.info();
     let name = gmsa_deploy::crd::crd_name();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -157,7 +154,7 @@ pub async fn wait_available(
     settings: &Settings,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let info = kind("apps/v1", "Deployment");
+    let info = Kind::Deployment.info();
     let deadline = Instant::now() + timeout;
     eprintln!(
         "waiting up to {}s for deployment {}/{} to roll out (every replica of the current template ready)",
@@ -251,11 +248,7 @@ pub async fn wait_endpoints(
             // Before 1.21 there is no discovery/v1: the Endpoints object says the same.
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 let endpoints = applier
-                    .get(
-                        kind("v1", "Endpoints"),
-                        Some(&settings.namespace),
-                        &settings.name,
-                    )
+                    .get(&ENDPOINTS, Some(&settings.namespace), &settings.name)
                     .await?
                     .unwrap_or(Value::Null);
                 endpoints["subsets"].as_array().is_some_and(|subsets| {
@@ -296,9 +289,13 @@ pub fn ready_endpoints(slices: &[EndpointSlice]) -> usize {
         .count()
 }
 
-/// An object install may have made: its kind, whether it lives in the install's namespace,
-/// its name.
-pub type Target = (&'static KindInfo, bool, String);
+/// Endpoints are read, never rendered, so [`Kind`] does not list them.
+const ENDPOINTS: KindInfo = KindInfo {
+    api_version: "v1",
+    kind: "Endpoints",
+    plural: "endpoints",
+    namespaced: true,
+};
 
 /// Deletes those of `targets` that exist and carry this install's labels, in order; returns
 /// the kubectl-like lines, each followed by ` (why)` when given. An object shared with the
@@ -306,13 +303,13 @@ pub type Target = (&'static KindInfo, bool, String);
 pub async fn delete_ours(
     applier: &Applier,
     settings: &Settings,
-    targets: &[Target],
+    targets: &[ObjectRef],
     why: Option<&str>,
 ) -> anyhow::Result<Vec<String>> {
     let ours = gmsa_deploy::selector_labels(settings);
     let mut lines = Vec::new();
-    for (info, namespaced, name) in targets {
-        let namespace = namespaced.then_some(settings.namespace.as_str());
+    for target in targets {
+        let (info, namespace, name) = (target.kind.info(), target.namespace(), &target.name);
         let Some(found) = applier.get(info, namespace, name).await? else {
             continue;
         };
@@ -322,14 +319,14 @@ pub async fn delete_ours(
         if !labelled {
             eprintln!(
                 "skipped {}: it does not carry install's labels",
-                display_name(info, name)
+                info.object_name(name)
             );
             continue;
         }
         if crate::reference::is_reference_configuration(&found) {
             eprintln!(
                 "skipped {}: it also holds the reference webhook (delete it yourself to retire that)",
-                display_name(info, name)
+                info.object_name(name)
             );
             continue;
         }

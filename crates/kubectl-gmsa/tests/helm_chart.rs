@@ -610,7 +610,11 @@ fn helm_installs_the_policies_on_a_real_server() {
     let sent = policy_template::policy_objects(&settings);
     assert_eq!(sent.len(), 6, "three policies and their bindings");
     for object in &sent {
-        let info = gmsa_deploy::kind_info(object).unwrap();
+        let kind = gmsa_deploy::Kind::of(
+            object["apiVersion"].as_str().unwrap(),
+            object["kind"].as_str().unwrap(),
+        );
+        let info = kind.unwrap().info();
         let name = object["metadata"]["name"].as_str().unwrap();
         let live = cluster
             .kubectl_ok(&["get", info.plural, name, "-o", "json"], None)

@@ -300,9 +300,9 @@ impl Admission {
                     ..gmsa_deploy::TlsMaterial::default()
                 };
                 let objects = gmsa_deploy::render(&settings, Some(&tls))?
-                    .objects
+                    .admission
                     .into_iter()
-                    .filter(|o| kind(o).ends_with("WebhookConfiguration"))
+                    .map(|o| o.body)
                     .collect();
                 (objects, Some(running))
             }
@@ -313,9 +313,9 @@ impl Admission {
                     ..gmsa_deploy::Settings::default()
                 };
                 let objects = gmsa_deploy::render(&settings, None)?
-                    .objects
+                    .admission
                     .into_iter()
-                    .filter(|o| kind(o).contains("AdmissionPolicy"))
+                    .map(|o| o.body)
                     .collect();
                 (objects, None)
             }

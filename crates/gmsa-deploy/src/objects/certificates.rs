@@ -16,6 +16,7 @@ pub fn tls_secret(settings: &Settings, tls: &TlsMaterial) -> Secret {
     if !annotations.is_empty() {
         meta.annotations = Some(annotations);
     }
+    meta.resource_version = tls.secret_resource_version.clone();
     let data: BTreeMap<String, ByteString> = secret
         .data()
         .into_iter()

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::{meta, names, Settings};
 
-/// The API versions of these kinds, as [`KINDS`](crate::KINDS) lists them too.
+/// The API versions of these kinds, as [`Kind::info`](crate::Kind::info) gives them too.
 pub const CERT_MANAGER_API_VERSION: &str = "cert-manager.io/v1";
 pub const PROMETHEUS_API_VERSION: &str = "monitoring.coreos.com/v1";
 

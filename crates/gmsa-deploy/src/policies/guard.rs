@@ -4,14 +4,12 @@
 //! containers fail to start on Windows nodes) or with contents nobody authorized. `install`
 //! deletes the guard once admission is back.
 
+use super::{cel, mentions_gmsa, pod_rules, FAILURE_POLICY};
+use crate::{meta, Kind, Object, Settings};
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation,
 };
-use serde_json::Value;
-
-use super::{cel, mentions_gmsa, pod_rules, FAILURE_POLICY};
-use crate::{meta, Settings};
 
 /// The `app.kubernetes.io/component` of the guard's objects.
 pub const COMPONENT: &str = "uninstall-guard";
@@ -67,10 +65,13 @@ pub fn guard_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
 }
 
 /// The policy, then its binding: the order they are applied in.
-pub fn guard_objects(settings: &Settings) -> Vec<Value> {
+pub fn guard_objects(settings: &Settings) -> Vec<Object> {
     vec![
-        meta::to_value(&guard_policy(settings)),
-        meta::to_value(&guard_binding(settings)),
+        Object::typed(Kind::ValidatingAdmissionPolicy, &guard_policy(settings)),
+        Object::typed(
+            Kind::ValidatingAdmissionPolicyBinding,
+            &guard_binding(settings),
+        ),
     ]
 }
 
@@ -78,6 +79,7 @@ pub fn guard_objects(settings: &Settings) -> Vec<Value> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::ObjectRef;
 
     #[test]
     fn the_guard_refuses_created_gmsa_places_with_the_way_out() {
@@ -85,7 +87,14 @@ mod tests {
             name: "gw".into(),
             ..Settings::default()
         };
-        let objects = guard_objects(&settings);
+        let objects: Vec<_> = guard_objects(&settings)
+            .into_iter()
+            .map(|o| {
+                assert_eq!(o.id, ObjectRef::cluster(o.id.kind, "gw-uninstalled"));
+                assert!(!o.take_over);
+                o.body
+            })
+            .collect();
         let kinds: Vec<&str> = objects
             .iter()
             .map(|o| o["kind"].as_str().unwrap())
@@ -103,7 +112,6 @@ mod tests {
             let labels = &object["metadata"]["labels"];
             assert_eq!(labels["app.kubernetes.io/instance"], "gw");
             assert_eq!(labels["app.kubernetes.io/component"], COMPONENT);
-            assert!(crate::kind_info(object).is_some());
         }
         let policy = &objects[0]["spec"];
         assert_eq!(policy["failurePolicy"], "Fail");

@@ -21,15 +21,7 @@ fn policy_objects(cluster: &RealCluster) -> Vec<Value> {
         ..gmsa_deploy::Settings::default()
     };
     let manifest = gmsa_deploy::render(&settings, None).unwrap_or_else(|e| panic!("{e}"));
-    manifest
-        .objects
-        .into_iter()
-        .filter(|o| {
-            o["kind"]
-                .as_str()
-                .is_some_and(|k| k.contains("AdmissionPolicy"))
-        })
-        .collect()
+    manifest.admission.into_iter().map(|o| o.body).collect()
 }
 
 /// Applies the policies; the API server compiles their CEL on create and refuses what does

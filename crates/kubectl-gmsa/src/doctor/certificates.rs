@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use gmsa_core::names as core_names;
-use gmsa_deploy::names;
+use gmsa_deploy::{names, Kind};
 use gmsa_tls::{certificate_validity, pem_certificates, verify_serving_chain};
 use kube::Client;
 use rustls::pki_types::CertificateDer;
@@ -13,8 +13,7 @@ use super::configurations::{Endpoint, Registration};
 use super::fixes::{Fixes, InstallFix};
 use super::objects::get;
 use super::report::Report;
-use crate::certs;
-use crate::cluster::kind;
+use crate::install::certificates as certs;
 use crate::probe;
 
 /// The serving certificate (the Secret's, or what a URL-registered webhook presents) verifies
@@ -38,22 +37,17 @@ pub(super) async fn check(
             name: service,
             ..
         } => {
-            let deployment = get(
-                client,
-                kind("apps/v1", "Deployment"),
-                Some(namespace),
-                service,
-            )
-            .await
-            .ok()
-            .flatten();
+            let deployment = get(client, Kind::Deployment.info(), Some(namespace), service)
+                .await
+                .ok()
+                .flatten();
             let secret_name = deployment
                 .as_ref()
                 .and_then(|d| d["spec"]["template"]["spec"]["volumes"].as_array().cloned())
                 .and_then(|vols| vols.into_iter().find(|v| v["name"] == names::TLS_VOLUME))
                 .and_then(|v| v["secret"]["secretName"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| names::tls_secret(service));
-            let secret = get(client, kind("v1", "Secret"), Some(namespace), &secret_name).await;
+            let secret = get(client, Kind::Secret.info(), Some(namespace), &secret_name).await;
             let cert = secret.ok().flatten().and_then(|s| {
                 let b = s["data"][names::TLS_CERT_KEY].as_str()?.to_owned();
                 String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b).ok()?).ok()

@@ -10,8 +10,8 @@ use serde_json::Value;
 use super::fixes::{Fixes, InstallFix};
 use super::objects::get;
 use super::report::Report;
-use crate::cluster::kind;
 use crate::probe;
+use gmsa_deploy::Kind;
 
 /// Where the API server sends admissions.
 pub(super) enum Endpoint {
@@ -40,20 +40,14 @@ pub(super) async fn check(
     let install = fixes.reinstall();
     let mutating = get(
         client,
-        kind(
-            "admissionregistration.k8s.io/v1",
-            "MutatingWebhookConfiguration",
-        ),
+        Kind::MutatingWebhookConfiguration.info(),
         None,
         name,
     )
     .await;
     let validating = get(
         client,
-        kind(
-            "admissionregistration.k8s.io/v1",
-            "ValidatingWebhookConfiguration",
-        ),
+        Kind::ValidatingWebhookConfiguration.info(),
         None,
         name,
     )

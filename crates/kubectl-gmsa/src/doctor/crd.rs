@@ -8,13 +8,12 @@ use kube::Client;
 use super::fixes::Fixes;
 use super::objects::get;
 use super::report::Report;
-use crate::cluster::kind;
 use crate::storage::StoredVersions;
 
 /// The CRD exists and serves `v1` as the storage version, and `v1alpha1` for older clients.
 pub(super) async fn check(client: &Client, fixes: &Fixes, report: &mut Report) {
     let name = gmsa_deploy::crd::crd_name();
-    let info = kind("apiextensions.k8s.io/v1", "CustomResourceDefinition");
+    let info = gmsa_deploy::Kind::CustomResourceDefinition.info();
     let install = fixes.reinstall();
     match get(client, info, None, &name).await {
         Err(e) => report.fail(

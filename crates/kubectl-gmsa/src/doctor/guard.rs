@@ -7,16 +7,12 @@ use kube::Client;
 use super::fixes::Fixes;
 use super::objects::get;
 use super::report::Report;
-use crate::cluster::kind;
 
 /// One failing row when the guard of the install doctor examines (`fixes.name`) is there;
 /// nothing otherwise (on servers without ValidatingAdmissionPolicy v1 there can be none).
 pub(super) async fn check(client: &Client, fixes: &Fixes, report: &mut Report) {
     let policy = guard::guard(&fixes.name);
-    let info = kind(
-        "admissionregistration.k8s.io/v1",
-        "ValidatingAdmissionPolicy",
-    );
+    let info = gmsa_deploy::Kind::ValidatingAdmissionPolicy.info();
     if let Ok(Some(_)) = get(client, info, None, &policy).await {
         report.fail(
             "uninstall-guard",

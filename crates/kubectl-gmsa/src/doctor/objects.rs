@@ -3,7 +3,7 @@
 use kube::Client;
 use serde_json::Value;
 
-use crate::apply::{api, display_name};
+use crate::apply::api;
 
 /// The object as JSON, `None` when it does not exist.
 pub(super) async fn get(
@@ -14,6 +14,6 @@ pub(super) async fn get(
 ) -> Result<Option<Value>, String> {
     match api(client, info, ns).get_opt(name).await {
         Ok(found) => Ok(found.and_then(|o| serde_json::to_value(o).ok())),
-        Err(e) => Err(format!("cannot read {}: {e}", display_name(info, name))),
+        Err(e) => Err(format!("cannot read {}: {e}", info.object_name(name))),
     }
 }

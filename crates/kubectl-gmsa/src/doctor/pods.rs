@@ -17,7 +17,7 @@ use super::hostnames::{conflict, HostPod};
 use super::report::{Report, Status};
 use crate::apply::api;
 
-/// Pods are read, never rendered, so `gmsa_deploy::KINDS` does not list them.
+/// Pods are read, never rendered, so `gmsa_deploy::Kind` does not list them.
 const POD: gmsa_deploy::KindInfo = gmsa_deploy::KindInfo {
     api_version: "v1",
     kind: "Pod",

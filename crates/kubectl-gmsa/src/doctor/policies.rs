@@ -4,7 +4,7 @@
 //! `keeper` row (the Deployment that publishes them has a ready replica).
 
 use gmsa_core::published::{publication, Publication};
-use gmsa_deploy::{policies, KubeVersion};
+use gmsa_deploy::{policies, Kind, KubeVersion};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
 use serde_json::Value;
@@ -12,13 +12,11 @@ use serde_json::Value;
 use super::fixes::Fixes;
 use super::objects::get;
 use super::report::Report;
-use crate::cluster::{credential_spec_resource, kind};
-
-const ADMISSION: &str = "admissionregistration.k8s.io/v1";
+use crate::cluster::credential_spec_resource;
 
 /// Whether `name` is installed in policy mode: its MutatingAdmissionPolicy exists.
 pub(super) async fn installed(client: &Client, name: &str) -> bool {
-    let info = kind(ADMISSION, "MutatingAdmissionPolicy");
+    let info = Kind::MutatingAdmissionPolicy.info();
     matches!(
         get(client, info, None, &policies::inline_policy(name)).await,
         Ok(Some(_))
@@ -43,31 +41,35 @@ pub(super) async fn check(
     }
     let expected = [
         (
-            "MutatingAdmissionPolicy",
+            Kind::MutatingAdmissionPolicy,
+            Kind::MutatingAdmissionPolicyBinding,
             policies::inline_policy(name),
             true,
         ),
         (
-            "ValidatingAdmissionPolicy",
+            Kind::ValidatingAdmissionPolicy,
+            Kind::ValidatingAdmissionPolicyBinding,
             policies::use_policy(name),
             true,
         ),
         (
-            "ValidatingAdmissionPolicy",
+            Kind::ValidatingAdmissionPolicy,
+            Kind::ValidatingAdmissionPolicyBinding,
             policies::pods_policy(name),
             false,
         ),
     ];
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    for (policy_kind, policy, per_spec) in &expected {
-        match get(client, kind(ADMISSION, policy_kind), None, policy).await {
+    for (policy_kind, binding_kind, policy, per_spec) in &expected {
+        let (policy_info, binding_info) = (policy_kind.info(), binding_kind.info());
+        let (policy_kind, binding_kind) = (policy_info.kind, binding_info.kind);
+        match get(client, policy_info, None, policy).await {
             Ok(Some(found)) => warnings.extend(type_check_warnings(policy, &found)),
             Ok(None) => problems.push(format!("{policy_kind} {policy} missing")),
             Err(e) => problems.push(e),
         }
-        let binding_kind = format!("{policy_kind}Binding");
-        match get(client, kind(ADMISSION, &binding_kind), None, policy).await {
+        match get(client, binding_info, None, policy).await {
             Ok(Some(found)) => {
                 let spec = &found["spec"];
                 if spec["policyName"].as_str() != Some(policy) {

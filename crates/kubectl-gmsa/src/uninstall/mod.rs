@@ -9,12 +9,11 @@ mod workloads;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use gmsa_deploy::policies::guard;
-use gmsa_deploy::{names, Settings};
+use gmsa_deploy::{names, owned, removed_by, Kind, ObjectRef, Removal, Settings};
 
-use crate::apply::{apply_one, Applier};
-use crate::cluster::{client, cluster_version, kind, runtime};
+use crate::apply::Applier;
+use crate::cluster::{client, cluster_version, runtime};
 use crate::exit::ExitStatus;
-use crate::install_policies::{guard_only, policies_only};
 use crate::rollout::{delete_ours, wait_refused_by};
 use references::{describe, plan, Ending, GuardPlan, RefuseGmsaPods};
 
@@ -105,141 +104,54 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
     let plan = plan(args.refuse_gmsa_pods, version, referenced)?;
     if plan == GuardPlan::Leave {
         for object in guard::guard_objects(&settings) {
-            println!("{}", apply_one(&applier, &object).await?.1);
+            println!("{}", applier.apply(&object).await?.1);
         }
     }
     // Policy mode's objects first: its bindings stop admission before anything else goes.
-    for line in delete_ours(&applier, &settings, &policies_only(&settings), None).await? {
+    let policies = removed_by(&settings, Removal::SwitchToWebhook);
+    for line in delete_ours(&applier, &settings, &policies, None).await? {
         println!("{line}");
     }
     if plan == GuardPlan::Leave && args.dry_run.is_none() {
         // Before the webhooks go. After the policies, which would answer the same probe.
         wait_guard(&applier, &settings).await?;
     }
-    // In the install's namespace (`true`) or cluster-scoped.
-    let ns = true;
-    let name = args.name.as_str();
-    let validating = kind(
-        "admissionregistration.k8s.io/v1",
-        "ValidatingWebhookConfiguration",
-    );
-    let mutating = kind(
-        "admissionregistration.k8s.io/v1",
-        "MutatingWebhookConfiguration",
-    );
-    let configurations = names::webhook_configuration(name);
-    let mut targets = vec![
-        (validating, false, configurations.clone()),
-        (mutating, false, configurations),
-        // The name earlier versions gave them.
-        (validating, false, name.into()),
-        (mutating, false, name.into()),
-        (kind("apps/v1", "DaemonSet"), ns, names::node_setup(name)),
-        (
-            kind("monitoring.coreos.com/v1", "PrometheusRule"),
-            ns,
-            name.into(),
-        ),
-        (kind("policy/v1", "PodDisruptionBudget"), ns, name.into()),
-        (
-            kind("policy/v1beta1", "PodDisruptionBudget"),
-            ns,
-            name.into(),
-        ),
-        (kind("apps/v1", "Deployment"), ns, name.into()),
-        (kind("v1", "Service"), ns, name.into()),
-        (
-            kind("cert-manager.io/v1", "Certificate"),
-            ns,
-            names::tls_secret(name),
-        ),
-        (
-            kind("cert-manager.io/v1", "Issuer"),
-            ns,
-            names::ca_issuer(name),
-        ),
-        (
-            kind("cert-manager.io/v1", "Certificate"),
-            ns,
-            names::ca_certificate(name),
-        ),
-        (kind("v1", "Secret"), ns, names::ca_certificate(name)),
-        (
-            kind("cert-manager.io/v1", "Issuer"),
-            ns,
-            names::issuer(name),
-        ),
-        (kind("v1", "Secret"), ns, names::tls_secret(name)),
-        (
-            kind("rbac.authorization.k8s.io/v1", "RoleBinding"),
-            ns,
-            names::certificates_role(name),
-        ),
-        (
-            kind("rbac.authorization.k8s.io/v1", "Role"),
-            ns,
-            names::certificates_role(name),
-        ),
-        (kind("v1", "ConfigMap"), ns, names::client_ca(name)),
-        (
-            kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
-            false,
-            names::view_role(name),
-        ),
-        (
-            kind("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
-            false,
-            name.into(),
-        ),
-        (
-            kind("rbac.authorization.k8s.io/v1", "ClusterRole"),
-            false,
-            name.into(),
-        ),
-        (kind("v1", "ServiceAccount"), ns, name.into()),
-    ];
+    let mut targets = after_the_policies(&settings);
     if plan == GuardPlan::Remove {
-        targets.extend(guard_only(&settings));
+        targets.extend(removed_by(&settings, Removal::NextInstall));
     }
     for line in delete_ours(&applier, &settings, &targets, None).await? {
         println!("{line}");
     }
-    if args.delete_namespace {
-        if let Some(line) = applier
-            .delete(kind("v1", "Namespace"), None, &args.namespace)
-            .await?
-        {
-            println!("{line}");
+    for kept in removed_by(&settings, Removal::OnRequest) {
+        let asked = match kept.kind {
+            Kind::Namespace => args.delete_namespace,
+            Kind::CustomResourceDefinition => args.delete_crd,
+            _ => false,
+        };
+        if asked {
+            if let Some(line) = applier
+                .delete(kept.kind.info(), kept.namespace(), &kept.name)
+                .await?
+            {
+                println!("{line}");
+            }
+        } else if kept.kind == Kind::CustomResourceDefinition {
+            eprintln!(
+                "kept {kept} and every GMSACredentialSpec (pass --delete-crd to delete them)"
+            );
         }
-    }
-    let crd = gmsa_deploy::crd::crd_name();
-    if args.delete_crd {
-        if let Some(line) = applier
-            .delete(
-                kind("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
-                None,
-                &crd,
-            )
-            .await?
-        {
-            println!("{line}");
-        }
-    } else {
-        eprintln!("kept customresourcedefinition.apiextensions.k8s.io/{crd} and every GMSACredentialSpec (pass --delete-crd to delete them)");
     }
     let guard_found = plan == GuardPlan::Untouched
         && applier
             .get(
-                kind(
-                    "admissionregistration.k8s.io/v1",
-                    "ValidatingAdmissionPolicy",
-                ),
+                Kind::ValidatingAdmissionPolicy.info(),
                 None,
-                &guard::guard(name),
+                &guard::guard(&settings.name),
             )
             .await?
             .is_some();
-    let ending = Ending::of(plan, name, version, guard_found);
+    let ending = Ending::of(plan, &settings.name, version, guard_found);
     if args.dry_run.is_some() {
         eprintln!("server dry run: nothing changed; without it, uninstall would leave this:");
     }
@@ -249,13 +161,29 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
     Ok(ExitStatus::Success)
 }
 
+/// What uninstall deletes once the policies are gone: the webhook configurations first (under
+/// their earlier names too), then what they call, identities last; not the guard, the
+/// namespace or the CRD, which depend on the arguments.
+fn after_the_policies(settings: &Settings) -> Vec<ObjectRef> {
+    owned(settings)
+        .into_iter()
+        .filter(|o| {
+            matches!(
+                o.removed_by,
+                Removal::SwitchToPolicies | Removal::Superseded | Removal::Uninstall
+            )
+        })
+        .map(|o| o.object)
+        .collect()
+}
+
 /// Waits until the guard refuses a GMSA pod, so admission is never gone with nothing in its
 /// place. The probe runs as the install's ServiceAccount; without it (an earlier uninstall
 /// got that far) there is nothing left to wait for.
 async fn wait_guard(applier: &Applier, settings: &Settings) -> anyhow::Result<()> {
     let account = applier
         .get(
-            kind("v1", "ServiceAccount"),
+            Kind::ServiceAccount.info(),
             Some(&settings.namespace),
             &settings.name,
         )
@@ -270,4 +198,59 @@ async fn wait_guard(applier: &Applier, settings: &Settings) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The order uninstall has always deleted in: no pod waits on a webhook being removed,
+    /// and nothing is left without the identity it runs as.
+    #[test]
+    fn uninstall_deletes_the_configurations_first_and_identities_last() {
+        let settings = Settings {
+            name: "gw".into(),
+            namespace: "ns".into(),
+            ..Settings::default()
+        };
+        let names: Vec<String> = after_the_policies(&settings)
+            .iter()
+            .map(|o| match o.namespace() {
+                Some(ns) => format!("{ns}:{o}"),
+                None => o.to_string(),
+            })
+            .collect();
+        let admission = "admissionregistration.k8s.io";
+        let rbac = "rbac.authorization.k8s.io";
+        assert_eq!(
+            names,
+            [
+                format!("validatingwebhookconfiguration.{admission}/gw-admission"),
+                format!("mutatingwebhookconfiguration.{admission}/gw-admission"),
+                format!("validatingwebhookconfiguration.{admission}/gw"),
+                format!("mutatingwebhookconfiguration.{admission}/gw"),
+                "ns:daemonset.apps/gw-node-setup".into(),
+                "ns:prometheusrule.monitoring.coreos.com/gw".into(),
+                "ns:poddisruptionbudget.policy/gw".into(),
+                "ns:poddisruptionbudget.policy/gw".into(),
+                "ns:deployment.apps/gw".into(),
+                "ns:service/gw".into(),
+                "ns:certificate.cert-manager.io/gw-tls".into(),
+                "ns:issuer.cert-manager.io/gw-ca".into(),
+                "ns:certificate.cert-manager.io/gw-ca".into(),
+                "ns:secret/gw-ca".into(),
+                "ns:issuer.cert-manager.io/gw-selfsigned".into(),
+                "ns:secret/gw-tls".into(),
+                format!("ns:rolebinding.{rbac}/gw-certificates"),
+                format!("ns:role.{rbac}/gw-certificates"),
+                "ns:configmap/gw-client-ca".into(),
+                format!("clusterrole.{rbac}/gw-view"),
+                format!("clusterrolebinding.{rbac}/gw"),
+                format!("clusterrole.{rbac}/gw"),
+                "ns:serviceaccount/gw".into(),
+            ]
+        );
+        let beta = &after_the_policies(&settings)[7];
+        assert_eq!(beta.kind.info().api_version, "policy/v1beta1");
+    }
 }

@@ -290,7 +290,7 @@ impl fmt::Display for Reference {
         write!(
             f,
             "{} in {}: ",
-            crate::apply::display_name(info, &self.name),
+            info.object_name(&self.name),
             self.namespace
         )?;
         let mut what: Vec<String> = self.specs.iter().cloned().collect();

@@ -5,7 +5,7 @@ use kube::api::ListParams;
 use kube::Client;
 
 use super::references::{find, fold, Reference, WorkloadKind};
-use crate::apply::{api, display_name, is_not_found};
+use crate::apply::{api, is_not_found};
 
 /// The references, folded into their controllers, and what could not be read (a kind the
 /// user may not list). A kind the server does not serve (CronJob `batch/v1` before 1.21)
@@ -24,7 +24,7 @@ pub async fn read(client: &Client) -> (Vec<Reference>, Vec<String>) {
                 }
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => {
-                    let plural = display_name(info, "").trim_end_matches('/').to_string();
+                    let plural = info.object_name("").trim_end_matches('/').to_string();
                     unread.push(format!("cannot list {plural}: {e}"));
                     break;
                 }

@@ -26,15 +26,7 @@ pub fn regenerate_command() -> String {
 /// The policies and their bindings as install renders them in policy mode.
 pub fn policy_objects(settings: &Settings) -> Vec<Value> {
     let manifest = gmsa_deploy::render(settings, None).unwrap_or_else(|e| panic!("{e}"));
-    manifest
-        .objects
-        .into_iter()
-        .filter(|o| {
-            o["kind"]
-                .as_str()
-                .is_some_and(|k| k.contains("AdmissionPolicy"))
-        })
-        .collect()
+    manifest.admission.into_iter().map(|o| o.body).collect()
 }
 
 /// The template's text: the policy objects, rendered only in policy mode (where

@@ -7,13 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use gmsa_deploy::{names, Settings, TlsMaterial};
+use gmsa_deploy::{names, Kind, Object, Settings, TlsMaterial};
 use gmsa_tls::self_signed::{Policy, SelfSignedSecret};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::apply::{apply_one, is_tls_secret, is_webhook_config, Applier};
-use crate::cluster::kind;
+use crate::apply::Applier;
 
 /// How long the API server gets to load caBundles that trust a new CA before the Secret
 /// serves a certificate it signed.
@@ -47,6 +46,17 @@ pub fn read_secret(secret: Option<&Value>) -> SelfSignedSecret {
     SelfSignedSecret::from_secret(&data, &annotations)
 }
 
+/// The self-signed Secret as stored, if there is one.
+pub async fn stored_secret(
+    applier: &Applier,
+    settings: &Settings,
+) -> anyhow::Result<Option<Value>> {
+    let secret = names::tls_secret(&settings.name);
+    applier
+        .get(Kind::Secret.info(), Some(&settings.namespace), &secret)
+        .await
+}
+
 /// The material to apply and, when a new pair was issued, why.
 pub fn self_signed(
     settings: &Settings,
@@ -58,66 +68,50 @@ pub fn self_signed(
     let material = TlsMaterial {
         ca_bundle_pem: secret.trusted(now).concat(),
         secret: Some(secret),
+        ..TlsMaterial::default()
     };
     Ok((material, issued))
 }
 
 /// The first half of a rotation: the new pair staged in the Secret (beside the one served),
-/// then every caBundle trusting both, then a pause for the API server to load them, as the
-/// replicas' renewal does; a replica that looks in between sees a staged CA, not an unknown
-/// one to drop. `objects` (the install) then promotes the pair with the Secret's new
-/// resourceVersion.
+/// then every caBundle (`admission`, trusting both), then a pause for the API server to load
+/// them, as the replicas' renewal does; a replica that looks in between sees a staged CA, not
+/// an unknown one to drop. The install then promotes the pair with the resourceVersion left
+/// in `material`.
 pub async fn stage_rotation(
     applier: &Applier,
     settings: &Settings,
     existing: &SelfSignedSecret,
-    rv: Option<&str>,
-    material: &TlsMaterial,
-    objects: &mut [Value],
+    material: &mut TlsMaterial,
+    admission: &[Object],
 ) -> anyhow::Result<()> {
-    let staged = gmsa_deploy::SelfSignedSecret {
-        current: existing.current.clone(),
-        staged: material.secret.as_ref().and_then(|s| s.current.clone()),
-        previous: existing.previous.clone(),
+    let staged = TlsMaterial {
+        secret: Some(SelfSignedSecret {
+            current: existing.current.clone(),
+            staged: material.secret.as_ref().and_then(|s| s.current.clone()),
+            previous: existing.previous.clone(),
+        }),
+        ..material.clone()
     };
-    let staged_material = TlsMaterial {
-        ca_bundle_pem: material.ca_bundle_pem.clone(),
-        secret: Some(staged),
-    };
-    let mut staged_manifest = gmsa_deploy::render(settings, Some(&staged_material))?;
-    if let Some(rv) = rv {
-        set_resource_version(&mut staged_manifest.objects, rv);
-    }
-    for object in staged_manifest.objects.iter().filter(|o| is_tls_secret(o)) {
-        println!("{} (new CA staged)", apply_one(applier, object).await?.1);
-    }
-    for object in objects.iter().filter(|o| is_webhook_config(o)) {
-        println!("{}", apply_one(applier, object).await?.1);
+    let secret = gmsa_deploy::tls_secret(settings, &staged);
+    println!("{} (new CA staged)", applier.apply(&secret).await?.1);
+    for object in admission {
+        println!("{}", applier.apply(object).await?.1);
     }
     if !applier.server_dry_run {
         eprintln!("certificates: the webhook configurations trust the new CA; waiting for the API server to load them");
         tokio::time::sleep(ROTATION_SETTLE).await;
         // The staged write moved the resourceVersion; a replica may even have promoted
         // the staged pair itself, which is what this install is about to write.
-        let now = applier
-            .get(
-                secret_info(),
-                Some(&settings.namespace),
-                &names::tls_secret(&settings.name),
-            )
-            .await?;
+        let now = stored_secret(applier, settings).await?;
         if let Some(rv) = now
             .as_ref()
             .and_then(|s| s["metadata"]["resourceVersion"].as_str())
         {
-            set_resource_version(objects, rv);
+            material.secret_resource_version = Some(rv.to_owned());
         }
     }
     Ok(())
-}
-
-pub fn secret_info() -> &'static gmsa_deploy::KindInfo {
-    kind("v1", "Secret")
 }
 
 pub fn decode_bundle(b64: &str) -> Option<String> {
@@ -127,10 +121,7 @@ pub fn decode_bundle(b64: &str) -> Option<String> {
 
 /// What the webhook configurations trust now (the mutating one's first caBundle).
 pub async fn current_ca_bundle(applier: &Applier, name: &str) -> anyhow::Result<Option<String>> {
-    let info = kind(
-        "admissionregistration.k8s.io/v1",
-        "MutatingWebhookConfiguration",
-    );
+    let info = Kind::MutatingWebhookConfiguration.info();
     Ok(applier
         .get(info, None, &names::webhook_configuration(name))
         .await?
@@ -140,40 +131,4 @@ pub async fn current_ca_bundle(applier: &Applier, name: &str) -> anyhow::Result<
                 .map(str::to_owned)
         })
         .and_then(|b| decode_bundle(&b)))
-}
-
-/// The self-signed Secret's apply carries the resourceVersion install read, so a renewal the
-/// replicas wrote meanwhile makes the apply fail (409) instead of being undone.
-pub fn set_resource_version(objects: &mut [Value], rv: &str) {
-    for object in objects.iter_mut().filter(|o| is_tls_secret(o)) {
-        object["metadata"]["resourceVersion"] = Value::String(rv.to_owned());
-    }
-}
-
-/// Adds every CA of `trusted` (PEM blocks) that a webhook configuration's caBundle lacks.
-pub fn add_to_ca_bundles(objects: &mut [Value], trusted: &[String]) {
-    for object in objects.iter_mut() {
-        let Some(hooks) = object["webhooks"].as_array_mut() else {
-            continue;
-        };
-        for hook in hooks {
-            let Some(b64) = hook["clientConfig"]["caBundle"].as_str() else {
-                continue;
-            };
-            let mut blocks = decode_bundle(b64)
-                .map(|pem| pem_blocks(&pem))
-                .unwrap_or_default();
-            let before = blocks.len();
-            for block in trusted {
-                if !blocks.contains(block) {
-                    blocks.push(block.clone());
-                }
-            }
-            if blocks.len() != before {
-                hook["clientConfig"]["caBundle"] = Value::String(
-                    base64::engine::general_purpose::STANDARD.encode(blocks.concat()),
-                );
-            }
-        }
-    }
 }

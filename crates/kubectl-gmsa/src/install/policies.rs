@@ -7,23 +7,23 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gmsa_deploy::{names, policies, Settings};
+use gmsa_deploy::{names, policies, removed_by, Kind, ObjectRef, Removal, Settings};
 use kube::api::{Api, DynamicObject, ListParams};
-use serde_json::Value;
 
-use crate::apply::{is_crd, Applier, Outcome};
-use crate::cluster::{credential_spec_resource, kind};
+use crate::apply::{Applier, Outcome};
+use crate::cluster::credential_spec_resource;
 use crate::exit::ExitStatus;
 use crate::rollout::{
-    apply_step, delete_ours, preflight, wait_available, wait_established, wait_refused_by, Target,
+    apply_step, delete_ours, preflight, wait_available, wait_established, wait_refused_by,
     Unchecked,
 };
 
-/// Policies and bindings, as opposed to what the keeper needs.
-fn is_policy_object(object: &Value) -> bool {
-    object["kind"]
-        .as_str()
-        .is_some_and(|k| k.contains("AdmissionPolicy"))
+/// Whether an object is one of the two webhook configurations.
+fn is_webhook_configuration(object: &ObjectRef) -> bool {
+    matches!(
+        object.kind,
+        Kind::MutatingWebhookConfiguration | Kind::ValidatingWebhookConfiguration
+    )
 }
 
 /// What the command line asks of a policy install besides the settings.
@@ -47,25 +47,28 @@ pub async fn install(
         crate::output::write(
             options.output,
             options.force,
-            &crate::output::yaml_documents(&manifest.objects)?,
+            &crate::output::yaml_documents(&manifest.bodies())?,
         )?;
     }
     let server_dry_run = applier.server_dry_run;
     if !server_dry_run {
-        preflight(applier, &manifest.objects, &settings.namespace).await?;
+        let objects: Vec<_> = manifest.objects().collect();
+        preflight(applier, &objects, &settings.namespace).await?;
     }
     let mut unchecked = Unchecked::new(&settings.namespace);
     // The keeper's Deployment is the webhook's, with another template: it is rolled only
     // once the webhook configurations are gone, so no pod is sent to a webhook whose
     // replicas are being replaced (below).
     for object in manifest
-        .objects
-        .iter()
-        .filter(|o| !is_policy_object(o) && !is_deployment(o))
+        .before_admission()
+        .filter(|o| o.id.kind != Kind::Deployment)
     {
         let (outcome, line) = apply_step(applier, object, &mut unchecked).await?;
         println!("{line}");
-        if is_crd(object) && outcome == Some(Outcome::Created) && !server_dry_run {
+        if object.id.kind == Kind::CustomResourceDefinition
+            && outcome == Some(Outcome::Created)
+            && !server_dry_run
+        {
             wait_established(applier).await?;
         }
     }
@@ -76,7 +79,10 @@ pub async fn install(
                 // often. Without the validating configuration the mutating one still refuses
                 // every GMSA pod (it fails closed), so nothing is admitted unchecked meanwhile.
                 eprintln!("note: the webhook's credential spec validation is unreachable; unregistering the validating webhook configuration first (GMSA pods stay refused by the mutating one until the policies answer)");
-                let validating = [webhook_only(settings).remove(0)];
+                let validating: Vec<ObjectRef> = removed_by(settings, Removal::SwitchToPolicies)
+                    .into_iter()
+                    .filter(|o| o.kind == Kind::ValidatingWebhookConfiguration)
+                    .collect();
                 for line in delete_ours(applier, settings, &validating, Some("unreachable")).await?
                 {
                     println!("{line}");
@@ -87,7 +93,7 @@ pub async fn install(
         };
         eprintln!("contents: {published} credential spec(s) published for the policies");
     }
-    for object in manifest.objects.iter().filter(|o| is_policy_object(o)) {
+    for object in &manifest.admission {
         println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
     }
     // The guard an uninstall left would answer the probe below in the policies' place (the
@@ -96,7 +102,7 @@ pub async fn install(
     for line in delete_ours(
         applier,
         settings,
-        &guard_only(settings),
+        &removed_by(settings, Removal::NextInstall),
         Some("GMSA admission is installed again"),
     )
     .await?
@@ -106,8 +112,10 @@ pub async fn install(
     if !server_dry_run {
         // Both admit, and agree, until the webhook configurations go; then only the policies.
         wait_policies_answer(applier, settings).await?;
-        let mut rest = webhook_only(settings);
-        let configurations: Vec<Target> = rest.drain(..2).collect();
+        let (configurations, rest): (Vec<ObjectRef>, Vec<ObjectRef>) =
+            removed_by(settings, Removal::SwitchToPolicies)
+                .into_iter()
+                .partition(is_webhook_configuration);
         for line in delete_ours(
             applier,
             settings,
@@ -118,7 +126,11 @@ pub async fn install(
         {
             println!("{line}");
         }
-        for object in manifest.objects.iter().filter(|o| is_deployment(o)) {
+        for object in manifest
+            .workload
+            .iter()
+            .filter(|o| o.id.kind == Kind::Deployment)
+        {
             println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
         }
         if let Some(timeout) = options.wait {
@@ -135,7 +147,11 @@ pub async fn install(
             println!("{line}");
         }
     } else {
-        for object in manifest.objects.iter().filter(|o| is_deployment(o)) {
+        for object in manifest
+            .workload
+            .iter()
+            .filter(|o| o.id.kind == Kind::Deployment)
+        {
             println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
         }
         if let Some(note) = unchecked.note() {
@@ -188,83 +204,6 @@ async fn wait_policies_answer(applier: &Applier, settings: &Settings) -> anyhow:
     Ok(())
 }
 
-/// What webhook mode had and policy mode does not: unregistered first, so no pod waits on a
-/// webhook being removed.
-pub fn webhook_only(settings: &Settings) -> Vec<Target> {
-    let name = &settings.name;
-    let configurations = names::webhook_configuration(name);
-    vec![
-        (
-            kind(
-                "admissionregistration.k8s.io/v1",
-                "ValidatingWebhookConfiguration",
-            ),
-            false,
-            configurations.clone(),
-        ),
-        (
-            kind(
-                "admissionregistration.k8s.io/v1",
-                "MutatingWebhookConfiguration",
-            ),
-            false,
-            configurations,
-        ),
-        (kind("policy/v1", "PodDisruptionBudget"), true, name.clone()),
-        (kind("v1", "Service"), true, name.clone()),
-        (kind("v1", "Secret"), true, names::tls_secret(name)),
-        (
-            kind("rbac.authorization.k8s.io/v1", "RoleBinding"),
-            true,
-            names::certificates_role(name),
-        ),
-        (
-            kind("rbac.authorization.k8s.io/v1", "Role"),
-            true,
-            names::certificates_role(name),
-        ),
-        (kind("v1", "ConfigMap"), true, names::client_ca(name)),
-    ]
-}
-
-/// The policy objects, bindings first, for a webhook install replacing policy mode.
-pub fn policies_only(settings: &Settings) -> Vec<Target> {
-    let name = &settings.name;
-    let admission = "admissionregistration.k8s.io/v1";
-    vec![
-        (
-            kind(admission, "ValidatingAdmissionPolicyBinding"),
-            false,
-            policies::use_policy(name),
-        ),
-        (
-            kind(admission, "ValidatingAdmissionPolicyBinding"),
-            false,
-            policies::pods_policy(name),
-        ),
-        (
-            kind(admission, "MutatingAdmissionPolicyBinding"),
-            false,
-            policies::inline_policy(name),
-        ),
-        (
-            kind(admission, "ValidatingAdmissionPolicy"),
-            false,
-            policies::use_policy(name),
-        ),
-        (
-            kind(admission, "ValidatingAdmissionPolicy"),
-            false,
-            policies::pods_policy(name),
-        ),
-        (
-            kind(admission, "MutatingAdmissionPolicy"),
-            false,
-            policies::inline_policy(name),
-        ),
-    ]
-}
-
 /// `--retire-reference` in policy mode: the reference's webhooks go once the policies answer,
 /// as they do once our webhook does in webhook mode.
 async fn retire_reference(applier: &Applier) -> anyhow::Result<()> {
@@ -280,32 +219,16 @@ async fn retire_reference(applier: &Applier) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The guard an uninstall may have left, binding first: install deletes it once admission
-/// answers again, `uninstall --refuse-gmsa-pods=never` deletes it too.
-pub fn guard_only(settings: &Settings) -> Vec<Target> {
-    let admission = "admissionregistration.k8s.io/v1";
-    let guard = policies::guard::guard(&settings.name);
-    vec![
-        (
-            kind(admission, "ValidatingAdmissionPolicyBinding"),
-            false,
-            guard.clone(),
-        ),
-        (kind(admission, "ValidatingAdmissionPolicy"), false, guard),
-    ]
-}
-
 /// Whether any of policy mode's objects is in the cluster (a switch back to the webhook).
 pub async fn policies_present(applier: &Applier, settings: &Settings) -> anyhow::Result<bool> {
-    for (info, namespaced, name) in policies_only(settings) {
-        let namespace = namespaced.then_some(settings.namespace.as_str());
-        if applier.get(info, namespace, &name).await?.is_some() {
+    for object in removed_by(settings, Removal::SwitchToWebhook) {
+        if applier
+            .get(object.kind.info(), object.namespace(), &object.name)
+            .await?
+            .is_some()
+        {
             return Ok(true);
         }
     }
     Ok(false)
-}
-
-fn is_deployment(object: &Value) -> bool {
-    object["kind"] == "Deployment"
 }
