@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::process::Command;
+mod support;
 
 use gmsa_testkit::FakeApiServer;
 use serde_json::Value;
@@ -34,19 +34,15 @@ fn a_transient_status_is_reported_not_retried() {
     ] {
         server.reset_counts();
         server.fail_next_on("version", 1, code);
-        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
-            .args(["doctor", "-o", "json"])
-            .env("KUBECONFIG", &path)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let out = support::on_cluster(&path, &["doctor", "-o", "json"]);
+        let stdout = &out.stdout;
         assert_eq!(
             server.gets("version"),
             1,
             "HTTP {code} was retried behind the user's back: {stdout}"
         );
-        let report: Value = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        let report: Value = serde_json::from_str(stdout)
+            .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", out.stderr));
         let cluster = report["findings"]
             .as_array()
             .into_iter()
@@ -62,11 +58,7 @@ fn a_transient_status_is_reported_not_retried() {
                 .contains(reason),
             "HTTP {code} is not named: {cluster:#}"
         );
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "a cluster that cannot be read is an error"
-        );
+        assert_eq!(out.code, 2, "a cluster that cannot be read is an error");
     }
     runtime.block_on(server.shutdown());
 }

@@ -17,7 +17,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
@@ -29,7 +28,7 @@ use gmsa_testkit::real_cluster::{
     free_port, skip_requested, Feature, RealCluster, ServerVersion, SKIP_ENV,
 };
 use serde_json::{json, Value};
-use support::{expect, find};
+use support::{expect, find, Run};
 
 const SYSTEM_NS: &str = "gmsa-system";
 const NS: &str = "gmsa-install-e2e";
@@ -44,12 +43,6 @@ struct Env<'a> {
     dir: PathBuf,
     url: String,
     webhook_kubeconfig: PathBuf,
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
 }
 
 impl<'a> Env<'a> {
@@ -67,34 +60,15 @@ impl<'a> Env<'a> {
         (env, port)
     }
 
-    fn gmsa(&self, args: &[&str]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
-            .args(args)
-            .env("KUBECONFIG", self.cluster.admin_kubeconfig())
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    fn gmsa(&self, args: &[&str]) -> Run {
+        support::on_cluster(self.cluster.admin_kubeconfig(), args)
     }
 
-    fn gmsa_ok(&self, args: &[&str]) -> Out {
-        let out = self.gmsa(args);
-        assert_eq!(
-            out.code,
-            0,
-            "kubectl-gmsa {}\nstdout:\n{}\nstderr:\n{}",
-            args.join(" "),
-            out.stdout,
-            out.stderr
-        );
-        out
+    fn gmsa_ok(&self, args: &[&str]) -> Run {
+        support::on_cluster_ok(self.cluster.admin_kubeconfig(), args, "")
     }
 
-    fn install(&self, extra: &[&str]) -> Out {
+    fn install(&self, extra: &[&str]) -> Run {
         let mut args = vec!["install", "--apply", "--webhook-url", &self.url];
         args.extend_from_slice(extra);
         self.gmsa_ok(&args)

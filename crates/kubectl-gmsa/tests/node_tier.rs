@@ -12,7 +12,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -26,6 +25,10 @@ use serde_json::{json, Value};
 
 #[path = "node_tier/doctor.rs"]
 mod doctor;
+mod support;
+
+use support::Run;
+
 #[path = "support/helm.rs"]
 mod helm;
 #[path = "node_tier/helm.rs"]
@@ -68,38 +71,17 @@ struct Env<'a> {
     node: &'a NodeCluster,
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 impl Env<'_> {
-    fn gmsa(&self, args: &[&str]) -> Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
-            .args(args)
-            .env("KUBECONFIG", self.node.api().admin_kubeconfig())
-            .output()
-            .unwrap();
-        Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    fn gmsa(&self, args: &[&str]) -> Run {
+        support::on_cluster(self.node.api().admin_kubeconfig(), args)
     }
 
-    fn gmsa_ok(&self, args: &[&str]) -> Out {
-        let out = self.gmsa(args);
-        assert_eq!(
-            out.code,
-            0,
-            "kubectl-gmsa {}\nstdout:\n{}\nstderr:\n{}\n{}",
-            args.join(" "),
-            out.stdout,
-            out.stderr,
-            self.pods_report()
-        );
-        out
+    fn gmsa_ok(&self, args: &[&str]) -> Run {
+        support::on_cluster_ok(
+            self.node.api().admin_kubeconfig(),
+            args,
+            &self.pods_report(),
+        )
     }
 
     fn kubectl(&self, args: &[&str]) -> String {

@@ -9,34 +9,17 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use gmsa_testkit::credspecs::{plugin_specs, webapp1};
 use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
 use serde_json::{json, Value};
-use support::{expect, find};
+use support::{expect, find, Run};
 
 const CRD: &str = "gmsacredentialspecs.windows.k8s.io";
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn gmsa(cluster: &RealCluster, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
-        .args(args)
-        .env("KUBECONFIG", cluster.admin_kubeconfig())
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn gmsa(cluster: &RealCluster, args: &[&str]) -> Run {
+    support::on_cluster(cluster.admin_kubeconfig(), args)
 }
 
 fn kubectl_json(cluster: &RealCluster, args: &[&str]) -> Value {

@@ -13,11 +13,9 @@
 
 mod support;
 
-use std::process::Command;
-
 use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
 use serde_json::{json, Value};
-use support::expect;
+use support::{expect, Run};
 
 const NS: &str = "gmsa-uninstall-e2e";
 const GUARD: &str = "gmsa-webhook-uninstalled";
@@ -25,40 +23,15 @@ const CONFIGURATION: &str = "gmsa-webhook-admission";
 /// Nothing listens here.
 const DEAD_WEBHOOK: &str = "https://127.0.0.1:9";
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
+fn gmsa(cluster: &RealCluster, args: &[&str]) -> Run {
+    support::on_cluster(cluster.admin_kubeconfig(), args)
 }
 
-fn gmsa(cluster: &RealCluster, args: &[&str]) -> Out {
-    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
-        .args(args)
-        .env("KUBECONFIG", cluster.admin_kubeconfig())
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn gmsa_ok(cluster: &RealCluster, args: &[&str]) -> Run {
+    support::on_cluster_ok(cluster.admin_kubeconfig(), args, "")
 }
 
-fn gmsa_ok(cluster: &RealCluster, args: &[&str]) -> Out {
-    let out = gmsa(cluster, args);
-    assert_eq!(
-        out.code,
-        0,
-        "kubectl-gmsa {}\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.stdout,
-        out.stderr
-    );
-    out
-}
-
-fn install(cluster: &RealCluster) -> Out {
+fn install(cluster: &RealCluster) -> Run {
     gmsa_ok(
         cluster,
         &["install", "--apply", "--webhook-url", DEAD_WEBHOOK],

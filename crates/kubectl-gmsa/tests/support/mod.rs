@@ -57,6 +57,36 @@ pub fn run_env(dir: &Path, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &s
     }
 }
 
+/// Runs the binary against the cluster of `kubeconfig` (a loopback or node address: no proxy).
+pub fn on_cluster(kubeconfig: &Path, args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_kubectl-gmsa"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// [`on_cluster`] that must exit 0; otherwise panics with what it printed and `context`.
+pub fn on_cluster_ok(kubeconfig: &Path, args: &[&str], context: &str) -> Run {
+    let run = on_cluster(kubeconfig, args);
+    assert_eq!(
+        run.code,
+        0,
+        "kubectl-gmsa {}\nstdout:\n{}\nstderr:\n{}\n{context}",
+        args.join(" "),
+        run.stdout,
+        run.stderr
+    );
+    run
+}
+
 /// Runs the binary in `dir` with `args`.
 pub fn run(dir: &Path, args: &[&str]) -> Run {
     run_env(dir, args, None, &[])
