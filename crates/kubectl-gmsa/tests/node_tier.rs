@@ -119,6 +119,16 @@ impl Env<'_> {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The names of every mutating and validating webhook configuration.
+    fn webhook_configurations(&self) -> String {
+        self.kubectl(&[
+            "get",
+            "mutatingwebhookconfigurations,validatingwebhookconfigurations",
+            "-o",
+            "name",
+        ])
+    }
+
     /// The webhook's pods and their states, for failure messages.
     fn pods_report(&self) -> String {
         let out = self

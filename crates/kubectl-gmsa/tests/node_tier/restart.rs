@@ -107,12 +107,7 @@ pub(crate) fn uninstall_names_what_it_lets_through(env: &Env) {
         said.contains("webapp"),
         "the GMSA Deployment is not named: {said}"
     );
-    let webhooks = env.kubectl(&[
-        "get",
-        "mutatingwebhookconfigurations,validatingwebhookconfigurations",
-        "-o",
-        "name",
-    ]);
+    let webhooks = env.webhook_configurations();
     assert!(!webhooks.contains("gmsa-webhook"), "{webhooks}");
     let (status, body) = env.dry_run(&gmsa_pod("webapp"));
     assert_eq!(status, 403, "{body}");

@@ -62,24 +62,14 @@ pub(crate) fn mode_switches_under_load(env: &Env) {
         &["install", "--apply", "--admission", "policies"],
         "switch webhook -> policies",
     );
-    let webhooks = env.kubectl(&[
-        "get",
-        "mutatingwebhookconfigurations,validatingwebhookconfigurations",
-        "-o",
-        "name",
-    ]);
+    let webhooks = env.webhook_configurations();
     assert!(!webhooks.contains("gmsa-webhook"), "{webhooks}");
     let policies = env.kubectl(&["get", "validatingadmissionpolicies", "-o", "name"]);
     assert!(policies.contains("gmsa-webhook-pods"), "{policies}");
     super::keeper::keeper_outage_refuses_edited_specs(env);
 
     switch(&["install", "--apply"], "switch policies -> webhook");
-    let webhooks = env.kubectl(&[
-        "get",
-        "mutatingwebhookconfigurations,validatingwebhookconfigurations",
-        "-o",
-        "name",
-    ]);
+    let webhooks = env.webhook_configurations();
     assert!(webhooks.contains("gmsa-webhook-admission"), "{webhooks}");
     let policies = env.kubectl(&["get", "validatingadmissionpolicies", "-o", "name"]);
     assert!(!policies.contains("gmsa-webhook-pods"), "{policies}");
