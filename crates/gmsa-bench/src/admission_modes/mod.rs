@@ -53,6 +53,9 @@ pub enum Mode {
     /// ConfigMap shards alone, no per-spec binding: the cost floor of a design without
     /// per-spec parameters (it does not see a spec's current generation; measured, not offered).
     Shards,
+    /// [`Mode::Shards`] plus one `use` binding whose parameters are the specs labelled
+    /// unpublished (none while the keeper keeps up): the cost of the marked-spec design.
+    Marked,
 }
 
 impl Mode {
@@ -64,6 +67,7 @@ impl Mode {
             Mode::Routed => "routed",
             Mode::RoutedConfigmap => "routed-cm",
             Mode::Shards => "shards",
+            Mode::Marked => "marked",
         }
     }
 }
@@ -309,7 +313,7 @@ impl Admission {
         let mut collections = Vec::new();
         let (objects, webhook) = match mode {
             Mode::None => (Vec::new(), None),
-            Mode::Routed | Mode::RoutedConfigmap | Mode::Shards => {
+            Mode::Routed | Mode::RoutedConfigmap | Mode::Shards | Mode::Marked => {
                 let kind = if mode == Mode::Routed {
                     routed::ShardKind::Custom
                 } else {
@@ -322,7 +326,11 @@ impl Admission {
                 };
                 // Bindings first, then the shards vouching for the specs (the keeper's order).
                 // Created, not applied: a shard is too big for kubectl's last-applied copy.
-                let per_spec = if mode == Mode::Shards { 0 } else { specs.len() };
+                let per_spec = if matches!(mode, Mode::Shards | Mode::Marked) {
+                    0
+                } else {
+                    specs.len()
+                };
                 let bindings = specs
                     .iter()
                     .take(per_spec)
@@ -350,7 +358,10 @@ impl Admission {
                 }
                 collections = ROUTED_COLLECTIONS.iter().map(|c| c.to_string()).collect();
                 collections.push(format!("/api/v1/namespaces/{NS}/configmaps"));
-                (routed::objects(&settings, kind, NS), None)
+                (
+                    routed::objects(&settings, kind, NS, mode == Mode::Marked),
+                    None,
+                )
             }
             Mode::Webhook => {
                 let spec = TargetSpec {

@@ -19,6 +19,20 @@
 //!
 //! In the product the keeper would write the shards and the bindings (binding first, then the
 //! shard entry); here the bench writes them as they would be.
+//!
+//! What the measurements showed (k8s.io/apiserver v0.37.2, `pkg/admission/plugin/...`):
+//! - a binding is cheap only without selectors: its `objectSelector` and `namespaceSelector`
+//!   are parsed again for every request and binding (`policy/generic/policy_matcher.go`
+//!   112-119, called from `policy/matching/matching.go` 75 and 81), about 7 µs per
+//!   label-routed binding here, so per-spec bindings still grow with the number of specs;
+//! - every invocation converts its parameter for CEL before the match conditions run
+//!   (`cel/activation.go` 76-78): a custom resource by a JSON round trip of the whole object
+//!   (`pkg/cel/common/valuesschemalesstyped.go` 88-102), a ConfigMap lazily. A custom-resource
+//!   shard holding many specs therefore costs as much as the specs it holds (`routed`);
+//!   ConfigMap shards do not (`routed-configmap`, `shards`);
+//! - mutating bindings cannot be routed by what the pod names: all of them are matched before
+//!   any mutation (`policy/generic/policy_dispatcher.go` 138-205), and a reinvocation runs
+//!   only invocations already run once (`policy/mutating/dispatcher.go` 176).
 
 use gmsa_deploy::policies::{self, cel};
 use serde_json::{json, Value};
@@ -364,10 +378,32 @@ pub fn use_binding(i: usize, spec: &str) -> Value {
 /// The policies and their fixed bindings (the per-spec ones come from [`use_binding`]): new
 /// ephemeral containers are checked against every spec, as today (the pod's labels cannot
 /// change on that subresource).
-pub fn objects(settings: &gmsa_deploy::Settings, kind: ShardKind, namespace: &str) -> Vec<Value> {
+/// The label a spec would carry from the write that changes its `credspec` (set by a mutating
+/// policy on the spec itself, so synchronously) until the keeper has published the change.
+pub const UNPUBLISHED_LABEL: &str = "gmsa.windows.k8s.io/unpublished";
+
+pub fn objects(
+    settings: &gmsa_deploy::Settings,
+    kind: ShardKind,
+    namespace: &str,
+    marked: bool,
+) -> Vec<Value> {
     let mut out = vec![mutating_policy(kind), mutating_binding(kind, namespace)];
     out.extend(validating_policies(settings));
     out.push(binding(format!("{NAME}-pods"), "pods", None, None));
+    if marked {
+        // Only the specs changed since their last publication are parameters: a pod naming
+        // one is refused until the keeper has caught up.
+        out.push(binding(
+            format!("{NAME}-use-unpublished"),
+            "use",
+            Some(
+                json!({"selector": {"matchLabels": {UNPUBLISHED_LABEL: "true"}},
+                        "parameterNotFoundAction": "Allow"}),
+            ),
+            None,
+        ));
+    }
     out.push(binding(
         format!("{NAME}-use-ephemeral"),
         "use",
