@@ -20,6 +20,14 @@
 //! In the product the keeper would write the shards and the bindings (binding first, then the
 //! shard entry); here the bench writes them as they would be.
 //!
+//! `marked` drops the per-spec bindings: one `use` binding takes as parameters only the specs
+//! labelled [`UNPUBLISHED_LABEL`], which a mutating policy on the spec's own create and
+//! `credspec` update would set (synchronously, so a keeper outage cannot miss it) and the keeper
+//! would remove once the shards hold the new contents (a JSON Patch testing the generation).
+//! Not built here: that spec-side policy, the keeper's writes, the pre-set-contents comparison
+//! with the shard entry (the mutating policy would mark a mismatch for the per-request policy),
+//! and anything for a spec *deleted* while the keeper is down (its shard entry stays usable).
+//!
 //! What the measurements showed (k8s.io/apiserver v0.37.2, `pkg/admission/plugin/...`):
 //! - a binding is cheap only without selectors: its `objectSelector` and `namespaceSelector`
 //!   are parsed again for every request and binding (`policy/generic/policy_matcher.go`
@@ -30,6 +38,10 @@
 //!   (`pkg/cel/common/valuesschemalesstyped.go` 88-102), a ConfigMap lazily. A custom-resource
 //!   shard holding many specs therefore costs as much as the specs it holds (`routed`);
 //!   ConfigMap shards do not (`routed-configmap`, `shards`);
+//! - a ConfigMap parameter informer is the API server's shared one: deleting the last policy
+//!   with that `paramKind` cancels it (`policy/generic/policy_source.go` 381-386) and a later
+//!   policy gets the stopped informer back (426-431), whose cache no longer changes: run
+//!   ConfigMap modes in separate `gmsa-bench` runs;
 //! - mutating bindings cannot be routed by what the pod names: all of them are matched before
 //!   any mutation (`policy/generic/policy_dispatcher.go` 138-205), and a reinvocation runs
 //!   only invocations already run once (`policy/mutating/dispatcher.go` 176).
