@@ -481,6 +481,7 @@ fn kind(object: &Value) -> &str {
 /// naming a missing spec is refused) or off (neither).
 fn wait_until(cluster: &RealCluster, on: bool) -> anyhow::Result<()> {
     let began = Instant::now();
+    let mut held = 0;
     loop {
         let (named, named_body) = dry_run(cluster, NAMED)?;
         // A mode slow to turn on shows why, once it has had time to.
@@ -490,9 +491,18 @@ fn wait_until(cluster: &RealCluster, on: bool) -> anyhow::Result<()> {
         let (missing, _) = dry_run(cluster, MISSING)?;
         let mutated = named == 201 && named_body.contains("\"gmsaCredentialSpec\":");
         let refused = missing != 201;
+        // Held over three probes a second apart: the API server activates policies and
+        // bindings one refresh at a time, and a parameter informer over many specs takes a
+        // while to sync (until then the binding refuses every pod).
         if mutated == on && refused == on {
-            return Ok(());
+            held += 1;
+            if held >= 3 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
         }
+        held = 0;
         if began.elapsed() > SETTLE_LIMIT {
             bail!(
                 "GMSA admission did not turn {} within {SETTLE_LIMIT:?}: a pod naming {NAMED} got \
