@@ -4,6 +4,7 @@
 //! process at all). Each cell creates pods naming a credential spec, as a client would, and
 //! reports their latency and the CPU time the API server (and the webhook) spent per created
 //! pod, with 1, 100 and 1,000 specs: policies with parameters are evaluated once per spec.
+//! `routed`, `routed-configmap` and `shards` are the prototypes of issue 21 (`routed.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use crate::target::{Running, TargetKind, TargetSpec};
 
 mod pods;
 mod report;
+pub mod routed;
 
 use pods::{pod, Client};
 pub use report::markdown;
@@ -42,6 +44,18 @@ pub enum Mode {
     Webhook,
     /// `install --admission policies`: CEL in the API server, no process.
     Policies,
+    /// The prototype of issue 21 (`routed.rs`): contents shards (a custom resource) as the
+    /// mutating policy's parameters, one `use` binding per spec selected by a label the
+    /// mutation sets.
+    Routed,
+    /// [`Mode::Routed`] with the shards in ConfigMaps (converted lazily, not by JSON).
+    RoutedConfigmap,
+    /// ConfigMap shards alone, no per-spec binding: the cost floor of a design without
+    /// per-spec parameters (it does not see a spec's current generation; measured, not offered).
+    Shards,
+    /// [`Mode::Shards`] plus one `use` binding whose parameters are the specs labelled
+    /// unpublished (none while the keeper keeps up): the cost of the marked-spec design.
+    Marked,
 }
 
 impl Mode {
@@ -50,6 +64,10 @@ impl Mode {
             Mode::None => "none",
             Mode::Webhook => "webhook",
             Mode::Policies => "policies",
+            Mode::Routed => "routed",
+            Mode::RoutedConfigmap => "routed-cm",
+            Mode::Shards => "shards",
+            Mode::Marked => "marked",
         }
     }
 }
@@ -116,7 +134,13 @@ pub struct Row {
 
 /// Runs every cell on one current kube-apiserver.
 pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
-    let cluster = RealCluster::start(ServerVersion::Current).map_err(|e| anyhow!("{e}"))?;
+    // GMSA_BENCH_PROFILING=1 serves /debug/pprof, to see where the API server's time goes.
+    let mut options = gmsa_testkit::real_cluster::ApiServerOptions::default();
+    if std::env::var_os("GMSA_BENCH_PROFILING").is_some_and(|v| v == "1") {
+        options.extra_args.push("--profiling=true".into());
+    }
+    let cluster =
+        RealCluster::start_with(ServerVersion::Current, &options).map_err(|e| anyhow!("{e}"))?;
     eprintln!("kube-apiserver {} ready", cluster.version());
     set_up(&cluster)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -125,18 +149,17 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
         .build()?;
     let client = Client::new(&cluster)?;
     let mut rows = Vec::new();
-    let mut created = 0;
+    let mut created: Vec<(String, String)> = Vec::new();
     let mut cell_number = 0;
     for &specs in &plan.spec_counts {
-        while created < specs {
-            create_spec(&cluster, created)?;
-            created += 1;
+        while created.len() < specs {
+            created.push(create_spec(&cluster, created.len())?);
         }
         eprintln!("{specs} credential specs, published");
         for _ in 0..plan.rounds.max(1) {
             for &mode in &plan.modes {
                 cell_number += 1;
-                let on = Admission::enable(&cluster, plan, mode)?;
+                let on = Admission::enable(&cluster, plan, mode, &created)?;
                 wait_until(&cluster, mode != Mode::None)?;
                 let prefix = format!("c{cell_number}");
                 let warm = runtime.block_on(client.create_pods(
@@ -208,6 +231,9 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
     cluster
         .apply_crd(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| anyhow!("{e}"))?;
+    cluster
+        .apply_crd(&routed::shard_crd().to_string())
+        .map_err(|e| anyhow!("{e}"))?;
     let rbac = "rbac.authorization.k8s.io";
     let webhook = crate::real_server::webhook_user_grant();
     let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
@@ -228,8 +254,9 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
 }
 
 /// Creates `spec-<i>` with its contents already published: a new custom resource has
-/// generation 1, which the response confirms (policies use the contents only then).
-fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<()> {
+/// generation 1, which the response confirms (policies use the contents only then). Returns
+/// its name and contents.
+fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<(String, String)> {
     let name = format!("spec-{i}");
     let mut spec = json!({
         "apiVersion": "windows.k8s.io/v1", "kind": "GMSACredentialSpec",
@@ -249,7 +276,7 @@ fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<()> {
         bail!("{name}: nothing to publish");
     };
     spec["metadata"]["annotations"] = json!({
-        published::CONTENTS_ANNOTATION: contents,
+        published::CONTENTS_ANNOTATION: contents.clone(),
         published::CONTENTS_GENERATION_ANNOTATION: generation.to_string(),
     });
     let (status, body) = cluster
@@ -263,21 +290,79 @@ fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<()> {
     if status != 201 || stored["metadata"]["generation"] != json!(generation) {
         bail!("creating {name}: HTTP {status}: {body}");
     }
-    Ok(())
+    Ok((name, contents))
 }
 
 /// What a mode put in the cluster, taken out by [`Admission::disable`].
 struct Admission {
     /// (kubectl kind, name) of every object applied.
     objects: Vec<(String, String)>,
+    /// Collections to delete by [`routed::MODE_LABEL`] (API paths).
+    collections: Vec<String>,
     webhook: Option<Running>,
 }
 
 impl Admission {
-    fn enable(cluster: &RealCluster, plan: &Plan, mode: Mode) -> anyhow::Result<Self> {
+    fn enable(
+        cluster: &RealCluster,
+        plan: &Plan,
+        mode: Mode,
+        specs: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let version = gmsa_deploy::KubeVersion::new(1, cluster.version().minor());
+        let mut collections = Vec::new();
         let (objects, webhook) = match mode {
             Mode::None => (Vec::new(), None),
+            Mode::Routed | Mode::RoutedConfigmap | Mode::Shards | Mode::Marked => {
+                let kind = if mode == Mode::Routed {
+                    routed::ShardKind::Custom
+                } else {
+                    routed::ShardKind::ConfigMap
+                };
+                let settings = gmsa_deploy::Settings {
+                    kube_version: version,
+                    admission: gmsa_deploy::Admission::Policies,
+                    ..gmsa_deploy::Settings::default()
+                };
+                // Bindings first, then the shards vouching for the specs (the keeper's order).
+                // Created, not applied: a shard is too big for kubectl's last-applied copy.
+                let per_spec = if matches!(mode, Mode::Shards | Mode::Marked) {
+                    0
+                } else {
+                    specs.len()
+                };
+                let bindings = specs
+                    .iter()
+                    .take(per_spec)
+                    .enumerate()
+                    .map(|(i, (name, _))| {
+                        (
+                            ROUTED_COLLECTIONS[0].to_string(),
+                            routed::use_binding(i, name),
+                        )
+                    });
+                let shards = routed::shards(specs, kind)
+                    .into_iter()
+                    .map(|shard| (kind.collection(NS), shard));
+                for (collection, object) in bindings.chain(shards) {
+                    let (status, body) = cluster
+                        .request("POST", &collection, Some(&object.to_string()))
+                        .map_err(|e| anyhow!("{e}"))?;
+                    if status != 201 {
+                        bail!(
+                            "creating {}: HTTP {status}: {}",
+                            object["metadata"]["name"],
+                            &body[..body.len().min(400)]
+                        );
+                    }
+                }
+                collections = ROUTED_COLLECTIONS.iter().map(|c| c.to_string()).collect();
+                collections.push(format!("/api/v1/namespaces/{NS}/configmaps"));
+                (
+                    routed::objects(&settings, kind, NS, mode == Mode::Marked),
+                    None,
+                )
+            }
             Mode::Webhook => {
                 let spec = TargetSpec {
                     kind: TargetKind::KubeCached,
@@ -335,6 +420,7 @@ impl Admission {
         }
         Ok(Self {
             objects: applied,
+            collections,
             webhook,
         })
     }
@@ -349,12 +435,43 @@ impl Admission {
                 .kubectl_ok(&["delete", kind, name, "--ignore-not-found"], None)
                 .map_err(|e| anyhow!("{e}"))?;
         }
+        for collection in &self.collections {
+            let path = format!(
+                "{collection}?labelSelector={}%3D{}",
+                routed::MODE_LABEL,
+                "routed"
+            );
+            let mut tries = 0;
+            let (status, body) = loop {
+                let (status, body) = cluster
+                    .request("DELETE", &path, None)
+                    .map_err(|e| anyhow!("{e}"))?;
+                tries += 1;
+                // A custom resource's storage may still be starting (429): retry a while.
+                if status != 429 || tries > 30 {
+                    break (status, body);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            };
+            if status != 200 {
+                bail!("deleting {collection}: HTTP {status}: {body}");
+            }
+        }
         if let Some(webhook) = self.webhook {
             webhook.stop();
         }
         Ok(())
     }
 }
+
+/// What the routed prototype creates, by collection.
+const ROUTED_COLLECTIONS: [&str; 5] = [
+    "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
+    "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
+    "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicybindings",
+    "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicies",
+    "/apis/windows.k8s.io/v1alpha1/gmsacontentsshards",
+];
 
 fn kind(object: &Value) -> &str {
     object["kind"].as_str().unwrap_or_default()
@@ -364,14 +481,28 @@ fn kind(object: &Value) -> &str {
 /// naming a missing spec is refused) or off (neither).
 fn wait_until(cluster: &RealCluster, on: bool) -> anyhow::Result<()> {
     let began = Instant::now();
+    let mut held = 0;
     loop {
         let (named, named_body) = dry_run(cluster, NAMED)?;
+        // A mode slow to turn on shows why, once it has had time to.
+        if named != 201 && began.elapsed() > Duration::from_secs(20) {
+            eprintln!("{}", &named_body[..named_body.len().min(600)]);
+        }
         let (missing, _) = dry_run(cluster, MISSING)?;
         let mutated = named == 201 && named_body.contains("\"gmsaCredentialSpec\":");
         let refused = missing != 201;
+        // Held over three probes a second apart: the API server activates policies and
+        // bindings one refresh at a time, and a parameter informer over many specs takes a
+        // while to sync (until then the binding refuses every pod).
         if mutated == on && refused == on {
-            return Ok(());
+            held += 1;
+            if held >= 3 {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
         }
+        held = 0;
         if began.elapsed() > SETTLE_LIMIT {
             bail!(
                 "GMSA admission did not turn {} within {SETTLE_LIMIT:?}: a pod naming {NAMED} got \
