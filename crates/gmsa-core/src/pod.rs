@@ -68,12 +68,34 @@ struct ObjectMeta {
     name: Option<String>,
     #[serde(default)]
     generate_name: Option<String>,
-    #[serde(
-        default,
-        rename = "ownerReferences",
-        deserialize_with = "controller_of"
-    )]
-    controller: Option<Controller>,
+    #[serde(default)]
+    owner_references: Option<OwnerReferences>,
+}
+
+/// `metadata.ownerReferences` as sent. Most pods carry one and almost no admission needs it
+/// (only a GMSA pod with a fixed host name), so the parse keeps its text and
+/// [`Pod::controller`] reads it on demand.
+#[derive(Debug)]
+struct OwnerReferences(Box<serde_json::value::RawValue>);
+
+impl Clone for OwnerReferences {
+    fn clone(&self) -> Self {
+        Self(self.0.to_owned())
+    }
+}
+
+impl PartialEq for OwnerReferences {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for OwnerReferences {}
+
+impl<'de> Deserialize<'de> for OwnerReferences {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<serde_json::value::RawValue>::deserialize(d).map(Self)
+    }
 }
 
 /// The object that made a pod: its `ownerReferences` entry with `controller: true`.
@@ -93,26 +115,24 @@ impl Controller {
     }
 }
 
-/// The controller among `ownerReferences`. Read leniently: we never checked this field, and a
-/// value of an unexpected shape must not turn an admission into a refusal now.
-fn controller_of<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Controller>, D::Error> {
-    let refs = serde_json::Value::deserialize(d)?;
+/// The controller among `ownerReferences` text. Read leniently: we never checked this field,
+/// and a value of an unexpected shape must not turn an admission into a refusal now.
+fn controller_of(refs: &str) -> Option<Controller> {
+    let refs: serde_json::Value = serde_json::from_str(refs).ok()?;
     let text = |r: &serde_json::Value, key: &str| {
         r.get(key)
             .and_then(serde_json::Value::as_str)
             .unwrap_or_default()
             .to_string()
     };
-    Ok(refs
-        .as_array()
-        .into_iter()
-        .flatten()
+    refs.as_array()?
+        .iter()
         .find(|r| r.get("controller") == Some(&serde_json::Value::Bool(true)))
         .map(|r| Controller {
             api_version: text(r, "apiVersion"),
             kind: text(r, "kind"),
             name: text(r, "name"),
-        }))
+        })
 }
 
 /// A Pod, read for its GMSA settings.
@@ -242,9 +262,9 @@ impl Pod {
         self.metadata.generate_name.as_deref().unwrap_or_default()
     }
 
-    /// The controller that made the pod, if its `ownerReferences` name one.
-    pub fn controller(&self) -> Option<&Controller> {
-        self.metadata.controller.as_ref()
+    /// The controller that made the pod, if its `ownerReferences` name one (read now).
+    pub fn controller(&self) -> Option<Controller> {
+        controller_of(self.metadata.owner_references.as_ref()?.0.get())
     }
 
     /// `spec.serviceAccountName` as written (possibly empty).
