@@ -43,11 +43,8 @@ fn a_transient_status_is_reported_not_retried() {
         );
         let report: Value = serde_json::from_str(stdout)
             .unwrap_or_else(|e| panic!("{e}: {stdout}\n{}", out.stderr));
-        let cluster = report["findings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["check"] == "cluster")
+        let findings = report["findings"].as_array().cloned().unwrap_or_default();
+        let cluster = support::find(&findings, "cluster", "")
             .cloned()
             .unwrap_or(Value::Null);
         assert_eq!(cluster["status"], "fail", "HTTP {code}: {report:#}");

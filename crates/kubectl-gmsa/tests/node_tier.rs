@@ -55,7 +55,8 @@ const DEPLOYMENT: &str = "gmsa-webhook";
 const SPEC: &str = "webapp1";
 /// The label selector of the Deployment's pods, in either role.
 const WEBHOOK_PODS: &str = "app.kubernetes.io/name=gmsa-webhook";
-/// A value only the credential spec's contents hold: a pod carrying it got them inlined.
+/// A value only the credential spec's contents hold (`credspecs::webapp1`): a pod carrying it
+/// got them inlined.
 const MARKER: &str = "WebApp1";
 /// The image install renders by default, as containerd stores it.
 const IMAGE: &str = concat!("docker.io/library/gmsa-webhook:", env!("CARGO_PKG_VERSION"));
@@ -216,25 +217,6 @@ fn workload(name: &str, service_account: &str, replicas: i32) -> Value {
             "template": {
                 "metadata": {"labels": {"app": name}},
                 "spec": gmsa_pod_spec(service_account),
-            }
-        }
-    })
-}
-
-fn credspec() -> Value {
-    json!({
-        "apiVersion": "windows.k8s.io/v1",
-        "kind": "GMSACredentialSpec",
-        "metadata": {"name": SPEC},
-        "credspec": {
-            "ActiveDirectoryConfig": {"GroupManagedServiceAccounts": [
-                {"Name": MARKER, "Scope": "CONTOSO"}, {"Name": MARKER, "Scope": "contoso.com"}]},
-            "CmsPlugins": ["ActiveDirectory"],
-            "DomainJoinConfig": {
-                "DnsName": "contoso.com", "DnsTreeName": "contoso.com",
-                "Guid": "244818ae-87ac-4fcd-92ec-e79e5252348a",
-                "MachineAccountName": MARKER, "NetBiosName": "CONTOSO",
-                "Sid": "S-1-5-21-2126449477-2524075714-3094792973"
             }
         }
     })

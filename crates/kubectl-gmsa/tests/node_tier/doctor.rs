@@ -7,13 +7,14 @@ fn wait_doctor_says(env: &Env, what: &str, cause: &str) {
     env.wait_for(what, Duration::from_secs(90), || {
         let doctor = env.gmsa(&["doctor", "-o", "json"]);
         let report: Value = serde_json::from_str(&doctor.stdout).map_err(|e| e.to_string())?;
-        let row = report["findings"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["check"] == "webhook-ready")
-            .cloned()
-            .unwrap_or(Value::Null);
+        let findings = report["findings"].as_array().cloned().unwrap_or_default();
+        let row = support::find(
+            &findings,
+            "webhook-ready",
+            &format!("{SYSTEM_NS}/{DEPLOYMENT}"),
+        )
+        .cloned()
+        .unwrap_or(Value::Null);
         let detail = row["detail"].as_str().unwrap_or_default();
         if row["status"] == "fail" && detail.contains(cause) {
             eprintln!("node tier: doctor, {what}: {detail} (fix: {})", row["fix"]);

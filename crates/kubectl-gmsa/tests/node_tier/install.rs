@@ -32,7 +32,7 @@ pub(crate) fn install_and_admit(env: &Env) {
     env.kubectl(&["create", "namespace", NS]);
     env.kubectl(&["create", "serviceaccount", "-n", NS, "webapp"]);
     env.kubectl(&["create", "serviceaccount", "-n", NS, "intruder"]);
-    env.apply(&credspec());
+    env.apply(&gmsa_testkit::credspecs::webapp1(SPEC));
     env.gmsa_ok(&[
         "grant",
         SPEC,
