@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use base64::Engine;
-use gmsa_core::admission::Review;
+use gmsa_core::admission::{Endpoint, Review};
 use gmsa_core::canonical::to_go_json;
 use gmsa_core::state::State;
 use gmsa_core::{CredentialSpec, Facts, Hook, Options};
@@ -43,26 +43,35 @@ fn state() -> &'static State {
     })
 }
 
-/// Any bytes as a review body, on both hooks: the answer is a well-formed AdmissionReview for
-/// the request's uid, and a patch applies to the object it was made for.
+/// Any bytes as a review body, on every endpoint: the answer is a well-formed AdmissionReview
+/// for the request's uid, and a patch applies to the object it was made for.
 pub fn review(data: &[u8]) {
-    for hook in [Hook::Mutate, Hook::Validate] {
-        let review = Review::read(hook, data);
+    let endpoints = [
+        Endpoint::Pods(Hook::Mutate),
+        Endpoint::Pods(Hook::Validate),
+        Endpoint::CredentialSpecs,
+    ];
+    for endpoint in endpoints {
+        let review = Review::read(endpoint, data);
         let facts = Facts::gather(&review.needs(), state());
         let options = Options {
             random_hostname: true,
         };
-        let verdict = review.decide(&facts, options, || "fuzzhostname123".to_string());
-        let out = review.respond(&verdict);
+        let decided = review.decide(&facts, options, || "fuzzhostname123".to_string());
+        let out = review.respond(&decided);
         let answer: Value = serde_json::from_slice(&out).expect("the answer is JSON");
         assert_eq!(answer["kind"], "AdmissionReview");
         assert_eq!(answer["apiVersion"], review.api_version());
         assert_eq!(answer["response"]["uid"], review.uid());
-        assert_eq!(answer["response"]["allowed"], verdict.is_allowed());
+        assert_eq!(answer["response"]["allowed"], decided.verdict.is_allowed());
         let Some(patch) = answer["response"]["patch"].as_str() else {
             continue;
         };
-        assert_eq!(hook, Hook::Mutate, "validation never patches");
+        assert_eq!(
+            endpoint,
+            Endpoint::Pods(Hook::Mutate),
+            "only the mutation patches"
+        );
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(patch)
             .expect("the patch is base64");

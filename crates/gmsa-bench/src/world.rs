@@ -221,8 +221,8 @@ mod tests {
                 let needs = review.needs();
                 assert!(needs.grants.len() + needs.specs.len() > 0);
                 let facts = Facts::gather(&needs, &state);
-                let verdict = review.decide(&facts, Options::default(), String::new);
-                assert!(verdict.is_allowed(), "{hook:?} {refs}: {verdict:?}");
+                let answer = review.decide(&facts, Options::default(), String::new);
+                assert!(answer.verdict.is_allowed(), "{hook:?} {refs}: {answer:?}");
             }
         }
     }

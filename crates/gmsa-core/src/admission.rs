@@ -8,7 +8,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::decision::{Denial, Facts, Hook, Needs, Operation, Options, Plan, Verdict};
+use crate::decision::{Denial, Facts, Hook, Needs, Operation, Options, Plan, Triage, Verdict};
+use crate::names;
 use crate::pod::{object, optional_object, Obj, Pod};
 use crate::rbac::null_default;
 
@@ -87,7 +88,69 @@ pub(crate) fn read_envelope(
     }
 }
 
-/// A review request, read and checked up to the point where lookups are needed.
+/// Which admission endpoint a review came to: the pod hooks, which look things up, or the
+/// credential-spec check, which decides from the object alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Pods(Hook),
+    CredentialSpecs,
+}
+
+impl Endpoint {
+    /// The URL path it is served on.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Pods(Hook::Mutate) => names::paths::MUTATE,
+            Endpoint::Pods(Hook::Validate) => names::paths::VALIDATE,
+            Endpoint::CredentialSpecs => names::paths::VALIDATE_CREDSPEC,
+        }
+    }
+
+    /// Lowercase name for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Pods(hook) => hook.as_str(),
+            Endpoint::CredentialSpecs => "validate-credspec",
+        }
+    }
+}
+
+impl From<Hook> for Endpoint {
+    fn from(hook: Hook) -> Self {
+        Endpoint::Pods(hook)
+    }
+}
+
+/// What a review answers: the verdict and the admission warnings that go with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub verdict: Verdict,
+    /// Shown by kubectl as `Warning: ...`.
+    pub warnings: Vec<String>,
+}
+
+impl Answer {
+    /// A refusal without warnings.
+    pub fn refused(denial: Denial) -> Self {
+        Self {
+            verdict: Verdict::Denied(denial),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The AdmissionReview answer, in `api_version` (the request's), echoing `uid`.
+    pub fn body(&self, api_version: &str, uid: &str) -> Vec<u8> {
+        match &self.verdict {
+            Verdict::Allowed { patch: Some(patch) } if self.warnings.is_empty() => {
+                patched_body(api_version, uid, patch)
+            }
+            verdict => serialized_body(api_version, uid, verdict, &self.warnings),
+        }
+    }
+}
+
+/// A review request of either endpoint, read and checked up to the point where lookups are
+/// needed.
 #[derive(Debug)]
 pub struct Review {
     api_version: &'static str,
@@ -103,37 +166,68 @@ pub struct Review {
 enum Stage {
     /// Refused before any lookup (unreadable body, not a pod, ...).
     Refused(Denial),
+    /// A pod review, waiting for its facts.
     Planned(Box<Plan>),
+    /// A credential-spec review: decided from the object alone.
+    Checked(Answer),
+}
+
+/// The parts of a pod review `kubectl gmsa admit` knows without an AdmissionReview body; the
+/// review has no uid, as it is never answered over the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct PodRequest<'a> {
+    pub namespace: &'a str,
+    /// The pod's name, empty before the API server has given it one.
+    pub name: &'a str,
+    /// `CREATE` or `UPDATE`, as the API server spells them.
+    pub operation: &'a str,
+    pub object: &'a RawValue,
+    pub old_object: Option<&'a RawValue>,
 }
 
 impl Review {
     /// Reads a request body. Never fails: an unusable body becomes a review to be refused with
     /// code 400, as the reference does.
-    pub fn read(hook: Hook, body: &[u8]) -> Self {
-        let (api_version, request) = match read_envelope(body) {
-            Ok(envelope) => envelope,
-            Err((api_version, denial)) => return Self::refused(api_version, String::new(), denial),
+    pub fn read(endpoint: impl Into<Endpoint>, body: &[u8]) -> Self {
+        match read_envelope(body) {
+            Ok((api_version, request)) => Self::of(endpoint.into(), api_version, request),
+            Err((api_version, denial)) => Self::refused(api_version, String::new(), denial),
+        }
+    }
+
+    /// A pod review given by its parts (`admit`), decided as [`Review::read`] decides a body.
+    pub fn of_pod(hook: Hook, request: PodRequest<'_>) -> Self {
+        let request = RequestIn {
+            uid: String::new(),
+            kind: GroupVersionKind {
+                kind: "Pod".to_string(),
+            },
+            sub_resource: None,
+            name: Some(request.name.to_string()).filter(|n| !n.is_empty()),
+            namespace: Some(request.namespace.to_string()),
+            operation: request.operation.to_string(),
+            object: Some(request.object),
+            old_object: request.old_object,
         };
-        let mut review = Self {
+        Self::of(Endpoint::Pods(hook), API_VERSION_V1, request)
+    }
+
+    fn of(endpoint: Endpoint, api_version: &'static str, request: RequestIn<'_>) -> Self {
+        let stage = match endpoint {
+            Endpoint::Pods(hook) => match plan(hook, &request) {
+                Ok(p) => Stage::Planned(Box::new(p)),
+                Err(d) => Stage::Refused(d),
+            },
+            Endpoint::CredentialSpecs => Stage::Checked(crate::credspec::review::check(&request)),
+        };
+        Self {
             api_version,
             uid: request.uid,
             namespace: request.namespace.unwrap_or_default(),
             name: request.name.unwrap_or_default(),
             operation: request.operation,
-            stage: Stage::Refused(Denial::new(0, String::new())),
-        };
-        review.stage = match plan(
-            hook,
-            &review,
-            &request.kind,
-            request.sub_resource.as_deref(),
-            request.object,
-            request.old_object,
-        ) {
-            Ok(p) => Stage::Planned(Box::new(p)),
-            Err(d) => Stage::Refused(d),
-        };
-        review
+            stage,
+        }
     }
 
     fn refused(api_version: &'static str, uid: String, denial: Denial) -> Self {
@@ -161,7 +255,7 @@ impl Review {
     pub fn needs(&self) -> Needs {
         match &self.stage {
             Stage::Planned(plan) => plan.needs(),
-            Stage::Refused(_) => Needs::default(),
+            Stage::Refused(_) | Stage::Checked(_) => Needs::default(),
         }
     }
 
@@ -169,80 +263,66 @@ impl Review {
     pub fn plan(&self) -> Option<&Plan> {
         match &self.stage {
             Stage::Planned(plan) => Some(plan),
-            Stage::Refused(_) => None,
+            Stage::Refused(_) | Stage::Checked(_) => None,
         }
     }
 
-    /// Decides with the gathered facts.
+    /// Decides with the gathered facts. An allowed pod carries its admission warnings (a GMSA
+    /// pod's long host name, or a fixed one its controller may share among several pods:
+    /// [`crate::hostname`]); a credential spec carries its warnings either way.
     pub fn decide(
         &self,
         facts: &Facts,
         options: Options,
         hostname: impl FnOnce() -> String,
-    ) -> Verdict {
+    ) -> Answer {
         match &self.stage {
-            Stage::Refused(d) => Verdict::Denied(d.clone()),
-            Stage::Planned(plan) => plan.decide(facts, options, hostname),
+            Stage::Refused(d) => Answer::refused(d.clone()),
+            Stage::Planned(plan) => {
+                let verdict = plan.decide(facts, options, hostname);
+                let warnings = if verdict.is_allowed() {
+                    plan.warnings()
+                } else {
+                    Vec::new()
+                };
+                Answer { verdict, warnings }
+            }
+            Stage::Checked(answer) => answer.clone(),
         }
     }
 
-    /// The response body for a verdict.
-    pub fn respond(&self, verdict: &Verdict) -> Vec<u8> {
-        response_body(self.api_version, &self.uid, verdict)
-    }
-
-    /// Admission warnings to send with an allowed verdict (a GMSA pod's long host name, or a
-    /// fixed one its controller may share among several pods: [`crate::hostname`]); empty
-    /// when there are none or the review was refused before it was planned.
-    pub fn warnings(&self) -> Vec<String> {
-        match &self.stage {
-            Stage::Planned(plan) => plan.warnings(),
-            Stage::Refused(_) => Vec::new(),
-        }
-    }
-
-    /// The response body for a verdict, with [`Review::warnings`] when it is allowed.
-    pub fn respond_warned(&self, verdict: &Verdict) -> Vec<u8> {
-        let warnings = if verdict.is_allowed() {
-            self.warnings()
-        } else {
-            Vec::new()
-        };
-        response_body_warned(self.api_version, &self.uid, verdict, &warnings)
+    /// The response body for an answer.
+    pub fn respond(&self, answer: &Answer) -> Vec<u8> {
+        answer.body(self.api_version, &self.uid)
     }
 }
 
-fn plan(
-    hook: Hook,
-    review: &Review,
-    kind: &GroupVersionKind,
-    sub_resource: Option<&str>,
-    object: Option<&RawValue>,
-    old_object: Option<&RawValue>,
-) -> Result<Plan, Denial> {
-    if kind.kind != "Pod" {
+/// Reads the pods of a pod review: the old one only when its triage compares with it. Errors
+/// come in the reference's order: the kind, the pod, the operation, the old pod.
+fn plan(hook: Hook, request: &RequestIn<'_>) -> Result<Plan, Denial> {
+    if request.kind.kind != "Pod" {
         return Err(Denial::new(
             400,
-            format!("expected a Pod object, got a {}", kind.kind),
+            format!("expected a Pod object, got a {}", request.kind.kind),
         ));
     }
-    let operation = Operation::parse(&review.operation);
-    let pod = read_pod(object)?;
-    let old_pod = match (&operation, hook, sub_resource) {
-        (Operation::Update, Hook::Validate, _)
-        | (Operation::Update, _, Some(crate::names::EPHEMERAL_CONTAINERS_SUBRESOURCE)) => {
-            Some(read_pod(old_object)?)
-        }
-        _ => None,
-    };
-    Plan::new(
+    let pod = read_pod(request.object)?;
+    let triage = Triage::of(
         hook,
-        &operation,
-        sub_resource.unwrap_or_default(),
-        &review.namespace,
+        &Operation::parse(&request.operation),
+        request.sub_resource.as_deref().unwrap_or_default(),
+    )?;
+    let old_pod = match triage.reads_old_pod() {
+        true => Some(read_pod(request.old_object)?),
+        false => None,
+    };
+    Ok(Plan::new(
+        hook,
+        triage,
+        request.namespace.as_deref().unwrap_or_default(),
         pod,
         old_pod,
-    )
+    ))
 }
 
 fn read_pod(raw: Option<&RawValue>) -> Result<Pod, Denial> {
@@ -290,29 +370,6 @@ struct StatusOut<'a> {
 
 #[derive(Serialize)]
 struct Empty {}
-
-/// Builds the AdmissionReview answer for `verdict`.
-pub fn response_body(api_version: &str, uid: &str, verdict: &Verdict) -> Vec<u8> {
-    match verdict {
-        Verdict::Allowed { patch: Some(patch) } => patched_body(api_version, uid, patch),
-        _ => serialized_body(api_version, uid, verdict, &[]),
-    }
-}
-
-/// [`response_body`] with admission warnings, for reviews that never patch.
-pub fn response_body_warned(
-    api_version: &str,
-    uid: &str,
-    verdict: &Verdict,
-    warnings: &[String],
-) -> Vec<u8> {
-    match verdict {
-        Verdict::Allowed { patch: Some(patch) } if warnings.is_empty() => {
-            patched_body(api_version, uid, patch)
-        }
-        _ => serialized_body(api_version, uid, verdict, warnings),
-    }
-}
 
 /// The answer with a patch, written directly: the same bytes as [`serialized_body`], but the
 /// base64 text (most of the answer, and on the admission hot path) is encoded in place instead
@@ -403,8 +460,12 @@ mod response_tests {
                 }
             }
         }
+        let answer = Answer {
+            verdict: verdict.clone(),
+            warnings: Vec::new(),
+        };
         assert_eq!(
-            response_body(API_VERSION_V1, "u", &verdict),
+            answer.body(API_VERSION_V1, "u"),
             serialized_body(API_VERSION_V1, "u", &verdict, &[])
         );
     }

@@ -131,23 +131,13 @@ impl Operation {
     }
 }
 
-/// What to do with one review, once its pods are read.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    hook: Hook,
-    mode: Mode,
-    pod: Pod,
-    old_pod: Option<Pod>,
-    namespace: String,
-    /// Ephemeral containers new in this request (subresource update), by name.
-    new_ephemeral: HashSet<String>,
-}
-
+/// What a review of a pod is, decided once from its operation, endpoint and subresource: the
+/// reader takes from it whether to read the old pod, the plan what counts as created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub enum Triage {
     /// A new pod: every place counts.
     Create,
-    /// An update of the whole pod: GMSA settings must not change.
+    /// An update of the whole pod, validated: GMSA settings must not change.
     Update,
     /// `pods/ephemeralcontainers`: new ephemeral containers are created, the rest is immutable.
     EphemeralUpdate,
@@ -155,29 +145,52 @@ enum Mode {
     Allow,
 }
 
+impl Triage {
+    /// The triage of a review; any operation but CREATE and UPDATE is refused, with the
+    /// reference's message (its typo included, which users may match on).
+    pub fn of(hook: Hook, operation: &Operation, subresource: &str) -> Result<Self, Denial> {
+        let ephemeral = subresource == names::EPHEMERAL_CONTAINERS_SUBRESOURCE;
+        match (operation, hook, ephemeral) {
+            (Operation::Create, _, _) => Ok(Triage::Create),
+            (Operation::Update, _, true) => Ok(Triage::EphemeralUpdate),
+            (Operation::Update, Hook::Validate, false) => Ok(Triage::Update),
+            (Operation::Update, Hook::Mutate, false) => Ok(Triage::Allow),
+            (Operation::Other(op), _, _) => {
+                Err(Denial::new(400, format!("unpexpected operation {op}")))
+            }
+        }
+    }
+
+    /// Whether deciding compares with the pod as it was: the old object must be read.
+    pub fn reads_old_pod(self) -> bool {
+        matches!(self, Triage::Update | Triage::EphemeralUpdate)
+    }
+}
+
+/// What to do with one review, once its pods are read.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    hook: Hook,
+    triage: Triage,
+    pod: Pod,
+    old_pod: Option<Pod>,
+    namespace: String,
+    /// Ephemeral containers new in this request (subresource update), by name.
+    new_ephemeral: HashSet<String>,
+}
+
 impl Plan {
-    /// Plans a review. `old_pod` is required for validating updates (the caller reports its
-    /// absence as the reference does).
+    /// Plans a review. `old_pod` is read when [`Triage::reads_old_pod`] says so (the reader
+    /// reports its absence as the reference does).
     pub fn new(
         hook: Hook,
-        operation: &Operation,
-        subresource: &str,
+        triage: Triage,
         namespace: &str,
         pod: Pod,
         old_pod: Option<Pod>,
-    ) -> Result<Self, Denial> {
-        let ephemeral = subresource == names::EPHEMERAL_CONTAINERS_SUBRESOURCE;
-        let mode = match (operation, hook, ephemeral) {
-            (Operation::Create, _, _) => Mode::Create,
-            (Operation::Update, _, true) => Mode::EphemeralUpdate,
-            (Operation::Update, Hook::Validate, false) => Mode::Update,
-            (Operation::Update, Hook::Mutate, false) => Mode::Allow,
-            (Operation::Other(op), _, _) => {
-                return Err(Denial::new(400, format!("unpexpected operation {op}")));
-            }
-        };
-        let new_ephemeral = match (&mode, &old_pod) {
-            (Mode::EphemeralUpdate, old) => {
+    ) -> Self {
+        let new_ephemeral = match (triage, &old_pod) {
+            (Triage::EphemeralUpdate, old) => {
                 let existing: HashSet<&str> = old
                     .iter()
                     .flat_map(|o| o.ephemeral_container_names())
@@ -189,14 +202,14 @@ impl Plan {
             }
             _ => HashSet::new(),
         };
-        Ok(Self {
+        Self {
             hook,
-            mode,
+            triage,
             pod,
             old_pod,
             namespace: namespace.to_string(),
             new_ephemeral,
-        })
+        }
     }
 
     /// The service account the pod runs as; an empty name means `default`.
@@ -214,12 +227,12 @@ impl Plan {
 
     /// Places treated as being created by this request.
     fn created_places(&self) -> Box<dyn Iterator<Item = Place<'_>> + '_> {
-        match self.mode {
-            Mode::Create => Box::new(self.pod.places()),
-            Mode::EphemeralUpdate => Box::new(self.pod.places().filter(|p| {
+        match self.triage {
+            Triage::Create => Box::new(self.pod.places()),
+            Triage::EphemeralUpdate => Box::new(self.pod.places().filter(|p| {
                 p.kind == PlaceKind::EphemeralContainer && self.new_ephemeral.contains(p.owner)
             })),
-            Mode::Update | Mode::Allow => Box::new(std::iter::empty()),
+            Triage::Update | Triage::Allow => Box::new(std::iter::empty()),
         }
     }
 
@@ -291,7 +304,7 @@ impl Plan {
         }
         if names_a_spec
             && options.random_hostname
-            && self.mode == Mode::Create
+            && self.triage == Triage::Create
             && self.pod.hostname().is_empty()
         {
             patch.add("/spec/hostname", &hostname());
@@ -308,7 +321,7 @@ impl Plan {
         let names_a_spec = self
             .created_places()
             .any(|p| p.options.gmsa_credential_spec_name.is_some());
-        if self.mode != Mode::Create || !names_a_spec {
+        if self.triage != Triage::Create || !names_a_spec {
             return Vec::new();
         }
         let warning = match self.hook {
@@ -319,7 +332,7 @@ impl Plan {
     }
 
     fn validate(&self, facts: &Facts) -> Result<Option<String>, Denial> {
-        if matches!(self.mode, Mode::Update | Mode::EphemeralUpdate) {
+        if self.triage.reads_old_pod() {
             self.check_unchanged()?;
         }
         for place in self.created_places() {
@@ -423,7 +436,7 @@ impl Plan {
             )
         };
         for place in self.pod.places() {
-            if self.mode == Mode::EphemeralUpdate
+            if self.triage == Triage::EphemeralUpdate
                 && place.kind == PlaceKind::EphemeralContainer
                 && self.new_ephemeral.contains(place.owner)
             {

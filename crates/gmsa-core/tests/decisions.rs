@@ -254,11 +254,12 @@ fn run(hook: Hook, body: &[u8], view: &impl ClusterView, options: Options) -> An
     let review = Review::read(hook, body);
     let facts = Facts::gather(&review.needs(), view);
     let calls = Cell::new(0);
-    let verdict = review.decide(&facts, options, || {
+    let answer = review.decide(&facts, options, || {
         calls.set(calls.get() + 1);
         HOSTNAME.to_string()
     });
-    let bytes = review.respond(&verdict);
+    let bytes = review.respond(&answer);
+    let verdict = answer.verdict;
     let out: Value = serde_json::from_slice(&bytes).expect("the answer is JSON");
     assert_eq!(out["kind"], "AdmissionReview");
     let response = out["response"].as_object().expect("a response object");

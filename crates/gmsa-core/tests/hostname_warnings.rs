@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 
-use gmsa_core::admission::Review;
-use gmsa_core::{CredentialSpec, Facts, Hook, Options, SpecLookup, Verdict};
+use gmsa_core::admission::{Answer, Review};
+use gmsa_core::{AccessCheck, CredentialSpec, Facts, Hook, Options, SpecLookup};
 use serde_json::{json, Value};
 
 fn review(hook: Hook, operation: &str, metadata: Value, spec: Value) -> Review {
@@ -40,6 +40,33 @@ fn gmsa_spec(hostname: Option<&str>) -> Value {
     spec
 }
 
+/// The cluster of these tests: gmsa-webapp1 exists and every service account may use it.
+fn granted() -> Facts {
+    let spec = CredentialSpec::new(
+        "gmsa-webapp1",
+        json!({"CmsPlugins": ["ActiveDirectory"], "DomainJoinConfig": {"MachineAccountName": "WebApp1"}}),
+    );
+    Facts {
+        specs: [(
+            "gmsa-webapp1".to_string(),
+            SpecLookup::Found(Arc::new(spec)),
+        )]
+        .into(),
+        grants: [("gmsa-webapp1".to_string(), AccessCheck::Allowed)].into(),
+    }
+}
+
+fn decide(r: &Review, facts: &Facts, options: Options) -> Answer {
+    r.decide(facts, options, || "randomrandomran".to_string())
+}
+
+/// The warnings of an admission in the granted cluster.
+fn warned(r: &Review) -> Vec<String> {
+    let answer = decide(r, &granted(), Options::default());
+    assert!(answer.verdict.is_allowed(), "{answer:?}");
+    answer.warnings
+}
+
 #[test]
 fn long_host_names_of_gmsa_pods_are_warned() {
     let r = review(
@@ -48,7 +75,7 @@ fn long_host_names_of_gmsa_pods_are_warned() {
         json!({"name": "iis-7776966999-n5nzr"}),
         gmsa_spec(None),
     );
-    let warnings = r.warnings();
+    let warnings = warned(&r);
     assert_eq!(
         warnings,
         [
@@ -57,7 +84,7 @@ fn long_host_names_of_gmsa_pods_are_warned() {
     );
     // In the answer, beside the verdict, which stays an admission.
     let answer: Value =
-        serde_json::from_slice(&r.respond_warned(&Verdict::Allowed { patch: None })).unwrap();
+        serde_json::from_slice(&r.respond(&decide(&r, &granted(), Options::default()))).unwrap();
     assert_eq!(answer["response"]["allowed"], true);
     assert_eq!(answer["response"]["warnings"], json!(warnings));
 
@@ -68,9 +95,7 @@ fn long_host_names_of_gmsa_pods_are_warned() {
         json!({"generateName": "with-creds-"}),
         gmsa_spec(None),
     );
-    assert!(
-        r.warnings()[0].starts_with(r#"GMSA pod host name "with-creds-xxxxx" has 16 characters"#)
-    );
+    assert!(warned(&r)[0].starts_with(r#"GMSA pod host name "with-creds-xxxxx" has 16 characters"#));
     // spec.hostname wins over the name.
     let r = review(
         Hook::Validate,
@@ -78,14 +103,14 @@ fn long_host_names_of_gmsa_pods_are_warned() {
         json!({"name": "iis-7776966999-n5nzr"}),
         gmsa_spec(Some("webapp1-0")),
     );
-    assert!(r.warnings().is_empty());
+    assert!(warned(&r).is_empty());
     let r = review(
         Hook::Validate,
         "CREATE",
         json!({"name": "p"}),
         gmsa_spec(Some("a-very-long-host-name")),
     );
-    assert_eq!(r.warnings().len(), 1);
+    assert_eq!(warned(&r).len(), 1);
 }
 
 #[test]
@@ -93,20 +118,22 @@ fn no_warning_elsewhere() {
     let long = json!({"name": "iis-7776966999-n5nzr"});
     // Not a GMSA pod.
     let plain = json!({"containers": [{"name": "iis", "image": "iis"}]});
-    assert!(review(Hook::Validate, "CREATE", long.clone(), plain)
-        .warnings()
-        .is_empty());
+    assert!(warned(&review(Hook::Validate, "CREATE", long.clone(), plain)).is_empty());
     // Mutation and updates say nothing (the host name cannot change after creation).
-    assert!(
-        review(Hook::Mutate, "CREATE", long.clone(), gmsa_spec(None))
-            .warnings()
-            .is_empty()
-    );
-    assert!(
-        review(Hook::Validate, "UPDATE", long.clone(), gmsa_spec(None))
-            .warnings()
-            .is_empty()
-    );
+    assert!(warned(&review(
+        Hook::Mutate,
+        "CREATE",
+        long.clone(),
+        gmsa_spec(None)
+    ))
+    .is_empty());
+    assert!(warned(&review(
+        Hook::Validate,
+        "UPDATE",
+        long.clone(),
+        gmsa_spec(None)
+    ))
+    .is_empty());
     // Exactly 15 is whole.
     let r = review(
         Hook::Validate,
@@ -114,32 +141,24 @@ fn no_warning_elsewhere() {
         json!({"name": "iis-77769669-n5"}),
         gmsa_spec(None),
     );
-    assert!(r.warnings().is_empty());
+    assert!(warned(&r).is_empty());
     // A denied verdict carries no warnings.
     let r = review(Hook::Validate, "CREATE", long, gmsa_spec(None));
-    let denied = Verdict::Denied(gmsa_core::Denial::new(403, "no"));
-    let answer: Value = serde_json::from_slice(&r.respond_warned(&denied)).unwrap();
+    let mut no_grant = granted();
+    no_grant.grants.clear();
+    let denied = decide(&r, &no_grant, Options::default());
+    assert!(!denied.verdict.is_allowed(), "{denied:?}");
+    assert!(denied.warnings.is_empty());
+    let answer: Value = serde_json::from_slice(&r.respond(&denied)).unwrap();
     assert!(answer["response"].get("warnings").is_none());
 }
 
 /// What the mutation answers for `metadata` and `spec`, with gmsa-webapp1 in the cluster.
 fn mutate_answer(metadata: Value, spec: Value, options: Options) -> (Value, Vec<String>) {
     let r = review(Hook::Mutate, "CREATE", metadata, spec);
-    let spec = CredentialSpec::new(
-        "gmsa-webapp1",
-        json!({"CmsPlugins": ["ActiveDirectory"], "DomainJoinConfig": {"MachineAccountName": "WebApp1"}}),
-    );
-    let facts = Facts {
-        specs: [(
-            "gmsa-webapp1".to_string(),
-            SpecLookup::Found(Arc::new(spec)),
-        )]
-        .into(),
-        ..Facts::default()
-    };
-    let verdict = r.decide(&facts, options, || "randomrandomran".to_string());
-    let answer: Value = serde_json::from_slice(&r.respond_warned(&verdict)).unwrap();
-    (answer, r.warnings())
+    let decided = decide(&r, &granted(), options);
+    let answer: Value = serde_json::from_slice(&r.respond(&decided)).unwrap();
+    (answer, decided.warnings)
 }
 
 #[test]
@@ -180,10 +199,10 @@ fn a_fixed_hostname_under_a_replica_set_is_warned_on_mutation_with_the_same_patc
     assert!(warnings.is_empty(), "{warnings:?}");
     assert!(answer["response"].get("warnings").is_none());
     let mut random = gmsa_spec(Some("randomrandomran"));
-    random["securityContext"]["windowsOptions"]["gmsaCredentialSpec"] = json!("{}");
+    random["securityContext"]["windowsOptions"]["gmsaCredentialSpec"] = json!(
+        r#"{"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"MachineAccountName":"WebApp1"}}"#
+    );
     let mut meta = owned;
     meta["name"] = json!("web-7776966999-abcde");
-    assert!(review(Hook::Validate, "CREATE", meta, random)
-        .warnings()
-        .is_empty());
+    assert!(crate::warned(&review(Hook::Validate, "CREATE", meta, random)).is_empty());
 }

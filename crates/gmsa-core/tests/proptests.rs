@@ -270,10 +270,10 @@ fn answer(hook: Hook, body: &[u8], state: &State, random_hostname: bool) -> Valu
     let review = Review::read(hook, body);
     let facts = Facts::gather(&review.needs(), state);
     let options = Options { random_hostname };
-    let verdict = review.decide(&facts, options, || {
+    let answer = review.decide(&facts, options, || {
         gmsa_core::decision::random_hostname(&mut rand::rng())
     });
-    let out = review.respond(&verdict);
+    let out = review.respond(&answer);
     serde_json::from_slice(&out).expect("the answer is JSON")
 }
 
@@ -405,8 +405,8 @@ proptest! {
         let hook = if validate { Hook::Validate } else { Hook::Mutate };
         let review = Review::read(hook, &body);
         let facts = Facts::gather(&review.needs(), &world());
-        let verdict = review.decide(&facts, Options::default(), String::new);
-        let out: Value = serde_json::from_slice(&review.respond(&verdict)).expect("JSON");
+        let answer = review.decide(&facts, Options::default(), String::new);
+        let out: Value = serde_json::from_slice(&review.respond(&answer)).expect("JSON");
         let version = review.api_version();
         well_formed(&out, version, review.uid());
     }

@@ -11,8 +11,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use gmsa_core::admission::Review;
-use gmsa_core::credspec::review::CredentialSpecReview;
+use gmsa_core::admission::{Answer, Endpoint, Review, API_VERSION_V1};
 use gmsa_core::decision::random_hostname;
 use gmsa_core::names::paths;
 use gmsa_core::{Denial, Hook, Options, Verdict};
@@ -182,24 +181,6 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     response
 }
 
-/// What an admission endpoint reviews.
-#[derive(Debug, Clone, Copy)]
-enum Endpoint {
-    Pods(Hook),
-    /// `GMSACredentialSpec` objects, checked without lookups.
-    CredentialSpecs,
-}
-
-impl Endpoint {
-    fn path(self) -> &'static str {
-        match self {
-            Endpoint::Pods(Hook::Mutate) => paths::MUTATE,
-            Endpoint::Pods(Hook::Validate) => paths::VALIDATE,
-            Endpoint::CredentialSpecs => paths::VALIDATE_CREDSPEC,
-        }
-    }
-}
-
 /// The API server's deadline for this call (`?timeout=10s`), less a margin to answer in time.
 fn deadline(query: Option<&str>) -> Duration {
     let given = query
@@ -253,23 +234,13 @@ async fn admission(app: Arc<App>, endpoint: Endpoint, request: Request) -> Respo
             if too_large {
                 return StatusCode::PAYLOAD_TOO_LARGE.into_response();
             }
-            let verdict =
-                Verdict::Denied(Denial::new(400, format!("couldn't read request body: {e}")));
-            return json_response(
-                StatusCode::OK,
-                gmsa_core::admission::response_body(
-                    gmsa_core::admission::API_VERSION_V1,
-                    "",
-                    &verdict,
-                ),
-            );
+            let answer =
+                Answer::refused(Denial::new(400, format!("couldn't read request body: {e}")));
+            return json_response(StatusCode::OK, answer.body(API_VERSION_V1, ""));
         }
     };
     let started = Instant::now();
-    let (body, operation, allowed) = match endpoint {
-        Endpoint::Pods(hook) => review(&app, hook, &body, deadline).await,
-        Endpoint::CredentialSpecs => credential_spec_review(&body),
-    };
+    let (body, operation, allowed) = review(&app, endpoint, &body, deadline).await;
     let path = endpoint.path();
     app.metrics
         .latency
@@ -286,20 +257,22 @@ async fn admission(app: Arc<App>, endpoint: Endpoint, request: Request) -> Respo
     json_response(StatusCode::OK, body)
 }
 
-/// Reads, decides and answers one review; returns the body, the operation and the outcome.
+/// Reads, decides and answers one review of either endpoint; returns the body, the operation
+/// and the outcome.
 async fn review(
     app: &App,
-    hook: Hook,
+    endpoint: Endpoint,
     body: &Bytes,
     deadline: Duration,
 ) -> (Vec<u8>, String, bool) {
-    let review = Review::read(hook, body);
+    let review = Review::read(endpoint, body);
     // Debug level: formatting a span's fields for every admission costs more than deciding it.
-    // A refusal, which an operator must be able to find, is logged at info with the same
-    // fields; an allowed admission is counted in the metrics and logged at debug.
+    // A refusal, or an admission with warnings, which an operator must be able to find, is
+    // logged at info with the same fields; a plain admission is counted in the metrics and
+    // logged at debug.
     let span = tracing::debug_span!(
         "admission",
-        hook = hook.as_str(),
+        hook = endpoint.as_str(),
         uid = review.uid(),
         namespace = %review.namespace,
         name = %review.name,
@@ -308,9 +281,9 @@ async fn review(
     async {
         let needs = review.needs();
         let ends = tokio::time::Instant::now() + deadline;
-        let verdict = match tokio::time::timeout_at(ends, app.backend.gather(&needs, ends)).await {
+        let answer = match tokio::time::timeout_at(ends, app.backend.gather(&needs, ends)).await {
             Ok(facts) => review.decide(&facts, app.options, || random_hostname(&mut rand::rng())),
-            Err(_) => Verdict::Denied(Denial::new(
+            Err(_) => Answer::refused(Denial::new(
                 500,
                 format!(
                     "timed out after {:?} looking up GMSA cred specs and authorizations: the Kubernetes API is too slow or unreachable",
@@ -318,46 +291,36 @@ async fn review(
                 ),
             )),
         };
-        match &verdict {
-            Verdict::Allowed { patch } => {
+        let warnings = answer.warnings.len();
+        match &answer.verdict {
+            Verdict::Allowed { patch } if warnings == 0 => {
                 tracing::debug!(patched = patch.is_some(), "admitted");
             }
+            Verdict::Allowed { patch } => tracing::info!(
+                hook = endpoint.as_str(),
+                uid = review.uid(),
+                namespace = %review.namespace,
+                name = %review.name,
+                operation = %review.operation,
+                patched = patch.is_some(),
+                warnings,
+                "admitted"
+            ),
             Verdict::Denied(d) => tracing::info!(
-                hook = hook.as_str(),
+                hook = endpoint.as_str(),
                 uid = review.uid(),
                 namespace = %review.namespace,
                 name = %review.name,
                 operation = %review.operation,
                 code = d.code,
                 message = %d.message,
+                warnings,
                 "refused"
             ),
         }
-        let allowed = verdict.is_allowed();
-        (review.respond_warned(&verdict), review.operation.clone(), allowed)
+        let allowed = answer.verdict.is_allowed();
+        (review.respond(&answer), review.operation.clone(), allowed)
     }
     .instrument(span)
     .await
-}
-
-/// Checks one `GMSACredentialSpec` review; returns the body, the operation and the outcome.
-fn credential_spec_review(body: &Bytes) -> (Vec<u8>, String, bool) {
-    let review = CredentialSpecReview::read(body);
-    let _span = tracing::info_span!(
-        "admission",
-        hook = "validate-credspec",
-        uid = review.uid(),
-        name = %review.name,
-        operation = %review.operation,
-    )
-    .entered();
-    let warnings = review.warnings().len();
-    match review.verdict() {
-        Verdict::Allowed { .. } => tracing::info!(warnings, "admitted"),
-        Verdict::Denied(d) => {
-            tracing::info!(code = d.code, message = %d.message, warnings, "refused");
-        }
-    }
-    let allowed = review.verdict().is_allowed();
-    (review.respond(), review.operation.clone(), allowed)
 }

@@ -1,18 +1,16 @@
-//! `admit`: the webhook's decisions, offline. Each pod (or workload pod template) becomes the
-//! AdmissionReview the API server would send; it goes through `gmsa_core::admission::Review`
-//! for mutate, the answer's patch is applied, and the mutated pod goes through validate, as
-//! the API server calls the two webhooks. Both answers' admission warnings are printed, and
+//! `admit`: the webhook's decisions, offline. Each pod (or workload pod template) goes through
+//! `gmsa_core::admission::Review` for mutate, as the API server would send it, the patch is
+//! applied, and the mutated pod goes through validate, as the API server calls the two
+//! webhooks. Both answers' admission warnings are printed, and
 //! for a workload one more that the webhook cannot give, knowing one pod only: several pods at
 //! once with one fixed host name under a gMSA (`gmsa_core::hostname`).
 
 use anyhow::{anyhow, bail, Context};
-use base64::Engine;
-use gmsa_core::admission::{Review, API_VERSION_V1};
+use gmsa_core::admission::{Answer, PodRequest, Review};
 use gmsa_core::names;
 use gmsa_core::pod::Pod;
 use gmsa_core::state::State;
-use gmsa_core::{hostname, Facts, Hook, Options};
-use serde::Deserialize;
+use gmsa_core::{hostname, Denial, Facts, Hook, Options, Verdict};
 use serde_json::{json, Value};
 
 use crate::cli::{AdmitArgs, Format, Operation};
@@ -63,30 +61,6 @@ enum Outcome {
     },
 }
 
-#[derive(Deserialize)]
-struct ReviewAnswer {
-    response: Answer,
-}
-
-#[derive(Deserialize)]
-struct Answer {
-    allowed: bool,
-    #[serde(default)]
-    status: Option<AnswerStatus>,
-    #[serde(default)]
-    patch: Option<String>,
-    #[serde(default)]
-    warnings: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct AnswerStatus {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    code: u16,
-}
-
 /// Runs `admit`. Errors are unusable input (exit 2).
 pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
     let operation = match (args.operation, &args.old) {
@@ -133,9 +107,8 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
 
     let mut admitted = Vec::new();
     let mut denied = false;
-    for (index, (object, subject)) in objects.iter_mut().zip(&subjects).enumerate() {
+    for (object, subject) in objects.iter_mut().zip(&subjects) {
         let what = format!("{} {}", subject.kind, subject.display_name);
-        let uid = format!("kubectl-gmsa-{}", index + 1);
         let outcome = match subject.site {
             Site::None => {
                 eprintln!("skipped {what}: no pods to review");
@@ -147,7 +120,7 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
                     Operation::Create => None,
                     Operation::Update => Some(old_pod(&old_objects, subject, object)?),
                 };
-                let outcome = review_pod(&state, object, old, &subject.namespace, operation, &uid)?;
+                let outcome = review_pod(&state, object, old, &subject.namespace, operation)?;
                 if let Outcome::Admitted(Some(patch), _) = &outcome {
                     json_patch::patch(object, patch)
                         .map_err(|e| anyhow!("cannot apply the webhook's patch to {what}: {e}"))?;
@@ -156,14 +129,8 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
             }
             Site::Template(pointer) => {
                 let pod = template_pod(object, pointer, &what)?;
-                let mut outcome = review_pod(
-                    &state,
-                    &pod,
-                    None,
-                    &subject.namespace,
-                    Operation::Create,
-                    &uid,
-                )?;
+                let mut outcome =
+                    review_pod(&state, &pod, None, &subject.namespace, Operation::Create)?;
                 if let Outcome::Admitted(_, warnings) = &mut outcome {
                     warnings.extend(shared_hostname(object, &subject.kind, &pod));
                 }
@@ -363,105 +330,85 @@ fn as_admitted(pod: &Value, namespace: &str) -> Value {
     pod
 }
 
-fn review_body(
+/// One webhook's decision on `pod`, by the webhook's own review code.
+fn decide(
+    state: &State,
+    hook: Hook,
     pod: &Value,
     old: Option<&Value>,
     namespace: &str,
     operation: Operation,
-    uid: &str,
-) -> Vec<u8> {
-    let gvk = json!({"group": "", "version": "v1", "kind": "Pod"});
-    let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
-    let operation = match operation {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-    };
-    json!({
-        "apiVersion": API_VERSION_V1,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": gvk,
-            "resource": gvr,
-            "requestKind": gvk,
-            "requestResource": gvr,
-            "name": pod.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-            "namespace": namespace,
-            "operation": operation,
-            "userInfo": {"username": "kubectl-gmsa"},
-            "object": pod,
-            "oldObject": old,
-            "dryRun": true,
-        }
-    })
-    .to_string()
-    .into_bytes()
-}
-
-/// One webhook call, through the webhook's own review code and wire format.
-fn call(state: &State, hook: Hook, body: &[u8]) -> anyhow::Result<Answer> {
-    let review = Review::read(hook, body);
+) -> anyhow::Result<Answer> {
+    let object = serde_json::value::to_raw_value(pod)?;
+    let old_object = old.map(serde_json::value::to_raw_value).transpose()?;
+    let review = Review::of_pod(
+        hook,
+        PodRequest {
+            namespace,
+            name: pod
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            operation: match operation {
+                Operation::Create => "CREATE",
+                Operation::Update => "UPDATE",
+            },
+            object: &object,
+            old_object: old_object.as_deref(),
+        },
+    );
     let facts = Facts::gather(&review.needs(), state);
     // RANDOM_HOSTNAME is off, so no hostname is ever asked for.
-    let verdict = review.decide(&facts, Options::default(), String::new);
-    let answer: ReviewAnswer = serde_json::from_slice(&review.respond_warned(&verdict))
-        .context("the webhook's answer is not an AdmissionReview")?;
-    Ok(answer.response)
+    Ok(review.decide(&facts, Options::default(), String::new))
 }
 
+/// The pod through mutation, its patch applied, then through validation, as the API server
+/// calls the two webhooks.
 fn review_pod(
     state: &State,
     pod: &Value,
     old: Option<&Value>,
     namespace: &str,
     operation: Operation,
-    uid: &str,
 ) -> anyhow::Result<Outcome> {
     let pod = as_admitted(pod, namespace);
     let old = old.map(|o| as_admitted(o, namespace));
-    let denied = |answer: Answer| {
-        let status = answer.status.unwrap_or(AnswerStatus {
-            message: String::new(),
-            code: 0,
-        });
-        Outcome::Denied {
-            code: status.code,
-            message: status.message,
-        }
+    let denied = |denial: Denial| Outcome::Denied {
+        code: denial.code,
+        message: denial.message,
     };
 
-    let mutate = call(
+    let mutate = decide(
         state,
         Hook::Mutate,
-        &review_body(&pod, old.as_ref(), namespace, operation, uid),
+        &pod,
+        old.as_ref(),
+        namespace,
+        operation,
     )?;
-    if !mutate.allowed {
-        return Ok(denied(mutate));
-    }
-    let patch = match &mutate.patch {
-        Some(encoded) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .context("the webhook's patch is not base64")?;
-            Some(
-                serde_json::from_slice::<json_patch::Patch>(&bytes)
-                    .context("the webhook's patch is not a JSON Patch")?,
-            )
-        }
-        None => None,
+    let patch = match mutate.verdict {
+        Verdict::Denied(denial) => return Ok(denied(denial)),
+        Verdict::Allowed { patch: None } => None,
+        Verdict::Allowed { patch: Some(text) } => Some(
+            serde_json::from_str::<json_patch::Patch>(&text)
+                .context("the webhook's patch is not a JSON Patch")?,
+        ),
     };
     let mut mutated = pod;
     if let Some(p) = &patch {
         json_patch::patch(&mut mutated, p).context("cannot apply the webhook's patch")?;
     }
 
-    let validate = call(
+    let validate = decide(
         state,
         Hook::Validate,
-        &review_body(&mutated, old.as_ref(), namespace, operation, uid),
+        &mutated,
+        old.as_ref(),
+        namespace,
+        operation,
     )?;
-    if !validate.allowed {
-        return Ok(denied(validate));
+    if let Verdict::Denied(denial) = validate.verdict {
+        return Ok(denied(denial));
     }
     // In the order the API server collects them: mutating webhooks answer first.
     let mut warnings = mutate.warnings;

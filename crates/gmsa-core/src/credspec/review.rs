@@ -1,5 +1,6 @@
 //! Admission review of `GMSACredentialSpec` objects (`/validate-credspec`): the checks of
-//! [`super::validate`] on CREATE and UPDATE, answered in the pod endpoints' wire format.
+//! [`super::validate`] on CREATE and UPDATE, read and answered by [`crate::admission::Review`]
+//! as the pod endpoints are.
 //! Errors (a spec that cannot work) refuse; warnings (an unknown plugin, a missing scope)
 //! are returned as admission warnings and the spec is admitted.
 
@@ -7,79 +8,19 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::check::{validate, Problem};
-use crate::admission::{read_envelope, response_body_warned, RequestIn};
+use crate::admission::{Answer, RequestIn};
 use crate::canonical::go_quote;
 use crate::names;
 use crate::verdict::{Denial, Verdict};
 
-/// A decided review of a credential-spec object.
-#[derive(Debug)]
-pub struct CredentialSpecReview {
-    api_version: &'static str,
-    uid: String,
-    /// Request metadata for logs.
-    pub name: String,
-    pub operation: String,
-    verdict: Verdict,
-    warnings: Vec<String>,
-}
-
-impl CredentialSpecReview {
-    /// Reads a request body and decides it. Never fails: an unusable body is refused with
-    /// code 400 and the same messages as the pod endpoints.
-    pub fn read(body: &[u8]) -> Self {
-        let (api_version, request) = match read_envelope(body) {
-            Ok(envelope) => envelope,
-            Err((api_version, denial)) => return Self::refused(api_version, denial),
-        };
-        let (verdict, warnings) = decide(&request);
-        Self {
-            api_version,
-            uid: request.uid,
-            name: request.name.unwrap_or_default(),
-            operation: request.operation,
-            verdict,
-            warnings,
-        }
-    }
-
-    fn refused(api_version: &'static str, denial: Denial) -> Self {
-        Self {
-            api_version,
-            uid: String::new(),
-            name: String::new(),
-            operation: String::new(),
-            verdict: Verdict::Denied(denial),
-            warnings: Vec::new(),
-        }
-    }
-
-    /// The request's uid, echoed in the answer.
-    pub fn uid(&self) -> &str {
-        &self.uid
-    }
-
-    /// The decision.
-    pub fn verdict(&self) -> &Verdict {
-        &self.verdict
-    }
-
-    /// The admission warnings: problems that do not stop the spec from working.
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
-
-    /// The AdmissionReview answer, in the request's `apiVersion`.
-    pub fn respond(&self) -> Vec<u8> {
-        response_body_warned(self.api_version, &self.uid, &self.verdict, &self.warnings)
-    }
-}
-
-fn decide(request: &RequestIn<'_>) -> (Verdict, Vec<String>) {
-    match decide_object(request) {
+/// Decides a credential-spec review from its object alone. An unusable object is refused with
+/// code 400 and the same messages as the pod endpoints.
+pub(crate) fn check(request: &RequestIn<'_>) -> Answer {
+    let (verdict, warnings) = match decide_object(request) {
         Ok((name, problems)) => judge(&name, &problems),
         Err(verdict) => (verdict, Vec::new()),
-    }
+    };
+    Answer { verdict, warnings }
 }
 
 /// Refused when any problem is an error; the warnings go back either way.
@@ -175,7 +116,16 @@ fn unchanged_contents(request: &RequestIn<'_>, object: &Value) -> bool {
 #[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
     use super::*;
+    use crate::admission::{Endpoint, Review};
+    use crate::decision::{Facts, Options};
     use serde_json::json;
+
+    /// Reads and decides a credential-spec review body.
+    fn review(body: &[u8]) -> (Review, Answer) {
+        let review = Review::read(Endpoint::CredentialSpecs, body);
+        let answer = review.decide(&Facts::default(), Options::default(), String::new);
+        (review, answer)
+    }
 
     fn body(kind: &str, operation: &str, object: Value) -> Vec<u8> {
         json!({
@@ -190,14 +140,14 @@ mod tests {
 
     #[test]
     fn decides_on_the_checks() {
-        let review = CredentialSpecReview::read(&body(
+        let (review, answer) = review(&body(
             "GMSACredentialSpec",
             "CREATE",
             json!({"apiVersion": "windows.k8s.io/v1", "kind": "GMSACredentialSpec",
                 "metadata": {"name": "x"}, "credspec": {"CmsPlugins": ["ActiveDirectory"]}}),
         ));
-        let Verdict::Denied(d) = review.verdict() else {
-            panic!("{:?}", review.verdict())
+        let Verdict::Denied(d) = &answer.verdict else {
+            panic!("{:?}", answer.verdict)
         };
         assert_eq!(d.code, 422);
         assert!(
@@ -207,22 +157,23 @@ mod tests {
             "{}",
             d.message
         );
-        let answer: Value = serde_json::from_slice(&review.respond()).unwrap();
-        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1beta1");
-        assert_eq!(answer["response"]["uid"], "u1");
+        let body_out: Value = serde_json::from_slice(&review.respond(&answer)).unwrap();
+        assert_eq!(body_out["apiVersion"], "admission.k8s.io/v1beta1");
+        assert_eq!(body_out["response"]["uid"], "u1");
+        assert!(review.needs().is_empty());
 
-        let review = CredentialSpecReview::read(&body("GMSACredentialSpec", "DELETE", Value::Null));
-        assert!(review.verdict().is_allowed());
-        let review = CredentialSpecReview::read(&body("Pod", "CREATE", json!({})));
+        let (_, answer) = self::review(&body("GMSACredentialSpec", "DELETE", Value::Null));
+        assert!(answer.verdict.is_allowed());
+        let (_, answer) = self::review(&body("Pod", "CREATE", json!({})));
         assert_eq!(
-            review.verdict(),
-            &Verdict::Denied(Denial::new(
+            answer.verdict,
+            Verdict::Denied(Denial::new(
                 400,
                 "expected a GMSACredentialSpec object, got a Pod"
             ))
         );
-        let review = CredentialSpecReview::read(&body("GMSACredentialSpec", "UPDATE", json!(7)));
-        assert!(matches!(review.verdict(), Verdict::Denied(d) if d.code == 400));
+        let (_, answer) = self::review(&body("GMSACredentialSpec", "UPDATE", json!(7)));
+        assert!(matches!(answer.verdict, Verdict::Denied(d) if d.code == 400));
     }
 
     /// An UPDATE that leaves `credspec` alone is not re-checked; one that changes it is.
@@ -237,22 +188,17 @@ mod tests {
             let mut review: Value =
                 serde_json::from_slice(&body("GMSACredentialSpec", "UPDATE", new)).unwrap();
             review["request"]["oldObject"] = old;
-            CredentialSpecReview::read(review.to_string().as_bytes())
+            self::review(review.to_string().as_bytes()).1
         };
         let relabelled = update(spec(&invalid, "a"), spec(&invalid, "b"));
-        assert!(
-            relabelled.verdict().is_allowed(),
-            "{:?}",
-            relabelled.verdict()
-        );
+        assert!(relabelled.verdict.is_allowed(), "{:?}", relabelled.verdict);
         let changed = update(
             spec(&invalid, "a"),
             spec(&json!({"CmsPlugins": ["ActiveDirectory"], "X": 1}), "a"),
         );
-        assert!(matches!(changed.verdict(), Verdict::Denied(d) if d.code == 422));
+        assert!(matches!(changed.verdict, Verdict::Denied(d) if d.code == 422));
         // Without the old object (or on CREATE) the checks run.
-        let review =
-            CredentialSpecReview::read(&body("GMSACredentialSpec", "UPDATE", spec(&invalid, "a")));
-        assert!(matches!(review.verdict(), Verdict::Denied(d) if d.code == 422));
+        let (_, answer) = self::review(&body("GMSACredentialSpec", "UPDATE", spec(&invalid, "a")));
+        assert!(matches!(answer.verdict, Verdict::Denied(d) if d.code == 422));
     }
 }
