@@ -14,6 +14,7 @@ use gmsa_core::admission::Review;
 use gmsa_core::decision::random_hostname;
 use gmsa_core::state::State;
 use gmsa_core::{AccessCheck, ClusterView, CredentialSpec, Facts, Hook, Options, SpecLookup};
+use gmsa_testkit::reviews::ReviewBody;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
@@ -171,22 +172,16 @@ fn pod(spec: Value) -> Value {
 }
 
 fn review(operation: &str, subresource: Option<&str>, object: Value, old: Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "kind": "AdmissionReview",
-        "apiVersion": "admission.k8s.io/v1",
-        "request": {
-            "uid": "4b7c0a1e-0000-4000-8000-000000000001",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "subResource": subresource,
-            "name": "p1",
-            "namespace": "ns1",
-            "operation": operation,
-            "object": object,
-            "oldObject": old,
-        }
-    }))
-    .unwrap()
+    let mut review = ReviewBody::pod(object)
+        .uid("4b7c0a1e-0000-4000-8000-000000000001")
+        .name("p1")
+        .namespace("ns1")
+        .operation(operation)
+        .old(old);
+    if let Some(s) = subresource {
+        review = review.sub_resource(s);
+    }
+    review.to_bytes()
 }
 
 fn create(object: Value) -> Vec<u8> {

@@ -9,24 +9,16 @@ use std::sync::Arc;
 
 use gmsa_core::admission::{Answer, Review};
 use gmsa_core::{AccessCheck, CredentialSpec, Facts, Hook, Options, SpecLookup};
+use gmsa_testkit::reviews::ReviewBody;
 use serde_json::{json, Value};
 
 fn review(hook: Hook, operation: &str, metadata: Value, spec: Value) -> Review {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
-    let body = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "u1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "default",
-            "operation": operation,
-            "object": pod,
-            "oldObject": if operation == "UPDATE" { pod.clone() } else { Value::Null },
-        }
-    });
-    Review::read(hook, body.to_string().as_bytes())
+    let mut body = ReviewBody::pod(pod.clone()).operation(operation);
+    if operation == "UPDATE" {
+        body = body.old(pod);
+    }
+    Review::read(hook, &body.to_bytes())
 }
 
 fn gmsa_spec(hostname: Option<&str>) -> Value {

@@ -10,6 +10,7 @@ use gmsa_core::canonical::to_go_json;
 use gmsa_core::credspec::Contents;
 use gmsa_core::state::State;
 use gmsa_core::{Facts, Hook, Options};
+use gmsa_testkit::reviews::ReviewBody;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -244,24 +245,18 @@ impl ReviewModel {
     }
 
     fn body(&self) -> Vec<u8> {
-        let mut request = json!({
-            "uid": self.uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": "team-a",
-            "operation": self.operation,
-            "object": self.object(),
-        });
+        let mut review = ReviewBody::pod(self.object())
+            .api_version(self.api_version)
+            .uid(&self.uid)
+            .namespace("team-a")
+            .operation(self.operation);
         if let Some(s) = self.sub_resource {
-            request["subResource"] = json!(s);
+            review = review.sub_resource(s);
         }
         if self.operation == "UPDATE" {
-            request["oldObject"] = self.old.as_ref().unwrap_or(&self.pod).to_json();
+            review = review.old(self.old.as_ref().unwrap_or(&self.pod).to_json());
         }
-        let mut review = json!({"kind": "AdmissionReview", "request": request});
-        if let Some(v) = self.api_version {
-            review["apiVersion"] = json!(v);
-        }
-        serde_json::to_vec(&review).expect("serializable")
+        review.to_bytes()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod fake_api;
 pub mod one_answer;
 pub mod real_cluster;
 pub mod real_node;
+pub mod reviews;
 pub mod samba;
 pub mod secret_volume;
 pub mod wait;

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gmsa_testkit::real_cluster::{free_port, https_get};
+use gmsa_testkit::reviews::{gmsa_pod, ReviewBody};
 
 #[test]
 fn starts_with_only_the_documented_environment() {
@@ -163,7 +164,9 @@ fn runs_in_a_root_holding_only_what_the_image_holds() {
         .unwrap();
     let ca_path = root.path().join("tmp/certs/ca.crt");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let review = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"img","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"default","operation":"CREATE","object":{"metadata":{"name":"p"},"spec":{"securityContext":{"windowsOptions":{"gmsaCredentialSpecName":"gmsa-webapp1"}},"containers":[{"name":"c"}]}}}}"#;
+    let review = ReviewBody::pod(gmsa_pod("p", "gmsa-webapp1"))
+        .uid("img")
+        .to_string();
     let answer = loop {
         if let Ok(Some(exit)) = child.try_wait() {
             let out = child.wait_with_output().unwrap();
@@ -174,7 +177,7 @@ fn runs_in_a_root_holding_only_what_the_image_holds() {
         }
         let ca = std::fs::read_to_string(&ca_path).unwrap_or_default();
         let url = format!("https://127.0.0.1:{port}/mutate");
-        match gmsa_testkit::real_cluster::https_request("POST", &url, &ca, None, Some(review)) {
+        match gmsa_testkit::real_cluster::https_request("POST", &url, &ca, None, Some(&review)) {
             Ok(answer) => break answer,
             Err(e) if Instant::now() > deadline => panic!("no answer from the chroot: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),

@@ -6,6 +6,7 @@
 
 mod common;
 
+use gmsa_testkit::reviews::{gmsa_pod, ReviewBody};
 use gmsa_testkit::secret_volume::SecretVolume;
 use gmsa_testkit::wait::eventually;
 use std::net::SocketAddr;
@@ -202,27 +203,12 @@ fn world() -> Vec<Value> {
 /// A review of a new pod in `team-a` run by `sa`, naming `spec` at pod level; with
 /// `contents`, as validation sees it after mutation.
 fn review(uid: &str, sa: &str, spec: &str, contents: Option<&str>) -> Vec<u8> {
-    let mut options = json!({"gmsaCredentialSpecName": spec});
+    let mut pod = gmsa_pod("p", spec);
+    pod["spec"]["serviceAccountName"] = json!(sa);
     if let Some(c) = contents {
-        options["gmsaCredentialSpec"] = json!(c);
+        pod["spec"]["securityContext"]["windowsOptions"]["gmsaCredentialSpec"] = json!(c);
     }
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": NS,
-            "operation": "CREATE",
-            "object": {"metadata": {"name": "p"}, "spec": {
-                "serviceAccountName": sa,
-                "securityContext": {"windowsOptions": options},
-                "containers": [{"name": "c"}]
-            }}
-        }
-    })
-    .to_string()
-    .into_bytes()
+    ReviewBody::pod(pod).uid(uid).namespace(NS).to_bytes()
 }
 
 const WEB_CONTENTS: &str = r#"{"CmsPlugins":["ActiveDirectory"],"DomainJoinConfig":{"DnsName":"contoso.com","MachineAccountName":"WebApp1"}}"#;
@@ -944,7 +930,7 @@ async fn mutate_until(
 }
 
 fn embedded_review() -> Vec<u8> {
-    common::REVIEW.as_bytes().to_vec()
+    common::review().into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{config, connect, post, REVIEW};
+use common::{config, connect, post, review};
 use gmsa_webhook::Server;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,7 +29,7 @@ async fn start(
 
 /// A correct review still gets the correct answer.
 async fn still_serves(addr: std::net::SocketAddr, ca: &std::path::Path) {
-    let (status, body) = post(addr, ca, "/mutate", REVIEW.as_bytes()).await;
+    let (status, body) = post(addr, ca, "/mutate", review().as_bytes()).await;
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["response"]["allowed"], true, "{body}");
@@ -79,7 +79,7 @@ async fn huge_nested_and_invalid_bodies() {
 #[tokio::test]
 async fn wrong_json_types_in_every_field() {
     let (_dir, addr, ca) = start(Duration::from_secs(5)).await;
-    let base: Value = serde_json::from_str(REVIEW).unwrap();
+    let base: Value = serde_json::from_str(&review()).unwrap();
     let pointers = [
         "/apiVersion",
         "/request",
@@ -135,7 +135,7 @@ async fn wrong_json_types_in_every_field() {
 #[tokio::test]
 async fn a_thousand_containers_and_duplicate_names() {
     let (_dir, addr, ca) = start(Duration::from_secs(5)).await;
-    let mut review: Value = serde_json::from_str(REVIEW).unwrap();
+    let mut review: Value = serde_json::from_str(&review()).unwrap();
     let containers: Vec<Value> = (0..1000)
         .map(|i| {
             json!({"name": if i % 2 == 0 { "same".to_string() } else { format!("c{i}") },

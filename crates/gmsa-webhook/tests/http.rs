@@ -7,6 +7,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use gmsa_core::Options;
+use gmsa_testkit::reviews::ReviewBody;
 use gmsa_webhook::backend::embedded::EmbeddedState;
 use gmsa_webhook::backend::Backend;
 use gmsa_webhook::http::{router, App};
@@ -75,26 +76,19 @@ fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
         .unwrap()
 }
 
+/// A review of the pod `web` run by `sa`, its container naming `spec_name`; an UPDATE's old pod
+/// is the same.
 fn review(api_version: &str, operation: &str, sa: &str, spec_name: &str) -> String {
-    json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "uid-1",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": "default",
-            "operation": operation,
-            "object": {"metadata": {"name": "web"}, "spec": {
-                "serviceAccountName": sa,
-                "containers": [{"name": "iis", "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": spec_name}}}]
-            }},
-            "oldObject": {"metadata": {"name": "web"}, "spec": {
-                "serviceAccountName": sa,
-                "containers": [{"name": "iis", "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": spec_name}}}]
-            }}
-        }
-    })
-    .to_string()
+    let pod = json!({"metadata": {"name": "web"}, "spec": {
+        "serviceAccountName": sa,
+        "containers": [{"name": "iis", "securityContext": {"windowsOptions": {"gmsaCredentialSpecName": spec_name}}}]
+    }});
+    ReviewBody::pod(pod.clone())
+        .api_version(Some(api_version))
+        .uid("uid-1")
+        .operation(operation)
+        .old(pod)
+        .to_string()
 }
 
 fn response_of(body: &[u8]) -> Value {

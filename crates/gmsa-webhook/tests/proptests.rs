@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use base64::Engine;
 use gmsa_core::Options;
+use gmsa_testkit::reviews::ReviewBody;
 use gmsa_webhook::backend::embedded::EmbeddedState;
 use gmsa_webhook::backend::Backend;
 use gmsa_webhook::http::{router, App};
@@ -107,13 +108,13 @@ fn review() -> impl Strategy<Value = (Value, String, Option<String>)> {
             }
             spec["containers"] = Value::Array(containers);
             let object = json!({"metadata": {"name": "p"}, "spec": spec});
-            let mut review = json!({"kind": "AdmissionReview", "request": {
-                "uid": uid, "kind": {"group": "", "version": "v1", "kind": kind},
-                "namespace": "default", "operation": op,
-                "object": object, "oldObject": object}});
-            if let Some(v) = version {
-                review["apiVersion"] = json!(v);
-            }
+            let review = ReviewBody::pod(object.clone())
+                .api_version(version)
+                .uid(&uid)
+                .kind(kind)
+                .operation(op)
+                .old(object)
+                .to_value();
             (review, uid, version.map(str::to_string))
         })
 }

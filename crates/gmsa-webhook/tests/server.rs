@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, connect, get, read_response, REVIEW};
+use common::{config, connect, get, read_response, review};
 use gmsa_webhook::Server;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -28,24 +28,25 @@ async fn serves_over_tls_then_drains_on_shutdown() {
     assert_eq!(get(addr, &ca, "/health").await, 204);
 
     // A keep-alive connection that answers one review, then starts a second one slowly.
+    let review = review();
     let mut slow = connect(addr, &ca).await;
     let request = |len: usize| {
         format!("POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n")
     };
-    slow.write_all(request(REVIEW.len()).as_bytes())
+    slow.write_all(request(review.len()).as_bytes())
         .await
         .unwrap();
-    slow.write_all(REVIEW.as_bytes()).await.unwrap();
+    slow.write_all(review.as_bytes()).await.unwrap();
     let (status, body) = read_response(&mut slow).await;
     assert_eq!(status, 200);
     assert!(
         body.contains(r#""allowed":true"#) && body.contains("JSONPatch"),
         "{body}"
     );
-    slow.write_all(request(REVIEW.len()).as_bytes())
+    slow.write_all(request(review.len()).as_bytes())
         .await
         .unwrap();
-    slow.write_all(&REVIEW.as_bytes()[..10]).await.unwrap();
+    slow.write_all(&review.as_bytes()[..10]).await.unwrap();
 
     stop_tx.send(()).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -59,7 +60,7 @@ async fn serves_over_tls_then_drains_on_shutdown() {
         TcpStream::connect(addr).await.is_err(),
         "listener should be closed after the grace period"
     );
-    slow.write_all(&REVIEW.as_bytes()[10..]).await.unwrap();
+    slow.write_all(&review.as_bytes()[10..]).await.unwrap();
     let (status, body) = read_response(&mut slow).await;
     assert_eq!(status, 200);
     assert!(body.contains(r#""uid":"u1""#), "{body}");

@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use gmsa_core::names::paths::VALIDATE_CREDSPEC;
 use gmsa_core::Options;
+use gmsa_testkit::reviews::ReviewBody;
 use gmsa_webhook::backend::embedded::EmbeddedState;
 use gmsa_webhook::backend::Backend;
 use gmsa_webhook::http::{router, App};
@@ -53,43 +54,17 @@ fn post(body: impl Into<Body>) -> Request<Body> {
 }
 
 fn webapp1() -> Value {
-    json!({
-        "apiVersion": "windows.k8s.io/v1",
-        "kind": "GMSACredentialSpec",
-        "metadata": {"name": "gmsa-webapp1"},
-        "credspec": {
-            "ActiveDirectoryConfig": {"GroupManagedServiceAccounts": [
-                {"Name": "WebApp1", "Scope": "contoso.com"},
-                {"Name": "WebApp1", "Scope": "CONTOSO"}
-            ]},
-            "CmsPlugins": ["ActiveDirectory"],
-            "DomainJoinConfig": {
-                "DnsName": "contoso.com",
-                "DnsTreeName": "contoso.com",
-                "Guid": "244818ae-87ac-4fcd-92ec-e79e5252348a",
-                "MachineAccountName": "WebApp1",
-                "NetBiosName": "CONTOSO",
-                "Sid": "S-1-5-21-2126449477-2524075714-3094792973"
-            }
-        }
-    })
+    gmsa_testkit::credspecs::webapp1("gmsa-webapp1")
 }
 
 fn review(api_version: &str, kind: &str, operation: &str, object: Value) -> String {
-    json!({
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "uid-7",
-            "kind": {"group": "windows.k8s.io", "version": "v1", "kind": kind},
-            "resource": {"group": "windows.k8s.io", "version": "v1", "resource": "gmsacredentialspecs"},
-            "name": object.pointer("/metadata/name").cloned().unwrap_or(Value::Null),
-            "operation": operation,
-            "object": object,
-            "oldObject": webapp1(),
-        }
-    })
-    .to_string()
+    ReviewBody::credential_spec(object)
+        .api_version(Some(api_version))
+        .uid("uid-7")
+        .kind(kind)
+        .operation(operation)
+        .old(webapp1())
+        .to_string()
 }
 
 /// Posts a review and returns the decoded answer.

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gmsa_testkit::reviews::{gmsa_pod, ReviewBody};
 use gmsa_webhook::config::{CertSource, ClusterSource, Config, LogFormat};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -33,7 +34,10 @@ metadata: {name: gmsa-user}
 rules: [{apiGroups: [windows.k8s.io], resources: [gmsacredentialspecs], verbs: [use]}]
 "#;
 
-pub const REVIEW: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1","kind":{"group":"","version":"v1","kind":"Pod"},"namespace":"default","operation":"CREATE","object":{"metadata":{"name":"p"},"spec":{"securityContext":{"windowsOptions":{"gmsaCredentialSpecName":"gmsa-webapp1"}},"containers":[{"name":"c"}]}}}}"#;
+/// A review of a pod CREATE in `default`, uid `u1`, naming gmsa-webapp1 at pod level.
+pub fn review() -> String {
+    ReviewBody::pod(gmsa_pod("p", "gmsa-webapp1")).to_string()
+}
 
 /// A configuration serving the embedded [`STATE`] with dev certificates under `dir`.
 pub fn config(dir: &Path, grace: Duration) -> Config {
