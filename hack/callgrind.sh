@@ -9,7 +9,7 @@ n1=${1:-1000}
 n2=${2:-11000}
 command -v valgrind >/dev/null || { echo "hack/callgrind.sh: install valgrind (apt-get install valgrind)" >&2; exit 1; }
 cargo build --release -q -p gmsa-bench
-bin=target/release/gmsa-bench
+bin="${CARGO_TARGET_DIR:-target}/release/gmsa-bench"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 

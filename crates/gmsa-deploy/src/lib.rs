@@ -320,6 +320,27 @@ pub struct TlsMaterial {
 }
 
 /// The labels every rendered object carries; uninstall deletes only objects that have them.
+/// The `kubectl gmsa install ... --apply` line that installs `settings`' admission mode under
+/// its name and namespace again, flags left out where they are the defaults: what the guard
+/// and doctor tell users to run. A bare `install --apply` on a policy install would put the
+/// webhook back instead.
+pub fn reinstall_command(settings: &Settings) -> String {
+    let mut command = String::from("kubectl gmsa install");
+    if settings.admission == Admission::Policies {
+        command.push_str(" --admission policies");
+    }
+    if settings.namespace != names::DEFAULT_NAMESPACE {
+        command.push_str(" --namespace ");
+        command.push_str(&settings.namespace);
+    }
+    if settings.name != names::DEFAULT_NAME {
+        command.push_str(" --name ");
+        command.push_str(&settings.name);
+    }
+    command.push_str(" --apply");
+    command
+}
+
 pub fn labels(settings: &Settings, component: &str) -> BTreeMap<String, String> {
     let mut labels = selector_labels(settings);
     labels.insert(names::LABEL_COMPONENT.into(), component.into());

@@ -338,7 +338,15 @@ fn switching_to_policies_and_back_on_current_kube() {
         &cluster,
         &["install", "--apply", "--no-wait", "--admission", "policies"],
     );
-    gmsa_ok(&cluster, &["uninstall"]);
+    let out = gmsa_ok(&cluster, &["uninstall"]);
+    // The guard and the closing lines name the policy install, not a bare one that would put
+    // the webhook back.
+    assert!(
+        out.stderr
+            .contains("until `kubectl gmsa install --admission policies --apply`"),
+        "{}",
+        out.stderr
+    );
     for (kind, name) in [
         ("mutatingadmissionpolicy", "gmsa-webhook-inline"),
         ("mutatingadmissionpolicybinding", "gmsa-webhook-inline"),

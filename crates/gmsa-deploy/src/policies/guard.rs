@@ -19,13 +19,15 @@ pub fn guard(name: &str) -> String {
     format!("{name}-uninstalled")
 }
 
-/// What a refused pod's creator reads: why, and the two ways out.
-pub fn guard_message(name: &str) -> String {
+/// What a refused pod's creator reads: why, and the two ways out, the first being the install
+/// that was removed (its mode, name and namespace).
+pub fn guard_message(settings: &Settings) -> String {
     format!(
         "GMSA admission is not installed (kubectl gmsa uninstall left this guard): reinstall with \
-         `kubectl gmsa install --apply`, or delete ValidatingAdmissionPolicy {} to admit GMSA pods \
-         without their credential specs",
-        guard(name)
+         `{}`, or delete ValidatingAdmissionPolicy {} to admit GMSA pods without their \
+         credential specs",
+        crate::reinstall_command(settings),
+        guard(&settings.name)
     )
 }
 
@@ -39,7 +41,7 @@ pub fn guard_policy(settings: &Settings) -> ValidatingAdmissionPolicy {
             match_conditions: Some(vec![mentions_gmsa()]),
             validations: Some(vec![Validation {
                 expression: format!("!({})", cel::creates_a_gmsa_place()),
-                message: Some(guard_message(&settings.name)),
+                message: Some(guard_message(settings)),
                 reason: Some("Forbidden".into()),
                 message_expression: None,
             }]),
@@ -123,11 +125,25 @@ mod tests {
             .starts_with("!((request.operation == 'CREATE' && "));
         let message = validation["message"].as_str().unwrap();
         assert!(
-            message.contains("kubectl gmsa install --apply"),
+            message.contains("reinstall with `kubectl gmsa install --name gw --apply`"),
             "{message}"
         );
         assert!(
             message.contains("delete ValidatingAdmissionPolicy gw-uninstalled"),
+            "{message}"
+        );
+        // A policy install elsewhere is told to come back as it was, not as the webhook.
+        let policies = Settings {
+            name: "gw".into(),
+            namespace: "gmsa-ops".into(),
+            admission: crate::Admission::Policies,
+            ..Settings::default()
+        };
+        let message = guard_message(&policies);
+        assert!(
+            message.contains(
+                "reinstall with `kubectl gmsa install --admission policies --namespace gmsa-ops --name gw --apply`"
+            ),
             "{message}"
         );
         let binding = &objects[1]["spec"];

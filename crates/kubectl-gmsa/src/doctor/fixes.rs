@@ -2,7 +2,7 @@
 //! found: a fix must be one install accepts in that mode, and must not switch the mode (a bare
 //! `install --apply` on a policy install would put the webhook back).
 
-use gmsa_deploy::{names, Admission};
+use gmsa_deploy::{Admission, Settings};
 
 /// What an install fix is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +55,11 @@ impl Fixes {
         if policies && matches!(fix, InstallFix::RotateCerts | InstallFix::RandomHostname) {
             return None;
         }
-        let mut command = String::from("kubectl gmsa install");
-        if policies {
-            command.push_str(" --admission policies");
-        }
-        if self.name != names::DEFAULT_NAME {
-            command.push_str(" --name ");
-            command.push_str(&self.name);
-        }
-        command.push_str(" --apply");
+        let mut command = gmsa_deploy::reinstall_command(&Settings {
+            admission: self.admission,
+            name: self.name.clone(),
+            ..Settings::default()
+        });
         if let Some(flag) = fix.flag() {
             command.push(' ');
             command.push_str(flag);
@@ -81,7 +77,7 @@ impl Fixes {
 #[allow(clippy::unwrap_used)] // tests may panic
 pub(super) mod tests {
     use clap::Parser as _;
-    use gmsa_deploy::KubeVersion;
+    use gmsa_deploy::{names, KubeVersion};
 
     use super::*;
     use crate::install::InstallArgs;

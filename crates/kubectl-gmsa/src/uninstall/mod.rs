@@ -9,7 +9,7 @@ mod workloads;
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use gmsa_deploy::policies::guard;
-use gmsa_deploy::{names, owned, removed_by, Kind, ObjectRef, Removal, Settings};
+use gmsa_deploy::{names, owned, removed_by, Admission, Kind, ObjectRef, Removal, Settings};
 
 use crate::apply::Applier;
 use crate::cluster::{client, cluster_version, runtime};
@@ -93,11 +93,13 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
         server_dry_run: args.dry_run.is_some(),
         force_conflicts: false,
     };
-    let settings = Settings {
+    let mut settings = Settings {
         namespace: args.namespace.clone(),
         name: args.name.clone(),
         ..Settings::default()
     };
+    // The mode being removed, so the guard and the closing lines name the install to run again.
+    settings.admission = installed_admission(&applier, &settings).await?;
     let (references, unread) = workloads::read(&applier.client).await;
     let referenced = !references.is_empty() || !unread.is_empty();
     // Decided before anything is deleted: `always` on an old server deletes nothing.
@@ -155,10 +157,24 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
     if args.dry_run.is_some() {
         eprintln!("server dry run: nothing changed; without it, uninstall would leave this:");
     }
-    for line in describe(&references, &unread, &ending) {
+    let reinstall = gmsa_deploy::reinstall_command(&settings);
+    for line in describe(&references, &unread, &ending, &reinstall) {
         eprintln!("{line}");
     }
     Ok(ExitStatus::Success)
+}
+
+/// Policy mode when any of its policies or bindings is there, else the webhook.
+async fn installed_admission(applier: &Applier, settings: &Settings) -> anyhow::Result<Admission> {
+    for object in removed_by(settings, Removal::SwitchToWebhook) {
+        let found = applier
+            .get(object.kind.info(), object.namespace(), &object.name)
+            .await?;
+        if found.is_some() {
+            return Ok(Admission::Policies);
+        }
+    }
+    Ok(Admission::Webhook)
 }
 
 /// What uninstall deletes once the policies are gone: the webhook configurations first (under

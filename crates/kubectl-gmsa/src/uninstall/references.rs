@@ -312,9 +312,15 @@ impl fmt::Display for Reference {
 }
 
 /// What uninstall tells: the workloads that reference a spec, the kinds it could not read,
-/// and what happens to new pods of them now. One line per item.
-pub fn describe(references: &[Reference], unread: &[String], ending: &Ending) -> Vec<String> {
-    let reinstall = "`kubectl gmsa install --apply`";
+/// and what happens to new pods of them now, `reinstall` being the install command that
+/// brings the removed install back. One line per item.
+pub fn describe(
+    references: &[Reference],
+    unread: &[String],
+    ending: &Ending,
+    reinstall: &str,
+) -> Vec<String> {
+    let reinstall = format!("`{reinstall}`");
     let mut lines = Vec::new();
     for problem in unread {
         lines.push(format!(

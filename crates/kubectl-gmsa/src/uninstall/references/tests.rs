@@ -2,6 +2,9 @@ use serde_json::{json, Value};
 
 use super::*;
 
+/// The reinstall command of a default webhook install.
+const REINSTALL: &str = "kubectl gmsa install --apply";
+
 /// A pod spec naming `spec` at `place` (`pod`, `containers`, `initContainers`,
 /// `ephemeralContainers`), or carrying contents only (`contents`).
 fn pod_spec(place: &str, spec: &str) -> Value {
@@ -239,7 +242,13 @@ fn the_words_say_what_happens_to_new_pods() {
     .unwrap();
     let refs = [web];
     let v = KubeVersion::new(1, 37);
-    let refused = describe(&refs, &[], &Ending::of(GuardPlan::Leave, "gw", v, false));
+    let policies = "kubectl gmsa install --admission policies --name gw --apply";
+    let refused = describe(
+        &refs,
+        &[],
+        &Ending::of(GuardPlan::Leave, "gw", v, false),
+        policies,
+    );
     assert_eq!(
         refused[0],
         "warning: 1 workload(s) still reference a GMSA credential spec:"
@@ -250,12 +259,17 @@ fn the_words_say_what_happens_to_new_pods() {
         "{}",
         refused[2]
     );
-    assert!(refused[2].contains("kubectl gmsa install --apply"));
+    assert!(
+        refused[2].contains(&format!("until `{policies}`, which deletes the guard")),
+        "the install that was removed: {}",
+        refused[2]
+    );
 
     let old = describe(
         &refs,
         &[],
         &Ending::of(GuardPlan::Impossible, "gw", KubeVersion::new(1, 20), false),
+        REINSTALL,
     );
     assert!(
         old[2].starts_with(
@@ -266,7 +280,12 @@ fn the_words_say_what_happens_to_new_pods() {
     );
     assert!(old[2].contains("fail to start on Windows nodes"));
 
-    let never = describe(&refs, &[], &Ending::of(GuardPlan::Remove, "gw", v, true));
+    let never = describe(
+        &refs,
+        &[],
+        &Ending::of(GuardPlan::Remove, "gw", v, true),
+        REINSTALL,
+    );
     assert!(
         never[2].starts_with("--refuse-gmsa-pods=never"),
         "{}",
@@ -274,20 +293,31 @@ fn the_words_say_what_happens_to_new_pods() {
     );
     assert!(never[2].contains("without its contents"));
 
-    let nothing = describe(&[], &[], &Ending::of(GuardPlan::Untouched, "gw", v, false));
+    let nothing = describe(
+        &[],
+        &[],
+        &Ending::of(GuardPlan::Untouched, "gw", v, false),
+        REINSTALL,
+    );
     assert_eq!(nothing.len(), 1);
     assert!(
         nothing[0].starts_with("no workload references a credential spec; no guard is left"),
         "{}",
         nothing[0]
     );
-    let kept = describe(&[], &[], &Ending::of(GuardPlan::Untouched, "gw", v, true));
+    let kept = describe(
+        &[],
+        &[],
+        &Ending::of(GuardPlan::Untouched, "gw", v, true),
+        REINSTALL,
+    );
     assert!(kept[0].contains("gw-uninstalled refuses"), "{}", kept[0]);
 
     let unread = describe(
         &[],
         &["cannot list pods: forbidden".into()],
         &Ending::of(GuardPlan::Leave, "gw", v, false),
+        REINSTALL,
     );
     assert_eq!(
         unread[0],
