@@ -21,10 +21,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::time::Instant;
 
-use crate::backend::kubernetes::{
-    build_client, credential_spec_resource, describe_error, load_config, KubeError, Readiness,
-    Source,
-};
+use crate::backend::kubernetes::{build_client, describe_error, KubeError, Readiness, Source};
 use crate::metrics::{Metrics, PublishOutcome};
 
 /// The field manager of the keeper's writes.
@@ -70,7 +67,7 @@ impl Keeper {
         settings: &KeeperSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, KubeError> {
-        let config = load_config(settings.kubeconfig.as_deref()).await?;
+        let config = gmsa_kube::load_config(settings.kubeconfig.as_deref()).await?;
         tracing::info!(url = %config.cluster_url, "keeping GMSACredentialSpecs' published contents");
         let readiness = Arc::new(
             Readiness::new(&[Source::CredentialSpecs], settings.stale_after)
@@ -78,7 +75,7 @@ impl Keeper {
         );
         let client = build_client(config, metrics.clone(), readiness.clone())?;
         Ok(Arc::new(Self {
-            api: Api::all_with(client, &credential_spec_resource()),
+            api: Api::all_with(client, &gmsa_kube::credential_spec_resource()),
             readiness,
             metrics,
         }))

@@ -7,12 +7,12 @@
 use anyhow::{bail, Context};
 use gmsa_core::names;
 use gmsa_core::published::{publication, Publication};
+use gmsa_kube::credential_spec_resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
 
 use crate::args::ApplyArgs;
-use crate::cluster::credential_spec_resource;
 use crate::grant::FIELD_MANAGER;
 
 /// How often a publication is decided again when the spec changed under it (409).

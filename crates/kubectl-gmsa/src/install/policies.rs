@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use gmsa_deploy::{names, policies, removed_by, Kind, ObjectRef, Removal, Settings};
+use gmsa_kube::credential_spec_resource;
 use kube::api::{Api, DynamicObject, ListParams};
 
 use crate::apply::{Applier, Outcome};
-use crate::cluster::credential_spec_resource;
 use crate::exit::ExitStatus;
 use crate::rollout::{
     apply_step, delete_ours, preflight, wait_available, wait_established, wait_refused_by,
