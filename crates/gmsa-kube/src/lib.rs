@@ -4,7 +4,9 @@
 //! crate does the I/O.
 
 pub mod client;
+pub mod published;
 pub mod resources;
 
 pub use client::{client, install_crypto_provider, load_config, ConfigError};
+pub use published::{ContentsWriter, OnConflict};
 pub use resources::credential_spec_resource;

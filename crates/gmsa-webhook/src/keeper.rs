@@ -1,5 +1,6 @@
 //! The contents keeper (`--keep-published-contents`): follows every GMSACredentialSpec and
-//! writes the annotations [`gmsa_core::published`] decides, for policy mode, where admission
+//! writes (through [`gmsa_kube::published`]) the annotations [`gmsa_core::published`] decides,
+//! for policy mode, where admission
 //! policies read the encoded contents because CEL cannot encode JSON.
 //!
 //! Each write is a JSON merge patch carrying the resourceVersion of the object it was decided
@@ -15,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use gmsa_core::published::{publication, Publication};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use gmsa_kube::published::{ContentsWriter, OnConflict, Outcome, PublishError, Published};
+use kube::api::{Api, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::time::Instant;
@@ -50,6 +51,7 @@ pub struct KeeperSettings {
 /// One process's keeper: its client, and how far its watch follows the cluster.
 pub struct Keeper {
     api: Api<DynamicObject>,
+    contents: ContentsWriter,
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
 }
@@ -74,8 +76,10 @@ impl Keeper {
                 .announcing("keeper ready: watching credential specs, publishing their contents"),
         );
         let client = build_client(config, metrics.clone(), readiness.clone())?;
+        let api = Api::all_with(client, &gmsa_kube::credential_spec_resource());
         Ok(Arc::new(Self {
-            api: Api::all_with(client, &gmsa_kube::credential_spec_resource()),
+            contents: ContentsWriter::new(api.clone(), FIELD_MANAGER, OnConflict::FollowWatch),
+            api,
             readiness,
             metrics,
         }))
@@ -168,39 +172,9 @@ impl Keeper {
     /// Writes what `object`'s annotations need, guarded by its resourceVersion.
     async fn keep(&self, object: DynamicObject) -> Kept {
         let name = object.metadata.name.clone().unwrap_or_default();
-        let generation = object.metadata.generation;
-        let Some(resource_version) = object.metadata.resource_version.clone() else {
-            tracing::warn!(
-                name,
-                "GMSACredentialSpec without a resourceVersion; not published"
-            );
-            return Kept::Done;
-        };
-        let change = match serde_json::to_value(&object) {
-            Ok(value) => publication(&value),
-            Err(e) => {
-                tracing::warn!(name, error = %e, "cannot read GMSACredentialSpec");
-                return Kept::Done;
-            }
-        };
-        let change = match change {
-            Ok(change) => change,
-            Err(e) => {
-                tracing::warn!(name, error = %e, "cannot publish this GMSACredentialSpec's contents");
-                return Kept::Done;
-            }
-        };
-        let Some(patch) = change.merge_patch(&resource_version) else {
-            return Kept::Done;
-        };
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PatchParams::default()
-        };
-        let patch = Patch::Merge(&patch);
-        let write = self.api.patch(&name, &params, &patch);
-        let outcome = match tokio::time::timeout(CALL_TIMEOUT, write).await {
-            Ok(result) => result.map(|_| ()),
+        let resource_version = object.metadata.resource_version.clone().unwrap_or_default();
+        let result = match tokio::time::timeout(CALL_TIMEOUT, self.contents.publish(object)).await {
+            Ok(result) => result,
             Err(_) => {
                 self.metrics
                     .published_contents_write(PublishOutcome::Failed);
@@ -208,10 +182,17 @@ impl Keeper {
                 return Kept::Retry;
             }
         };
-        match outcome {
-            Ok(()) => {
-                let (outcome, text) = match change {
-                    Publication::Withdraw => (
+        match result {
+            Ok(Published {
+                outcome: Outcome::Current,
+                ..
+            }) => Kept::Done,
+            Ok(Published {
+                outcome,
+                generation,
+            }) => {
+                let (outcome, text) = match outcome {
+                    Outcome::Withdrawn => (
                         PublishOutcome::Withdrawn,
                         "published contents removed: the spec has no credspec",
                     ),
@@ -221,7 +202,22 @@ impl Keeper {
                 tracing::info!(name, generation, "{text}");
                 Kept::Done
             }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
+            Err(PublishError::NoResourceVersion) => {
+                tracing::warn!(
+                    name,
+                    "GMSACredentialSpec without a resourceVersion; not published"
+                );
+                Kept::Done
+            }
+            Err(PublishError::Unreadable(e)) => {
+                tracing::warn!(name, error = %e, "cannot read GMSACredentialSpec");
+                Kept::Done
+            }
+            Err(PublishError::Undecidable(e)) => {
+                tracing::warn!(name, error = %e, "cannot publish this GMSACredentialSpec's contents");
+                Kept::Done
+            }
+            Err(PublishError::Superseded) => {
                 self.metrics
                     .published_contents_write(PublishOutcome::Conflict);
                 tracing::debug!(
@@ -231,17 +227,25 @@ impl Keeper {
                 );
                 Kept::Done
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => Kept::Done,
-            Err(kube::Error::Api(status)) if status.code == 403 => {
+            Err(PublishError::Write(kube::Error::Api(status))) if status.code == 404 => Kept::Done,
+            Err(PublishError::Write(kube::Error::Api(status))) if status.code == 403 => {
                 self.metrics
                     .published_contents_write(PublishOutcome::Forbidden);
                 tracing::error!(name, error = %status.message, "cannot publish contents: grant {RBAC_NEEDED}");
                 Kept::Retry
             }
-            Err(e) => {
+            Err(PublishError::Write(e)) => {
                 self.metrics
                     .published_contents_write(PublishOutcome::Failed);
                 tracing::warn!(name, error = %describe_error(&e), "cannot publish contents; retrying");
+                Kept::Retry
+            }
+            // Only a writer that re-reads on conflicts fails these ways; the keeper's follows
+            // the watch instead.
+            Err(e @ (PublishError::Reread(_) | PublishError::KeptChanging(_))) => {
+                self.metrics
+                    .published_contents_write(PublishOutcome::Failed);
+                tracing::warn!(name, error = %e, "cannot publish contents; retrying");
                 Kept::Retry
             }
         }

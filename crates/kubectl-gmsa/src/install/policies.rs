@@ -176,7 +176,7 @@ pub async fn publish_all(applier: &Applier) -> anyhow::Result<usize> {
     let mut written = 0;
     for item in list.items {
         let name = item.metadata.name.clone().unwrap_or_default();
-        let published = crate::credspec::apply::publish(&api, &name, item)
+        let published = crate::credspec::apply::publish(&api, item)
             .await
             .with_context(|| format!("cannot publish the contents of GMSACredentialSpec {name} (needs patch on gmsacredentialspecs)"))?;
         written += usize::from(published.written);
