@@ -59,6 +59,30 @@ pub fn client(config: Config) -> Result<Client, kube::Error> {
     Client::try_from(config)
 }
 
+/// What the user sees after "unable to …: ". For an API error, the API server's own message, as
+/// the reference shows it; otherwise the client error.
+pub fn describe_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            // kube marks error bodies that were not a `Status` (a proxy's HTML page, say).
+            if status.reason == "Failed to parse error data" || status.message.is_empty() {
+                let body = status.message.trim();
+                let mut text = format!("the API server answered HTTP {}", status.code);
+                if !status.reason.is_empty() && status.message.is_empty() {
+                    text.push_str(&format!(" ({})", status.reason));
+                }
+                if !body.is_empty() {
+                    text.push_str(&format!(": {body}"));
+                }
+                text
+            } else {
+                status.message.clone()
+            }
+        }
+        other => format!("cannot reach the Kubernetes API: {other}"),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 mod tests {
@@ -89,5 +113,28 @@ mod tests {
         let config = load_config(Some(&path)).await.unwrap();
         assert_eq!(config.cluster_url.to_string(), "http://127.0.0.1:1/");
         assert!(!config.default_retry);
+    }
+
+    #[test]
+    fn api_errors_show_the_api_servers_message() {
+        let status = kube::core::Status::failure(
+            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no",
+            "Forbidden",
+        )
+        .with_code(403);
+        let text = describe_error(&kube::Error::Api(status.boxed()));
+        assert_eq!(
+            text,
+            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no"
+        );
+
+        let raw =
+            kube::core::Status::failure("upstream connect error", "Failed to parse error data")
+                .with_code(502);
+        let text = describe_error(&kube::Error::Api(raw.boxed()));
+        assert_eq!(
+            text,
+            "the API server answered HTTP 502: upstream connect error"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use gmsa_core::credspec::CredentialSpecError;
 use gmsa_core::{names, AccessCheck, CredentialSpec, SpecLookup};
+use gmsa_kube::describe_error;
 use k8s_openapi::api::authorization::v1::{
     LocalSubjectAccessReview, ResourceAttributes, SubjectAccessReviewSpec,
 };
@@ -206,30 +207,6 @@ pub(super) fn credential_spec_from_object(
     CredentialSpec::from_resource(&Value::Object(resource))
 }
 
-/// What the user sees after "unable to …: ". For an API error, the API server's own message, as
-/// the reference shows it; otherwise the client error.
-pub(crate) fn describe_error(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => {
-            // kube marks error bodies that were not a `Status` (a proxy's HTML page, say).
-            if status.reason == "Failed to parse error data" || status.message.is_empty() {
-                let body = status.message.trim();
-                let mut text = format!("the API server answered HTTP {}", status.code);
-                if !status.reason.is_empty() && status.message.is_empty() {
-                    text.push_str(&format!(" ({})", status.reason));
-                }
-                if !body.is_empty() {
-                    text.push_str(&format!(": {body}"));
-                }
-                text
-            } else {
-                status.message.clone()
-            }
-        }
-        other => format!("cannot reach the Kubernetes API: {other}"),
-    }
-}
-
 fn timeout_text() -> String {
     format!(
         "no answer from the Kubernetes API within {}s",
@@ -403,29 +380,6 @@ mod tests {
         for (method, uri, want) in cases {
             assert_eq!(kind(method, uri), want, "{uri}");
         }
-    }
-
-    #[test]
-    fn api_errors_show_the_api_servers_message() {
-        let status = kube::core::Status::failure(
-            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no",
-            "Forbidden",
-        )
-        .with_code(403);
-        let text = describe_error(&kube::Error::Api(status.boxed()));
-        assert_eq!(
-            text,
-            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no"
-        );
-
-        let raw =
-            kube::core::Status::failure("upstream connect error", "Failed to parse error data")
-                .with_code(502);
-        let text = describe_error(&kube::Error::Api(raw.boxed()));
-        assert_eq!(
-            text,
-            "the API server answered HTTP 502: upstream connect error"
-        );
     }
 
     #[test]

@@ -24,10 +24,10 @@ use tokio::time::Instant;
 use crate::config::Authorization;
 use crate::metrics::{CacheKind, Metrics};
 
+pub(crate) use client::build_client;
 pub(crate) use client::plain_client;
 use client::ApiAccess;
 pub use client::API_CALL_TIMEOUT;
-pub(crate) use client::{build_client, describe_error};
 use decisions::{DecisionCache, DecisionKey, Lookup};
 use rate_limit::RateLimiter;
 pub(crate) use readiness::{Readiness, Source};
