@@ -207,8 +207,14 @@ mod tests {
         object
     }
 
-    fn object(value: &Value) -> DynamicObject {
-        serde_json::from_value(value.clone()).unwrap()
+    /// Publishes `read` (an object as the API server returned it) against `script`.
+    async fn publish(
+        script: &Arc<Script>,
+        on_conflict: OnConflict,
+        read: &Value,
+    ) -> Result<Published, PublishError> {
+        let object: DynamicObject = serde_json::from_value(read.clone()).unwrap();
+        writer(script, on_conflict).publish(object).await
     }
 
     fn conflict() -> (u16, Value) {
@@ -230,8 +236,7 @@ mod tests {
             "7",
             json!({CONTENTS_ANNOTATION: r#"{"A":1}"#, CONTENTS_GENERATION_ANNOTATION: "4"}),
         );
-        let published = writer(&script, OnConflict::FollowWatch)
-            .publish(object(&stored))
+        let published = publish(&script, OnConflict::FollowWatch, &stored)
             .await
             .unwrap();
         assert_eq!(published.outcome, Outcome::Current);
@@ -243,8 +248,7 @@ mod tests {
     async fn a_publication_is_one_merge_patch_guarded_by_the_resource_version() {
         let stored = spec(Some(json!({"A": 1})), 3, "7", json!({}));
         let script = Script::new(vec![(200, stored.clone())]);
-        let published = writer(&script, OnConflict::FollowWatch)
-            .publish(object(&stored))
+        let published = publish(&script, OnConflict::FollowWatch, &stored)
             .await
             .unwrap();
         assert_eq!(published.outcome, Outcome::Published);
@@ -269,8 +273,7 @@ mod tests {
             json!({CONTENTS_ANNOTATION: "{}", CONTENTS_GENERATION_ANNOTATION: "1"}),
         );
         let script = Script::new(vec![(200, stored.clone())]);
-        let published = writer(&script, OnConflict::FollowWatch)
-            .publish(object(&stored))
+        let published = publish(&script, OnConflict::FollowWatch, &stored)
             .await
             .unwrap();
         assert_eq!(published.outcome, Outcome::Withdrawn);
@@ -285,9 +288,7 @@ mod tests {
     async fn following_a_watch_a_conflict_is_left_to_it() {
         let stored = spec(Some(json!({"A": 1})), 3, "7", json!({}));
         let script = Script::new(vec![conflict()]);
-        let result = writer(&script, OnConflict::FollowWatch)
-            .publish(object(&stored))
-            .await;
+        let result = publish(&script, OnConflict::FollowWatch, &stored).await;
         assert!(
             matches!(result, Err(PublishError::Superseded)),
             "{result:?}"
@@ -300,8 +301,7 @@ mod tests {
         let read = spec(Some(json!({"A": 1})), 3, "7", json!({}));
         let stored = spec(Some(json!({"A": 2})), 4, "9", json!({}));
         let script = Script::new(vec![conflict(), (200, stored.clone()), (200, stored)]);
-        let published = writer(&script, OnConflict::Reread { attempts: 5 })
-            .publish(object(&read))
+        let published = publish(&script, OnConflict::Reread { attempts: 5 }, &read)
             .await
             .unwrap();
         assert_eq!(published.outcome, Outcome::Published);
@@ -335,9 +335,7 @@ mod tests {
             conflict(),
             (200, stored.clone()),
         ]);
-        let result = writer(&script, OnConflict::Reread { attempts: 2 })
-            .publish(object(&stored))
-            .await;
+        let result = publish(&script, OnConflict::Reread { attempts: 2 }, &stored).await;
         let error = result.unwrap_err();
         assert_eq!(
             error.to_string(),
@@ -352,9 +350,7 @@ mod tests {
                                "message": "patch is forbidden", "reason": "Forbidden",
                                "code": 403});
         let script = Script::new(vec![(403, forbidden)]);
-        let result = writer(&script, OnConflict::Reread { attempts: 5 })
-            .publish(object(&stored))
-            .await;
+        let result = publish(&script, OnConflict::Reread { attempts: 5 }, &stored).await;
         assert!(
             matches!(&result, Err(PublishError::Write(kube::Error::Api(s))) if s.code == 403),
             "{result:?}"
