@@ -1,45 +1,17 @@
-//! The contents keeper (`--keep-published-contents`): follows every GMSACredentialSpec and
-//! writes the annotations [`gmsa_core::published`] decides, for policy mode, where admission
-//! policies read the encoded contents because CEL cannot encode JSON.
-//!
-//! Each write is a JSON merge patch carrying the resourceVersion of the object it was decided
-//! from. A 409 means the object changed since: the watch brings the newer version and the
-//! decision is made again from it, so contents computed from an older object never land, and
-//! replicas running at once cost each other only such conflicts. Other failures are retried
-//! from a fresh read, with backoff.
+//! The contents keeper (`--keep-published-contents`) as this process runs it: the keeper
+//! itself is [`gmsa_kube::keeper`]; here it gets the process's client (its calls counted), its
+//! readiness and its metrics.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use gmsa_core::published::{publication, Publication};
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
-use tokio::time::Instant;
+use gmsa_kube::keeper::{KeeperReport, WriteOutcome};
 
-use crate::backend::kubernetes::{
-    build_client, credential_spec_resource, describe_error, load_config, KubeError, Readiness,
-    Source,
-};
-use crate::metrics::{Metrics, PublishOutcome};
+use crate::backend::kubernetes::{build_client, KubeError, Readiness, Source};
+use crate::metrics::Metrics;
 
-/// The field manager of the keeper's writes.
-pub const FIELD_MANAGER: &str = "gmsa-webhook";
-
-/// What a 403 asks the operator to grant.
-pub const RBAC_NEEDED: &str = "get, list, watch and patch on gmsacredentialspecs.windows.k8s.io \
-    (ClusterRole rule: apiGroups [windows.k8s.io], resources [gmsacredentialspecs], \
-    verbs [get, list, watch, patch])";
-
-/// Bound on one read or write; a write that timed out is retried, the resourceVersion making
-/// a retry of one that did land fail harmlessly.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(60);
+pub use gmsa_kube::keeper::{FIELD_MANAGER, RBAC_NEEDED};
 
 /// Where the keeper reads and writes.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,18 +22,34 @@ pub struct KeeperSettings {
     pub stale_after: Duration,
 }
 
-/// One process's keeper: its client, and how far its watch follows the cluster.
+/// One process's keeper: the keeper, and how far its watch follows the cluster.
 pub struct Keeper {
-    api: Api<DynamicObject>,
+    keeper: gmsa_kube::keeper::Keeper,
+    report: Arc<Report>,
+}
+
+/// The process's readiness and metrics, as the keeper reports into them.
+struct Report {
     readiness: Arc<Readiness>,
     metrics: Arc<Metrics>,
 }
 
-/// Whether a spec needs another try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kept {
-    Done,
-    Retry,
+impl KeeperReport for Report {
+    fn watch_recovered(&self) {
+        self.readiness.recovered(Source::CredentialSpecs);
+    }
+
+    fn watch_failed(&self) {
+        self.readiness.failed(Source::CredentialSpecs);
+    }
+
+    fn listed(&self) {
+        self.readiness.mark(Source::CredentialSpecs);
+    }
+
+    fn written(&self, outcome: WriteOutcome) {
+        self.metrics.published_contents_write(outcome.into());
+    }
 }
 
 impl Keeper {
@@ -70,257 +58,32 @@ impl Keeper {
         settings: &KeeperSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, KubeError> {
-        let config = load_config(settings.kubeconfig.as_deref()).await?;
+        let config = gmsa_kube::load_config(settings.kubeconfig.as_deref()).await?;
         tracing::info!(url = %config.cluster_url, "keeping GMSACredentialSpecs' published contents");
         let readiness = Arc::new(
             Readiness::new(&[Source::CredentialSpecs], settings.stale_after)
                 .announcing("keeper ready: watching credential specs, publishing their contents"),
         );
         let client = build_client(config, metrics.clone(), readiness.clone())?;
+        let report = Arc::new(Report { readiness, metrics });
         Ok(Arc::new(Self {
-            api: Api::all_with(client, &credential_spec_resource()),
-            readiness,
-            metrics,
+            keeper: gmsa_kube::keeper::Keeper::new(client, report.clone()),
+            report,
         }))
     }
 
     /// Whether the watch has listed every spec and has not been failing for too long.
     pub fn is_ready(&self) -> bool {
-        self.readiness.is_ready()
+        self.report.readiness.is_ready()
     }
 
     /// The metrics the keeper counts in.
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.report.metrics
     }
 
     /// Keeps the annotations until the task is aborted.
     pub async fn run(self: Arc<Self>) {
-        let watch = watcher::watcher(self.api.clone(), watcher::Config::default());
-        let mut events = pin!(watch.default_backoff());
-        let mut retries = Retries::default();
-        loop {
-            let due = retries.next_due();
-            let wait = async move {
-                match due {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                event = events.next() => match event {
-                    Some(event) => self.on_event(event, &mut retries).await,
-                    None => break,
-                },
-                () = wait => {
-                    for (name, attempts) in retries.take_due(Instant::now()) {
-                        if self.reread(&name).await == Kept::Retry {
-                            retries.schedule(name, attempts + 1);
-                        }
-                    }
-                }
-            }
-        }
-        tracing::error!("credential-spec watch ended; published contents are no longer kept");
-    }
-
-    async fn on_event(&self, event: watcher::Result<Event<DynamicObject>>, retries: &mut Retries) {
-        match &event {
-            Ok(_) => self.readiness.recovered(Source::CredentialSpecs),
-            Err(_) => self.readiness.failed(Source::CredentialSpecs),
-        }
-        match event {
-            Ok(Event::Init) => {}
-            Ok(Event::InitApply(object) | Event::Apply(object)) => {
-                let name = object.metadata.name.clone().unwrap_or_default();
-                // A newer version supersedes any retry of an older one.
-                retries.forget(&name);
-                if self.keep(object).await == Kept::Retry {
-                    retries.schedule(name, 0);
-                }
-            }
-            Ok(Event::InitDone) => {
-                self.readiness.mark(Source::CredentialSpecs);
-                tracing::debug!("credential specs listed");
-            }
-            Ok(Event::Delete(object)) => {
-                retries.forget(object.metadata.name.as_deref().unwrap_or_default());
-            }
-            Err(e) if watch_forbidden(&e) => {
-                tracing::error!(error = %e, "cannot list or watch GMSACredentialSpecs: grant {RBAC_NEEDED}");
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "credential-spec watch failed; retrying with backoff");
-            }
-        }
-    }
-
-    /// Reads the spec again after a failed write, and decides from what is stored now.
-    async fn reread(&self, name: &str) -> Kept {
-        match tokio::time::timeout(CALL_TIMEOUT, self.api.get_opt(name)).await {
-            Ok(Ok(Some(object))) => self.keep(object).await,
-            Ok(Ok(None)) => Kept::Done,
-            Ok(Err(e)) => {
-                tracing::warn!(name, error = %describe_error(&e), "cannot read GMSACredentialSpec; retrying");
-                Kept::Retry
-            }
-            Err(_) => Kept::Retry,
-        }
-    }
-
-    /// Writes what `object`'s annotations need, guarded by its resourceVersion.
-    async fn keep(&self, object: DynamicObject) -> Kept {
-        let name = object.metadata.name.clone().unwrap_or_default();
-        let generation = object.metadata.generation;
-        let Some(resource_version) = object.metadata.resource_version.clone() else {
-            tracing::warn!(
-                name,
-                "GMSACredentialSpec without a resourceVersion; not published"
-            );
-            return Kept::Done;
-        };
-        let change = match serde_json::to_value(&object) {
-            Ok(value) => publication(&value),
-            Err(e) => {
-                tracing::warn!(name, error = %e, "cannot read GMSACredentialSpec");
-                return Kept::Done;
-            }
-        };
-        let change = match change {
-            Ok(change) => change,
-            Err(e) => {
-                tracing::warn!(name, error = %e, "cannot publish this GMSACredentialSpec's contents");
-                return Kept::Done;
-            }
-        };
-        let Some(patch) = change.merge_patch(&resource_version) else {
-            return Kept::Done;
-        };
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..PatchParams::default()
-        };
-        let patch = Patch::Merge(&patch);
-        let write = self.api.patch(&name, &params, &patch);
-        let outcome = match tokio::time::timeout(CALL_TIMEOUT, write).await {
-            Ok(result) => result.map(|_| ()),
-            Err(_) => {
-                self.metrics
-                    .published_contents_write(PublishOutcome::Failed);
-                tracing::warn!(name, "no answer to the published contents' write; retrying");
-                return Kept::Retry;
-            }
-        };
-        match outcome {
-            Ok(()) => {
-                let (outcome, text) = match change {
-                    Publication::Withdraw => (
-                        PublishOutcome::Withdrawn,
-                        "published contents removed: the spec has no credspec",
-                    ),
-                    _ => (PublishOutcome::Published, "published contents"),
-                };
-                self.metrics.published_contents_write(outcome);
-                tracing::info!(name, generation, "{text}");
-                Kept::Done
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                self.metrics
-                    .published_contents_write(PublishOutcome::Conflict);
-                tracing::debug!(
-                    name,
-                    resource_version,
-                    "changed since read; the watch brings the newer version"
-                );
-                Kept::Done
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => Kept::Done,
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                self.metrics
-                    .published_contents_write(PublishOutcome::Forbidden);
-                tracing::error!(name, error = %status.message, "cannot publish contents: grant {RBAC_NEEDED}");
-                Kept::Retry
-            }
-            Err(e) => {
-                self.metrics
-                    .published_contents_write(PublishOutcome::Failed);
-                tracing::warn!(name, error = %describe_error(&e), "cannot publish contents; retrying");
-                Kept::Retry
-            }
-        }
-    }
-}
-
-fn watch_forbidden(error: &watcher::Error) -> bool {
-    matches!(
-        error,
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-            | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-            | watcher::Error::WatchFailed(kube::Error::Api(status))
-            if status.code == 403
-    ) || matches!(error, watcher::Error::WatchError(status) if status.code == 403)
-}
-
-/// Specs whose write failed, with when to read them again and how often that has failed.
-#[derive(Debug, Default)]
-struct Retries {
-    due: HashMap<String, (Instant, u32)>,
-}
-
-impl Retries {
-    /// Retries `name` after a backoff that doubles with each failed attempt.
-    fn schedule(&mut self, name: String, attempts: u32) {
-        let delay = RETRY_FIRST
-            .saturating_mul(2u32.saturating_pow(attempts.min(16)))
-            .min(RETRY_MAX);
-        self.due.insert(name, (Instant::now() + delay, attempts));
-    }
-
-    fn forget(&mut self, name: &str) {
-        self.due.remove(name);
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.due.values().map(|(at, _)| *at).min()
-    }
-
-    /// Removes and returns the specs due by `now`, with their failed attempts so far.
-    fn take_due(&mut self, now: Instant) -> Vec<(String, u32)> {
-        let names: Vec<String> = self
-            .due
-            .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(name, _)| name.clone())
-            .collect();
-        names
-            .into_iter()
-            .filter_map(|name| {
-                let (_, attempts) = self.due.remove(&name)?;
-                Some((name, attempts))
-            })
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn retries_back_off_and_a_newer_version_supersedes_them() {
-        let mut retries = Retries::default();
-        assert_eq!(retries.next_due(), None);
-        let start = Instant::now();
-        retries.schedule("a".into(), 0);
-        retries.schedule("b".into(), 3);
-        assert_eq!(retries.next_due(), Some(start + RETRY_FIRST));
-        assert!(retries.take_due(start).is_empty());
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(retries.take_due(Instant::now()), vec![("a".to_string(), 0)]);
-        assert_eq!(retries.next_due(), Some(start + Duration::from_secs(8)));
-        retries.forget("b");
-        assert_eq!(retries.next_due(), None);
-        retries.schedule("c".into(), 40);
-        assert_eq!(retries.next_due(), Some(Instant::now() + RETRY_MAX));
+        self.keeper.run().await;
     }
 }

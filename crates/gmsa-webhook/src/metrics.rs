@@ -119,6 +119,19 @@ pub enum PublishOutcome {
     Failed,
 }
 
+impl From<gmsa_kube::keeper::WriteOutcome> for PublishOutcome {
+    fn from(outcome: gmsa_kube::keeper::WriteOutcome) -> Self {
+        use gmsa_kube::keeper::WriteOutcome;
+        match outcome {
+            WriteOutcome::Published => Self::Published,
+            WriteOutcome::Withdrawn => Self::Withdrawn,
+            WriteOutcome::Conflict => Self::Conflict,
+            WriteOutcome::Forbidden => Self::Forbidden,
+            WriteOutcome::Failed => Self::Failed,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublishLabels {
     pub outcome: PublishOutcome,

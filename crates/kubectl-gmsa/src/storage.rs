@@ -9,13 +9,14 @@
 use anyhow::{bail, Context as _};
 use clap::Args;
 use gmsa_core::names as core_names;
+use gmsa_kube::credential_spec_resource;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, TypeMeta};
 use kube::Client;
 use serde::Serialize;
 
 use crate::apply::is_not_found;
-use crate::cluster::{client, credential_spec_resource, runtime};
+use crate::cluster::{client, runtime};
 use crate::exit::ExitStatus;
 
 /// `migrate-storage`'s help.

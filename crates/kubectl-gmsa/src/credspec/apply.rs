@@ -1,18 +1,17 @@
 //! `credspec new|convert --apply`: the GMSACredentialSpec by server-side apply, then its
 //! published contents annotations, so a spec the CLI creates works in policy mode before any
-//! keeper runs. They are written as `gmsa-webhook --keep-published-contents` writes them:
-//! decided by `gmsa_core::published` from the object the API server returned, in a merge patch
-//! guarded by that object's resourceVersion.
+//! keeper runs. They are written by the writer `gmsa-webhook --keep-published-contents` uses
+//! ([`gmsa_kube::published`]), re-reading the spec when it changed under the write.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use gmsa_core::names;
-use gmsa_core::published::{publication, Publication};
+use gmsa_kube::credential_spec_resource;
+use gmsa_kube::published::{ContentsWriter, OnConflict, Outcome, PublishError};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
 
 use crate::args::ApplyArgs;
-use crate::cluster::credential_spec_resource;
 use crate::grant::FIELD_MANAGER;
 
 /// How often a publication is decided again when the spec changed under it (409).
@@ -47,7 +46,7 @@ pub async fn apply(
         return Ok(vec![format!("{shown} serverside-applied (server dry run)")]);
     }
     let applied_line = format!("{shown} serverside-applied");
-    let published = publish(&api, name, applied).await.with_context(|| {
+    let published = publish(&api, applied).await.with_context(|| {
         format!(
             "{applied_line}, but its published contents were not written: policy mode cannot \
              use it until they are (`gmsa-webhook --keep-published-contents` writes them too)"
@@ -64,47 +63,30 @@ pub struct Published {
 
 /// Writes what `object`'s annotations need; on a conflict, decides again from the object as
 /// stored now.
-pub async fn publish(
-    api: &Api<DynamicObject>,
-    name: &str,
-    mut object: DynamicObject,
-) -> anyhow::Result<Published> {
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PatchParams::default()
-    };
-    for _ in 0..ATTEMPTS {
-        let generation = object.metadata.generation.unwrap_or_default();
-        let resource_version = object
-            .metadata
-            .resource_version
-            .clone()
-            .context("the API server returned the spec without a resourceVersion")?;
-        let change = publication(&serde_json::to_value(&object)?)?;
-        let Some(patch) = change.merge_patch(&resource_version) else {
-            return Ok(Published {
-                written: false,
-                line: format!("contents already published (generation {generation})"),
-            });
-        };
-        match api.patch(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => {
-                let line = match change {
-                    Publication::Withdraw => {
-                        format!("published contents removed (generation {generation})")
-                    }
-                    _ => format!("contents published (generation {generation})"),
-                };
-                return Ok(Published {
-                    written: true,
-                    line,
-                });
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                object = api.get(name).await.context("cannot read it again")?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    bail!("it changed {ATTEMPTS} times while its contents were being published")
+pub async fn publish(api: &Api<DynamicObject>, object: DynamicObject) -> anyhow::Result<Published> {
+    let writer = ContentsWriter::new(
+        api.clone(),
+        FIELD_MANAGER,
+        OnConflict::Reread { attempts: ATTEMPTS },
+    );
+    let published = writer.publish(object).await.map_err(|e| match e {
+        // The API server's error as kube reported it: install looks for it in the chain.
+        PublishError::Write(e) => anyhow::Error::from(e),
+        other => other.into(),
+    })?;
+    let generation = published.generation.unwrap_or_default();
+    Ok(match published.outcome {
+        Outcome::Current => Published {
+            written: false,
+            line: format!("contents already published (generation {generation})"),
+        },
+        Outcome::Published => Published {
+            written: true,
+            line: format!("contents published (generation {generation})"),
+        },
+        Outcome::Withdrawn => Published {
+            written: true,
+            line: format!("published contents removed (generation {generation})"),
+        },
+    })
 }

@@ -9,6 +9,7 @@ use anyhow::{anyhow, Context as _};
 use gmsa_ad::readiness::{self, Check, SpecClaims, Verdict};
 use gmsa_ad::{inspect, Directory, DirectoryConfig};
 use gmsa_core::names as core_names;
+use gmsa_kube::credential_spec_resource;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
@@ -16,7 +17,6 @@ use serde_json::Value;
 
 use super::args::AdArgs;
 use super::report::{Finding, Status};
-use crate::cluster::credential_spec_resource;
 use crate::directory::{connection, describe_error, Flags};
 
 /// The label every Windows node carries.

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use gmsa_core::credspec::Problem;
 use gmsa_core::names as core_names;
 use gmsa_core::CredentialSpec;
+use gmsa_kube::credential_spec_resource;
 use kube::api::{Api, ListParams};
 use kube::Client;
 use serde_json::{json, Value};
 
 use super::fixes::Fixes;
 use super::report::{Report, Status};
-use crate::cluster::credential_spec_resource;
 
 /// Every GMSACredentialSpec passes `credspec validate`'s checks; the readable ones, by name, for
 /// the pod checks.

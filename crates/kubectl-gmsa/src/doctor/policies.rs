@@ -5,6 +5,7 @@
 
 use gmsa_core::published::{publication, Publication};
 use gmsa_deploy::{policies, Kind, KubeVersion};
+use gmsa_kube::credential_spec_resource;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
 use serde_json::Value;
@@ -12,7 +13,6 @@ use serde_json::Value;
 use super::fixes::Fixes;
 use super::objects::get;
 use super::report::Report;
-use crate::cluster::credential_spec_resource;
 
 /// Whether `name` is installed in policy mode: its MutatingAdmissionPolicy exists.
 pub(super) async fn installed(client: &Client, name: &str) -> bool {

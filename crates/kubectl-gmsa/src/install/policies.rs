@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use gmsa_deploy::{names, policies, removed_by, Kind, ObjectRef, Removal, Settings};
+use gmsa_kube::credential_spec_resource;
 use kube::api::{Api, DynamicObject, ListParams};
 
 use crate::apply::{Applier, Outcome};
-use crate::cluster::credential_spec_resource;
 use crate::exit::ExitStatus;
 use crate::rollout::{
     apply_step, delete_ours, preflight, wait_available, wait_established, wait_refused_by,
@@ -176,7 +176,7 @@ pub async fn publish_all(applier: &Applier) -> anyhow::Result<usize> {
     let mut written = 0;
     for item in list.items {
         let name = item.metadata.name.clone().unwrap_or_default();
-        let published = crate::credspec::apply::publish(&api, &name, item)
+        let published = crate::credspec::apply::publish(&api, item)
             .await
             .with_context(|| format!("cannot publish the contents of GMSACredentialSpec {name} (needs patch on gmsacredentialspecs)"))?;
         written += usize::from(published.written);

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use gmsa_core::credspec::CredentialSpecError;
 use gmsa_core::{names, AccessCheck, CredentialSpec, SpecLookup};
+use gmsa_kube::describe_error;
 use k8s_openapi::api::authorization::v1::{
     LocalSubjectAccessReview, ResourceAttributes, SubjectAccessReviewSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::client::ClientBuilder;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Map, Value};
 use tokio::time::Instant;
@@ -35,47 +35,11 @@ pub const API_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// deadline's last moment would only turn a clear refusal into a timeout.
 const CALL_RESERVE: Duration = Duration::from_millis(100);
 
-/// The `GMSACredentialSpec` resource, read through `windows.k8s.io/v1` (objects stored as
-/// `v1alpha1` are converted by the API server).
-pub(crate) fn credential_spec_resource() -> ApiResource {
-    ApiResource {
-        group: names::GROUP.to_string(),
-        version: names::VERSION.to_string(),
-        api_version: format!("{}/{}", names::GROUP, names::VERSION),
-        kind: names::KIND.to_string(),
-        plural: names::RESOURCE.to_string(),
-    }
-}
-
-/// Loads the client configuration: the named kubeconfig, else what `Config::infer` finds
-/// (`KUBECONFIG`, `~/.kube/config`, then the in-cluster service account).
-pub(crate) async fn load_config(kubeconfig: Option<&Path>) -> Result<Config, KubeError> {
-    let mut config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?
-        }
-        None => Config::infer()
-            .await
-            .map_err(|e| KubeError::Config(e.to_string()))?,
-    };
-    // Admission calls have their own deadline, and watches their own backoff; kube's default
-    // retry (up to 15 attempts on 429/503/504) would only stretch a failing admission.
-    config.default_retry = false;
-    Ok(config)
-}
-
 /// A client without the admission path's counting and limits, and its default namespace:
 /// for the certificate renewal, which makes a few requests a minute.
 pub(crate) async fn plain_client(kubeconfig: Option<&Path>) -> Result<Client, KubeError> {
-    let config = load_config(kubeconfig).await?;
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    Client::try_from(config)
+    let config = gmsa_kube::load_config(kubeconfig).await?;
+    gmsa_kube::client(config)
         .map_err(|e| KubeError::Config(format!("cannot build the Kubernetes client: {e}")))
 }
 
@@ -87,11 +51,7 @@ pub(crate) fn build_client(
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 ) -> Result<Client, KubeError> {
-    // kube's rustls connector uses the process-wide provider; the binary installs ring at
-    // start-up, but a library caller (or a test) may not have.
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    gmsa_kube::install_crypto_provider();
     let builder = ClientBuilder::try_from(config)
         .map_err(|e| KubeError::Config(format!("cannot build the Kubernetes client: {e}")))?;
     Ok(builder
@@ -108,7 +68,8 @@ pub(super) struct ApiAccess {
 
 impl ApiAccess {
     pub(super) fn new(client: Client, limiter: RateLimiter) -> Self {
-        let credential_specs = Api::all_with(client.clone(), &credential_spec_resource());
+        let credential_specs =
+            Api::all_with(client.clone(), &gmsa_kube::credential_spec_resource());
         Self {
             client,
             limiter,
@@ -244,30 +205,6 @@ pub(super) fn credential_spec_from_object(
         resource.insert("kind".to_string(), Value::String(types.kind));
     }
     CredentialSpec::from_resource(&Value::Object(resource))
-}
-
-/// What the user sees after "unable to …: ". For an API error, the API server's own message, as
-/// the reference shows it; otherwise the client error.
-pub(crate) fn describe_error(error: &kube::Error) -> String {
-    match error {
-        kube::Error::Api(status) => {
-            // kube marks error bodies that were not a `Status` (a proxy's HTML page, say).
-            if status.reason == "Failed to parse error data" || status.message.is_empty() {
-                let body = status.message.trim();
-                let mut text = format!("the API server answered HTTP {}", status.code);
-                if !status.reason.is_empty() && status.message.is_empty() {
-                    text.push_str(&format!(" ({})", status.reason));
-                }
-                if !body.is_empty() {
-                    text.push_str(&format!(": {body}"));
-                }
-                text
-            } else {
-                status.message.clone()
-            }
-        }
-        other => format!("cannot reach the Kubernetes API: {other}"),
-    }
 }
 
 fn timeout_text() -> String {
@@ -443,29 +380,6 @@ mod tests {
         for (method, uri, want) in cases {
             assert_eq!(kind(method, uri), want, "{uri}");
         }
-    }
-
-    #[test]
-    fn api_errors_show_the_api_servers_message() {
-        let status = kube::core::Status::failure(
-            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no",
-            "Forbidden",
-        )
-        .with_code(403);
-        let text = describe_error(&kube::Error::Api(status.boxed()));
-        assert_eq!(
-            text,
-            "gmsacredentialspecs.windows.k8s.io \"web\" is forbidden: no"
-        );
-
-        let raw =
-            kube::core::Status::failure("upstream connect error", "Failed to parse error data")
-                .with_code(502);
-        let text = describe_error(&kube::Error::Api(raw.boxed()));
-        assert_eq!(
-            text,
-            "the API server answered HTTP 502: upstream connect error"
-        );
     }
 
     #[test]

@@ -24,10 +24,10 @@ use tokio::time::Instant;
 use crate::config::Authorization;
 use crate::metrics::{CacheKind, Metrics};
 
+pub(crate) use client::build_client;
 pub(crate) use client::plain_client;
 use client::ApiAccess;
 pub use client::API_CALL_TIMEOUT;
-pub(crate) use client::{build_client, credential_spec_resource, describe_error, load_config};
 use decisions::{DecisionCache, DecisionKey, Lookup};
 use rate_limit::RateLimiter;
 pub(crate) use readiness::{Readiness, Source};
@@ -62,6 +62,12 @@ pub enum KubeError {
     Config(String),
 }
 
+impl From<gmsa_kube::ConfigError> for KubeError {
+    fn from(error: gmsa_kube::ConfigError) -> Self {
+        KubeError::Config(error.to_string())
+    }
+}
+
 /// A connection to the cluster with its caches.
 pub struct KubeCluster {
     inner: Arc<Inner>,
@@ -87,7 +93,7 @@ impl KubeCluster {
         settings: KubeSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, KubeError> {
-        let config = load_config(settings.kubeconfig.as_deref()).await?;
+        let config = gmsa_kube::load_config(settings.kubeconfig.as_deref()).await?;
         tracing::info!(
             url = %config.cluster_url,
             caches = settings.caches,

@@ -13,7 +13,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Client;
 
-use super::client::{credential_spec_from_object, credential_spec_resource};
+use super::client::credential_spec_from_object;
 use super::readiness::{Readiness, Source};
 
 /// Credential specs by name, as the watch last saw them.
@@ -61,7 +61,7 @@ impl SpecCache {
     /// Keeps the cache in step with the cluster until the task is aborted. Errors are logged
     /// and retried with backoff; a cut watch resumes, and an expired one re-lists by itself.
     pub(super) async fn run_watch(self: Arc<Self>, client: Client, readiness: Arc<Readiness>) {
-        let api: Api<DynamicObject> = Api::all_with(client, &credential_spec_resource());
+        let api: Api<DynamicObject> = Api::all_with(client, &gmsa_kube::credential_spec_resource());
         let mut events = pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
         // Objects of a re-list, swapped in whole when it completes so lookups never see half.
         let mut relist: Option<HashMap<String, Arc<CredentialSpec>>> = None;

@@ -1,0 +1,13 @@
+//! How this project talks to the Kubernetes API: the resources it reads and writes, the client
+//! configuration both the webhook and the kubectl plugin start from, the one writer of a
+//! credential spec's published contents, and the keeper that runs that writer on a watch.
+//! Deciding what to write stays in `gmsa-core`; this crate does the I/O.
+
+pub mod client;
+pub mod keeper;
+pub mod published;
+pub mod resources;
+
+pub use client::{client, describe_error, install_crypto_provider, load_config, ConfigError};
+pub use published::{ContentsWriter, OnConflict};
+pub use resources::credential_spec_resource;
