@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use gmsa_deploy::{names, Admission, CertMode, KubeVersion, Settings};
 
-use crate::args::{DryRun, OutputFile};
+use crate::args::{ApplyArgs, OutputFile};
 
 pub const INSTALL_EXAMPLES: &str = "\
 Renders the CRD, the namespace (labelled so the webhooks skip it), the webhook's service
@@ -121,15 +121,8 @@ pub struct InstallArgs {
     pub webhook_url: Option<String>,
     #[command(flatten)]
     pub output: OutputFile,
-    /// Apply to the cluster of the current kubectl context.
-    #[arg(long)]
-    pub apply: bool,
-    /// With --apply: `server` sends a dry run, `client` only prints.
-    #[arg(long = "dry-run", value_enum, value_name = "MODE", requires = "apply")]
-    pub dry_run: Option<DryRun>,
-    /// With --apply: take over fields another manager owns.
-    #[arg(long = "force-conflicts", requires = "apply")]
-    pub force_conflicts: bool,
+    #[command(flatten)]
+    pub apply: ApplyArgs,
     /// With --apply: new self-signed CA and certificate; the old CA stays trusted for 15
     /// minutes so no admission fails while the webhook reloads.
     #[arg(long = "rotate-certs", requires = "apply")]

@@ -18,7 +18,6 @@ use gmsa_deploy::{
 use serde_json::Value;
 
 use crate::apply::{Applier, Outcome};
-use crate::args::DryRun;
 use crate::cluster::{client, cluster_version, runtime};
 use crate::exit::ExitStatus;
 use crate::rollout::{
@@ -42,7 +41,7 @@ fn read_ca_bundle(path: &PathBuf) -> anyhow::Result<String> {
 
 /// `install`.
 pub fn install(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
-    let sends = args.apply && args.dry_run != Some(DryRun::Client);
+    let sends = args.apply.sends();
     if !sends {
         if args.rotate_certs {
             bail!("--rotate-certs changes the cluster: it needs --apply without --dry-run=client");
@@ -129,11 +128,11 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
         Ok(None) => {}
         Err(e) => eprintln!("note: could not read the CRD's stored versions ({e:#}); `kubectl gmsa doctor` checks again"),
     }
-    let server_dry_run = args.dry_run == Some(DryRun::Server);
+    let server_dry_run = args.apply.server_dry_run();
     let applier = Applier {
         client: client.clone(),
         server_dry_run,
-        force_conflicts: args.force_conflicts,
+        force_conflicts: args.apply.force_conflicts,
     };
     if settings.admission == Admission::Policies {
         let options = policies::Options {
