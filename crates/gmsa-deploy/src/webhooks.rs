@@ -138,41 +138,32 @@ const MATCH_POLICY: &str = "Equivalent";
 const SIDE_EFFECTS: &str = "None";
 const REVIEW_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
-impl From<Hook> for MutatingWebhook {
-    fn from(hook: Hook) -> Self {
-        MutatingWebhook {
-            name: hook.name.into(),
-            client_config: hook.client_config,
-            rules: Some(hook.rules),
-            namespace_selector: hook.namespace_selector,
-            match_conditions: hook.match_conditions,
-            failure_policy: Some(FAILURE_POLICY.into()),
-            match_policy: Some(MATCH_POLICY.into()),
-            side_effects: SIDE_EFFECTS.into(),
-            timeout_seconds: Some(names::WEBHOOK_TIMEOUT_SECONDS),
-            admission_review_versions: strings(REVIEW_VERSIONS),
-            ..MutatingWebhook::default()
+/// The two webhook types of admissionregistration/v1 share every field we set; one body
+/// fills either.
+macro_rules! webhook_from_hook {
+    ($webhook:ident) => {
+        impl From<Hook> for $webhook {
+            fn from(hook: Hook) -> Self {
+                $webhook {
+                    name: hook.name.into(),
+                    client_config: hook.client_config,
+                    rules: Some(hook.rules),
+                    namespace_selector: hook.namespace_selector,
+                    match_conditions: hook.match_conditions,
+                    failure_policy: Some(FAILURE_POLICY.into()),
+                    match_policy: Some(MATCH_POLICY.into()),
+                    side_effects: SIDE_EFFECTS.into(),
+                    timeout_seconds: Some(names::WEBHOOK_TIMEOUT_SECONDS),
+                    admission_review_versions: strings(REVIEW_VERSIONS),
+                    ..$webhook::default()
+                }
+            }
         }
-    }
+    };
 }
 
-impl From<Hook> for ValidatingWebhook {
-    fn from(hook: Hook) -> Self {
-        ValidatingWebhook {
-            name: hook.name.into(),
-            client_config: hook.client_config,
-            rules: Some(hook.rules),
-            namespace_selector: hook.namespace_selector,
-            match_conditions: hook.match_conditions,
-            failure_policy: Some(FAILURE_POLICY.into()),
-            match_policy: Some(MATCH_POLICY.into()),
-            side_effects: SIDE_EFFECTS.into(),
-            timeout_seconds: Some(names::WEBHOOK_TIMEOUT_SECONDS),
-            admission_review_versions: strings(REVIEW_VERSIONS),
-            ..ValidatingWebhook::default()
-        }
-    }
-}
+webhook_from_hook!(MutatingWebhook);
+webhook_from_hook!(ValidatingWebhook);
 
 fn pod_hook(
     settings: &Settings,
