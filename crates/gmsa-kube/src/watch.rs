@@ -20,6 +20,8 @@ use serde::de::DeserializeOwned;
 #[derive(Debug)]
 pub enum Change<K> {
     /// A list or re-list began. The watch answers again; what it holds comes in [`Listed`].
+    /// The objects in between are not announced: with kube's default list-then-watch a
+    /// failure during a list starts it over with this change, so it is the first answer.
     ///
     /// [`Listed`]: Change::Listed
     Listing,
