@@ -8,6 +8,9 @@
 //! decision is made again from it, so contents computed from an older object never land, and
 //! replicas running at once cost each other only such conflicts. Other failures are retried
 //! from a fresh read, with backoff.
+//!
+//! A list's objects are kept once the list is complete (the watch driver hands it over whole),
+//! not one by one while it arrives.
 
 use std::collections::HashMap;
 use std::pin::pin;
@@ -16,14 +19,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher;
 use kube::Client;
 use tokio::time::Instant;
 
 use crate::client::describe_error;
 use crate::published::{ContentsWriter, OnConflict, Outcome, PublishError, Published};
 use crate::resources::credential_spec_resource;
+use crate::watch::{self, Change};
 
 /// The field manager of the keeper's writes.
 pub const FIELD_MANAGER: &str = "gmsa-webhook";
@@ -94,8 +97,7 @@ impl Keeper {
 
     /// Keeps the annotations until the task is aborted.
     pub async fn run(&self) {
-        let watch = watcher::watcher(self.api.clone(), watcher::Config::default());
-        let mut events = pin!(watch.default_backoff());
+        let mut changes = pin!(watch::changes(self.api.clone()));
         let mut retries = Retries::default();
         loop {
             let due = retries.next_due();
@@ -106,8 +108,8 @@ impl Keeper {
                 }
             };
             tokio::select! {
-                event = events.next() => match event {
-                    Some(event) => self.on_event(event, &mut retries).await,
+                change = changes.next() => match change {
+                    Some(change) => self.on_change(change, &mut retries).await,
                     None => break,
                 },
                 () = wait => {
@@ -122,34 +124,40 @@ impl Keeper {
         tracing::error!("credential-spec watch ended; published contents are no longer kept");
     }
 
-    async fn on_event(&self, event: watcher::Result<Event<DynamicObject>>, retries: &mut Retries) {
-        match &event {
-            Ok(_) => self.report.watch_recovered(),
-            Err(_) => self.report.watch_failed(),
+    async fn on_change(&self, change: Change<DynamicObject>, retries: &mut Retries) {
+        if change.is_failure() {
+            self.report.watch_failed();
+        } else {
+            self.report.watch_recovered();
         }
-        match event {
-            Ok(Event::Init) => {}
-            Ok(Event::InitApply(object) | Event::Apply(object)) => {
-                let name = object.metadata.name.clone().unwrap_or_default();
-                // A newer version supersedes any retry of an older one.
-                retries.forget(&name);
-                if self.keep(object).await == Kept::Retry {
-                    retries.schedule(name, 0);
+        match change {
+            Change::Listing => {}
+            Change::Listed(objects) => {
+                for object in objects {
+                    self.on_applied(object, retries).await;
                 }
-            }
-            Ok(Event::InitDone) => {
                 self.report.listed();
                 tracing::debug!("credential specs listed");
             }
-            Ok(Event::Delete(object)) => {
+            Change::Applied(object) => self.on_applied(object, retries).await,
+            Change::Deleted(object) => {
                 retries.forget(object.metadata.name.as_deref().unwrap_or_default());
             }
-            Err(e) if watch_forbidden(&e) => {
+            Change::Failed(e) if watch_forbidden(&e) => {
                 tracing::error!(error = %e, "cannot list or watch GMSACredentialSpecs: grant {RBAC_NEEDED}");
             }
-            Err(e) => {
+            Change::Failed(e) => {
                 tracing::warn!(error = %e, "credential-spec watch failed; retrying with backoff");
             }
+        }
+    }
+
+    async fn on_applied(&self, object: DynamicObject, retries: &mut Retries) {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        // A newer version supersedes any retry of an older one.
+        retries.forget(&name);
+        if self.keep(object).await == Kept::Retry {
+            retries.schedule(name, 0);
         }
     }
 

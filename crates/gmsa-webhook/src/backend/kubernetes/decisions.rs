@@ -21,10 +21,9 @@ use futures::{FutureExt, StreamExt};
 use gmsa_core::rbac;
 use gmsa_core::rbac_index::{Invalidation, RbacIndex};
 use gmsa_core::AccessCheck;
+use gmsa_kube::watch::{self, Change};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::time::Instant;
 
@@ -330,33 +329,28 @@ impl DecisionCache {
             return;
         };
         let api: Api<DynamicObject> = Api::all_with(client, &resource);
-        let mut events = pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
-        let mut listing: Vec<DynamicObject> = Vec::new();
-        while let Some(event) = events.next().await {
-            match &event {
-                Ok(_) => readiness.recovered(source),
-                Err(_) => readiness.failed(source),
-            }
-            match event {
-                Ok(Event::Init) => listing.clear(),
-                Ok(Event::InitApply(object)) => listing.push(object),
-                Ok(Event::InitDone) => {
-                    self.index_replace(source, std::mem::take(&mut listing));
+        let mut changes = pin!(watch::changes(api));
+        while let Some(change) = changes.next().await {
+            readiness.watched(source, &change);
+            match change {
+                Change::Listing => {}
+                Change::Listed(objects) => {
+                    self.index_replace(source, objects);
                     self.flush();
                     readiness.mark(source);
                     if readiness.all_synced(&Source::RBAC) {
                         self.arm();
                     }
                 }
-                Ok(Event::Apply(object)) => {
+                Change::Applied(object) => {
                     let scope = self.index_change(source, &object, false);
                     self.invalidate(&scope);
                 }
-                Ok(Event::Delete(object)) => {
+                Change::Deleted(object) => {
                     let scope = self.index_change(source, &object, true);
                     self.invalidate(&scope);
                 }
-                Err(e) => {
+                Change::Failed(e) => {
                     tracing::warn!(
                         kind = %resource.kind,
                         error = %e,

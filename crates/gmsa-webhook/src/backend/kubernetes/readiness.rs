@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use gmsa_kube::watch::Change;
+
 /// Something readiness waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Source {
@@ -119,6 +121,16 @@ impl Readiness {
     pub(crate) fn recovered(&self, source: Source) {
         if self.failing_since[source.index()].swap(0, Ordering::AcqRel) != 0 {
             tracing::info!(?source, "watch recovered");
+        }
+    }
+
+    /// Records what one change of `source`'s watch says of it: a failure, or, any other
+    /// change, that it follows the cluster again.
+    pub(crate) fn watched<K>(&self, source: Source, change: &Change<K>) {
+        if change.is_failure() {
+            self.failed(source);
+        } else {
+            self.recovered(source);
         }
     }
 

@@ -8,9 +8,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use futures::StreamExt;
 use gmsa_core::CredentialSpec;
+use gmsa_kube::watch::{self, Change};
 use kube::api::{Api, DynamicObject};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::Client;
 
 use super::client::credential_spec_from_object;
@@ -62,41 +61,36 @@ impl SpecCache {
     /// and retried with backoff; a cut watch resumes, and an expired one re-lists by itself.
     pub(super) async fn run_watch(self: Arc<Self>, client: Client, readiness: Arc<Readiness>) {
         let api: Api<DynamicObject> = Api::all_with(client, &gmsa_kube::credential_spec_resource());
-        let mut events = pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
-        // Objects of a re-list, swapped in whole when it completes so lookups never see half.
-        let mut relist: Option<HashMap<String, Arc<CredentialSpec>>> = None;
-        while let Some(event) = events.next().await {
-            match &event {
-                Ok(_) => readiness.recovered(Source::CredentialSpecs),
-                Err(_) => readiness.failed(Source::CredentialSpecs),
-            }
-            match event {
-                Ok(Event::Init) => relist = Some(HashMap::new()),
-                Ok(Event::InitApply(object)) => {
-                    if let Some(spec) = parse(object) {
-                        relist
-                            .get_or_insert_with(HashMap::new)
-                            .insert(spec.name.clone(), spec);
-                    }
-                }
-                Ok(Event::InitDone) => {
-                    self.replace(relist.take().unwrap_or_default());
+        let mut changes = pin!(watch::changes(api));
+        while let Some(change) = changes.next().await {
+            readiness.watched(Source::CredentialSpecs, &change);
+            match change {
+                Change::Listing => {}
+                Change::Listed(objects) => {
+                    // Swapped in whole, so lookups never see half a list.
+                    self.replace(
+                        objects
+                            .into_iter()
+                            .filter_map(parse)
+                            .map(|spec| (spec.name.clone(), spec))
+                            .collect(),
+                    );
                     tracing::debug!(count = self.len(), "credential specs listed");
                     readiness.mark(Source::CredentialSpecs);
                 }
-                Ok(Event::Apply(object)) => {
+                Change::Applied(object) => {
                     if let Some(spec) = parse(object) {
                         tracing::debug!(name = %spec.name, "credential spec changed");
                         self.insert(spec);
                     }
                 }
-                Ok(Event::Delete(object)) => {
+                Change::Deleted(object) => {
                     if let Some(name) = object.metadata.name.as_deref() {
                         tracing::debug!(name, "credential spec deleted");
                         self.remove(name);
                     }
                 }
-                Err(e) => {
+                Change::Failed(e) => {
                     tracing::warn!(error = %e, "credential-spec watch failed; retrying with backoff");
                 }
             }
