@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use crate::client::describe_error;
 use crate::published::{ContentsWriter, OnConflict, Outcome, PublishError, Published};
 use crate::resources::credential_spec_resource;
-use crate::watch::{self, Change};
+use crate::watch::{self, Change, Health};
 
 /// The field manager of the keeper's writes.
 pub const FIELD_MANAGER: &str = "gmsa-webhook";
@@ -125,10 +125,10 @@ impl Keeper {
     }
 
     async fn on_change(&self, change: Change<DynamicObject>, retries: &mut Retries) {
-        if change.is_failure() {
-            self.report.watch_failed();
-        } else {
-            self.report.watch_recovered();
+        match change.health() {
+            Health::Failing => self.report.watch_failed(),
+            Health::Following => self.report.watch_recovered(),
+            Health::Unknown => {}
         }
         match change {
             Change::Listing => {}

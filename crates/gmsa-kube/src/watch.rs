@@ -37,11 +37,27 @@ pub enum Change<K> {
     Failed(watcher::Error),
 }
 
+/// What a change says of its watch, for the consumer's readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// The list or watch failed.
+    Failing,
+    /// The API server answered: the watch follows the cluster again.
+    Following,
+    /// Nothing yet: kube announces a list before it asks for it. Counting that as recovery
+    /// would restart the failure clock on every retry of a list that keeps failing, and a
+    /// replica stuck re-listing would never turn stale.
+    Unknown,
+}
+
 impl<K> Change<K> {
-    /// Whether this reports a failure rather than an answer of the API server, for the
-    /// consumer's readiness: any other change means the watch follows the cluster again.
-    pub fn is_failure(&self) -> bool {
-        matches!(self, Change::Failed(_))
+    /// What this change says of the watch.
+    pub fn health(&self) -> Health {
+        match self {
+            Change::Failed(_) => Health::Failing,
+            Change::Listing => Health::Unknown,
+            Change::Listed(_) | Change::Applied(_) | Change::Deleted(_) => Health::Following,
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use gmsa_kube::watch::Change;
+use gmsa_kube::watch::{Change, Health};
 
 /// Something readiness waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,13 +124,13 @@ impl Readiness {
         }
     }
 
-    /// Records what one change of `source`'s watch says of it: a failure, or, any other
-    /// change, that it follows the cluster again.
+    /// Records what one change of `source`'s watch says of it: a failure, that it follows
+    /// the cluster again, or (a list just announced) nothing yet.
     pub(crate) fn watched<K>(&self, source: Source, change: &Change<K>) {
-        if change.is_failure() {
-            self.failed(source);
-        } else {
-            self.recovered(source);
+        match change.health() {
+            Health::Failing => self.failed(source),
+            Health::Following => self.recovered(source),
+            Health::Unknown => {}
         }
     }
 
@@ -234,5 +234,22 @@ mod tests {
         r.failed(Source::Roles);
         std::thread::sleep(Duration::from_millis(60));
         assert!(r.is_ready());
+    }
+
+    /// A re-list that keeps failing: kube announces each attempt before it fails. The
+    /// announcements are no answer, so the failure clock runs on and the replica turns stale.
+    #[test]
+    fn a_list_that_keeps_failing_turns_stale() {
+        let r = Readiness::new(&[Source::CredentialSpecs], Duration::from_millis(30));
+        r.mark(Source::CredentialSpecs);
+        let failed = || Change::<()>::Failed(kube::runtime::watcher::Error::NoResourceVersion);
+        for _ in 0..4 {
+            r.watched(Source::CredentialSpecs, &Change::<()>::Listing);
+            r.watched(Source::CredentialSpecs, &failed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(r.stale(), vec![Source::CredentialSpecs]);
+        r.watched(Source::CredentialSpecs, &Change::<()>::Listed(Vec::new()));
+        assert!(r.is_ready(), "a completed list is an answer");
     }
 }
