@@ -11,8 +11,6 @@ use gmsa_kube::keeper::{KeeperReport, WriteOutcome};
 use crate::backend::kubernetes::{build_client, KubeError, Readiness, Source};
 use crate::metrics::Metrics;
 
-pub use gmsa_kube::keeper::{FIELD_MANAGER, RBAC_NEEDED};
-
 /// Where the keeper reads and writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeeperSettings {
