@@ -13,6 +13,8 @@ use crate::names;
 use crate::pod::{object, optional_object, Obj, Pod};
 use crate::rbac::null_default;
 
+mod spec_review;
+
 /// `admission.k8s.io/v1`, the default answer version.
 pub const API_VERSION_V1: &str = "admission.k8s.io/v1";
 /// `admission.k8s.io/v1beta1`, still sent by older API servers.
@@ -218,7 +220,7 @@ impl Review {
                 Ok(p) => Stage::Planned(Box::new(p)),
                 Err(d) => Stage::Refused(d),
             },
-            Endpoint::CredentialSpecs => Stage::Checked(crate::credspec::review::check(&request)),
+            Endpoint::CredentialSpecs => Stage::Checked(spec_review::check(&request)),
         };
         Self {
             api_version,

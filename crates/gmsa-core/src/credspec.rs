@@ -4,7 +4,6 @@ pub mod build;
 pub mod check;
 pub mod model;
 pub mod plugins;
-pub mod review;
 
 pub use build::{build_credential_spec, AdditionalAccount, BuildError, CcgPlugin, DomainFacts};
 pub use check::{validate, validate_contents, Problem, Severity};

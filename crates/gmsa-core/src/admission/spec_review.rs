@@ -1,5 +1,5 @@
 //! Admission review of `GMSACredentialSpec` objects (`/validate-credspec`): the checks of
-//! [`super::validate`] on CREATE and UPDATE, read and answered by [`crate::admission::Review`]
+//! [`crate::credspec::validate`] on CREATE and UPDATE, read and answered by [`super::Review`]
 //! as the pod endpoints are.
 //! Errors (a spec that cannot work) refuse; warnings (an unknown plugin, a missing scope)
 //! are returned as admission warnings and the spec is admitted.
@@ -7,9 +7,9 @@
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::check::{validate, Problem};
-use crate::admission::{Answer, RequestIn};
+use super::{Answer, RequestIn};
 use crate::canonical::go_quote;
+use crate::credspec::{validate, Problem};
 use crate::names;
 use crate::verdict::{Denial, Verdict};
 
