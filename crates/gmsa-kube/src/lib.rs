@@ -1,12 +1,14 @@
 //! How this project talks to the Kubernetes API: the resources it reads and writes, the client
 //! configuration both the webhook and the kubectl plugin start from, the one watch driver every
 //! cache and controller follows the cluster through, the one writer of a credential spec's
-//! published contents, and the keeper that runs that writer on the watch.
+//! published contents, the keeper that runs that writer on the watch, and the renewal of the
+//! self-signed serving certificate and the caBundles that trust it.
 //! Deciding what to write stays in `gmsa-core`; this crate does the I/O.
 
 pub mod client;
 pub mod keeper;
 pub mod published;
+pub mod renewal;
 pub mod resources;
 pub mod watch;
 

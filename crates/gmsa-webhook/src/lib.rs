@@ -10,7 +10,6 @@ pub mod config;
 pub mod http;
 pub mod keeper;
 pub mod metrics;
-mod renewal;
 pub mod serve;
 
 use gmsa_tls as tls;
@@ -114,7 +113,7 @@ impl Server {
             (&config.renewal, &config.cluster)
         {
             let client = backend::kubernetes::plain_client(kubeconfig.as_deref()).await?;
-            let settings = renewal::RenewalSettings {
+            let settings = gmsa_kube::renewal::RenewalSettings {
                 namespace: renewal
                     .namespace
                     .clone()
@@ -124,7 +123,8 @@ impl Server {
                 policy: renewal.policy,
                 interval: renewal.interval,
             };
-            renewal::Renewal::new(client, settings, store.clone(), metrics.clone()).spawn();
+            gmsa_kube::renewal::Renewal::new(client, settings, store.clone(), metrics.clone())
+                .spawn();
         }
         let options = Options {
             random_hostname: config.random_hostname,

@@ -99,6 +99,21 @@ impl RenewalStep {
     }
 }
 
+/// The renewal's rounds, counted by the step each took.
+impl gmsa_kube::renewal::RenewalReport for Metrics {
+    fn stepped(&self, step: &gmsa_tls::self_signed::Step) {
+        self.renewal_step(RenewalStep::of(step));
+    }
+
+    fn conflicted(&self) {
+        self.renewal_step(RenewalStep::Conflict);
+    }
+
+    fn failed(&self) {
+        self.renewal_step(RenewalStep::Error);
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RenewalLabels {
     pub step: RenewalStep,

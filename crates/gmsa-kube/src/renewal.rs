@@ -6,6 +6,8 @@
 //! next round. Reading the configurations before the Secret matters: any CA a configuration
 //! trusts was staged in the Secret before, so a write based on these two reads never drops a
 //! CA that a newer Secret still needs.
+//! What each round did goes to a [`RenewalReport`]: the process's metrics, which this crate
+//! knows nothing of.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,8 +24,6 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use rand::Rng as _;
 
-use crate::metrics::{Metrics, RenewalStep};
-
 /// What the replicas renew, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenewalSettings {
@@ -34,6 +34,16 @@ pub struct RenewalSettings {
     pub policy: Policy,
     /// Time between rounds, jittered by up to a fifth either way.
     pub interval: Duration,
+}
+
+/// Where the renewal reports what each round did.
+pub trait RenewalReport: Send + Sync {
+    /// The round ended having taken `step`.
+    fn stepped(&self, step: &Step);
+    /// Another replica wrote first (409); the next round reads again.
+    fn conflicted(&self);
+    /// The round failed otherwise; the next round tries again.
+    fn failed(&self);
 }
 
 /// Why a round could not finish; logged, and the next round tries again.
@@ -56,23 +66,25 @@ pub struct Renewal {
     client: Client,
     settings: RenewalSettings,
     store: Arc<CertStore>,
-    metrics: Arc<Metrics>,
+    report: Arc<dyn RenewalReport>,
     /// The staged CA this replica first saw trusted everywhere, and when.
     trusted_since: Mutex<Option<(String, Instant)>>,
 }
 
 impl Renewal {
+    /// A renewal writing through `client` and comparing with what `store` serves; does not
+    /// contact the API server until spawned.
     pub fn new(
         client: Client,
         settings: RenewalSettings,
         store: Arc<CertStore>,
-        metrics: Arc<Metrics>,
+        report: Arc<dyn RenewalReport>,
     ) -> Self {
         Self {
             client,
             settings,
             store,
-            metrics,
+            report,
             trusted_since: Mutex::new(None),
         }
     }
@@ -96,14 +108,14 @@ impl Renewal {
                 first = false;
                 tokio::time::sleep(wait).await;
                 match self.round().await {
-                    Ok(step) => self.metrics.renewal_step(RenewalStep::of(&step)),
+                    Ok(step) => self.report.stepped(&step),
                     Err(RenewalError::Write { what, source }) if is_conflict(&source) => {
                         tracing::debug!(%what, "another replica wrote first; reading again next round");
-                        self.metrics.renewal_step(RenewalStep::Conflict);
+                        self.report.conflicted();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "certificate renewal round failed");
-                        self.metrics.renewal_step(RenewalStep::Error);
+                        self.report.failed();
                     }
                 }
             }
