@@ -853,6 +853,70 @@ async fn a_watch_broken_longer_than_the_limit_makes_the_replica_not_ready() {
     );
 }
 
+/// A re-list that keeps failing (the watch expired, then every list answers 500) makes the
+/// replica not ready once the limit has passed, and it stays so through the retries: kube
+/// announces each list before asking for it, and an announcement is no answer. Before, every
+/// retry restarted the failure clock, and the replica came back ready between retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_list_that_keeps_failing_keeps_the_replica_not_ready() {
+    let fake = FakeApiServer::start().await;
+    fake.apply_all(world()).expect("seed");
+    let stale_after = Duration::from_secs(2);
+    let hook = kube_webhook_with(
+        &fake,
+        Duration::from_secs(60),
+        Tuning {
+            stale_after,
+            ..Tuning::default()
+        },
+    )
+    .await;
+    hook.wait_ready().await;
+
+    // Another kind's write moves the cluster's resourceVersion past the spec watch's, which
+    // compaction then forgets: the resumed watch gets 410 and kube lists again.
+    fake.apply(
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "unrelated"}, "rules": []}),
+    )
+    .expect("a write");
+    fake.fail_next_verb_on("list", "gmsacredentialspecs", 1_000_000, 500);
+    fake.compact();
+    fake.cut_watches();
+    let cut_at = Instant::now();
+    assert!(
+        eventually(WAIT, || async { !hook.ready().await }).await,
+        "not ready once the re-list has failed for longer than {stale_after:?}"
+    );
+    let unready_after = cut_at.elapsed();
+    // kube retries the list after 0.8, 1.6, 3.2, 6.4 s (and jitter): eight seconds span
+    // several retries, each announced before it fails.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(8) {
+        assert!(
+            !hook.ready().await,
+            "ready again {:?} into a re-list that still fails",
+            cut_at.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lists = fake.lists("gmsacredentialspecs");
+
+    fake.clear_failures();
+    let cleared = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(60), || hook.ready()).await,
+        "ready again once a list succeeds"
+    );
+    println!(
+        "re-list failing: not ready {} ms after the watch was cut (limit {} ms) and all through {} list requests; ready {} ms after lists succeeded again",
+        unready_after.as_millis(),
+        stale_after.as_millis(),
+        lists,
+        cleared.elapsed().as_millis()
+    );
+}
+
 // ---------------------------------------------------- certificate swaps ---
 
 fn serving_cert(ca: &CertificateAuthority) -> IssuedCert {

@@ -380,6 +380,11 @@ impl FakeApiServer {
         });
     }
 
+    /// Drops every failure rule not used up yet: requests succeed again.
+    pub fn clear_failures(&self) {
+        lock(&self.shared.controls).failures.clear();
+    }
+
     /// While down, every request fails with 503 `ServiceUnavailable`; going down also ends
     /// open watches, as a dying server's connections do. Note that kube-rs retries 503 (15
     /// times, backing off exponentially from 5 ms), so a kube-rs call against a down server
