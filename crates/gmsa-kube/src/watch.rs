@@ -19,9 +19,10 @@ use serde::de::DeserializeOwned;
 /// What the watch learnt about the cluster.
 #[derive(Debug)]
 pub enum Change<K> {
-    /// A list or re-list began. The watch answers again; what it holds comes in [`Listed`].
+    /// A list or re-list began: kube announces it before asking, so it says nothing yet of
+    /// whether the API server answers ([`Health::Unknown`]); what it holds comes in [`Listed`].
     /// The objects in between are not announced: with kube's default list-then-watch a
-    /// failure during a list starts it over with this change, so it is the first answer.
+    /// failure during a list starts it over with this change.
     ///
     /// [`Listed`]: Change::Listed
     Listing,
