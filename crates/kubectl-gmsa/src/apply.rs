@@ -4,12 +4,34 @@
 use std::fmt;
 
 use anyhow::Context;
-use gmsa_deploy::{Kind, KindInfo, Object, ObjectRef};
+use gmsa_deploy::{removed_by, Admission, Kind, KindInfo, Object, ObjectRef, Removal, Settings};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::Value;
 
 use crate::grant::FIELD_MANAGER;
+
+/// The admission mode the install named `settings.name` runs in: policy mode when any of its
+/// policies or bindings exists (a half-removed install's too), else the webhook. A server
+/// without admission policies answers 404 for their kinds, which reads as none.
+pub async fn installed_admission(
+    client: &Client,
+    settings: &Settings,
+) -> Result<Admission, kube::Error> {
+    for object in removed_by(settings, Removal::SwitchToWebhook) {
+        let info = object.kind.info();
+        match api(client, info, object.namespace())
+            .get_opt(&object.name)
+            .await
+        {
+            Ok(Some(_)) => return Ok(Admission::Policies),
+            Ok(None) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Admission::Webhook)
+}
 
 /// What applying one object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,8 +20,9 @@ mod readiness;
 mod report;
 mod webhook_cause;
 
-use gmsa_deploy::{names, Admission};
+use gmsa_deploy::{names, Admission, Settings};
 
+use crate::apply::installed_admission;
 use crate::exit::ExitStatus;
 
 pub use args::{doctor_help, AdArgs, DoctorArgs, DoctorFormat, AD_EXAMPLES, DOCTOR_EXAMPLES};
@@ -91,13 +92,17 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
             return (report, None);
         }
     };
-    let policy_mode = policies::installed(&client, &args.name).await;
+    let install = Settings {
+        name: args.name.clone(),
+        ..Settings::default()
+    };
+    // An install whose mode cannot be read is examined as the webhook, the default.
+    let admission = installed_admission(&client, &install)
+        .await
+        .unwrap_or(Admission::Webhook);
+    let policy_mode = admission == Admission::Policies;
     let fixes = Fixes {
-        admission: if policy_mode {
-            Admission::Policies
-        } else {
-            Admission::Webhook
-        },
+        admission,
         name: args.name.clone(),
     };
     crd::check(&client, &fixes, &mut report).await;

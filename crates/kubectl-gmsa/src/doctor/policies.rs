@@ -14,15 +14,6 @@ use super::fixes::Fixes;
 use super::objects::get;
 use super::report::Report;
 
-/// Whether `name` is installed in policy mode: its MutatingAdmissionPolicy exists.
-pub(super) async fn installed(client: &Client, name: &str) -> bool {
-    let info = Kind::MutatingAdmissionPolicy.info();
-    matches!(
-        get(client, info, None, &policies::inline_policy(name)).await,
-        Ok(Some(_))
-    )
-}
-
 pub(super) async fn check(
     client: &Client,
     name: &str,

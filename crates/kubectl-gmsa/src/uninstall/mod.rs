@@ -6,12 +6,12 @@
 pub mod references;
 mod workloads;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use gmsa_deploy::policies::guard;
-use gmsa_deploy::{names, owned, removed_by, Admission, Kind, ObjectRef, Removal, Settings};
+use gmsa_deploy::{names, owned, removed_by, Kind, ObjectRef, Removal, Settings};
 
-use crate::apply::Applier;
+use crate::apply::{installed_admission, Applier};
 use crate::cluster::{client, cluster_version, runtime};
 use crate::exit::ExitStatus;
 use crate::rollout::{delete_ours, wait_refused_by};
@@ -99,7 +99,9 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
         ..Settings::default()
     };
     // The mode being removed, so the guard and the closing lines name the install to run again.
-    settings.admission = installed_admission(&applier, &settings).await?;
+    settings.admission = installed_admission(&applier.client, &settings)
+        .await
+        .context("cannot tell which admission mode is installed")?;
     let (references, unread) = workloads::read(&applier.client).await;
     let referenced = !references.is_empty() || !unread.is_empty();
     // Decided before anything is deleted: `always` on an old server deletes nothing.
@@ -162,19 +164,6 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
         eprintln!("{line}");
     }
     Ok(ExitStatus::Success)
-}
-
-/// Policy mode when any of its policies or bindings is there, else the webhook.
-async fn installed_admission(applier: &Applier, settings: &Settings) -> anyhow::Result<Admission> {
-    for object in removed_by(settings, Removal::SwitchToWebhook) {
-        let found = applier
-            .get(object.kind.info(), object.namespace(), &object.name)
-            .await?;
-        if found.is_some() {
-            return Ok(Admission::Policies);
-        }
-    }
-    Ok(Admission::Webhook)
 }
 
 /// What uninstall deletes once the policies are gone: the webhook configurations first (under
