@@ -55,10 +55,7 @@ enum Outcome {
     /// Admitted; the mutation patch, if any, to apply to the pod, and the validation's
     /// admission warnings.
     Admitted(Option<json_patch::Patch>, Vec<String>),
-    Denied {
-        code: u16,
-        message: String,
-    },
+    Denied(Denial),
 }
 
 /// Runs `admit`. Errors are unusable input (exit 2).
@@ -155,7 +152,7 @@ pub fn admit(args: &AdmitArgs) -> anyhow::Result<ExitStatus> {
                 eprintln!("admitted {what}");
                 admitted.push(object.clone());
             }
-            Outcome::Denied { code, message } => {
+            Outcome::Denied(Denial { code, message }) => {
                 eprintln!("denied {what}: {message} (code {code})");
                 denied = true;
             }
@@ -373,11 +370,6 @@ fn review_pod(
 ) -> anyhow::Result<Outcome> {
     let pod = as_admitted(pod, namespace);
     let old = old.map(|o| as_admitted(o, namespace));
-    let denied = |denial: Denial| Outcome::Denied {
-        code: denial.code,
-        message: denial.message,
-    };
-
     let mutate = decide(
         state,
         Hook::Mutate,
@@ -387,7 +379,7 @@ fn review_pod(
         operation,
     )?;
     let patch = match mutate.verdict {
-        Verdict::Denied(denial) => return Ok(denied(denial)),
+        Verdict::Denied(denial) => return Ok(Outcome::Denied(denial)),
         Verdict::Allowed { patch: None } => None,
         Verdict::Allowed { patch: Some(text) } => Some(
             serde_json::from_str::<json_patch::Patch>(&text)
@@ -408,7 +400,7 @@ fn review_pod(
         operation,
     )?;
     if let Verdict::Denied(denial) = validate.verdict {
-        return Ok(denied(denial));
+        return Ok(Outcome::Denied(denial));
     }
     // In the order the API server collects them: mutating webhooks answer first.
     let mut warnings = mutate.warnings;
