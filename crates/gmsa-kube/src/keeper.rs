@@ -60,10 +60,9 @@ pub enum WriteOutcome {
 /// Where the keeper reports how its watch fares and what its writes did: the process's
 /// readiness and metrics, which this crate knows nothing of.
 pub trait KeeperReport: Send + Sync {
-    /// The watch delivered an event: it follows the cluster again.
-    fn watch_recovered(&self);
-    /// The watch failed; it retries with backoff.
-    fn watch_failed(&self);
+    /// What one change says of the watch ([`Change::health`]); after a failure it retries
+    /// with backoff.
+    fn watched(&self, health: Health);
     /// The watch has listed every spec once.
     fn listed(&self);
     /// One write ended with `outcome`.
@@ -125,11 +124,7 @@ impl Keeper {
     }
 
     async fn on_change(&self, change: Change<DynamicObject>, retries: &mut Retries) {
-        match change.health() {
-            Health::Failing => self.report.watch_failed(),
-            Health::Following => self.report.watch_recovered(),
-            Health::Unknown => {}
-        }
+        self.report.watched(change.health());
         match change {
             Change::Listing => {}
             Change::Listed(objects) => {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gmsa_kube::keeper::{KeeperReport, WriteOutcome};
+use gmsa_kube::watch::Health;
 
 use crate::backend::kubernetes::{build_client, KubeError, Readiness, Source};
 use crate::metrics::Metrics;
@@ -33,12 +34,8 @@ struct Report {
 }
 
 impl KeeperReport for Report {
-    fn watch_recovered(&self) {
-        self.readiness.recovered(Source::CredentialSpecs);
-    }
-
-    fn watch_failed(&self) {
-        self.readiness.failed(Source::CredentialSpecs);
+    fn watched(&self, health: Health) {
+        self.readiness.watched(Source::CredentialSpecs, health);
     }
 
     fn listed(&self) {

@@ -331,7 +331,7 @@ impl DecisionCache {
         let api: Api<DynamicObject> = Api::all_with(client, &resource);
         let mut changes = pin!(watch::changes(api));
         while let Some(change) = changes.next().await {
-            readiness.watched(source, &change);
+            readiness.watched(source, change.health());
             match change {
                 Change::Listing => {}
                 Change::Listed(objects) => {

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use gmsa_kube::watch::{Change, Health};
+use gmsa_kube::watch::Health;
 
 /// Something readiness waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,10 +124,12 @@ impl Readiness {
         }
     }
 
-    /// Records what one change of `source`'s watch says of it: a failure, that it follows
-    /// the cluster again, or (a list just announced) nothing yet.
-    pub(crate) fn watched<K>(&self, source: Source, change: &Change<K>) {
-        match change.health() {
+    /// Records what one change of `source`'s watch says of it ([`Change::health`]): a
+    /// failure, that it follows the cluster again, or (a list just announced) nothing yet.
+    ///
+    /// [`Change::health`]: gmsa_kube::watch::Change::health
+    pub(crate) fn watched(&self, source: Source, health: Health) {
+        match health {
             Health::Failing => self.failed(source),
             Health::Following => self.recovered(source),
             Health::Unknown => {}
@@ -240,16 +242,20 @@ mod tests {
     /// announcements are no answer, so the failure clock runs on and the replica turns stale.
     #[test]
     fn a_list_that_keeps_failing_turns_stale() {
+        use gmsa_kube::watch::Change;
         let r = Readiness::new(&[Source::CredentialSpecs], Duration::from_millis(30));
         r.mark(Source::CredentialSpecs);
         let failed = || Change::<()>::Failed(kube::runtime::watcher::Error::NoResourceVersion);
         for _ in 0..4 {
-            r.watched(Source::CredentialSpecs, &Change::<()>::Listing);
-            r.watched(Source::CredentialSpecs, &failed());
+            r.watched(Source::CredentialSpecs, Change::<()>::Listing.health());
+            r.watched(Source::CredentialSpecs, failed().health());
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(r.stale(), vec![Source::CredentialSpecs]);
-        r.watched(Source::CredentialSpecs, &Change::<()>::Listed(Vec::new()));
+        r.watched(
+            Source::CredentialSpecs,
+            Change::<()>::Listed(Vec::new()).health(),
+        );
         assert!(r.is_ready(), "a completed list is an answer");
     }
 }

@@ -63,7 +63,7 @@ impl SpecCache {
         let api: Api<DynamicObject> = Api::all_with(client, &gmsa_kube::credential_spec_resource());
         let mut changes = pin!(watch::changes(api));
         while let Some(change) = changes.next().await {
-            readiness.watched(Source::CredentialSpecs, &change);
+            readiness.watched(Source::CredentialSpecs, change.health());
             match change {
                 Change::Listing => {}
                 Change::Listed(objects) => {
