@@ -799,14 +799,11 @@ async fn reviews_no_one_waits_for_are_dropped() {
     println!("300 abandoned access reviews dropped once their admissions gave up; gauge back to 0");
 }
 
-/// Item 10 of the hardening issue: a replica whose watches cannot resync for longer than the
-/// limit is taken out of the Service (not ready), and comes back when they follow the cluster
-/// again, even when the resumed watch delivers no event. Before, readiness never went back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_watch_broken_longer_than_the_limit_makes_the_replica_not_ready() {
+/// A ready webhook on the seeded fake API server whose watches may fail for `stale_after`
+/// before it stops being ready.
+async fn ready_with_stale_limit(stale_after: Duration) -> (FakeApiServer, KubeWebhook) {
     let fake = FakeApiServer::start().await;
     fake.apply_all(world()).expect("seed");
-    let stale_after = Duration::from_secs(2);
     let hook = kube_webhook_with(
         &fake,
         Duration::from_secs(60),
@@ -817,6 +814,16 @@ async fn a_watch_broken_longer_than_the_limit_makes_the_replica_not_ready() {
     )
     .await;
     hook.wait_ready().await;
+    (fake, hook)
+}
+
+/// Item 10 of the hardening issue: a replica whose watches cannot resync for longer than the
+/// limit is taken out of the Service (not ready), and comes back when they follow the cluster
+/// again, even when the resumed watch delivers no event. Before, readiness never went back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_broken_longer_than_the_limit_makes_the_replica_not_ready() {
+    let stale_after = Duration::from_secs(2);
+    let (fake, hook) = ready_with_stale_limit(stale_after).await;
 
     fake.set_down(true);
     let down_at = Instant::now();
@@ -859,19 +866,8 @@ async fn a_watch_broken_longer_than_the_limit_makes_the_replica_not_ready() {
 /// retry restarted the failure clock, and the replica came back ready between retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_list_that_keeps_failing_keeps_the_replica_not_ready() {
-    let fake = FakeApiServer::start().await;
-    fake.apply_all(world()).expect("seed");
     let stale_after = Duration::from_secs(2);
-    let hook = kube_webhook_with(
-        &fake,
-        Duration::from_secs(60),
-        Tuning {
-            stale_after,
-            ..Tuning::default()
-        },
-    )
-    .await;
-    hook.wait_ready().await;
+    let (fake, hook) = ready_with_stale_limit(stale_after).await;
 
     // Another kind's write moves the cluster's resourceVersion past the spec watch's, which
     // compaction then forgets: the resumed watch gets 410 and kube lists again.
