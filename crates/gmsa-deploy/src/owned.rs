@@ -48,37 +48,17 @@ pub fn owned(settings: &Settings) -> Vec<Owned> {
         removed_by,
     };
     let configurations = names::webhook_configuration(name);
-    vec![
-        cluster(
-            Kind::ValidatingAdmissionPolicyBinding,
-            policies::use_policy(name),
-            SwitchToWebhook,
-        ),
-        cluster(
-            Kind::ValidatingAdmissionPolicyBinding,
-            policies::pods_policy(name),
-            SwitchToWebhook,
-        ),
-        cluster(
-            Kind::MutatingAdmissionPolicyBinding,
-            policies::inline_policy(name),
-            SwitchToWebhook,
-        ),
-        cluster(
-            Kind::ValidatingAdmissionPolicy,
-            policies::use_policy(name),
-            SwitchToWebhook,
-        ),
-        cluster(
-            Kind::ValidatingAdmissionPolicy,
-            policies::pods_policy(name),
-            SwitchToWebhook,
-        ),
-        cluster(
-            Kind::MutatingAdmissionPolicy,
-            policies::inline_policy(name),
-            SwitchToWebhook,
-        ),
+    let bound = policies::bound(name);
+    // Bindings before their policies: removing a binding takes its policy off the admission
+    // path at once, and a policy left without its binding is never evaluated.
+    let bindings = bound
+        .iter()
+        .map(|p| cluster(p.binding, p.name.clone(), SwitchToWebhook));
+    let bound_policies = bound
+        .iter()
+        .map(|p| cluster(p.policy, p.name.clone(), SwitchToWebhook));
+    let mut owned: Vec<Owned> = bindings.chain(bound_policies).collect();
+    owned.extend([
         cluster(
             Kind::ValidatingWebhookConfiguration,
             configurations.clone(),
@@ -137,7 +117,8 @@ pub fn owned(settings: &Settings) -> Vec<Owned> {
         ),
         cluster(Kind::Namespace, settings.namespace.clone(), OnRequest),
         cluster(Kind::CustomResourceDefinition, crd::crd_name(), OnRequest),
-    ]
+    ]);
+    owned
 }
 
 /// The objects of `owned` that `removal` removes, in removal order.

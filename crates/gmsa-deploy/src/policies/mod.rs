@@ -29,7 +29,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelecto
 use k8s_openapi::Resource;
 
 use crate::meta::{self, strings};
-use crate::{names, webhooks, Settings};
+use crate::{names, webhooks, Kind, Settings};
 use cel::LISTS;
 
 /// The names of the three policies (each binding has its policy's name).
@@ -43,6 +43,39 @@ pub fn use_policy(name: &str) -> String {
 
 pub fn pods_policy(name: &str) -> String {
     format!("{name}-pods")
+}
+
+/// One of the three policies an install binds, as install, uninstall and doctor know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundPolicy {
+    pub policy: Kind,
+    pub binding: Kind,
+    /// The policy's name, which its binding shares.
+    pub name: String,
+    /// Whether the binding takes every credential spec as a parameter (the per-spec
+    /// policies), rather than running once per request.
+    pub per_spec: bool,
+}
+
+/// The policies of the install named `name`, in the order uninstall removes them: one list
+/// for install's objects, uninstall's and doctor's `admission-policies` row.
+pub fn bound(name: &str) -> [BoundPolicy; 3] {
+    let validating = |name: String, per_spec| BoundPolicy {
+        policy: Kind::ValidatingAdmissionPolicy,
+        binding: Kind::ValidatingAdmissionPolicyBinding,
+        name,
+        per_spec,
+    };
+    [
+        validating(use_policy(name), true),
+        validating(pods_policy(name), false),
+        BoundPolicy {
+            policy: Kind::MutatingAdmissionPolicy,
+            binding: Kind::MutatingAdmissionPolicyBinding,
+            name: inline_policy(name),
+            per_spec: true,
+        },
+    ]
 }
 
 const FAILURE_POLICY: &str = "Fail";

@@ -4,7 +4,7 @@
 //! `keeper` row (the Deployment that publishes them has a ready replica).
 
 use gmsa_core::published::{publication, Publication};
-use gmsa_deploy::{policies, Kind, KubeVersion};
+use gmsa_deploy::{policies, KubeVersion};
 use gmsa_kube::credential_spec_resource;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
@@ -30,31 +30,12 @@ pub(super) async fn check(
             "upgrade the control plane, or kubectl gmsa install --admission webhook --apply".into(),
         );
     }
-    let expected = [
-        (
-            Kind::MutatingAdmissionPolicy,
-            Kind::MutatingAdmissionPolicyBinding,
-            policies::inline_policy(name),
-            true,
-        ),
-        (
-            Kind::ValidatingAdmissionPolicy,
-            Kind::ValidatingAdmissionPolicyBinding,
-            policies::use_policy(name),
-            true,
-        ),
-        (
-            Kind::ValidatingAdmissionPolicy,
-            Kind::ValidatingAdmissionPolicyBinding,
-            policies::pods_policy(name),
-            false,
-        ),
-    ];
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
-    for (policy_kind, binding_kind, policy, per_spec) in &expected {
-        let (policy_info, binding_info) = (policy_kind.info(), binding_kind.info());
+    for bound in policies::bound(name) {
+        let (policy_info, binding_info) = (bound.policy.info(), bound.binding.info());
         let (policy_kind, binding_kind) = (policy_info.kind, binding_info.kind);
+        let policy = bound.name.as_str();
         match get(client, policy_info, None, policy).await {
             Ok(Some(found)) => warnings.extend(type_check_warnings(policy, &found)),
             Ok(None) => problems.push(format!("{policy_kind} {policy} missing")),
@@ -69,7 +50,7 @@ pub(super) async fn check(
                         spec["policyName"]
                     ));
                 }
-                if *per_spec && spec["paramRef"]["selector"].is_null() {
+                if bound.per_spec && spec["paramRef"]["selector"].is_null() {
                     problems.push(format!(
                         "{binding_kind} {policy} does not take every credential spec as a parameter"
                     ));
