@@ -380,6 +380,48 @@ fn switching_to_policies_and_back_on_current_kube() {
         out.stdout
     );
     created(&cluster, &pod("after-guard", "gmsa-web"));
+
+    // A second install, in a namespace of its own: doctor's fixes reinstall it there, not a
+    // copy in gmsa-system.
+    gmsa_ok(
+        &cluster,
+        &[
+            "install",
+            "--apply",
+            "--no-wait",
+            "--admission",
+            "policies",
+            "--name",
+            "gmsa-alt",
+            "--namespace",
+            "gmsa-alt-system",
+        ],
+    );
+    cluster
+        .kubectl_ok(
+            &[
+                "delete",
+                "validatingadmissionpolicybinding",
+                "gmsa-alt-pods",
+            ],
+            None,
+        )
+        .unwrap();
+    let out = gmsa(&cluster, &["doctor", "-o", "json", "--name", "gmsa-alt"]);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    let row = expect(
+        findings,
+        "admission-policies",
+        "gmsa-alt",
+        "fail",
+        "ValidatingAdmissionPolicyBinding gmsa-alt-pods missing",
+    );
+    assert_eq!(
+        row["fix"],
+        "kubectl gmsa install --admission policies --namespace gmsa-alt-system --name gmsa-alt --apply",
+        "{row:#}"
+    );
 }
 
 #[test]

@@ -40,11 +40,13 @@ impl InstallFix {
     }
 }
 
-/// The install doctor examines: its admission mode and the `--name` given to it.
+/// The install doctor examines: its admission mode, the `--name` given to it and the
+/// namespace it was found in.
 #[derive(Debug, Clone)]
 pub struct Fixes {
     pub admission: Admission,
     pub name: String,
+    pub namespace: String,
 }
 
 impl Fixes {
@@ -58,6 +60,7 @@ impl Fixes {
         let mut command = gmsa_deploy::reinstall_command(&Settings {
             admission: self.admission,
             name: self.name.clone(),
+            namespace: self.namespace.clone(),
             ..Settings::default()
         });
         if let Some(flag) = fix.flag() {
@@ -119,19 +122,23 @@ pub(super) mod tests {
     }
 
     pub(in crate::doctor) fn modes() -> [Fixes; 3] {
+        let fixes = |admission, name: &str, namespace: &str| Fixes {
+            admission,
+            name: name.into(),
+            namespace: namespace.into(),
+        };
         [
-            Fixes {
-                admission: Admission::Webhook,
-                name: names::DEFAULT_NAME.into(),
-            },
-            Fixes {
-                admission: Admission::Policies,
-                name: names::DEFAULT_NAME.into(),
-            },
-            Fixes {
-                admission: Admission::Policies,
-                name: "gmsa-other".into(),
-            },
+            fixes(
+                Admission::Webhook,
+                names::DEFAULT_NAME,
+                names::DEFAULT_NAMESPACE,
+            ),
+            fixes(
+                Admission::Policies,
+                names::DEFAULT_NAME,
+                names::DEFAULT_NAMESPACE,
+            ),
+            fixes(Admission::Policies, "gmsa-other", "gmsa-other-system"),
         ]
     }
 
@@ -150,9 +157,14 @@ pub(super) mod tests {
                     std::slice::from_ref(&command),
                     "the extractor sees the whole command"
                 );
-                if fixes.name != names::DEFAULT_NAME {
-                    assert!(
-                        command.contains(&format!("--name {}", fixes.name)),
+                // The fix reinstalls this install where it is, never a second copy.
+                for (flag, value, default) in [
+                    ("--name", &fixes.name, names::DEFAULT_NAME),
+                    ("--namespace", &fixes.namespace, names::DEFAULT_NAMESPACE),
+                ] {
+                    assert_eq!(
+                        command.contains(&format!("{flag} {value}")),
+                        value != default,
                         "{command}"
                     );
                 }

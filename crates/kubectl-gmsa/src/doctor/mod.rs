@@ -62,6 +62,44 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitStatus> {
     Ok(report::exit_status(&report.findings))
 }
 
+/// The namespace the install named `settings.name` runs in, so its fixes reinstall it there
+/// rather than put a second copy in the default namespace: its Deployment's (found by
+/// install's labels, in either mode), else the namespace of the Service its mutating webhook
+/// calls, else the default.
+async fn install_namespace(client: &kube::Client, settings: &Settings) -> String {
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::all(client.clone());
+    let selector = gmsa_deploy::selector_labels(settings)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let listed = deployments
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await;
+    if let Some(namespace) = listed
+        .ok()
+        .and_then(|list| list.items.into_iter().find_map(|d| d.metadata.namespace))
+    {
+        return namespace;
+    }
+    let configurations: kube::Api<
+        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    > = kube::Api::all(client.clone());
+    configurations
+        .get_opt(&names::webhook_configuration(&settings.name))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| {
+            c.webhooks?
+                .into_iter()
+                .find_map(|w| w.client_config.service)
+        })
+        .map(|service| service.namespace)
+        .unwrap_or_else(|| names::DEFAULT_NAMESPACE.to_string())
+}
+
 /// The cluster-side checks in order, each a row or more; the node steps when asked for.
 async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
     let mut report = Report::default();
@@ -104,6 +142,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
     let fixes = Fixes {
         admission,
         name: args.name.clone(),
+        namespace: install_namespace(&client, &install).await,
     };
     crd::check(&client, &fixes, &mut report).await;
     guard::check(&client, &fixes, &mut report).await;
