@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use bytes::Bytes;
 use gmsa_core::names::paths;
 use gmsa_testkit::real_cluster::{RealCluster, ServerVersion};
@@ -19,6 +19,7 @@ use gmsa_webhook::config::{Authorization, CertSource, ClusterSource, Config, Log
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::in_process::{InProcess, Serving};
 use crate::load::{self, Cell};
 use crate::rounds;
 use crate::section::ACCESS_DECISIONS;
@@ -144,8 +145,8 @@ struct Webhook {
     addr: SocketAddr,
     ca: std::path::PathBuf,
     metrics_url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Stops the webhook when the benchmark drops it.
+    _server: InProcess,
 }
 
 impl Webhook {
@@ -177,55 +178,20 @@ impl Webhook {
             log_format: LogFormat::Text,
             renewal: None,
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow!(e)));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                match gmsa_webhook::Server::bind(config).await {
-                    Ok(server) => {
-                        let _ = ready_tx.send(Ok(server.addr));
-                        server
-                            .run(async {
-                                let _ = stopped.await;
-                            })
-                            .await;
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow!("{e:#}")));
-                    }
-                }
-            });
-        });
-        let addr = ready_rx.recv().context("webhook thread ended")??;
+        let (addr, server) = InProcess::start(move |shutdown| async move {
+            let server = gmsa_webhook::Server::bind(config)
+                .await
+                .map_err(|e| anyhow!("{e:#}"))?;
+            let addr = server.addr;
+            let serving: Serving = Box::pin(server.run(shutdown));
+            Ok((addr, serving))
+        })?;
         Ok(Self {
             addr,
             ca: certs.join("ca.crt"),
             metrics_url: "/metrics".to_string(),
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         })
-    }
-}
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

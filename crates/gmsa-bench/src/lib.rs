@@ -8,6 +8,7 @@ pub mod authz;
 pub mod callgrind;
 pub mod cluster;
 pub mod decision_path;
+pub mod in_process;
 pub mod load;
 pub mod machine;
 pub mod real_server;

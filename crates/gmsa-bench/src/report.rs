@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::callgrind::Counts;
 use crate::machine::Machine;
-use crate::suite::{Results, Row};
+use crate::suite::{Results, Row, TargetSummary};
 
 /// The project's performance targets, and whether a run met them.
 #[derive(Debug, Clone, Serialize)]
@@ -181,6 +181,24 @@ fn opt_ms(v: Option<f64>) -> String {
     v.map_or("–".into(), |v| format!("{v:.1}"))
 }
 
+/// Each target's start-up time and memory.
+fn start_up_table(out: &mut String, targets: &[TargetSummary]) {
+    let _ = writeln!(
+        out,
+        "| target | ready after (ms) | RSS after sync (MiB) | peak RSS (MiB) |\n|---|---:|---:|---:|"
+    );
+    for t in targets {
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {} | {} |",
+            t.target,
+            t.ready_ms,
+            opt_ms(t.rss_mib),
+            opt_ms(t.peak_rss_mib)
+        );
+    }
+}
+
 fn table(out: &mut String, rows: &[Row], all: &[Row]) {
     let _ = writeln!(
         out,
@@ -346,20 +364,7 @@ pub fn markdown(
     let _ = writeln!(out, "\n## All cells\n");
     table(&mut out, &results.rows, &results.rows);
     let _ = writeln!(out, "\n## Start-up and memory\n");
-    let _ = writeln!(
-        out,
-        "| target | ready after (ms) | RSS after sync (MiB) | peak RSS (MiB) |\n|---|---:|---:|---:|"
-    );
-    for t in &results.targets {
-        let _ = writeln!(
-            out,
-            "| {} | {:.0} | {} | {} |",
-            t.target,
-            t.ready_ms,
-            opt_ms(t.rss_mib),
-            opt_ms(t.peak_rss_mib)
-        );
-    }
+    start_up_table(&mut out, &results.targets);
 
     if let Some(scale) = &results.scale {
         let _ = writeln!(
@@ -375,20 +380,7 @@ pub fn markdown(
              (pages of 500, {:.0} ms per API request); for embedded, the directory is parsed.\n",
             results.api_latency_ms
         );
-        let _ = writeln!(
-            out,
-            "| target | ready after (ms) | RSS after sync (MiB) | peak RSS (MiB) |\n|---|---:|---:|---:|"
-        );
-        for t in &scale.summaries {
-            let _ = writeln!(
-                out,
-                "| {} | {:.0} | {} | {} |",
-                t.target,
-                t.ready_ms,
-                opt_ms(t.rss_mib),
-                opt_ms(t.peak_rss_mib)
-            );
-        }
+        start_up_table(&mut out, &scale.summaries);
         let _ = writeln!(
             out,
             "\nAdmission latency, large against small cluster (concurrency 16, one reference):\n"

@@ -27,6 +27,7 @@ use gmsa_webhook::serve::{self, ServeOptions};
 use gmsa_webhook::Server;
 use tokio::net::TcpListener;
 
+use crate::in_process::{InProcess, Serving};
 use crate::world::NOOP_ANSWER;
 
 /// Which server to start.
@@ -238,10 +239,7 @@ pub fn run_child(spec: TargetSpec) -> anyhow::Result<()> {
 /// Where a target runs.
 enum Host {
     Child(Child),
-    InProcess {
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        thread: Option<std::thread::JoinHandle<()>>,
-    },
+    InProcess(InProcess),
 }
 
 /// A started target.
@@ -298,46 +296,19 @@ impl Running {
 
     /// Starts `spec` on a runtime of its own (two workers) in this process.
     pub fn in_process(spec: &TargetSpec) -> anyhow::Result<Self> {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let spec_for_thread = spec.clone();
-        let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow!(e)));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                match start(&spec_for_thread, async {
-                    let _ = stopped.await;
-                })
-                .await
-                {
-                    Ok((addr, task)) => {
-                        let _ = ready_tx.send(Ok(addr));
-                        let _ = task.await;
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
+        let (addr, server) = InProcess::start(move |shutdown| async move {
+            let (addr, task) = start(&spec_for_thread, shutdown).await?;
+            let serving: Serving = Box::pin(async move {
+                let _ = task.await;
             });
-        });
-        let addr = ready_rx.recv().context("target thread ended")??;
+            Ok((addr, serving))
+        })?;
         Ok(Self {
             kind: spec.kind,
             addr,
             ca: spec.ca(),
-            host: Host::InProcess {
-                stop: Some(stop),
-                thread: Some(thread),
-            },
+            host: Host::InProcess(server),
         })
     }
 
@@ -346,7 +317,7 @@ impl Running {
     pub fn memory_kib(&self) -> Option<(u64, u64)> {
         let path = match &self.host {
             Host::Child(child) => format!("/proc/{}/status", child.id()),
-            Host::InProcess { .. } => "/proc/self/status".to_string(),
+            Host::InProcess(_) => "/proc/self/status".to_string(),
         };
         crate::machine::rss_kib(Path::new(&path))
     }
@@ -355,7 +326,7 @@ impl Running {
     pub fn cpu_time(&self) -> Option<Duration> {
         let path = match &self.host {
             Host::Child(child) => format!("/proc/{}/stat", child.id()),
-            Host::InProcess { .. } => "/proc/self/stat".to_string(),
+            Host::InProcess(_) => "/proc/self/stat".to_string(),
         };
         crate::machine::cpu_time(Path::new(&path))
     }
@@ -364,7 +335,7 @@ impl Running {
     pub fn pid(&self) -> Option<u32> {
         match &self.host {
             Host::Child(child) => Some(child.id()),
-            Host::InProcess { .. } => None,
+            Host::InProcess(_) => None,
         }
     }
 
@@ -407,14 +378,7 @@ impl Running {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-            Host::InProcess { stop, thread } => {
-                if let Some(stop) = stop.take() {
-                    let _ = stop.send(());
-                }
-                if let Some(thread) = thread.take() {
-                    let _ = thread.join();
-                }
-            }
+            Host::InProcess(server) => server.stop(),
         }
     }
 }

@@ -248,54 +248,26 @@ pub struct CcgArgs {
     pub plugin: Option<PluginChoice>,
     /// aws: the ARN of the Secrets Manager secret or SSM parameter holding the portable
     /// identity (username, password, domainName).
-    #[arg(
-        long = "credential-arn",
-        value_name = "ARN",
-        required_if_eq("plugin", "aws")
-    )]
+    #[arg(long, value_name = "ARN", required_if_eq("plugin", "aws"))]
     pub credential_arn: Option<String>,
     /// azure: the object ID of the managed identity that may read the Key Vault secret.
-    #[arg(
-        long = "object-id",
-        value_name = "GUID",
-        required_if_eq("plugin", "azure")
-    )]
+    #[arg(long, value_name = "GUID", required_if_eq("plugin", "azure"))]
     pub object_id: Option<String>,
     /// azure: the Key Vault secret holding DOMAIN\user:password,
     /// https://VAULT.vault.azure.net/secrets/NAME.
-    #[arg(
-        long = "secret-uri",
-        value_name = "URI",
-        required_if_eq("plugin", "azure")
-    )]
+    #[arg(long, value_name = "URI", required_if_eq("plugin", "azure"))]
     pub secret_uri: Option<String>,
     /// rancher: the namespace of the account provider (rancher-gmsa-account-provider).
-    #[arg(
-        long = "secret-namespace",
-        value_name = "NAMESPACE",
-        required_if_eq("plugin", "rancher")
-    )]
+    #[arg(long, value_name = "NAMESPACE", required_if_eq("plugin", "rancher"))]
     pub secret_namespace: Option<String>,
     /// rancher: the Secret there holding domainName, username and password.
-    #[arg(
-        long = "secret",
-        value_name = "NAME",
-        required_if_eq("plugin", "rancher")
-    )]
+    #[arg(long, value_name = "NAME", required_if_eq("plugin", "rancher"))]
     pub secret: Option<String>,
     /// Any other plugin: the GUID of the CCG plugin that fetches the gMSA's password.
-    #[arg(
-        long = "ccg-plugin-guid",
-        value_name = "GUID",
-        requires = "ccg_plugin_input"
-    )]
+    #[arg(long, value_name = "GUID", requires = "ccg_plugin_input")]
     pub ccg_plugin_guid: Option<String>,
     /// Any other plugin: what it needs to find the secret (plugin-specific text).
-    #[arg(
-        long = "ccg-plugin-input",
-        value_name = "TEXT",
-        requires = "ccg_plugin_guid"
-    )]
+    #[arg(long, value_name = "TEXT", requires = "ccg_plugin_guid")]
     pub ccg_plugin_input: Option<String>,
     /// The plugin's PortableCcgVersion (1 when not given); only with --plugin or
     /// --ccg-plugin-guid.
