@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use gmsa_tls::self_signed::{Policy, SelfSignedSecret, Step};
 use gmsa_tls::CertStore;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
@@ -214,39 +214,25 @@ impl Renewal {
             Step::Nothing | Step::Wait(_) => {}
             Step::Trust { bundle } => {
                 let bundle = ByteString(bundle.clone().into_bytes());
-                if let Some(m) = m.as_mut().filter(|m| {
-                    m.webhooks
-                        .iter()
+                if let Some(m) = m.as_mut() {
+                    let configs = m
+                        .webhooks
+                        .iter_mut()
                         .flatten()
-                        .any(|w| w.client_config.ca_bundle.as_ref() != Some(&bundle))
-                }) {
-                    for w in m.webhooks.iter_mut().flatten() {
-                        w.client_config.ca_bundle = Some(bundle.clone());
+                        .map(|w| &mut w.client_config);
+                    if trust(configs, &bundle) {
+                        replace(&mutating, name, m).await?;
                     }
-                    mutating
-                        .replace(name, &PostParams::default(), m)
-                        .await
-                        .map_err(|source| RenewalError::Write {
-                            what: format!("MutatingWebhookConfiguration {name}"),
-                            source,
-                        })?;
                 }
-                if let Some(v) = v.as_mut().filter(|v| {
-                    v.webhooks
-                        .iter()
+                if let Some(v) = v.as_mut() {
+                    let configs = v
+                        .webhooks
+                        .iter_mut()
                         .flatten()
-                        .any(|w| w.client_config.ca_bundle.as_ref() != Some(&bundle))
-                }) {
-                    for w in v.webhooks.iter_mut().flatten() {
-                        w.client_config.ca_bundle = Some(bundle.clone());
+                        .map(|w| &mut w.client_config);
+                    if trust(configs, &bundle) {
+                        replace(&validating, name, v).await?;
                     }
-                    validating
-                        .replace(name, &PostParams::default(), v)
-                        .await
-                        .map_err(|source| RenewalError::Write {
-                            what: format!("ValidatingWebhookConfiguration {name}"),
-                            source,
-                        })?;
                 }
             }
             Step::Stage { .. } | Step::Promote | Step::Retire => {
@@ -283,6 +269,40 @@ impl Renewal {
         log_step(&step);
         Ok(step)
     }
+}
+
+/// Puts `bundle` in every client config; whether any had another (so the object needs a
+/// write).
+fn trust<'a>(
+    configs: impl Iterator<Item = &'a mut WebhookClientConfig>,
+    bundle: &ByteString,
+) -> bool {
+    let mut changed = false;
+    for config in configs {
+        if config.ca_bundle.as_ref() != Some(bundle) {
+            config.ca_bundle = Some(bundle.clone());
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Writes a webhook configuration back with its new caBundles.
+async fn replace<K>(api: &Api<K>, name: &str, object: &K) -> Result<(), RenewalError>
+where
+    K: k8s_openapi::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    api.replace(name, &PostParams::default(), object)
+        .await
+        .map_err(|source| RenewalError::Write {
+            what: format!("{} {name}", K::KIND),
+            source,
+        })?;
+    Ok(())
 }
 
 fn log_step(step: &Step) {

@@ -190,6 +190,23 @@ pub struct Metrics {
     cert_expiry: OnceLock<ExpirySource>,
 }
 
+/// A family of counters, registered in `registry` under `name`.
+fn counters<L>(registry: &mut Registry, name: &str, help: &str) -> Family<L, Counter>
+where
+    L: Clone
+        + std::hash::Hash
+        + Eq
+        + prometheus_client::encoding::EncodeLabelSet
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let family = Family::<L, Counter>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
 /// A function that reads the seconds until the served certificate expires.
 pub type ExpirySource = Box<dyn Fn() -> Option<i64> + Send + Sync>;
 
@@ -208,12 +225,7 @@ impl Metrics {
             Role::Server => &mut registry,
             Role::Keeper => &mut admission_only,
         };
-        let admissions = Family::<AdmissionLabels, Counter>::default();
-        server.register(
-            "admissions",
-            "Admission reviews answered",
-            admissions.clone(),
-        );
+        let admissions = counters(server, "admissions", "Admission reviews answered");
         let latency = Family::<PathLabels, Histogram>::new_with_constructor(|| {
             // 50 µs .. ~3 s.
             Histogram::new(exponential_buckets(0.00005, 2.0, 16))
@@ -223,35 +235,22 @@ impl Metrics {
             "Time from request body received to answer",
             latency.clone(),
         );
-        let cache_hits = Family::<CacheLabels, Counter>::default();
-        server.register(
-            "cache_hits",
-            "Lookups answered from a cache",
-            cache_hits.clone(),
-        );
-        let cache_misses = Family::<CacheLabels, Counter>::default();
-        server.register(
-            "cache_misses",
-            "Lookups that needed the API server",
-            cache_misses.clone(),
-        );
-        let renewal_rounds = Family::<RenewalLabels, Counter>::default();
-        server.register(
+        let cache_hits = counters(server, "cache_hits", "Lookups answered from a cache");
+        let cache_misses = counters(server, "cache_misses", "Lookups that needed the API server");
+        let renewal_rounds = counters(
+            server,
             "certificate_renewal_rounds",
             "Self-signed certificate renewal rounds, by the step taken",
-            renewal_rounds.clone(),
         );
-        let api_calls = Family::<ApiCallLabels, Counter>::default();
-        registry.register(
+        let api_calls = counters(
+            &mut registry,
             "api_calls",
             "Requests made to the Kubernetes API",
-            api_calls.clone(),
         );
-        let published_contents_writes = Family::<PublishLabels, Counter>::default();
-        registry.register(
+        let published_contents_writes = counters(
+            &mut registry,
             "published_contents_writes",
             "Writes of GMSACredentialSpecs' published contents annotations, by outcome",
-            published_contents_writes.clone(),
         );
         registry.register(
             "build",

@@ -29,41 +29,23 @@ pub(crate) const CREDENTIAL_SPECS: ResourceType = ResourceType {
     custom: true,
 };
 
-pub(crate) const CLUSTER_ROLES: ResourceType = ResourceType {
-    plural: "clusterroles",
-    kind: "ClusterRole",
-    group: RBAC_GROUP,
-    versions: RBAC_VERSIONS,
-    namespaced: false,
-    custom: false,
-};
+/// An RBAC type: built in, so typed on the server.
+const fn rbac(plural: &'static str, kind: &'static str, namespaced: bool) -> ResourceType {
+    ResourceType {
+        plural,
+        kind,
+        group: RBAC_GROUP,
+        versions: RBAC_VERSIONS,
+        namespaced,
+        custom: false,
+    }
+}
 
-pub(crate) const CLUSTER_ROLE_BINDINGS: ResourceType = ResourceType {
-    plural: "clusterrolebindings",
-    kind: "ClusterRoleBinding",
-    group: RBAC_GROUP,
-    versions: RBAC_VERSIONS,
-    namespaced: false,
-    custom: false,
-};
-
-pub(crate) const ROLES: ResourceType = ResourceType {
-    plural: "roles",
-    kind: "Role",
-    group: RBAC_GROUP,
-    versions: RBAC_VERSIONS,
-    namespaced: true,
-    custom: false,
-};
-
-pub(crate) const ROLE_BINDINGS: ResourceType = ResourceType {
-    plural: "rolebindings",
-    kind: "RoleBinding",
-    group: RBAC_GROUP,
-    versions: RBAC_VERSIONS,
-    namespaced: true,
-    custom: false,
-};
+pub(crate) const CLUSTER_ROLES: ResourceType = rbac("clusterroles", "ClusterRole", false);
+pub(crate) const CLUSTER_ROLE_BINDINGS: ResourceType =
+    rbac("clusterrolebindings", "ClusterRoleBinding", false);
+pub(crate) const ROLES: ResourceType = rbac("roles", "Role", true);
+pub(crate) const ROLE_BINDINGS: ResourceType = rbac("rolebindings", "RoleBinding", true);
 
 pub(crate) const ALL: [ResourceType; 5] = [
     CREDENTIAL_SPECS,

@@ -156,6 +156,28 @@ mod tests {
 
     use super::*;
 
+    /// A limiter of `qps` and burst 1 whose token is taken, with `waiters` queued behind it
+    /// (each with a minute to spare).
+    async fn queued_behind_one(
+        qps: f32,
+        waiters: usize,
+    ) -> (
+        Arc<RateLimiter>,
+        Vec<tokio::task::JoinHandle<Result<(), RateLimited>>>,
+    ) {
+        let limiter = Arc::new(RateLimiter::new(qps, 1));
+        let far = Instant::now() + Duration::from_secs(60);
+        assert_eq!(limiter.acquire(far).await, Ok(()));
+        let queued = (0..waiters)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move { limiter.acquire(far).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        (limiter, queued)
+    }
+
     /// Paused time: every wait below is on the limiter's own arithmetic.
     #[tokio::test(start_paused = true)]
     async fn a_burst_then_a_refusal_that_names_the_queue() {
@@ -209,16 +231,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_the_queue_would_start_too_late_is_refused_naming_the_queue() {
-        let limiter = Arc::new(RateLimiter::new(10.0, 1));
-        let far = Instant::now() + Duration::from_secs(60);
-        assert_eq!(limiter.acquire(far).await, Ok(()));
-        let queued: Vec<_> = (0..5)
-            .map(|_| {
-                let limiter = limiter.clone();
-                tokio::spawn(async move { limiter.acquire(far).await })
-            })
-            .collect();
-        tokio::task::yield_now().await;
+        let (limiter, queued) = queued_behind_one(10.0, 5).await;
         let refused = limiter
             .acquire(Instant::now() + Duration::from_millis(550))
             .await
@@ -249,16 +262,8 @@ mod tests {
     /// otherwise push the next slot 10 s away.
     #[tokio::test(start_paused = true)]
     async fn abandoned_waits_give_their_slots_back() {
-        let limiter = Arc::new(RateLimiter::new(20.0, 1));
+        let (limiter, waiters) = queued_behind_one(20.0, 200).await;
         let far = Instant::now() + Duration::from_secs(60);
-        assert_eq!(limiter.acquire(far).await, Ok(()));
-        let waiters: Vec<_> = (0..200)
-            .map(|_| {
-                let limiter = limiter.clone();
-                tokio::spawn(async move { limiter.acquire(far).await })
-            })
-            .collect();
-        tokio::task::yield_now().await;
         // One more, queued behind the 200.
         let last = {
             let limiter = limiter.clone();
