@@ -13,8 +13,8 @@ use super::configurations::{Endpoint, Registration};
 use super::fixes::{Fixes, InstallFix};
 use super::objects::get;
 use super::report::Report;
+use crate::direct;
 use crate::install::certificates as certs;
-use crate::probe;
 
 /// The serving certificate (the Secret's, or what a URL-registered webhook presents) verifies
 /// against the configurations' caBundle and is not about to expire. `name` is the
@@ -75,11 +75,11 @@ pub(super) async fn check(
             };
             (chain, format!("{service}.{namespace}.svc"))
         }
-        Endpoint::Url(url) => match probe::target(url) {
+        Endpoint::Url(url) => match direct::target(url) {
             Ok(target) => {
                 let host = target.host.clone();
                 match tokio::task::spawn_blocking(move || {
-                    probe::get(&target, core_names::paths::HEALTH)
+                    direct::get(&target, core_names::paths::HEALTH)
                 })
                 .await
                 {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::fixes::{Fixes, InstallFix};
 use super::objects::get;
 use super::report::Report;
-use crate::probe;
+use crate::direct;
 use gmsa_deploy::Kind;
 
 /// Where the API server sends admissions.
@@ -99,7 +99,7 @@ pub(super) async fn check(
             .or_else(|| {
                 config["url"]
                     .as_str()
-                    .and_then(|u| probe::target(u).ok())
+                    .and_then(|u| direct::target(u).ok())
                     .map(|t| t.path)
             })
             .unwrap_or_default()

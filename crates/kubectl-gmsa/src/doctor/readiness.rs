@@ -13,7 +13,7 @@ use super::configurations::Endpoint;
 use super::fixes::Fixes;
 use super::report::Report;
 use super::webhook_cause::{self, Backend, Cause, Observed};
-use crate::probe;
+use crate::direct;
 
 /// The webhook answers `/readyz` (through the API server's service proxy, or at its URL), and
 /// which version it is (`/info`); when a Service's webhook does not answer, why.
@@ -50,16 +50,16 @@ pub(super) async fn check(
             )
         }
         Endpoint::Url(url) => {
-            let result = match probe::target(url) {
+            let result = match direct::target(url) {
                 Ok(target) => tokio::task::spawn_blocking(move || {
-                    let ready = probe::get(&target, core_names::paths::READYZ).and_then(|a| {
+                    let ready = direct::get(&target, core_names::paths::READYZ).and_then(|a| {
                         if a.status == 200 {
                             Ok(())
                         } else {
                             Err(format!("/readyz answered {}", a.status))
                         }
                     });
-                    let info = probe::get(&target, core_names::paths::INFO)
+                    let info = direct::get(&target, core_names::paths::INFO)
                         .ok()
                         .map(|a| a.body);
                     (ready, info)
