@@ -381,8 +381,50 @@ fn switching_to_policies_and_back_on_current_kube() {
     );
     created(&cluster, &pod("after-guard", "gmsa-web"));
 
-    // A second install, in a namespace of its own: doctor's fixes reinstall it there, not a
-    // copy in gmsa-system.
+    // Beyond ten specs, policy mode costs the API server more than twice what the webhook
+    // does: install and doctor say so, and how to switch.
+    let (_, findings) = doctor(&cluster);
+    expect(
+        &findings,
+        "admission-cost",
+        "",
+        "pass",
+        "1 credential spec(s)",
+    );
+    let more: Vec<Value> = (1..=10)
+        .map(|i| credspec(&format!("gmsa-more-{i}"), &format!("More{i}")))
+        .collect();
+    cluster
+        .apply(&json!({"apiVersion": "v1", "kind": "List", "items": more}).to_string())
+        .unwrap();
+    let out = gmsa_ok(
+        &cluster,
+        &["install", "--apply", "--no-wait", "--admission", "policies"],
+    );
+    assert!(
+        out.stderr.contains("warning: 11 credential specs: ")
+            && out
+                .stderr
+                .contains("; `kubectl gmsa install --apply` switches to the webhook"),
+        "{}",
+        out.stderr
+    );
+    let (_, findings) = doctor(&cluster);
+    let row = expect(
+        &findings,
+        "admission-cost",
+        "",
+        "warn",
+        "11 credential specs: the API server evaluates two policies per spec",
+    );
+    assert_eq!(
+        row["fix"], "switch to the webhook: kubectl gmsa install --apply",
+        "{row:#}"
+    );
+
+    // The same install moved to a namespace of its own: doctor finds it there, and its fixes
+    // reinstall it there rather than put a second copy in gmsa-system.
+    gmsa_ok(&cluster, &["uninstall"]);
     gmsa_ok(
         &cluster,
         &[
@@ -391,8 +433,6 @@ fn switching_to_policies_and_back_on_current_kube() {
             "--no-wait",
             "--admission",
             "policies",
-            "--name",
-            "gmsa-alt",
             "--namespace",
             "gmsa-alt-system",
         ],
@@ -402,24 +442,33 @@ fn switching_to_policies_and_back_on_current_kube() {
             &[
                 "delete",
                 "validatingadmissionpolicybinding",
-                "gmsa-alt-pods",
+                "gmsa-webhook-pods",
             ],
             None,
         )
         .unwrap();
-    let out = gmsa(&cluster, &["doctor", "-o", "json", "--name", "gmsa-alt"]);
-    let report: Value = serde_json::from_str(&out.stdout).unwrap();
-    let findings = report["findings"].as_array().unwrap();
+    let (_, findings) = doctor(&cluster);
     let row = expect(
-        findings,
+        &findings,
         "admission-policies",
-        "gmsa-alt",
+        "gmsa-webhook",
         "fail",
-        "ValidatingAdmissionPolicyBinding gmsa-alt-pods missing",
+        "ValidatingAdmissionPolicyBinding gmsa-webhook-pods missing",
+    );
+    assert_eq!(
+        row["fix"], "kubectl gmsa install --admission policies --namespace gmsa-alt-system --apply",
+        "{row:#}"
+    );
+    let row = expect(
+        &findings,
+        "admission-cost",
+        "",
+        "warn",
+        "11 credential specs",
     );
     assert_eq!(
         row["fix"],
-        "kubectl gmsa install --admission policies --namespace gmsa-alt-system --name gmsa-alt --apply",
+        "switch to the webhook: kubectl gmsa install --namespace gmsa-alt-system --apply",
         "{row:#}"
     );
 }

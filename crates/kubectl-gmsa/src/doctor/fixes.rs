@@ -57,17 +57,27 @@ impl Fixes {
         if policies && matches!(fix, InstallFix::RotateCerts | InstallFix::RandomHostname) {
             return None;
         }
-        let mut command = gmsa_deploy::reinstall_command(&Settings {
-            admission: self.admission,
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-            ..Settings::default()
-        });
+        let mut command = gmsa_deploy::reinstall_command(&self.settings(self.admission));
         if let Some(flag) = fix.flag() {
             command.push(' ');
             command.push_str(flag);
         }
         Some(command)
+    }
+
+    /// The install command that moves this install to the webhook, in place.
+    pub fn switch_to_webhook(&self) -> String {
+        gmsa_deploy::reinstall_command(&self.settings(Admission::Webhook))
+    }
+
+    /// This install's settings, in `admission` mode.
+    fn settings(&self, admission: Admission) -> Settings {
+        Settings {
+            admission,
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            ..Settings::default()
+        }
     }
 
     /// `install` again, as the fix for anything install creates.

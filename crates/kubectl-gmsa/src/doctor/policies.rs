@@ -84,7 +84,9 @@ pub(super) async fn check(
                 .into(),
         );
     }
-    published_contents(client, fixes, report).await;
+    if let Some(specs) = published_contents(client, fixes, report).await {
+        admission_cost(specs, fixes, report);
+    }
     keeper(client, name, fixes, report).await;
 }
 
@@ -98,8 +100,9 @@ fn type_check_warnings(policy: &str, found: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Every spec with contents has them published for its generation.
-async fn published_contents(client: &Client, fixes: &Fixes, report: &mut Report) {
+/// Every spec with contents has them published for its generation; returns how many specs
+/// there are, when they could be listed.
+async fn published_contents(client: &Client, fixes: &Fixes, report: &mut Report) -> Option<usize> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &credential_spec_resource());
     let list = match api.list(&ListParams::default()).await {
         Ok(list) => list,
@@ -110,7 +113,7 @@ async fn published_contents(client: &Client, fixes: &Fixes, report: &mut Report)
                 format!("cannot list credential specs: {e}"),
                 "check your permissions".into(),
             );
-            return;
+            return None;
         }
     };
     let mut current = 0;
@@ -149,6 +152,28 @@ async fn published_contents(client: &Client, fixes: &Fixes, report: &mut Report)
             "",
             format!("{current} credential spec(s) published for their current generation"),
         );
+    }
+    Some(list.items.len())
+}
+
+/// The `admission-cost` row: whether the API server pays more for policy mode than it would
+/// for the webhook, by how many specs each GMSA pod makes it evaluate.
+fn admission_cost(specs: usize, fixes: &Fixes, report: &mut Report) {
+    match policies::cost_warning(specs) {
+        Some(warning) => report.warn(
+            "admission-cost",
+            "",
+            warning,
+            format!("switch to the webhook: {}", fixes.switch_to_webhook()),
+        ),
+        None => report.pass(
+            "admission-cost",
+            "",
+            format!(
+                "{specs} credential spec(s), within the {} where policy mode costs the API server at most about twice what the webhook does",
+                policies::SPECS_WITHIN_TWICE_THE_WEBHOOK
+            ),
+        ),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use gmsa_deploy::{names, policies, removed_by, Kind, ObjectRef, Removal, Settings};
+use gmsa_deploy::{names, policies, removed_by, Admission, Kind, ObjectRef, Removal, Settings};
 use gmsa_kube::credential_spec_resource;
 use kube::api::{Api, DynamicObject, ListParams};
 
@@ -91,7 +91,17 @@ pub async fn install(
             }
             other => other?,
         };
-        eprintln!("contents: {published} credential spec(s) published for the policies");
+        eprintln!(
+            "contents: {} credential spec(s) published for the policies",
+            published.written
+        );
+        if let Some(warning) = policies::cost_warning(published.specs) {
+            let webhook = gmsa_deploy::reinstall_command(&Settings {
+                admission: Admission::Webhook,
+                ..settings.clone()
+            });
+            eprintln!("warning: {warning}; `{webhook}` switches to the webhook");
+        }
     }
     for object in &manifest.admission {
         println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
@@ -164,15 +174,25 @@ pub async fn install(
     Ok(ExitStatus::Success)
 }
 
+/// What [`publish_all`] found and did.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// Every credential spec in the cluster.
+    pub specs: usize,
+    /// Those whose contents annotations were written.
+    pub written: usize,
+}
+
 /// Publishes every spec whose annotations are not current, as `credspec --apply` does (the
-/// keeper does the same from then on); returns how many were written.
-pub async fn publish_all(applier: &Applier) -> anyhow::Result<usize> {
+/// keeper does the same from then on).
+pub async fn publish_all(applier: &Applier) -> anyhow::Result<Published> {
     let api: Api<DynamicObject> =
         Api::all_with(applier.client.clone(), &credential_spec_resource());
     let list = api
         .list(&ListParams::default())
         .await
         .context("cannot list GMSACredentialSpecs to publish their contents")?;
+    let specs = list.items.len();
     let mut written = 0;
     for item in list.items {
         let name = item.metadata.name.clone().unwrap_or_default();
@@ -181,7 +201,7 @@ pub async fn publish_all(applier: &Applier) -> anyhow::Result<usize> {
             .with_context(|| format!("cannot publish the contents of GMSACredentialSpec {name} (needs patch on gmsacredentialspecs)"))?;
         written += usize::from(published.written);
     }
-    Ok(written)
+    Ok(Published { specs, written })
 }
 
 /// Whether a write failed because the API server could not call our credential spec webhook.
