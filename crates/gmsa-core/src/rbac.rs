@@ -317,24 +317,10 @@ impl RbacPolicy {
                 .iter()
                 .find(|s| subject_matches(s, user, binding_ns))?;
             let rules = self.role_ref_rules(&binding.role_ref, binding_ns);
-            rules.iter().any(|r| rule_allows(r, attrs)).then(|| {
-                let binding_desc = match binding_ns {
-                    None => format!("ClusterRoleBinding {:?}", binding.metadata.name),
-                    Some(ns) => format!(
-                        "RoleBinding {:?}",
-                        format!("{}/{ns}", binding.metadata.name)
-                    ),
-                };
-                Authorization {
-                    allowed: true,
-                    reason: format!(
-                        "RBAC: allowed by {binding_desc} of {} {:?} to {}",
-                        binding.role_ref.kind,
-                        binding.role_ref.name,
-                        describe_subject(subject, binding_ns)
-                    ),
-                }
-            })
+            rules
+                .iter()
+                .any(|r| rule_allows(r, attrs))
+                .then(|| Authorization::allowed_by(binding, binding_ns, subject))
         };
         for binding in &self.cluster_role_bindings {
             if let Some(a) = visit(binding, BindingScope::Cluster) {
@@ -351,6 +337,38 @@ impl RbacPolicy {
                 }
             }
         }
+        Authorization::denied()
+    }
+}
+
+impl Authorization {
+    /// An allowance by `subject` of `binding` (a RoleBinding of `binding_ns`, or a
+    /// ClusterRoleBinding), with the reason text the RBAC authorizer writes.
+    pub(crate) fn allowed_by(
+        binding: &Binding,
+        binding_ns: Option<&str>,
+        subject: &Subject,
+    ) -> Self {
+        let binding_desc = match binding_ns {
+            None => format!("ClusterRoleBinding {:?}", binding.metadata.name),
+            Some(ns) => format!(
+                "RoleBinding {:?}",
+                format!("{}/{ns}", binding.metadata.name)
+            ),
+        };
+        Authorization {
+            allowed: true,
+            reason: format!(
+                "RBAC: allowed by {binding_desc} of {} {:?} to {}",
+                binding.role_ref.kind,
+                binding.role_ref.name,
+                describe_subject(subject, binding_ns)
+            ),
+        }
+    }
+
+    /// A denial: the RBAC authorizer gives no reason for one.
+    pub(crate) fn denied() -> Self {
         Authorization {
             allowed: false,
             reason: String::new(),

@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use gmsa_core::rbac::{Binding, RbacPolicy, ResourceAttributes, Role, UserInfo};
-use gmsa_core::rbac_index::RbacIndex;
+use gmsa_core::rbac_index::{Aggregation, RbacIndex};
 use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
@@ -233,7 +233,7 @@ fn local_evaluators(cluster: &RealCluster) -> (RbacPolicy, RbacIndex) {
     let role = |v: Value| serde_json::from_value::<Role>(v).unwrap();
     let binding = |v: Value| serde_json::from_value::<Binding>(v).unwrap();
     let mut policy = RbacPolicy::default();
-    let mut index = RbacIndex::default();
+    let mut index = RbacIndex::new(Aggregation::Stored);
     // Bindings first: the index must cope with roles arriving after the bindings to them.
     for v in list("clusterrolebindings.rbac.authorization.k8s.io") {
         index.apply_binding(binding(v.clone()), false);

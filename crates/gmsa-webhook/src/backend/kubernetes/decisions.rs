@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::future::{BoxFuture, Shared, WeakShared};
 use futures::{FutureExt, StreamExt};
 use gmsa_core::rbac;
-use gmsa_core::rbac_index::{Invalidation, RbacIndex};
+use gmsa_core::rbac_index::{Aggregation, Invalidation, RbacIndex};
 use gmsa_core::AccessCheck;
 use gmsa_kube::watch::{self, Change};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -115,7 +115,7 @@ impl DecisionCache {
             deny_ttl,
             armed: AtomicBool::new(false),
             state: Mutex::new(State::default()),
-            rbac: RwLock::new(RbacIndex::default()),
+            rbac: RwLock::new(RbacIndex::new(Aggregation::Stored)),
         }
     }
 
