@@ -3,10 +3,9 @@
 //! the API server, at a cost that grows with the bindings naming the service account or one
 //! of its groups, not with all bindings in the cluster.
 //!
-//! Roles are read as stored. In a cluster the aggregation controller writes the rules of
-//! aggregated ClusterRoles into them, and the API server's authorizer reads those; computing
-//! aggregation here ([`crate::rbac::RbacPolicy`] does, for the embedded state) could disagree
-//! with it.
+//! The same index serves the embedded state (a directory of manifests), the CLI's offline
+//! `admit` and the test fake API server, which compute ClusterRole aggregation themselves
+//! ([`Aggregation`]) and show the authorizer's reason text ([`RbacIndex::authorize`]).
 //!
 //! Every change also says which cached decisions it can affect ([`Invalidation`]): a change
 //! that cannot grant or take away `use` of a credential spec affects none.
