@@ -1,6 +1,11 @@
-//! RBAC objects, requests and rule matching, as the Kubernetes RBAC authorizer reads them;
-//! [`crate::rbac_index::RbacIndex`] evaluates them. Only resource requests are modelled: GMSA
-//! needs nothing else.
+//! RBAC evaluation as the Kubernetes RBAC authorizer does it: the objects, requests and rule
+//! matching here, and one evaluator over them, [`RbacIndex`], for the webhook (roles as
+//! stored, kept from watch events) and for the embedded state, the CLI's offline `admit` and
+//! the test fake API server (aggregation computed, with the authorizer's reason texts). Only
+//! resource requests are modelled: GMSA needs nothing else.
+
+mod index;
+mod mode;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,6 +13,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::names;
+
+pub use index::{Aggregation, BindingId, Invalidation, RbacIndex};
+pub use mode::AuthorizationMode;
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 

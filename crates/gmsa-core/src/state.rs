@@ -14,8 +14,7 @@ use thiserror::Error;
 use crate::credspec::{CredentialSpec, CredentialSpecError};
 use crate::decision::{AccessCheck, ClusterView, SpecLookup};
 use crate::names;
-use crate::rbac::{Binding, ResourceAttributes, Role, UserInfo};
-use crate::rbac_index::{Aggregation, RbacIndex};
+use crate::rbac::{Aggregation, Binding, RbacIndex, ResourceAttributes, Role, UserInfo};
 
 const RBAC_API_VERSION: &str = "rbac.authorization.k8s.io/v1";
 

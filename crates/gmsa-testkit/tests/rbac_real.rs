@@ -24,8 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gmsa_core::rbac::{Binding, ResourceAttributes, Role, UserInfo};
-use gmsa_core::rbac_index::{Aggregation, RbacIndex};
+use gmsa_core::rbac::{Aggregation, Binding, RbacIndex, ResourceAttributes, Role, UserInfo};
 use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;

@@ -3,8 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gmsa_core::rbac::{Binding, ResourceAttributes, Role, UserInfo};
-use gmsa_core::rbac_index::{Aggregation, RbacIndex};
+use gmsa_core::rbac::{Aggregation, Binding, RbacIndex, ResourceAttributes, Role, UserInfo};
 use serde_json::{json, Map, Value};
 
 use super::resources::{CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, ROLES, ROLE_BINDINGS};

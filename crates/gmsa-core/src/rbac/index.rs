@@ -12,58 +12,11 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::names;
-use crate::rbac::{
-    rule_allows, rule_allows_use, subject_matches, Authorization, Binding, PolicyRule,
-    ResourceAttributes, Role, RoleRef, Subject, UserInfo,
+use super::{
+    rbac_api_group, rule_allows, rule_allows_use, subject_matches, Authorization, Binding,
+    PolicyRule, ResourceAttributes, Role, RoleRef, Subject, UserInfo,
 };
-
-/// Where the webhook's `use` decisions come from (`--authorization`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuthorizationMode {
-    /// RBAC from the watch caches; an access review only when RBAC alone does not allow
-    /// (another authorizer may).
-    #[default]
-    Hybrid,
-    /// An access review for every decision (cached briefly): for clusters where an authorizer
-    /// ahead of RBAC can deny what RBAC allows.
-    Api,
-    /// RBAC from the watch caches alone; never an access review.
-    Local,
-}
-
-impl AuthorizationMode {
-    /// Every mode, as written on the command line.
-    pub const NAMES: [&'static str; 3] = ["hybrid", "api", "local"];
-
-    /// The command-line spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthorizationMode::Hybrid => "hybrid",
-            AuthorizationMode::Api => "api",
-            AuthorizationMode::Local => "local",
-        }
-    }
-}
-
-impl std::fmt::Display for AuthorizationMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for AuthorizationMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "hybrid" => Ok(AuthorizationMode::Hybrid),
-            "api" => Ok(AuthorizationMode::Api),
-            "local" => Ok(AuthorizationMode::Local),
-            _ => Err(format!("{s:?}: write hybrid, api or local")),
-        }
-    }
-}
+use crate::names;
 
 /// A binding's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,9 +93,9 @@ pub enum Aggregation {
     Computed,
 }
 
-/// Where a binding is held: numbered in the order bindings were added, which is the order
-/// [`RbacIndex::authorize`] visits them in, so its reason names the binding the RBAC
-/// authorizer would.
+/// Where a binding is held: numbered in the order bindings were added, the order
+/// [`RbacIndex::authorize`] visits them in. The RBAC authorizer visits them as it lists them;
+/// callers add them as they list or read them, so the reason names the binding it would.
 type Slot = u64;
 
 /// A binding as held, with its identity.
@@ -175,12 +128,8 @@ pub struct RbacIndex {
 /// a ClusterRoleBinding).
 fn subject_key(subject: &Subject, binding_ns: Option<&str>) -> Option<SubjectKey> {
     match subject.kind.as_str() {
-        "User" if crate::rbac::rbac_api_group(subject) => {
-            Some(SubjectKey::User(subject.name.clone()))
-        }
-        "Group" if crate::rbac::rbac_api_group(subject) => {
-            Some(SubjectKey::Group(subject.name.clone()))
-        }
+        "User" if rbac_api_group(subject) => Some(SubjectKey::User(subject.name.clone())),
+        "Group" if rbac_api_group(subject) => Some(SubjectKey::Group(subject.name.clone())),
         "ServiceAccount" => {
             let ns = subject
                 .namespace
