@@ -11,7 +11,6 @@ pub mod names;
 pub mod pod;
 pub mod published;
 pub mod rbac;
-pub mod rbac_index;
 pub mod state;
 pub mod syntax;
 pub mod verdict;

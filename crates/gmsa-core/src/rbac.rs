@@ -1,15 +1,21 @@
-//! RBAC evaluation over a set of roles and bindings, as the Kubernetes RBAC authorizer does it.
-//!
-//! Used by the embedded state (the cluster is a directory of manifests), by the CLI's offline
-//! `admit`, and by the test fake API server to answer access reviews. Only resource requests are
-//! modelled: GMSA needs nothing else.
+//! RBAC evaluation as the Kubernetes RBAC authorizer does it: the objects, requests and rule
+//! matching here, and one evaluator over them, [`RbacIndex`], for the webhook (roles as
+//! stored, kept from watch events) and for the embedded state, the CLI's offline `admit` and
+//! the test fake API server (aggregation computed, with the authorizer's reason texts). Only
+//! resource requests are modelled: GMSA needs nothing else.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod index;
+mod mode;
+
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::names;
+
+pub use index::{Aggregation, BindingId, Invalidation, RbacIndex};
+pub use mode::AuthorizationMode;
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -195,162 +201,34 @@ pub struct Authorization {
     pub reason: String,
 }
 
-/// All roles and bindings of a cluster, ready to answer access questions.
-#[derive(Debug, Clone, Default)]
-pub struct RbacPolicy {
-    cluster_roles: BTreeMap<String, Role>,
-    /// Keyed by (namespace, name).
-    roles: BTreeMap<(String, String), Role>,
-    cluster_role_bindings: Vec<Binding>,
-    role_bindings: Vec<Binding>,
-}
-
-/// Where a binding lives, for reason texts.
-enum BindingScope<'a> {
-    Cluster,
-    Namespace(&'a str),
-}
-
-impl RbacPolicy {
-    /// Adds a ClusterRole; a later one with the same name replaces the earlier.
-    pub fn add_cluster_role(&mut self, role: Role) {
-        self.cluster_roles.insert(role.metadata.name.clone(), role);
-    }
-
-    /// Adds a namespaced Role (namespace from its metadata, `default` when absent).
-    pub fn add_role(&mut self, role: Role) {
-        let ns = role
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        self.roles.insert((ns, role.metadata.name.clone()), role);
-    }
-
-    /// Adds a ClusterRoleBinding.
-    pub fn add_cluster_role_binding(&mut self, binding: Binding) {
-        self.cluster_role_bindings.push(binding);
-    }
-
-    /// Adds a RoleBinding (namespace from its metadata, `default` when absent).
-    pub fn add_role_binding(&mut self, mut binding: Binding) {
-        if binding.metadata.namespace.is_none() {
-            binding.metadata.namespace = Some("default".into());
-        }
-        self.role_bindings.push(binding);
-    }
-
-    /// How many roles and bindings the policy holds.
-    pub fn len(&self) -> usize {
-        self.cluster_roles.len()
-            + self.roles.len()
-            + self.cluster_role_bindings.len()
-            + self.role_bindings.len()
-    }
-
-    /// Whether the policy holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The rules of a ClusterRole as the API server would hold them. For an aggregated role these
-    /// are the rules of every other ClusterRole its selectors match (themselves aggregated, as
-    /// the aggregation controller eventually makes them); its own `rules` are replaced, as the
-    /// controller replaces them.
-    fn cluster_role_rules(&self, name: &str) -> Vec<&PolicyRule> {
-        let mut rules = Vec::new();
-        let mut visited = BTreeSet::new();
-        self.collect_cluster_role_rules(name, &mut visited, &mut rules);
-        rules
-    }
-
-    fn collect_cluster_role_rules<'a>(
-        &'a self,
-        name: &str,
-        visited: &mut BTreeSet<&'a str>,
-        rules: &mut Vec<&'a PolicyRule>,
-    ) {
-        let Some(role) = self.cluster_roles.get(name) else {
-            return;
+impl Authorization {
+    /// An allowance by `subject` of `binding` (a RoleBinding of `binding_ns`, or a
+    /// ClusterRoleBinding), with the reason text the RBAC authorizer writes.
+    pub(crate) fn allowed_by(
+        binding: &Binding,
+        binding_ns: Option<&str>,
+        subject: &Subject,
+    ) -> Self {
+        let binding_desc = match binding_ns {
+            None => format!("ClusterRoleBinding {:?}", binding.metadata.name),
+            Some(ns) => format!(
+                "RoleBinding {:?}",
+                format!("{}/{ns}", binding.metadata.name)
+            ),
         };
-        if !visited.insert(role.metadata.name.as_str()) {
-            return;
-        }
-        let Some(agg) = &role.aggregation_rule else {
-            rules.extend(role.rules.iter());
-            return;
-        };
-        for other in self.cluster_roles.values() {
-            if other.metadata.name != role.metadata.name
-                && agg
-                    .cluster_role_selectors
-                    .iter()
-                    .any(|s| s.matches(&other.metadata.labels))
-            {
-                self.collect_cluster_role_rules(&other.metadata.name, visited, rules);
-            }
+        Authorization {
+            allowed: true,
+            reason: format!(
+                "RBAC: allowed by {binding_desc} of {} {:?} to {}",
+                binding.role_ref.kind,
+                binding.role_ref.name,
+                describe_subject(subject, binding_ns)
+            ),
         }
     }
 
-    fn role_ref_rules(&self, role_ref: &RoleRef, binding_ns: Option<&str>) -> Vec<&PolicyRule> {
-        match (role_ref.kind.as_str(), binding_ns) {
-            ("ClusterRole", _) => self.cluster_role_rules(&role_ref.name),
-            ("Role", Some(ns)) => self
-                .roles
-                .get(&(ns.to_string(), role_ref.name.clone()))
-                .map(|r| r.rules.iter().collect())
-                .unwrap_or_default(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Decides a resource request. Cluster role bindings first, then role bindings of the
-    /// request's namespace, as the RBAC authorizer visits them.
-    pub fn authorize(&self, user: &UserInfo, attrs: &ResourceAttributes) -> Authorization {
-        let visit = |binding: &Binding, scope: BindingScope<'_>| -> Option<Authorization> {
-            let binding_ns = match scope {
-                BindingScope::Cluster => None,
-                BindingScope::Namespace(ns) => Some(ns),
-            };
-            let subject = binding
-                .subjects
-                .iter()
-                .find(|s| subject_matches(s, user, binding_ns))?;
-            let rules = self.role_ref_rules(&binding.role_ref, binding_ns);
-            rules.iter().any(|r| rule_allows(r, attrs)).then(|| {
-                let binding_desc = match binding_ns {
-                    None => format!("ClusterRoleBinding {:?}", binding.metadata.name),
-                    Some(ns) => format!(
-                        "RoleBinding {:?}",
-                        format!("{}/{ns}", binding.metadata.name)
-                    ),
-                };
-                Authorization {
-                    allowed: true,
-                    reason: format!(
-                        "RBAC: allowed by {binding_desc} of {} {:?} to {}",
-                        binding.role_ref.kind,
-                        binding.role_ref.name,
-                        describe_subject(subject, binding_ns)
-                    ),
-                }
-            })
-        };
-        for binding in &self.cluster_role_bindings {
-            if let Some(a) = visit(binding, BindingScope::Cluster) {
-                return a;
-            }
-        }
-        if !attrs.namespace.is_empty() {
-            for binding in &self.role_bindings {
-                let ns = binding.metadata.namespace.as_deref().unwrap_or("default");
-                if ns == attrs.namespace {
-                    if let Some(a) = visit(binding, BindingScope::Namespace(ns)) {
-                        return a;
-                    }
-                }
-            }
-        }
+    /// A denial: the RBAC authorizer gives no reason for one.
+    pub(crate) fn denied() -> Self {
         Authorization {
             allowed: false,
             reason: String::new(),

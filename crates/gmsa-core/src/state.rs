@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::credspec::{CredentialSpec, CredentialSpecError};
 use crate::decision::{AccessCheck, ClusterView, SpecLookup};
 use crate::names;
-use crate::rbac::{Binding, RbacPolicy, ResourceAttributes, Role, UserInfo};
+use crate::rbac::{Aggregation, Binding, RbacIndex, ResourceAttributes, Role, UserInfo};
 
 const RBAC_API_VERSION: &str = "rbac.authorization.k8s.io/v1";
 
@@ -48,12 +48,23 @@ pub enum StateError {
 }
 
 /// Credential specs and RBAC, as read from manifests.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct State {
     specs: BTreeMap<String, Arc<CredentialSpec>>,
-    rbac: RbacPolicy,
+    /// Aggregation computed: no controller fills aggregated roles in a directory of manifests.
+    rbac: RbacIndex,
     /// `kind name (source)` of documents that were not used.
     skipped: Vec<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            specs: BTreeMap::new(),
+            rbac: RbacIndex::new(Aggregation::Computed),
+            skipped: Vec::new(),
+        }
+    }
 }
 
 impl State {
@@ -193,8 +204,8 @@ impl State {
         self.specs.values()
     }
 
-    /// The RBAC policy.
-    pub fn rbac(&self) -> &RbacPolicy {
+    /// The RBAC roles and bindings.
+    pub fn rbac(&self) -> &RbacIndex {
         &self.rbac
     }
 

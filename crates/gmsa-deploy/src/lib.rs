@@ -150,7 +150,7 @@ pub struct Settings {
     /// `RANDOM_HOSTNAME=true` in the container.
     pub random_hostname: bool,
     /// The webhook's `--authorization`.
-    pub authorization: gmsa_core::rbac_index::AuthorizationMode,
+    pub authorization: gmsa_core::rbac::AuthorizationMode,
     /// Kubernetes client rate limit (`QPS`, `BURST`); the webhook's defaults when `None`.
     pub qps: Option<String>,
     pub burst: Option<u32>,
@@ -190,7 +190,7 @@ impl Default for Settings {
             kube_version: KubeVersion::OFFLINE_DEFAULT,
             match_conditions: None,
             random_hostname: false,
-            authorization: gmsa_core::rbac_index::AuthorizationMode::Hybrid,
+            authorization: gmsa_core::rbac::AuthorizationMode::Hybrid,
             qps: None,
             burst: None,
             resources: Resources::default(),

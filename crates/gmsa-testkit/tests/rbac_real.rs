@@ -5,11 +5,12 @@
 //! bootstrap policy included) is compared with a LocalSubjectAccessReview, the question the
 //! webhook asks. A second round deletes and re-creates bindings and roles and compares again.
 //!
-//! Two evaluators are compared: `RbacIndex`, the webhook's (roles read as stored, indexed by
-//! subject), on every case; and `RbacPolicy`, the embedded state's and the fake API server's,
-//! on every case outside worlds with an aggregated ClusterRole. Those are stored with rules
-//! as if the aggregation controller had filled them (the test server runs none), which the
-//! authorizer and `RbacIndex` read, while `RbacPolicy` computes aggregation itself.
+//! `RbacIndex` is compared in both its settings: `Aggregation::Stored`, the webhook's (roles
+//! read as stored, built object by object as watch events build it), on every case; and
+//! `Aggregation::Computed`, the embedded state's and the fake API server's, on every case
+//! outside worlds with an aggregated ClusterRole. Those are stored with rules as if the
+//! aggregation controller had filled them (the test server runs none), which the authorizer
+//! and the stored setting read, while the computed setting computes aggregation itself.
 //!
 //! Worlds are independent: each has its own namespaces, service accounts and spec names, and a
 //! binding to a group that spans worlds (`system:serviceaccounts`, `system:authenticated`)
@@ -23,8 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use gmsa_core::rbac::{Binding, RbacPolicy, ResourceAttributes, Role, UserInfo};
-use gmsa_core::rbac_index::RbacIndex;
+use gmsa_core::rbac::{Aggregation, Binding, RbacIndex, ResourceAttributes, Role, UserInfo};
 use gmsa_testkit::real_cluster::{skip_requested, RealCluster, ServerVersion, SKIP_ENV};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom as _;
@@ -219,10 +219,10 @@ impl World {
     }
 }
 
-/// Both evaluators over every role and binding the server lists: `RbacPolicy` (the embedded
-/// state's, which computes aggregation) and `RbacIndex` (the webhook's, which reads roles as
-/// stored), the index built object by object as watch events would build it.
-fn local_evaluators(cluster: &RealCluster) -> (RbacPolicy, RbacIndex) {
+/// The evaluator in both settings over every role and binding the server lists: aggregation
+/// computed (the embedded state's, read as manifests are) and stored (the webhook's, built
+/// object by object as watch events would build it).
+fn local_evaluators(cluster: &RealCluster) -> (RbacIndex, RbacIndex) {
     let list = |kind: &str| -> Vec<Value> {
         let text = cluster
             .kubectl_ok(&["get", kind, "-A", "-o", "json"], None)
@@ -232,26 +232,26 @@ fn local_evaluators(cluster: &RealCluster) -> (RbacPolicy, RbacIndex) {
     };
     let role = |v: Value| serde_json::from_value::<Role>(v).unwrap();
     let binding = |v: Value| serde_json::from_value::<Binding>(v).unwrap();
-    let mut policy = RbacPolicy::default();
-    let mut index = RbacIndex::default();
+    let mut computed = RbacIndex::new(Aggregation::Computed);
+    let mut stored = RbacIndex::new(Aggregation::Stored);
     // Bindings first: the index must cope with roles arriving after the bindings to them.
     for v in list("clusterrolebindings.rbac.authorization.k8s.io") {
-        index.apply_binding(binding(v.clone()), false);
-        policy.add_cluster_role_binding(binding(v));
+        stored.apply_binding(binding(v.clone()), false);
+        computed.add_cluster_role_binding(binding(v));
     }
     for v in list("rolebindings.rbac.authorization.k8s.io") {
-        index.apply_binding(binding(v.clone()), true);
-        policy.add_role_binding(binding(v));
+        stored.apply_binding(binding(v.clone()), true);
+        computed.add_role_binding(binding(v));
     }
     for v in list("clusterroles.rbac.authorization.k8s.io") {
-        index.apply_role(role(v.clone()), false);
-        policy.add_cluster_role(role(v));
+        stored.apply_role(role(v.clone()), false);
+        computed.add_cluster_role(role(v));
     }
     for v in list("roles.rbac.authorization.k8s.io") {
-        index.apply_role(role(v.clone()), true);
-        policy.add_role(role(v));
+        stored.apply_role(role(v.clone()), true);
+        computed.add_role(role(v));
     }
-    (policy, index)
+    (computed, stored)
 }
 
 fn attributes(case: &Case) -> (UserInfo, ResourceAttributes) {
@@ -292,37 +292,41 @@ fn server_answer(cluster: &RealCluster, case: &Case) -> bool {
     answer["status"]["allowed"] == json!(true)
 }
 
-/// Compares every case with both evaluators (`RbacPolicy` only outside `aggregated` worlds,
-/// where it computes what the server reads as stored); a difference is asked again for up to
-/// 10 s, since the authorizer's caches follow the API a moment behind. Returns (cases,
-/// allowed, differences).
+/// Compares every case with the evaluator in both settings (aggregation computed only
+/// outside `aggregated` worlds, where it computes what the server reads as stored); a
+/// difference is asked again for up to 10 s, since the authorizer's caches follow the API a
+/// moment behind. Returns (cases, allowed, differences).
 fn compare(
     cluster: &RealCluster,
     cases: &[Case],
     aggregated: &BTreeSet<String>,
 ) -> (usize, usize, Vec<String>) {
-    let (policy, index) = local_evaluators(cluster);
+    let (computed, stored) = local_evaluators(cluster);
     let mut differing: Vec<(&Case, &str, bool)> = Vec::new();
     let mut allowed = 0;
     for case in cases {
         let (user, attrs) = attributes(case);
-        let by_index = index.allows(&user, &attrs);
-        allowed += usize::from(by_index);
+        let by_stored = stored.allows(&user, &attrs);
+        allowed += usize::from(by_stored);
         let server = server_answer(cluster, case);
-        if server != by_index {
-            differing.push((case, "RbacIndex", by_index));
+        if server != by_stored {
+            differing.push((case, "RbacIndex::allows (stored)", by_stored));
+        }
+        let reasoned = stored.authorize(&user, &attrs).allowed;
+        if server != reasoned {
+            differing.push((case, "RbacIndex::authorize (stored)", reasoned));
         }
         // The webhook's hot path answers `use` without building the request.
         if case.verb == "use" {
-            let fast = index.may_use(&case.namespace, &case.service_account, &case.spec);
+            let fast = stored.may_use(&case.namespace, &case.service_account, &case.spec);
             if server != fast {
-                differing.push((case, "RbacIndex::may_use", fast));
+                differing.push((case, "RbacIndex::may_use (stored)", fast));
             }
         }
         let world = case.namespace.rsplit_once('-').map_or("", |(w, _)| w);
-        let by_policy = policy.authorize(&user, &attrs).allowed;
-        if !aggregated.contains(world) && server != by_policy {
-            differing.push((case, "RbacPolicy", by_policy));
+        let by_computed = computed.authorize(&user, &attrs).allowed;
+        if !aggregated.contains(world) && server != by_computed {
+            differing.push((case, "RbacIndex::authorize (computed)", by_computed));
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);

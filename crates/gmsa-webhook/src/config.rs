@@ -193,7 +193,7 @@ pub struct Args {
 }
 
 /// Where `use` decisions come from (`--authorization`).
-pub use gmsa_core::rbac_index::AuthorizationMode as Authorization;
+pub use gmsa_core::rbac::AuthorizationMode as Authorization;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use gmsa_core::names as core_names;
-use gmsa_core::rbac_index::AuthorizationMode;
+use gmsa_core::rbac::AuthorizationMode;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };

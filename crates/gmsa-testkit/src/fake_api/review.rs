@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gmsa_core::rbac::{Binding, RbacPolicy, ResourceAttributes, Role, UserInfo};
+use gmsa_core::rbac::{Aggregation, Binding, RbacIndex, ResourceAttributes, Role, UserInfo};
 use serde_json::{json, Map, Value};
 
 use super::resources::{CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS, ROLES, ROLE_BINDINGS};
@@ -183,8 +183,9 @@ fn answer(shared: &Shared, kind: &str, metadata: Value, spec: Value) -> Response
     json_response(StatusCode::CREATED, &body)
 }
 
-/// The RBAC policy as the stored roles and bindings make it now.
-fn policy(shared: &Shared) -> RbacPolicy {
+/// The RBAC policy as the stored roles and bindings make it now, aggregation computed: the fake
+/// runs no aggregation controller.
+fn policy(shared: &Shared) -> RbacIndex {
     let store = lock(&shared.store);
     let at = store.resource_version();
     let objects = |rt| {
@@ -193,7 +194,7 @@ fn policy(shared: &Shared) -> RbacPolicy {
             .into_iter()
             .map(|(_, o)| (*o).clone())
     };
-    let mut policy = RbacPolicy::default();
+    let mut policy = RbacIndex::new(Aggregation::Computed);
     for role in objects(&CLUSTER_ROLES).filter_map(|o| serde_json::from_value::<Role>(o).ok()) {
         policy.add_cluster_role(role);
     }

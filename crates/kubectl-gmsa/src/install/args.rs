@@ -88,8 +88,8 @@ pub struct InstallArgs {
     /// Where the webhook's `use` decisions come from: hybrid (RBAC from its watch caches, an
     /// access review only when RBAC alone does not allow), api (a review every time: when an
     /// authorizer ahead of RBAC can deny), local (never a review).
-    #[arg(long, value_name = "MODE", default_value = "hybrid", value_parser = str::parse::<gmsa_core::rbac_index::AuthorizationMode>)]
-    pub authorization: gmsa_core::rbac_index::AuthorizationMode,
+    #[arg(long, value_name = "MODE", default_value = "hybrid", value_parser = str::parse::<gmsa_core::rbac::AuthorizationMode>)]
+    pub authorization: gmsa_core::rbac::AuthorizationMode,
     /// Kubernetes client rate limit of the webhook (QPS env) [default: the webhook's, 5].
     #[arg(long, value_name = "N")]
     pub qps: Option<f32>,

@@ -5,7 +5,7 @@
 //! grant RBAC makes is found locally. The answers of LocalSubjectAccessReviews (asked when RBAC
 //! alone says no, or always in `api` mode) are kept per (namespace, service account, credential
 //! spec) for a short TTL, and dropped by scope when RBAC changes: only the decisions a change
-//! can affect ([`gmsa_core::rbac_index::Invalidation`]), everything only after a re-list.
+//! can affect ([`gmsa_core::rbac::Invalidation`]), everything only after a re-list.
 //!
 //! Concurrent admissions that need the same review share it, so a Deployment scaling out sends
 //! one review, not one per pod.
@@ -18,8 +18,7 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, Shared, WeakShared};
 use futures::{FutureExt, StreamExt};
-use gmsa_core::rbac;
-use gmsa_core::rbac_index::{Invalidation, RbacIndex};
+use gmsa_core::rbac::{self, Aggregation, Invalidation, RbacIndex};
 use gmsa_core::AccessCheck;
 use gmsa_kube::watch::{self, Change};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -115,7 +114,7 @@ impl DecisionCache {
             deny_ttl,
             armed: AtomicBool::new(false),
             state: Mutex::new(State::default()),
-            rbac: RwLock::new(RbacIndex::default()),
+            rbac: RwLock::new(RbacIndex::new(Aggregation::Stored)),
         }
     }
 

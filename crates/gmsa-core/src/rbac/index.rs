@@ -3,67 +3,20 @@
 //! the API server, at a cost that grows with the bindings naming the service account or one
 //! of its groups, not with all bindings in the cluster.
 //!
-//! Roles are read as stored. In a cluster the aggregation controller writes the rules of
-//! aggregated ClusterRoles into them, and the API server's authorizer reads those; computing
-//! aggregation here ([`crate::rbac::RbacPolicy`] does, for the embedded state) could disagree
-//! with it.
+//! The same index serves the embedded state (a directory of manifests), the CLI's offline
+//! `admit` and the test fake API server, which compute ClusterRole aggregation themselves
+//! ([`Aggregation`]) and show the authorizer's reason text ([`RbacIndex::authorize`]).
 //!
 //! Every change also says which cached decisions it can affect ([`Invalidation`]): a change
 //! that cannot grant or take away `use` of a credential spec affects none.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use crate::names;
-use crate::rbac::{
-    rule_allows, rule_allows_use, Binding, PolicyRule, ResourceAttributes, Role, Subject, UserInfo,
+use super::{
+    rbac_api_group, rule_allows, rule_allows_use, subject_matches, Authorization, Binding,
+    PolicyRule, ResourceAttributes, Role, RoleRef, Subject, UserInfo,
 };
-
-/// Where the webhook's `use` decisions come from (`--authorization`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuthorizationMode {
-    /// RBAC from the watch caches; an access review only when RBAC alone does not allow
-    /// (another authorizer may).
-    #[default]
-    Hybrid,
-    /// An access review for every decision (cached briefly): for clusters where an authorizer
-    /// ahead of RBAC can deny what RBAC allows.
-    Api,
-    /// RBAC from the watch caches alone; never an access review.
-    Local,
-}
-
-impl AuthorizationMode {
-    /// Every mode, as written on the command line.
-    pub const NAMES: [&'static str; 3] = ["hybrid", "api", "local"];
-
-    /// The command-line spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthorizationMode::Hybrid => "hybrid",
-            AuthorizationMode::Api => "api",
-            AuthorizationMode::Local => "local",
-        }
-    }
-}
-
-impl std::fmt::Display for AuthorizationMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for AuthorizationMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "hybrid" => Ok(AuthorizationMode::Hybrid),
-            "api" => Ok(AuthorizationMode::Api),
-            "local" => Ok(AuthorizationMode::Local),
-            _ => Err(format!("{s:?}: write hybrid, api or local")),
-        }
-    }
-}
+use crate::names;
 
 /// A binding's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -127,20 +80,47 @@ impl Invalidation {
     }
 }
 
-/// Roles and bindings, indexed for `use` decisions.
-#[derive(Debug, Clone, Default)]
-pub struct RbacIndex {
-    cluster_roles: HashMap<String, Role>,
-    roles: HashMap<(String, String), Role>,
-    bindings: HashMap<BindingId, Binding>,
-    /// Bindings by the users they name (service accounts as their user names) and by groups.
-    by_user: HashMap<String, HashSet<BindingId>>,
-    by_group: HashMap<String, HashSet<BindingId>>,
+/// How the rules of an aggregated ClusterRole (one with an `aggregationRule`) are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// As stored. In a cluster the aggregation controller writes the selected roles' rules
+    /// into the aggregated one, and the API server's authorizer reads those; computing them
+    /// here could disagree with it. The webhook's setting.
+    Stored,
+    /// Computed from the selectors, as the controller would: where no controller runs (a
+    /// directory of manifests, the test fake API server), the stored rules are whatever the
+    /// author wrote.
+    Computed,
 }
 
-/// Whether a role could grant `use` of some credential spec: only such roles matter here.
-fn could_grant_use(role: &Role) -> bool {
-    role.rules.iter().any(|rule| rule_allows_use(rule, None))
+/// Where a binding is held: numbered in the order bindings were added, the order
+/// [`RbacIndex::authorize`] visits them in. The RBAC authorizer visits them as it lists them;
+/// callers add them as they list or read them, so the reason names the binding it would.
+type Slot = u64;
+
+/// A binding as held, with its identity.
+#[derive(Debug, Clone)]
+struct Held {
+    id: BindingId,
+    binding: Binding,
+}
+
+/// Roles and bindings, indexed by subject: one evaluator for the webhook (fed by watch
+/// events, roles as stored) and for the embedded state, the CLI's `admit` and the test fake
+/// API server (fed whole, aggregation computed).
+#[derive(Debug, Clone)]
+pub struct RbacIndex {
+    aggregation: Aggregation,
+    cluster_roles: HashMap<String, Role>,
+    roles: HashMap<(String, String), Role>,
+    bindings: HashMap<Slot, Held>,
+    /// The slots of each binding: one, or more when a binding was read twice by
+    /// [`RbacIndex::add_role_binding`] or [`RbacIndex::add_cluster_role_binding`].
+    slots: HashMap<BindingId, Vec<Slot>>,
+    next_slot: Slot,
+    /// Bindings by the users they name (service accounts as their user names) and by groups.
+    by_user: HashMap<String, HashSet<Slot>>,
+    by_group: HashMap<String, HashSet<Slot>>,
 }
 
 /// How the authorizer reads a subject of a binding in `binding_ns`; `None` when it never
@@ -148,12 +128,8 @@ fn could_grant_use(role: &Role) -> bool {
 /// a ClusterRoleBinding).
 fn subject_key(subject: &Subject, binding_ns: Option<&str>) -> Option<SubjectKey> {
     match subject.kind.as_str() {
-        "User" if crate::rbac::rbac_api_group(subject) => {
-            Some(SubjectKey::User(subject.name.clone()))
-        }
-        "Group" if crate::rbac::rbac_api_group(subject) => {
-            Some(SubjectKey::Group(subject.name.clone()))
-        }
+        "User" if rbac_api_group(subject) => Some(SubjectKey::User(subject.name.clone())),
+        "Group" if rbac_api_group(subject) => Some(SubjectKey::Group(subject.name.clone())),
         "ServiceAccount" => {
             let ns = subject
                 .namespace
@@ -233,6 +209,20 @@ impl BindingId {
 }
 
 impl RbacIndex {
+    /// An empty index reading aggregated ClusterRoles as `aggregation` says.
+    pub fn new(aggregation: Aggregation) -> Self {
+        Self {
+            aggregation,
+            cluster_roles: HashMap::new(),
+            roles: HashMap::new(),
+            bindings: HashMap::new(),
+            slots: HashMap::new(),
+            next_slot: 0,
+            by_user: HashMap::new(),
+            by_group: HashMap::new(),
+        }
+    }
+
     /// Number of roles and bindings held.
     pub fn len(&self) -> usize {
         self.cluster_roles.len() + self.roles.len() + self.bindings.len()
@@ -268,6 +258,43 @@ impl RbacIndex {
         })
     }
 
+    /// Decides a resource request as the RBAC authorizer does, with its reason text:
+    /// ClusterRoleBindings first, then RoleBindings of the request's namespace, each kind in
+    /// the order added; the first that allows is named, with its first subject matching the
+    /// user. Slower than [`RbacIndex::allows`] (it orders the bindings it finds), for callers
+    /// that show the reason.
+    pub fn authorize(&self, user: &UserInfo, attrs: &ResourceAttributes) -> Authorization {
+        let mut order: Vec<(bool, Slot)> = std::iter::once(self.by_user.get(&user.name))
+            .chain(user.groups.iter().map(|g| self.by_group.get(g)))
+            .flatten()
+            .flatten()
+            .filter_map(|slot| match self.bindings.get(slot)?.id.namespace() {
+                None => Some((false, *slot)),
+                Some(ns) => {
+                    (!attrs.namespace.is_empty() && ns == attrs.namespace).then_some((true, *slot))
+                }
+            })
+            .collect();
+        order.sort_unstable();
+        order.dedup();
+        order
+            .iter()
+            .filter_map(|(_, slot)| self.bindings.get(slot))
+            .find_map(|held| {
+                let binding_ns = held.id.namespace();
+                let binding = &held.binding;
+                let subject = binding
+                    .subjects
+                    .iter()
+                    .find(|s| subject_matches(s, user, binding_ns))?;
+                self.role_allows(&binding.role_ref, binding_ns, &|rule| {
+                    rule_allows(rule, attrs)
+                })
+                .then(|| Authorization::allowed_by(binding, binding_ns, subject))
+            })
+            .unwrap_or_else(Authorization::denied)
+    }
+
     fn any_binding(
         &self,
         user: &str,
@@ -279,42 +306,108 @@ impl RbacIndex {
             .chain(groups.iter().map(|g| self.by_group.get(*g)));
         sets.flatten()
             .flatten()
-            .filter(|id| id.namespace().is_none_or(|ns| ns == namespace))
-            .filter_map(|id| Some((id, self.bindings.get(id)?)))
-            .any(|(id, binding)| {
-                self.role_of(binding, id.namespace())
-                    .is_some_and(|role| role.rules.iter().any(&allows))
-            })
+            .filter_map(|slot| self.bindings.get(slot))
+            .filter(|held| held.id.namespace().is_none_or(|ns| ns == namespace))
+            .any(|held| self.role_allows(&held.binding.role_ref, held.id.namespace(), &allows))
     }
 
-    fn subjects_mut(
-        &mut self,
-        key: SubjectKey,
-    ) -> (&mut HashMap<String, HashSet<BindingId>>, String) {
+    fn subjects_mut(&mut self, key: SubjectKey) -> (&mut HashMap<String, HashSet<Slot>>, String) {
         match key {
             SubjectKey::User(name) => (&mut self.by_user, name),
             SubjectKey::Group(name) => (&mut self.by_group, name),
         }
     }
 
-    fn role_of(&self, binding: &Binding, binding_ns: Option<&str>) -> Option<&Role> {
-        let role_ref = &binding.role_ref;
+    /// Whether the role a binding in `binding_ns` refers to has a rule that `allows`.
+    fn role_allows(
+        &self,
+        role_ref: &RoleRef,
+        binding_ns: Option<&str>,
+        allows: &impl Fn(&PolicyRule) -> bool,
+    ) -> bool {
         match (role_ref.kind.as_str(), binding_ns) {
-            ("ClusterRole", _) => self.cluster_roles.get(&role_ref.name),
-            ("Role", Some(ns)) => self.roles.get(&(ns.to_string(), role_ref.name.clone())),
-            _ => None,
+            ("ClusterRole", _) => {
+                let Some(role) = self.cluster_roles.get(&role_ref.name) else {
+                    return false;
+                };
+                if role.aggregation_rule.is_some() && self.aggregation == Aggregation::Computed {
+                    self.aggregate_allows(role, &mut HashSet::new(), allows)
+                } else {
+                    role.rules.iter().any(allows)
+                }
+            }
+            ("Role", Some(ns)) => self
+                .roles
+                .get(&(ns.to_string(), role_ref.name.clone()))
+                .is_some_and(|role| role.rules.iter().any(allows)),
+            _ => false,
         }
+    }
+
+    /// Whether a ClusterRole as the aggregation controller would fill it has a rule that
+    /// `allows`: an aggregated role's own rules are replaced by those of every other
+    /// ClusterRole its selectors match (themselves aggregated); `visited` ends cycles.
+    fn aggregate_allows<'a>(
+        &'a self,
+        role: &'a Role,
+        visited: &mut HashSet<&'a str>,
+        allows: &impl Fn(&PolicyRule) -> bool,
+    ) -> bool {
+        if !visited.insert(role.metadata.name.as_str()) {
+            return false;
+        }
+        let Some(aggregation) = &role.aggregation_rule else {
+            return role.rules.iter().any(allows);
+        };
+        self.cluster_roles.values().any(|other| {
+            other.metadata.name != role.metadata.name
+                && aggregation
+                    .cluster_role_selectors
+                    .iter()
+                    .any(|s| s.matches(&other.metadata.labels))
+                && self.aggregate_allows(other, visited, allows)
+        })
     }
 
     /// The decisions a binding can affect, given the roles as they are now.
     fn binding_scope(&self, id: &BindingId, binding: &Binding) -> Invalidation {
-        if !self
-            .role_of(binding, id.namespace())
-            .is_some_and(could_grant_use)
-        {
+        if !self.role_allows(&binding.role_ref, id.namespace(), &|rule| {
+            rule_allows_use(rule, None)
+        }) {
             return Invalidation::none();
         }
         reach(id, binding)
+    }
+
+    /// Adds a ClusterRole as a manifest declares it; a later one with the same name replaces
+    /// the earlier.
+    pub fn add_cluster_role(&mut self, role: Role) {
+        self.apply_role(role, false);
+    }
+
+    /// Adds a namespaced Role as a manifest declares it (namespace `default` when absent, as
+    /// `kubectl apply` reads it); a later one with the same name replaces the earlier.
+    pub fn add_role(&mut self, mut role: Role) {
+        role.metadata
+            .namespace
+            .get_or_insert_with(|| "default".into());
+        self.apply_role(role, true);
+    }
+
+    /// Adds a ClusterRoleBinding as a manifest declares it. One read twice is held twice, and
+    /// each is visited: the embedded state has always read a directory that way.
+    pub fn add_cluster_role_binding(&mut self, binding: Binding) {
+        self.insert_binding(BindingId::of(&binding, false), binding);
+    }
+
+    /// Adds a RoleBinding as a manifest declares it (namespace `default` when absent); like
+    /// [`RbacIndex::add_cluster_role_binding`], one read twice is held twice.
+    pub fn add_role_binding(&mut self, mut binding: Binding) {
+        binding
+            .metadata
+            .namespace
+            .get_or_insert_with(|| "default".into());
+        self.insert_binding(BindingId::of(&binding, true), binding);
     }
 
     /// Adds or replaces a Role (`namespaced`) or ClusterRole.
@@ -359,9 +452,13 @@ impl RbacIndex {
     }
 
     /// The decisions a role (in one of its versions) can affect: none unless it could grant
-    /// `use`; else those of the bindings referring to it.
+    /// `use`; else those of the bindings referring to it. With aggregation computed, a
+    /// ClusterRole may grant through every role aggregating it: everything.
     fn role_scope(&self, role: &Role, namespaced: bool) -> Invalidation {
-        if !could_grant_use(role) {
+        if !namespaced && self.aggregation == Aggregation::Computed {
+            return Invalidation::everything();
+        }
+        if !role.rules.iter().any(|rule| rule_allows_use(rule, None)) {
             return Invalidation::none();
         }
         let mut scope = Invalidation::none();
@@ -371,10 +468,10 @@ impl RbacIndex {
             }
             return scope;
         }
-        for (id, binding) in &self.bindings {
-            if binding.role_ref.kind == "ClusterRole" && binding.role_ref.name == role.metadata.name
-            {
-                scope.add(reach(id, binding));
+        for held in self.bindings.values() {
+            let role_ref = &held.binding.role_ref;
+            if role_ref.kind == "ClusterRole" && role_ref.name == role.metadata.name {
+                scope.add(reach(&held.id, &held.binding));
             }
         }
         scope
@@ -384,14 +481,23 @@ impl RbacIndex {
     pub fn apply_binding(&mut self, binding: Binding, namespaced: bool) -> Invalidation {
         let id = BindingId::of(&binding, namespaced);
         let mut scope = self.remove_binding(&id);
-        scope.add(self.binding_scope(&id, &binding));
+        scope.add(self.insert_binding(id, binding));
+        scope
+    }
+
+    /// Holds a binding in a new slot, after every binding held so far.
+    fn insert_binding(&mut self, id: BindingId, binding: Binding) -> Invalidation {
+        let scope = self.binding_scope(&id, &binding);
+        let slot = self.next_slot;
+        self.next_slot += 1;
         for subject in &binding.subjects {
             if let Some(key) = subject_key(subject, id.namespace()) {
                 let (map, name) = self.subjects_mut(key);
-                map.entry(name).or_default().insert(id.clone());
+                map.entry(name).or_default().insert(slot);
             }
         }
-        self.bindings.insert(id, binding);
+        self.slots.entry(id.clone()).or_default().push(slot);
+        self.bindings.insert(slot, Held { id, binding });
         scope
     }
 
@@ -400,22 +506,27 @@ impl RbacIndex {
         self.remove_binding(&BindingId::of(binding, namespaced))
     }
 
+    /// Removes every binding held under `id`.
     fn remove_binding(&mut self, id: &BindingId) -> Invalidation {
-        let Some(old) = self.bindings.remove(id) else {
-            return Invalidation::none();
-        };
-        for subject in &old.subjects {
-            if let Some(key) = subject_key(subject, id.namespace()) {
-                let (map, name) = self.subjects_mut(key);
-                if let Some(ids) = map.get_mut(&name) {
-                    ids.remove(id);
-                    if ids.is_empty() {
-                        map.remove(&name);
+        let mut scope = Invalidation::none();
+        for slot in self.slots.remove(id).unwrap_or_default() {
+            let Some(old) = self.bindings.remove(&slot) else {
+                continue;
+            };
+            for subject in &old.binding.subjects {
+                if let Some(key) = subject_key(subject, id.namespace()) {
+                    let (map, name) = self.subjects_mut(key);
+                    if let Some(slots) = map.get_mut(&name) {
+                        slots.remove(&slot);
+                        if slots.is_empty() {
+                            map.remove(&name);
+                        }
                     }
                 }
             }
+            scope.add(self.binding_scope(id, &old.binding));
         }
-        self.binding_scope(id, &old)
+        scope
     }
 
     /// Replaces every Role (`namespaced`) or ClusterRole, as after a re-list.
@@ -440,7 +551,7 @@ impl RbacIndex {
     /// Replaces every RoleBinding (`namespaced`) or ClusterRoleBinding, as after a re-list.
     pub fn replace_bindings(&mut self, bindings: Vec<Binding>, namespaced: bool) -> Invalidation {
         let stale: Vec<BindingId> = self
-            .bindings
+            .slots
             .keys()
             .filter(|id| id.namespace().is_some() == namespaced)
             .cloned()
@@ -493,7 +604,7 @@ mod tests {
 
     #[test]
     fn answers_through_users_groups_and_namespaces() {
-        let mut index = RbacIndex::default();
+        let mut index = RbacIndex::new(Aggregation::Stored);
         index.apply_role(role(None, "web-user", use_rule(&["web"])), false);
         index.apply_role(role(Some("a"), "local", use_rule(&[])), true);
         index.apply_binding(
@@ -540,7 +651,7 @@ mod tests {
 
     #[test]
     fn updates_and_deletes_are_followed() {
-        let mut index = RbacIndex::default();
+        let mut index = RbacIndex::new(Aggregation::Stored);
         let grant = binding(
             Some("a"),
             "b1",
@@ -573,7 +684,7 @@ mod tests {
 
     #[test]
     fn changes_invalidate_only_what_they_can_affect() {
-        let mut index = RbacIndex::default();
+        let mut index = RbacIndex::new(Aggregation::Stored);
         let unrelated = json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]});
         assert!(index
             .apply_role(role(None, "pod-reader", unrelated.clone()), false)
@@ -632,5 +743,191 @@ mod tests {
             !index.may_use("a", "app", "web"),
             "re-listed without any binding"
         );
+    }
+
+    fn asking(
+        namespace: &str,
+        service_account: &str,
+        spec: &str,
+    ) -> (UserInfo, ResourceAttributes) {
+        (
+            UserInfo::service_account(namespace, service_account),
+            ResourceAttributes::use_credential_spec(namespace, spec),
+        )
+    }
+
+    fn group(name: &str) -> serde_json::Value {
+        json!({"kind": "Group", "name": name, "apiGroup": "rbac.authorization.k8s.io"})
+    }
+
+    #[test]
+    fn aggregation_is_computed_only_when_asked() {
+        let aggregated: Role = serde_json::from_value(json!({
+            "metadata": {"name": "gmsa-users"},
+            "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"gmsa/aggregate": "true"}}]},
+            "rules": []
+        }))
+        .unwrap();
+        let part: Role = serde_json::from_value(json!({
+            "metadata": {"name": "part", "labels": {"gmsa/aggregate": "true"}},
+            "rules": [use_rule(&["web"])]
+        }))
+        .unwrap();
+        let grant = binding(
+            Some("a"),
+            "g",
+            ("ClusterRole", "gmsa-users"),
+            json!([sa(None, "app")]),
+        );
+        let (user, attrs) = asking("a", "app", "web");
+        // The selected part grants only when aggregation is computed.
+        for (aggregation, granted) in [(Aggregation::Computed, true), (Aggregation::Stored, false)]
+        {
+            let mut index = RbacIndex::new(aggregation);
+            index.add_cluster_role(aggregated.clone());
+            index.add_cluster_role(part.clone());
+            index.add_role_binding(grant.clone());
+            assert_eq!(index.may_use("a", "app", "web"), granted, "{aggregation:?}");
+            assert_eq!(index.allows(&user, &attrs), granted, "{aggregation:?}");
+            assert_eq!(
+                index.authorize(&user, &attrs).allowed,
+                granted,
+                "{aggregation:?}"
+            );
+        }
+        // Rules stored in the aggregated role (as the controller writes them) grant only when
+        // read as stored: computing replaces them with the (here absent) parts'.
+        let mut filled = aggregated;
+        filled.rules = part.rules;
+        for (aggregation, granted) in [(Aggregation::Computed, false), (Aggregation::Stored, true)]
+        {
+            let mut index = RbacIndex::new(aggregation);
+            index.add_cluster_role(filled.clone());
+            index.add_role_binding(grant.clone());
+            assert_eq!(index.may_use("a", "app", "web"), granted, "{aggregation:?}");
+            assert_eq!(
+                index.authorize(&user, &attrs).allowed,
+                granted,
+                "{aggregation:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reason_names_the_binding_the_authorizer_visits_first() {
+        let mut index = RbacIndex::new(Aggregation::Computed);
+        index.add_cluster_role(role(None, "web-user", use_rule(&["web"])));
+        let first = binding(
+            Some("a"),
+            "z-first",
+            ("ClusterRole", "web-user"),
+            json!([sa(None, "app")]),
+        );
+        index.add_role_binding(first.clone());
+        index.add_role_binding(binding(
+            Some("a"),
+            "a-second",
+            ("ClusterRole", "web-user"),
+            json!([group("system:serviceaccounts:a"), sa(None, "app")]),
+        ));
+        let (user, attrs) = asking("a", "app", "web");
+        assert_eq!(
+            index.authorize(&user, &attrs).to_string(),
+            r#"allowed (RBAC: allowed by RoleBinding "z-first/a" of ClusterRole "web-user" to ServiceAccount "app/a")"#,
+            "RoleBindings in the order added, not by name"
+        );
+        let cluster = binding(
+            None,
+            "later",
+            ("ClusterRole", "web-user"),
+            json!([group("system:authenticated")]),
+        );
+        index.add_cluster_role_binding(cluster.clone());
+        assert_eq!(
+            index.authorize(&user, &attrs).reason,
+            r#"RBAC: allowed by ClusterRoleBinding "later" of ClusterRole "web-user" to Group "system:authenticated""#,
+            "ClusterRoleBindings first"
+        );
+        index.delete_binding(&cluster, false);
+        index.delete_binding(&first, true);
+        assert_eq!(
+            index.authorize(&user, &attrs).reason,
+            r#"RBAC: allowed by RoleBinding "a-second/a" of ClusterRole "web-user" to Group "system:serviceaccounts:a""#,
+            "the first subject matching the user is named"
+        );
+        let denied = index.authorize(&user, &ResourceAttributes::use_credential_spec("a", "db"));
+        assert_eq!(
+            denied,
+            Authorization {
+                allowed: false,
+                reason: String::new()
+            }
+        );
+        assert_eq!(denied.to_string(), "denied");
+    }
+
+    #[test]
+    fn a_binding_read_twice_is_held_twice_until_applied() {
+        let mut index = RbacIndex::new(Aggregation::Computed);
+        index.add_cluster_role(role(None, "web-user", use_rule(&["web"])));
+        let named = |subject: &str| {
+            binding(
+                Some("a"),
+                "b",
+                ("ClusterRole", "web-user"),
+                json!([sa(None, subject)]),
+            )
+        };
+        index.add_role_binding(named("one"));
+        index.add_role_binding(named("two"));
+        assert_eq!(index.len(), 3);
+        assert!(index.may_use("a", "one", "web") && index.may_use("a", "two", "web"));
+        index.apply_binding(named("three"), true);
+        assert_eq!(index.len(), 2, "applying replaces every version");
+        assert!(!index.may_use("a", "one", "web") && !index.may_use("a", "two", "web"));
+        assert!(index.may_use("a", "three", "web"));
+        index.delete_binding(&named("three"), true);
+        assert!(index.by_user.is_empty() && index.slots.is_empty());
+    }
+
+    #[test]
+    fn manifests_without_a_namespace_are_in_default() {
+        let mut index = RbacIndex::new(Aggregation::Computed);
+        index.add_role(role(None, "local", use_rule(&[])));
+        index.add_role_binding(binding(
+            None,
+            "b",
+            ("Role", "local"),
+            json!([sa(None, "app")]),
+        ));
+        assert!(index.may_use("default", "app", "anything"));
+        assert!(!index.may_use("other", "app", "anything"));
+        // Watch events are read as they come: no namespace is none, not `default`.
+        let mut index = RbacIndex::new(Aggregation::Stored);
+        index.apply_role(role(None, "local", use_rule(&[])), true);
+        index.apply_binding(
+            binding(None, "b", ("Role", "local"), json!([sa(None, "app")])),
+            true,
+        );
+        assert!(!index.may_use("default", "app", "anything"));
+    }
+
+    #[test]
+    fn computed_aggregation_invalidates_everything_on_a_cluster_role_change() {
+        let unrelated = json!({"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]});
+        let mut computed = RbacIndex::new(Aggregation::Computed);
+        assert!(
+            computed
+                .apply_role(role(None, "pod-reader", unrelated.clone()), false)
+                .everything,
+            "a role aggregated into another may grant through it"
+        );
+        assert!(computed
+            .apply_role(role(Some("a"), "pod-reader", unrelated.clone()), true)
+            .is_empty());
+        let mut stored = RbacIndex::new(Aggregation::Stored);
+        assert!(stored
+            .apply_role(role(None, "pod-reader", unrelated), false)
+            .is_empty());
     }
 }
