@@ -366,8 +366,8 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<(),
 
 /// The leaf certificate the webhook presents, PEM-free (DER bytes).
 fn presented(url: &str) -> Result<Vec<u8>, String> {
-    let target = kubectl_gmsa::probe::target(url)?;
-    let answer = kubectl_gmsa::probe::get(&target, "/readyz")?;
+    let target = kubectl_gmsa::direct::target(url)?;
+    let answer = kubectl_gmsa::direct::get(&target, "/readyz")?;
     if answer.status != 200 {
         return Err(format!("/readyz answered {}", answer.status));
     }
@@ -1363,8 +1363,8 @@ fn self_signed_certificates_renew_in_the_cluster_without_a_failed_admission() {
             while !stop.load(Ordering::Relaxed) {
                 for (_, url, _) in &replicas {
                     let before = bundle();
-                    let Ok(target) = kubectl_gmsa::probe::target(url) else { continue };
-                    let Ok(answer) = kubectl_gmsa::probe::get(&target, "/health") else { continue };
+                    let Ok(target) = kubectl_gmsa::direct::target(url) else { continue };
+                    let Ok(answer) = kubectl_gmsa::direct::get(&target, "/health") else { continue };
                     let after = bundle();
                     let now = time::OffsetDateTime::now_utc();
                     let trusted = [&before, &after].iter().any(|b| {

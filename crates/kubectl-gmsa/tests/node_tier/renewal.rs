@@ -167,12 +167,12 @@ pub(crate) fn certificates_renew_under_load(env: &Env) {
             while !stop.load(Ordering::Relaxed) {
                 for ip in env.serving_pod_ips() {
                     let before = env.ca_bundles();
-                    let Ok(target) = kubectl_gmsa::probe::target(&format!("https://{ip}:8443"))
+                    let Ok(target) = kubectl_gmsa::direct::target(&format!("https://{ip}:8443"))
                     else {
                         continue;
                     };
                     // A pod that stops between the listing and the handshake is not serving.
-                    let Ok(answer) = kubectl_gmsa::probe::get(&target, "/health") else {
+                    let Ok(answer) = kubectl_gmsa::direct::get(&target, "/health") else {
                         continue;
                     };
                     let after = env.ca_bundles();
