@@ -411,15 +411,16 @@ impl Session {
             .await
     }
 
-    /// [`Session::search`] for a base that may not exist (noSuchObject gives no entries).
-    pub(crate) async fn search_if_exists(
+    /// The entries right below `base` that match, none when `base` does not exist: for a
+    /// container that only some directories have (noSuchObject is not an error here).
+    pub(crate) async fn children_if_exists(
         &mut self,
         operation: &'static str,
         base: &str,
-        scope: Scope,
         filter: &str,
         attributes: &[&str],
     ) -> Result<Vec<SearchEntry>, AdError> {
+        let scope = Scope::OneLevel;
         self.search_in(operation, base, scope, filter, attributes, true)
             .await
     }

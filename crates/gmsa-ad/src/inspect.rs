@@ -38,10 +38,9 @@ impl Directory {
         );
         let entries = self
             .session
-            .search_if_exists(
+            .children_if_exists(
                 "KDS root key search",
                 &base,
-                Scope::OneLevel,
                 "(objectClass=msKds-ProvRootKey)",
                 &["cn", "msKds-UseStartTime"],
             )

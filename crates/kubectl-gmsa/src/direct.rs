@@ -26,6 +26,13 @@ struct AcceptAny {
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
+impl AcceptAny {
+    /// The provider's signature algorithms: signatures are checked, whoever signed.
+    fn algorithms(&self) -> &rustls::crypto::WebPkiSupportedAlgorithms {
+        &self.provider.signature_verification_algorithms
+    }
+}
+
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(
         &self,
@@ -44,12 +51,7 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, self.algorithms())
     }
 
     fn verify_tls13_signature(
@@ -58,18 +60,11 @@ impl ServerCertVerifier for AcceptAny {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, self.algorithms())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.algorithms().supported_schemes()
     }
 }
 
@@ -208,7 +203,6 @@ mod tests {
     use std::net::{Ipv4Addr, TcpListener};
     use std::time::Instant;
 
-    use gmsa_testkit::one_answer::OneAnswer;
     use gmsa_testkit::real_cluster::LoopbackTls;
     use rustls::pki_types::pem::PemObject as _;
 
@@ -219,13 +213,12 @@ mod tests {
     fn returns_the_presented_chain_status_and_body() {
         let dir = tempfile::tempdir().unwrap();
         let tls = LoopbackTls::generate(dir.path(), "webhook").unwrap();
-        let server = OneAnswer::start(
-            &tls.cert_path,
-            &tls.key_path,
-            "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
+        let server = tls
+            .answer_once(
+                "HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n\
              3\r\nnot\r\n6\r\n ready\r\n0\r\n\r\n",
-        )
-        .unwrap();
+            )
+            .unwrap();
         let target = target(&format!(
             "https://localhost:{}/mutate",
             server.addr().port()

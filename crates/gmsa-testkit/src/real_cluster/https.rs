@@ -160,7 +160,6 @@ fn causes(error: &dyn Error) -> String {
 mod tests {
     use super::super::LoopbackTls;
     use super::*;
-    use crate::one_answer::OneAnswer;
 
     /// Framing is hyper's: a chunked answer (here with a chunk extension) comes back whole,
     /// and the request carries what the API server needs.
@@ -168,13 +167,12 @@ mod tests {
     fn sends_the_token_and_body_and_reads_a_chunked_answer() {
         let dir = tempfile::tempdir().unwrap();
         let tls = LoopbackTls::generate(dir.path(), "https").unwrap();
-        let server = OneAnswer::start(
-            &tls.cert_path,
-            &tls.key_path,
-            "HTTP/1.1 422 Unprocessable Entity\r\nTransfer-Encoding: chunked\r\n\
+        let server = tls
+            .answer_once(
+                "HTTP/1.1 422 Unprocessable Entity\r\nTransfer-Encoding: chunked\r\n\
              Connection: close\r\n\r\n4\r\nWiki\r\n5;x=y\r\npedia\r\n0\r\n\r\n",
-        )
-        .unwrap();
+            )
+            .unwrap();
         let url = format!("https://{}/apis/x?watch=false", server.addr());
         let answer = https_request("POST", &url, &tls.ca_pem, Some("t0ken"), Some("{}"));
         let request = server.request().unwrap().to_ascii_lowercase();
@@ -200,12 +198,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let served = LoopbackTls::generate(dir.path(), "served").unwrap();
         let other = LoopbackTls::generate(dir.path(), "other").unwrap();
-        let server = OneAnswer::start(
-            &served.cert_path,
-            &served.key_path,
-            "HTTP/1.1 200 OK\r\n\r\n",
-        )
-        .unwrap();
+        let server = served.answer_once("HTTP/1.1 200 OK\r\n\r\n").unwrap();
         let url = format!("https://{}/readyz", server.addr());
         let err = https_get(&url, &other.ca_pem, None).unwrap_err();
         assert!(

@@ -24,6 +24,12 @@ pub struct LoopbackTls {
 }
 
 impl LoopbackTls {
+    /// A server on a free loopback port that presents this certificate and answers one
+    /// request with `answer` (raw HTTP), keeping the request for the test to read.
+    pub fn answer_once(&self, answer: &str) -> std::io::Result<crate::one_answer::OneAnswer> {
+        crate::one_answer::OneAnswer::start(&self.cert_path, &self.key_path, answer)
+    }
+
     /// Generates the CA and serving certificate into `dir` as `<prefix>-ca.crt`,
     /// `<prefix>.crt` and `<prefix>.key`.
     pub fn generate(dir: &Path, prefix: &str) -> Result<Self, ClusterError> {
