@@ -33,6 +33,71 @@ pub async fn installed_admission(
     Ok(Admission::Webhook)
 }
 
+/// Another install's admission in this cluster: a mutating webhook configuration or
+/// admission policy labelled as ours, of an install with another `--name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherInstall {
+    /// The object found, as `Kind name`.
+    pub object: String,
+    /// Its install's `--name`.
+    pub name: String,
+}
+
+impl fmt::Display for OtherInstall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.name;
+        write!(
+            f,
+            "another GMSA admission install is in this cluster: {} (install --name {name}). Both \
+             would answer every GMSA pod, and this one could not see its own admission take \
+             effect. Change that install by running install with --name {name} (and its \
+             --namespace), or remove it first: kubectl gmsa uninstall --name {name} (helm \
+             uninstall for a chart release)",
+            self.object
+        )
+    }
+}
+
+/// The first admission object of an install other than `settings.name`, if any. A server
+/// without admission policies answers 404 for their kind, which reads as none.
+pub async fn other_install(
+    client: &Client,
+    settings: &Settings,
+) -> Result<Option<OtherInstall>, kube::Error> {
+    let selector = format!(
+        "{}={},{}!={}",
+        gmsa_deploy::names::LABEL_NAME,
+        gmsa_deploy::names::APP_NAME,
+        gmsa_deploy::names::LABEL_INSTANCE,
+        settings.name
+    );
+    for kind in [
+        Kind::MutatingWebhookConfiguration,
+        Kind::MutatingAdmissionPolicy,
+    ] {
+        let info = kind.info();
+        let listed = match api(client, info, None)
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => list.items,
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        };
+        if let Some(found) = listed.into_iter().next() {
+            let labels = found.metadata.labels.unwrap_or_default();
+            return Ok(Some(OtherInstall {
+                object: format!("{} {}", info.kind, found.metadata.name.unwrap_or_default()),
+                name: labels
+                    .get(gmsa_deploy::names::LABEL_INSTANCE)
+                    .cloned()
+                    .unwrap_or_default(),
+            }));
+        }
+    }
+    Ok(None)
+}
+
 /// What applying one object did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

@@ -422,6 +422,35 @@ fn switching_to_policies_and_back_on_current_kube() {
         "{row:#}"
     );
 
+    // A second install under another name is refused before it changes anything: both would
+    // answer every GMSA pod, and its wait could see the other's policies answer instead.
+    let out = gmsa(
+        &cluster,
+        &[
+            "install",
+            "--apply",
+            "--no-wait",
+            "--admission",
+            "policies",
+            "--name",
+            "gmsa-second",
+        ],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "nothing was changed: another GMSA admission install is in this cluster: \
+             MutatingAdmissionPolicy gmsa-webhook-inline (install --name gmsa-webhook)"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!exists(
+        &cluster,
+        "mutatingadmissionpolicy",
+        "gmsa-second-inline"
+    ));
+
     // The same install moved to a namespace of its own: doctor finds it there, and its fixes
     // reinstall it there rather than put a second copy in gmsa-system.
     gmsa_ok(&cluster, &["uninstall"]);

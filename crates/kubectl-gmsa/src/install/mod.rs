@@ -128,6 +128,12 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
         Ok(None) => {}
         Err(e) => eprintln!("note: could not read the CRD's stored versions ({e:#}); `kubectl gmsa doctor` checks again"),
     }
+    // Two installs would both answer every GMSA pod, and each waits for its own answer.
+    match crate::apply::other_install(&client, &settings).await {
+        Ok(Some(other)) => bail!("nothing was changed: {other}"),
+        Ok(None) => {}
+        Err(e) => eprintln!("note: could not look for another GMSA install ({e:#})"),
+    }
     let server_dry_run = args.apply.server_dry_run();
     let applier = Applier {
         client: client.clone(),
