@@ -450,6 +450,44 @@ fn switching_to_policies_and_back_on_current_kube() {
         "mutatingadmissionpolicy",
         "gmsa-second-inline"
     ));
+    // An install from before that refusal (here only its labelled configuration) is what
+    // doctor names.
+    cluster
+        .apply(
+            &json!({"apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "MutatingWebhookConfiguration",
+                    "metadata": {"name": "gmsa-old-admission", "labels": {
+                        "app.kubernetes.io/name": "gmsa-webhook",
+                        "app.kubernetes.io/instance": "gmsa-old"}},
+                    "webhooks": []})
+            .to_string(),
+        )
+        .unwrap();
+    let (_, findings) = doctor(&cluster);
+    let row = expect(
+        &findings,
+        "other-install",
+        "MutatingWebhookConfiguration gmsa-old-admission",
+        "warn",
+        "install --name gmsa-old answers GMSA pods too, beside gmsa-webhook",
+    );
+    assert!(
+        row["fix"]
+            .as_str()
+            .unwrap()
+            .starts_with("keep one: kubectl gmsa uninstall --name gmsa-old"),
+        "{row:#}"
+    );
+    cluster
+        .kubectl_ok(
+            &[
+                "delete",
+                "mutatingwebhookconfiguration",
+                "gmsa-old-admission",
+            ],
+            None,
+        )
+        .unwrap();
 
     // The same install moved to a namespace of its own: doctor finds it there, and its fixes
     // reinstall it there rather than put a second copy in gmsa-system.

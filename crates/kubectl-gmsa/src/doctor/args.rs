@@ -16,6 +16,7 @@ GMSACredentialSpec is well formed; and for each pod that names a credential spec
 exists, its service account may `use` it, the contents were inlined and still match, the pod
 targets Windows nodes, and no other pod with the same spec shares its NetBIOS host name (the
 first 15 characters of its host name): FAIL when both run, WARN while one is still Pending.
+A reference webhook or an install with another --name beside this one is a WARN.
 In policy mode the webhook rows give way to the policies and their bindings, each spec's
 published contents, the cost of the spec count (WARN beyond 10 specs) and the keeper.
 Fixes are install commands for the mode found (webhook or policies) and its namespace.

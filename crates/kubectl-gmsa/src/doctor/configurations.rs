@@ -189,3 +189,33 @@ pub(super) async fn check_reference(client: &Client, fixes: &Fixes, report: &mut
         ),
     }
 }
+
+/// Another install (another `--name`, or a chart release) registered beside the one examined:
+/// pods go through both, and install refuses to add to either.
+pub(super) async fn check_other_install(client: &Client, fixes: &Fixes, report: &mut Report) {
+    let examined = gmsa_deploy::Settings {
+        name: fixes.name.clone(),
+        ..gmsa_deploy::Settings::default()
+    };
+    match crate::apply::other_install(client, &examined).await {
+        Ok(None) => {}
+        Ok(Some(other)) => {
+            let name = &other.name;
+            report.warn(
+                "other-install",
+                &other.object,
+                format!("install --name {name} answers GMSA pods too, beside {}", fixes.name),
+                format!(
+                    "keep one: kubectl gmsa uninstall --name {name} (helm uninstall for a chart release); `kubectl gmsa doctor --name {name}` examines it"
+                ),
+            );
+        }
+        Err(e) => report.warn(
+            "other-install",
+            "",
+            format!("cannot look for another install: {e}"),
+            "check your permissions: `kubectl auth can-i list mutatingwebhookconfigurations`"
+                .into(),
+        ),
+    }
+}

@@ -158,6 +158,7 @@ async fn examine(args: &DoctorArgs) -> (Report, Option<String>) {
         }
     }
     configurations::check_reference(&client, &fixes, &mut report).await;
+    configurations::check_other_install(&client, &fixes, &mut report).await;
     let specs = credspecs::check(&client, &fixes, &mut report).await;
     let pods = pods::check(&client, args, &specs, &fixes, &mut report).await;
     let steps = args
