@@ -353,6 +353,16 @@ pub fn webhook_selector_labels(settings: &Settings) -> BTreeMap<String, String> 
     labels(settings, names::WEBHOOK_ROLE)
 }
 
+/// [`selector_labels`] as a label selector (`key=value,...`), for lists of the install's
+/// Deployment and pods in any namespace.
+pub fn selector(settings: &Settings) -> String {
+    selector_labels(settings)
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The labels that select the Deployment's pods, whatever their role.
 pub fn selector_labels(settings: &Settings) -> BTreeMap<String, String> {
     BTreeMap::from([

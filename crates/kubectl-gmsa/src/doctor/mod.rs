@@ -69,13 +69,8 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitStatus> {
 async fn install_namespace(client: &kube::Client, settings: &Settings) -> String {
     let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
         kube::Api::all(client.clone());
-    let selector = gmsa_deploy::selector_labels(settings)
-        .iter()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let listed = deployments
-        .list(&kube::api::ListParams::default().labels(&selector))
+        .list(&kube::api::ListParams::default().labels(&gmsa_deploy::selector(settings)))
         .await;
     if let Some(namespace) = listed
         .ok()

@@ -183,12 +183,10 @@ async fn keeper(client: &Client, name: &str, fixes: &Fixes, report: &mut Report)
         client.clone(),
         &kube::api::ApiResource::erase::<k8s_openapi::api::apps::v1::Deployment>(&()),
     );
-    let selector = format!(
-        "{}={name},{}={}",
-        gmsa_deploy::names::LABEL_INSTANCE,
-        gmsa_deploy::names::LABEL_NAME,
-        gmsa_deploy::names::APP_NAME
-    );
+    let selector = gmsa_deploy::selector(&gmsa_deploy::Settings {
+        name: name.to_string(),
+        ..gmsa_deploy::Settings::default()
+    });
     let found = match api.list(&ListParams::default().labels(&selector)).await {
         Ok(list) => list.items,
         Err(e) => {
