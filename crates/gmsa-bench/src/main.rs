@@ -124,6 +124,9 @@ enum Part {
         /// Rounds per spec count (the median counts).
         #[arg(long)]
         rounds: Option<usize>,
+        /// Specs the bench namespace's contents object holds in `namespaced` mode (default 10).
+        #[arg(long)]
+        namespace_specs: Option<usize>,
     },
     /// Instructions per admission: `decide` under callgrind at two iteration counts.
     Callgrind {
@@ -247,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             modes,
             pods,
             rounds,
+            namespace_specs,
         }) => {
             use gmsa_bench::admission_modes::{self, Plan as ModesPlan};
             let exe = std::env::current_exe()?;
@@ -263,6 +267,7 @@ fn main() -> anyhow::Result<()> {
             }
             plan.pods = pods.unwrap_or(plan.pods);
             plan.rounds = rounds.unwrap_or(plan.rounds);
+            plan.namespace_specs = namespace_specs.unwrap_or(plan.namespace_specs);
             let rows = admission_modes::run(&plan)?;
             println!("{}", serde_json::to_string(&rows)?);
             if let Some(path) = write_report {

@@ -3,8 +3,10 @@
 //! with the configurations install renders) and the admission policies install renders (no
 //! process at all). Each cell creates pods naming a credential spec, as a client would, and
 //! reports their latency and the CPU time the API server (and the webhook) spent per created
-//! pod, with 1, 100 and 1,000 specs: policies with parameters are evaluated once per spec.
-//! `routed`, `routed-configmap` and `shards` are the prototypes of issue 21 (`routed.rs`).
+//! pod, with 1, 100 and 1,000 specs (10,000 on request): policies with parameters are evaluated
+//! once per spec.
+//! `routed`, `routed-configmap`, `shards`, `marked`, `namespaced` and `namespaced-unmarked` are
+//! the prototypes of issue 21 (`routed.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -56,6 +58,14 @@ pub enum Mode {
     /// [`Mode::Shards`] plus one `use` binding whose parameters are the specs labelled
     /// unpublished (none while the keeper keeps up): the cost of the marked-spec design.
     Marked,
+    /// [`Mode::Marked`] with one contents object per namespace (a namespaced custom resource
+    /// holding the specs that namespace may use) instead of the ConfigMap shards: the mutating
+    /// binding names it without a namespace, so each pod reads its own namespace's object.
+    Namespaced,
+    /// [`Mode::Namespaced`] without the `use` binding over the specs labelled unpublished, to
+    /// tell that binding's cost (its selector lists every spec for every pod) from the rest
+    /// (measured, not offered: it does not see a spec's edit).
+    NamespacedUnmarked,
 }
 
 impl Mode {
@@ -68,6 +78,8 @@ impl Mode {
             Mode::RoutedConfigmap => "routed-cm",
             Mode::Shards => "shards",
             Mode::Marked => "marked",
+            Mode::Namespaced => "namespaced",
+            Mode::NamespacedUnmarked => "ns-unmarked",
         }
     }
 }
@@ -86,9 +98,31 @@ pub struct Plan {
     pub rounds: usize,
     /// This program: the webhook runs as `<exe> target --kind kube-cached`.
     pub exe: PathBuf,
+    /// Specs the bench namespace's contents object holds in `namespaced` mode (at most the
+    /// cluster's count).
+    pub namespace_specs: usize,
 }
 
+/// Above this many specs, a mode evaluated once per spec takes seconds per pod: its cells
+/// create [`SLOW_SHARE`] of the pods.
+pub const SLOW_ABOVE: usize = 1000;
+pub const SLOW_SHARE: usize = 20;
+
 impl Plan {
+    /// Measured and warm-up pods of one cell.
+    pub fn cell(&self, mode: Mode, specs: usize) -> (usize, usize) {
+        if specs > SLOW_ABOVE
+            && matches!(mode, Mode::Policies | Mode::Routed | Mode::RoutedConfigmap)
+        {
+            (
+                (self.pods / SLOW_SHARE).max(10),
+                (self.warmup / SLOW_SHARE).max(2),
+            )
+        } else {
+            (self.pods, self.warmup)
+        }
+    }
+
     pub fn full(exe: PathBuf) -> Self {
         Self {
             spec_counts: vec![1, 100, 1000],
@@ -98,6 +132,7 @@ impl Plan {
             connections: 4,
             rounds: 3,
             exe,
+            namespace_specs: routed::NAMESPACE_SPECS,
         }
     }
 
@@ -110,6 +145,7 @@ impl Plan {
             connections: 2,
             rounds: 1,
             exe,
+            namespace_specs: routed::NAMESPACE_SPECS,
         }
     }
 }
@@ -129,16 +165,18 @@ pub struct Row {
     pub apiserver_cpu_ms: f64,
     /// The webhook process's CPU per created pod (webhook mode only).
     pub webhook_cpu_ms: Option<f64>,
+    /// The kube-apiserver's live heap at the end of the window, right after a collection
+    /// (`go_memstats_heap_alloc_bytes`), MiB.
+    pub apiserver_heap_mib: f64,
     pub first_failure: Option<String>,
 }
 
 /// Runs every cell on one current kube-apiserver.
 pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
-    // GMSA_BENCH_PROFILING=1 serves /debug/pprof, to see where the API server's time goes.
+    // /debug/pprof: its heap profile with gc=1 collects garbage before the heap is read, and
+    // it shows where the API server's time goes.
     let mut options = gmsa_testkit::real_cluster::ApiServerOptions::default();
-    if std::env::var_os("GMSA_BENCH_PROFILING").is_some_and(|v| v == "1") {
-        options.extra_args.push("--profiling=true".into());
-    }
+    options.extra_args.push("--profiling=true".into());
     let cluster =
         RealCluster::start_with(ServerVersion::Current, &options).map_err(|e| anyhow!("{e}"))?;
     eprintln!("kube-apiserver {} ready", cluster.version());
@@ -164,7 +202,7 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 let prefix = format!("c{cell_number}");
                 let warm = runtime.block_on(client.create_pods(
                     &format!("{prefix}w"),
-                    plan.warmup,
+                    plan.cell(mode, specs).1,
                     plan.connections,
                 ))?;
                 if warm.failures > 0 {
@@ -176,13 +214,17 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 }
                 let apiserver_before = apiserver_cpu(&cluster)?;
                 let webhook_before = on.webhook_cpu();
-                let outcome =
-                    runtime.block_on(client.create_pods(&prefix, plan.pods, plan.connections))?;
+                let outcome = runtime.block_on(client.create_pods(
+                    &prefix,
+                    plan.cell(mode, specs).0,
+                    plan.connections,
+                ))?;
                 let apiserver = apiserver_cpu(&cluster)?.saturating_sub(apiserver_before);
                 let webhook = on
                     .webhook_cpu()
                     .zip(webhook_before)
                     .map(|(after, before)| after.saturating_sub(before));
+                let apiserver_heap_mib = apiserver_heap_mib(&cluster)?;
                 check_stored(&cluster, &format!("{prefix}-0"), mode)?;
                 let per_pod =
                     |cpu: Duration| cpu.as_secs_f64() * 1000.0 / outcome.created.max(1) as f64;
@@ -196,15 +238,17 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
                     p99_ms: outcome.latency.value_at_quantile(0.99) as f64 / 1000.0,
                     apiserver_cpu_ms: per_pod(apiserver),
                     webhook_cpu_ms: webhook.map(per_pod),
+                    apiserver_heap_mib,
                     first_failure: outcome.first_failure,
                 };
                 eprintln!(
-                    "{specs:>5} specs {:>8}: {:.0} pods/s, p50 {:.1} ms, p99 {:.1} ms, API server {:.2} ms CPU/pod{}, {} failed",
+                    "{specs:>5} specs {:>8}: {:.0} pods/s, p50 {:.1} ms, p99 {:.1} ms, API server {:.2} ms CPU/pod, {:.0} MiB{}, {} failed",
                     row.mode,
                     row.pods_per_s,
                     row.p50_ms,
                     row.p99_ms,
                     row.apiserver_cpu_ms,
+                    row.apiserver_heap_mib,
                     row.webhook_cpu_ms
                         .map(|w| format!(", webhook {w:.2} ms"))
                         .unwrap_or_default(),
@@ -231,9 +275,11 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
     cluster
         .apply_crd(&gmsa_deploy::crd::custom_resource_definition().to_string())
         .map_err(|e| anyhow!("{e}"))?;
-    cluster
-        .apply_crd(&routed::shard_crd().to_string())
-        .map_err(|e| anyhow!("{e}"))?;
+    for crd in [routed::shard_crd(), routed::namespaced_crd()] {
+        cluster
+            .apply_crd(&crd.to_string())
+            .map_err(|e| anyhow!("{e}"))?;
+    }
     let rbac = "rbac.authorization.k8s.io";
     let webhook = crate::real_server::webhook_user_grant();
     let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
@@ -313,11 +359,16 @@ impl Admission {
         let mut collections = Vec::new();
         let (objects, webhook) = match mode {
             Mode::None => (Vec::new(), None),
-            Mode::Routed | Mode::RoutedConfigmap | Mode::Shards | Mode::Marked => {
-                let kind = if mode == Mode::Routed {
-                    routed::ShardKind::Custom
-                } else {
-                    routed::ShardKind::ConfigMap
+            Mode::Routed
+            | Mode::RoutedConfigmap
+            | Mode::Shards
+            | Mode::Marked
+            | Mode::Namespaced
+            | Mode::NamespacedUnmarked => {
+                let kind = match mode {
+                    Mode::Routed => routed::ShardKind::Custom,
+                    Mode::Namespaced | Mode::NamespacedUnmarked => routed::ShardKind::Namespaced,
+                    _ => routed::ShardKind::ConfigMap,
                 };
                 let settings = gmsa_deploy::Settings {
                     kube_version: version,
@@ -326,7 +377,10 @@ impl Admission {
                 };
                 // Bindings first, then the shards vouching for the specs (the keeper's order).
                 // Created, not applied: a shard is too big for kubectl's last-applied copy.
-                let per_spec = if matches!(mode, Mode::Shards | Mode::Marked) {
+                let per_spec = if matches!(
+                    mode,
+                    Mode::Shards | Mode::Marked | Mode::Namespaced | Mode::NamespacedUnmarked
+                ) {
                     0
                 } else {
                     specs.len()
@@ -341,7 +395,12 @@ impl Admission {
                             routed::use_binding(i, name),
                         )
                     });
-                let shards = routed::shards(specs, kind)
+                let held = if kind == routed::ShardKind::Namespaced {
+                    &specs[..plan.namespace_specs.min(specs.len())]
+                } else {
+                    specs
+                };
+                let shards = routed::shards(held, kind)
                     .into_iter()
                     .map(|shard| (kind.collection(NS), shard));
                 for (collection, object) in bindings.chain(shards) {
@@ -358,8 +417,14 @@ impl Admission {
                 }
                 collections = ROUTED_COLLECTIONS.iter().map(|c| c.to_string()).collect();
                 collections.push(format!("/api/v1/namespaces/{NS}/configmaps"));
+                collections.push(routed::ShardKind::Namespaced.collection(NS));
                 (
-                    routed::objects(&settings, kind, NS, mode == Mode::Marked),
+                    routed::objects(
+                        &settings,
+                        kind,
+                        NS,
+                        matches!(mode, Mode::Marked | Mode::Namespaced),
+                    ),
                     None,
                 )
             }
@@ -549,6 +614,28 @@ fn delete_pods(cluster: &RealCluster) -> anyhow::Result<()> {
         bail!("deleting the pods: HTTP {status}: {body}");
     }
     Ok(())
+}
+
+/// The API server's heap after a collection: resident memory keeps what Go has not yet
+/// returned from earlier cells.
+fn apiserver_heap_mib(cluster: &RealCluster) -> anyhow::Result<f64> {
+    let (status, _) = cluster
+        .request("GET", "/debug/pprof/heap?gc=1", None)
+        .map_err(|e| anyhow!("{e}"))?;
+    if status != 200 {
+        bail!("/debug/pprof/heap: HTTP {status}");
+    }
+    let (status, metrics) = cluster
+        .request("GET", "/metrics", None)
+        .map_err(|e| anyhow!("{e}"))?;
+    let bytes = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("go_memstats_heap_alloc_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    match (status, bytes) {
+        (200, Some(bytes)) => Ok(bytes / 1024.0 / 1024.0),
+        _ => bail!("/metrics: HTTP {status}, no go_memstats_heap_alloc_bytes"),
+    }
 }
 
 fn apiserver_cpu(cluster: &RealCluster) -> anyhow::Result<Duration> {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Mode, Plan, Row};
+use super::{Mode, Plan, Row, SLOW_ABOVE};
 use crate::section::ADMISSION_MODES;
 
 /// The rows as the section of BENCHMARKS.md, markers included.
@@ -20,19 +20,41 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
          `policies` is the admission policies `install --admission policies` renders, with no \
          process on the path. CPU is the kube-apiserver's user+system time over the window \
          (`/proc`, 10 ms ticks) divided by the pods created, and the webhook's the same way. \
-         Every mode's first pod is read back: contents inlined in `webhook` and `policies`, \
-         none in `none`. Modes interleave, {} rounds; the round with the median API-server CPU \
-         is shown. Measured with `{command}`.\n",
+         The heap is the API server's `go_memstats_heap_alloc_bytes` right after a collection \
+         (`/debug/pprof/heap?gc=1`) at the end of the cell, pods still stored; it carries what \
+         earlier cells left (watch-cache history), so compare it within one spec count. \
+         Every mode's first pod is read back: contents inlined in every mode but `none`. Modes \
+         interleave, {} rounds; the round with the median API-server CPU is shown. Measured \
+         with `{command}`.\n",
         plan.pods,
         plan.warmup,
         plan.connections,
         plan.rounds.max(1)
     );
+    if plan.spec_counts.iter().any(|&n| n > SLOW_ABOVE) {
+        let (pods, warmup) = plan.cell(Mode::Policies, SLOW_ABOVE + 1);
+        let _ = writeln!(
+            out,
+            "Above {SLOW_ABOVE} specs, a mode evaluated once per spec takes seconds per pod: its \
+             cells create {pods} pods (after {warmup}).\n"
+        );
+    }
+    if plan.modes.contains(&Mode::Namespaced) {
+        let _ = writeln!(
+            out,
+            "`namespaced` is the prototype of issue 21 (`admission_modes/routed.rs`): the \
+             mutating policy's one parameter is the pod's own namespace's contents object (a \
+             namespaced custom resource, here holding {} specs: those the namespace may use, \
+             whatever the cluster's count), and the `use` policy's parameters are only the specs \
+             labelled unpublished (none here).\n",
+            plan.namespace_specs
+        );
+    }
     let _ = writeln!(
         out,
-        "| specs | mode | pods/s | p50 | p99 | API server CPU/pod | vs none | webhook CPU/pod | failed |"
+        "| specs | mode | pods/s | p50 | p99 | API server CPU/pod | vs none | webhook CPU/pod | API server heap | failed |"
     );
-    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let floor = rows
             .iter()
@@ -40,10 +62,14 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
             .map(|r| r.apiserver_cpu_ms);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {} of {} |",
+            "| {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {} | {} | {:.0} MiB | {} of {} |",
             row.specs,
             row.mode,
-            row.pods_per_s,
+            if row.pods_per_s < 10.0 {
+                format!("{:.2}", row.pods_per_s)
+            } else {
+                format!("{:.0}", row.pods_per_s)
+            },
             row.p50_ms,
             row.p99_ms,
             row.apiserver_cpu_ms,
@@ -54,12 +80,15 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
             row.webhook_cpu_ms
                 .map(|w| format!("{w:.2} ms"))
                 .unwrap_or_else(|| "–".into()),
+            row.apiserver_heap_mib,
             row.failures,
             row.pods + row.failures
         );
     }
-    if let Some(growth) = growth(rows, Mode::Policies) {
-        let _ = writeln!(out, "\n{growth}");
+    for mode in [Mode::Policies, Mode::Namespaced] {
+        if let Some(growth) = growth(rows, mode) {
+            let _ = writeln!(out, "\n{growth}");
+        }
     }
     let _ = writeln!(out, "{}", ADMISSION_MODES.end);
     out
@@ -74,11 +103,17 @@ fn growth(rows: &[Row], mode: Mode) -> Option<String> {
         return None;
     }
     let extra = (last.specs - first.specs) as f64;
+    let why = match mode {
+        Mode::Policies => {
+            ": the API server evaluates the mutating policy and the `use` policy once per spec \
+             (parameter), and each spec the pod does not name, though it stops at the policies' \
+             one match condition, costs that much."
+        }
+        _ => ".",
+    };
     Some(format!(
-        "In `{}` mode, going from {} to {} specs adds {:.1} µs of API-server CPU and {:.1} µs \
-         of p50 latency per pod for each spec added: the API server evaluates the mutating \
-         policy and the `use` policy once per spec (parameter), and each spec the pod does not \
-         name, though it stops at the policies' one match condition, costs that much.",
+        "In `{}` mode, going from {} to {} specs adds {:.2} µs of API-server CPU and {:.2} µs \
+         of p50 latency per pod for each spec added{why}",
         mode.name(),
         first.specs,
         last.specs,

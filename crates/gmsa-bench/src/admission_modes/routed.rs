@@ -45,6 +45,53 @@
 //! - mutating bindings cannot be routed by what the pod names: all of them are matched before
 //!   any mutation (`policy/generic/policy_dispatcher.go` 138-205), and a reinvocation runs
 //!   only invocations already run once (`policy/mutating/dispatcher.go` 176).
+//!
+//! Why ConfigMap shards are out for good: the stopped ConfigMap informer is an upstream bug
+//! (kubernetes/kubernetes#130887, fix proposed in #141015, not merged at v1.37.2). It takes no
+//! uninstall, only one refresh with no binding of a policy with that `paramKind`, and then a
+//! policy may validate against an object etcd no longer holds. Custom-resource parameters get
+//! an informer of their own, started again for a later policy.
+//!
+//! `namespaced` is the one design left whose per-pod cost does not grow with the number of
+//! specs: a binding's `paramRef` with a `name` and no `namespace` makes the API server read the
+//! object of that name in the *request's* namespace, a cached get, one invocation. Each
+//! namespace that may use specs gets one `GMSANamespaceContents` (a custom resource, so no
+//! stopped informer) holding the contents of the specs its service accounts may use; the `use`
+//! policy's parameters are only the specs labelled unpublished, as in `marked`.
+//!
+//! Measured (BENCHMARKS.md; `gmsa-bench policies --specs 1000,10000 --modes
+//! none,webhook,namespaced,namespaced-unmarked --rounds 2`), API-server CPU per pod at 10,000
+//! specs: webhook 3.1 ms, `namespaced-unmarked` (the contents object alone) 4.35 ms with a p50 of
+//! 8.9 ms against the webhook's 6.6 ms, `namespaced` 15.2 ms. The contents object costs what
+//! the webhook does at every count; the unpublished binding does not: a `paramRef.selector` is
+//! answered by listing the parameter informer's whole store and matching each object's labels
+//! (`CollectParams`, `policy_dispatcher.go` 376-386), about 1 µs per spec per pod, and that
+//! informer holds every spec (about 80 MiB of heap at 10,000). A synchronous mark can only be
+//! written on the spec itself (an admission policy changes nothing but its own object), and
+//! the only ways a pod's policies reach one spec are a selector over all of them or a binding
+//! per spec (7 µs each), so a design that refuses an edited spec while the keeper is down pays
+//! per spec on every pod, however cheaply. The choices left: that scan (at 1,000 specs already
+//! 1.8× the webhook's CPU, 4.9 against 2.6 ms), or no mark (an edit made while the keeper is down keeps its old
+//! contents until the keeper is back, which the issue rules out).
+//!
+//! What a pod costs otherwise grows with what its namespace may use (the object is converted
+//! whole), not with the cluster. What the product would still need, none of it built here:
+//! - the keeper scoping each namespace's object by RBAC (the specs some service account of the
+//!   namespace may `use`, an over-approximation is safe: the `pods` policy still asks the
+//!   authorizer); a grant of every spec to every service account puts every spec in every
+//!   namespace's object, back to a cost that grows with the cluster (and one object holds at
+//!   most about 2,000 specs before etcd's 1.5 MiB limit);
+//! - a mutating policy on the spec's own create and `credspec` update setting the unpublished
+//!   label, and a finalizer so that a deleted spec stays (terminating, still usable) until the
+//!   keeper has taken it out of every namespace's object, instead of staying usable unseen;
+//! - the keeper clearing a label (and a finalizer) only once every API server answers with the
+//!   new objects: one watch per resource delivers in resourceVersion order, so a canary entry
+//!   written last and seen through a dry-run pod on each API server of the `kubernetes`
+//!   endpoints proves the earlier writes are seen there too. Without it an API server whose
+//!   contents informer lags its spec informer would inline an edited spec's old contents;
+//! - messages: a spec labelled unpublished is "changed, not yet published"; a name the
+//!   namespace's object does not hold is "not published for this namespace" (no such spec, or
+//!   no grant the keeper saw).
 
 use gmsa_deploy::policies::{self, cel};
 use serde_json::{json, Value};
@@ -69,7 +116,19 @@ pub enum ShardKind {
     Custom,
     /// ConfigMaps in the bench namespace: `data` the contents, the range in annotations.
     ConfigMap,
+    /// One `GMSANamespaceContents` per namespace, named [`NAMESPACE_CONTENTS`], holding the
+    /// specs that namespace may use: the binding's `paramRef` has a name and no namespace, so
+    /// the API server reads the one object of the pod's own namespace (a cached get, one
+    /// invocation), however many specs the cluster has.
+    Namespaced,
 }
+
+/// The name of a namespace's contents object ([`ShardKind::Namespaced`]).
+pub const NAMESPACE_CONTENTS: &str = "gmsa-contents";
+/// How many specs the bench namespace's contents object holds by default: what a namespace's
+/// service accounts may use, not the cluster's count.
+pub const NAMESPACE_SPECS: usize = 10;
+const NAMESPACED_KIND: &str = "GMSANamespaceContents";
 
 const FROM: &str = "gmsa.windows.k8s.io/from";
 const TO: &str = "gmsa.windows.k8s.io/to";
@@ -77,7 +136,7 @@ const TO: &str = "gmsa.windows.k8s.io/to";
 impl ShardKind {
     fn entries(self) -> &'static str {
         match self {
-            ShardKind::Custom => "params.entries",
+            ShardKind::Custom | ShardKind::Namespaced => "params.entries",
             ShardKind::ConfigMap => "params.data",
         }
     }
@@ -89,6 +148,8 @@ impl ShardKind {
                 format!("params.metadata.?annotations[?'{FROM}'].orValue('')"),
                 format!("params.metadata.?annotations[?'{TO}'].orValue('')"),
             ),
+            // One object answers for every name of its namespace.
+            ShardKind::Namespaced => ("''".into(), "''".into()),
         }
     }
 
@@ -98,6 +159,9 @@ impl ShardKind {
                 json!({"apiVersion": format!("{GROUP}/{SHARD_VERSION}"), "kind": SHARD_KIND})
             }
             ShardKind::ConfigMap => json!({"apiVersion": "v1", "kind": "ConfigMap"}),
+            ShardKind::Namespaced => {
+                json!({"apiVersion": format!("{GROUP}/{SHARD_VERSION}"), "kind": NAMESPACED_KIND})
+            }
         }
     }
 
@@ -108,6 +172,10 @@ impl ShardKind {
                 json!({"namespace": namespace, "selector": {"matchLabels": {MODE_LABEL: NAME}},
                                            "parameterNotFoundAction": "Allow"})
             }
+            // No namespace: the request's own.
+            ShardKind::Namespaced => {
+                json!({"name": NAMESPACE_CONTENTS, "parameterNotFoundAction": "Allow"})
+            }
         }
     }
 
@@ -116,6 +184,11 @@ impl ShardKind {
         match self {
             ShardKind::Custom => format!("/apis/{GROUP}/{SHARD_VERSION}/gmsacontentsshards"),
             ShardKind::ConfigMap => format!("/api/v1/namespaces/{namespace}/configmaps"),
+            ShardKind::Namespaced => {
+                format!(
+                    "/apis/{GROUP}/{SHARD_VERSION}/namespaces/{namespace}/gmsanamespacecontents"
+                )
+            }
         }
     }
 }
@@ -158,6 +231,38 @@ pub fn shard_crd() -> Value {
     })
 }
 
+/// The CRD of the per-namespace contents objects: the published contents of the specs a
+/// namespace may use.
+pub fn namespaced_crd() -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("gmsanamespacecontents.{GROUP}"), "annotations": {
+            gmsa_deploy::names::API_APPROVED_ANNOTATION: gmsa_deploy::names::API_APPROVED_VALUE}},
+        "spec": {
+            "group": GROUP, "scope": "Namespaced",
+            "names": {"kind": NAMESPACED_KIND, "plural": "gmsanamespacecontents", "singular": "gmsanamespacecontents", "listKind": format!("{NAMESPACED_KIND}List")},
+            "versions": [{"name": SHARD_VERSION, "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+                    "entries": {"type": "object", "additionalProperties": {"type": "string"}}
+                }}}}]
+        }
+    })
+}
+
+/// A namespace's contents object (created in it), holding `specs`.
+pub fn namespace_contents(specs: &[(String, String)]) -> Value {
+    let entries: serde_json::Map<String, Value> = specs
+        .iter()
+        .map(|(n, c)| (n.clone(), Value::String(c.clone())))
+        .collect();
+    json!({
+        "apiVersion": format!("{GROUP}/{SHARD_VERSION}"), "kind": NAMESPACED_KIND,
+        "metadata": {"name": NAMESPACE_CONTENTS, "labels": {MODE_LABEL: NAME}},
+        "entries": entries
+    })
+}
+
 /// The shards for `specs` (name, contents), by sorted name: each holds a range `[from, to)`
 /// (`to` empty for the last), so exactly one shard answers for any name.
 pub fn shards(specs: &[(String, String)], kind: ShardKind) -> Vec<Value> {
@@ -165,6 +270,9 @@ pub fn shards(specs: &[(String, String)], kind: ShardKind) -> Vec<Value> {
     sorted.sort();
     let chunks: Vec<&[&(String, String)]> = sorted.chunks(SHARD_SIZE).collect();
     let mut out = Vec::new();
+    if kind == ShardKind::Namespaced {
+        return vec![namespace_contents(specs)];
+    }
     for (i, chunk) in chunks.iter().enumerate() {
         let from = if i == 0 {
             String::new()
@@ -185,7 +293,8 @@ pub fn shards(specs: &[(String, String)], kind: ShardKind) -> Vec<Value> {
                 "metadata": {"name": format!("{NAME}-{i}"), "labels": {MODE_LABEL: NAME}},
                 "from": from, "to": to, "entries": entries
             }),
-            ShardKind::ConfigMap => json!({
+            // (Namespaced returned above.)
+            ShardKind::ConfigMap | ShardKind::Namespaced => json!({
                 "apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": format!("{NAME}-{i}"), "labels": {MODE_LABEL: NAME},
                              "annotations": {FROM: from, TO: to}},
@@ -454,6 +563,35 @@ mod tests {
             assert_eq!(holders.len(), 1, "{name}");
             assert_eq!(holders[0]["entries"][name], *contents);
         }
+    }
+
+    #[test]
+    fn a_namespace_reads_its_own_contents_object() {
+        let objects = objects(
+            &gmsa_deploy::Settings::default(),
+            ShardKind::Namespaced,
+            "bench",
+            true,
+        );
+        let binding = &objects[1];
+        assert_eq!(binding["kind"], "MutatingAdmissionPolicyBinding");
+        // No namespace: the API server takes the request's.
+        assert_eq!(
+            binding["spec"]["paramRef"],
+            json!({"name": NAMESPACE_CONTENTS, "parameterNotFoundAction": "Allow"})
+        );
+        let specs: Vec<(String, String)> =
+            (0..3).map(|i| (format!("s{i}"), format!("c{i}"))).collect();
+        let held = shards(&specs, ShardKind::Namespaced);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0]["metadata"]["name"], NAMESPACE_CONTENTS);
+        assert_eq!(held[0]["entries"]["s2"], "c2");
+        // The `use` policy's parameters are the unpublished specs only.
+        assert!(objects
+            .iter()
+            .any(
+                |o| o["spec"]["paramRef"]["selector"]["matchLabels"][UNPUBLISHED_LABEL] == "true"
+            ));
     }
 
     #[test]
