@@ -126,9 +126,9 @@ pub const NOT_USABLE: &str =
 
 /// Above this many credential specs, policy mode costs the API server more than twice the CPU
 /// per GMSA pod that the webhook does. The API server evaluates both per-spec policies once
-/// for every spec on every GMSA pod; measured on v1.37.2 (BENCHMARKS.md, "Policy mode"): 5.2
-/// ms with one spec and about 0.35 ms more per spec, against 3.5 to 4.6 ms with the webhook at
-/// any count.
+/// for every spec on every GMSA pod; measured on v1.37.2 (BENCHMARKS.md, "Policy mode"): 3.8
+/// ms with one spec and about 0.33 ms more per spec up to 1,000 (more beyond), against 2.5 to
+/// 4.4 ms with the webhook at any count.
 pub const SPECS_WITHIN_TWICE_THE_WEBHOOK: usize = 10;
 
 /// What policy mode costs with `specs` credential specs, when that is more than the webhook
