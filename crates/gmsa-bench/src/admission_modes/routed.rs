@@ -212,42 +212,48 @@ fn labelled(n: &str) -> String {
     format!("object.metadata.?labels[?{}].hasValue()", route_key(n))
 }
 
-/// The CRD of the contents shards: a name range and the published contents of the specs in it.
-pub fn shard_crd() -> Value {
+/// A CRD of this prototype: `kind` with its names (plural, singular), an `entries` map of
+/// published contents and the given other string fields.
+fn crd(kind: &str, (plural, singular): (&str, &str), scope: &str, strings: &[&str]) -> Value {
+    let mut properties = json!({
+        "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+        "entries": {"type": "object", "additionalProperties": {"type": "string"}}
+    });
+    for field in strings {
+        properties[*field] = json!({"type": "string"});
+    }
     json!({
         "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("gmsacontentsshards.{GROUP}"), "annotations": {
+        "metadata": {"name": format!("{plural}.{GROUP}"), "annotations": {
             gmsa_deploy::names::API_APPROVED_ANNOTATION: gmsa_deploy::names::API_APPROVED_VALUE}},
         "spec": {
-            "group": GROUP, "scope": "Cluster",
-            "names": {"kind": SHARD_KIND, "plural": "gmsacontentsshards", "singular": "gmsacontentsshard", "listKind": format!("{SHARD_KIND}List")},
+            "group": GROUP, "scope": scope,
+            "names": {"kind": kind, "plural": plural, "singular": singular, "listKind": format!("{kind}List")},
             "versions": [{"name": SHARD_VERSION, "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
-                    "from": {"type": "string"}, "to": {"type": "string"},
-                    "entries": {"type": "object", "additionalProperties": {"type": "string"}}
-                }}}}]
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": properties}}}]
         }
     })
+}
+
+/// The CRD of the contents shards: a name range and the published contents of the specs in it.
+pub fn shard_crd() -> Value {
+    crd(
+        SHARD_KIND,
+        ("gmsacontentsshards", "gmsacontentsshard"),
+        "Cluster",
+        &["from", "to"],
+    )
 }
 
 /// The CRD of the per-namespace contents objects: the published contents of the specs a
 /// namespace may use.
 pub fn namespaced_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": format!("gmsanamespacecontents.{GROUP}"), "annotations": {
-            gmsa_deploy::names::API_APPROVED_ANNOTATION: gmsa_deploy::names::API_APPROVED_VALUE}},
-        "spec": {
-            "group": GROUP, "scope": "Namespaced",
-            "names": {"kind": NAMESPACED_KIND, "plural": "gmsanamespacecontents", "singular": "gmsanamespacecontents", "listKind": format!("{NAMESPACED_KIND}List")},
-            "versions": [{"name": SHARD_VERSION, "served": true, "storage": true,
-                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
-                    "entries": {"type": "object", "additionalProperties": {"type": "string"}}
-                }}}}]
-        }
-    })
+    crd(
+        NAMESPACED_KIND,
+        ("gmsanamespacecontents", "gmsanamespacecontents"),
+        "Namespaced",
+        &[],
+    )
 }
 
 /// A namespace's contents object (created in it), holding `specs`.
