@@ -5,8 +5,8 @@
 //! reports their latency and the CPU time the API server (and the webhook) spent per created
 //! pod, with 1, 100 and 1,000 specs (10,000 on request): policies with parameters are evaluated
 //! once per spec.
-//! `routed`, `routed-configmap`, `shards`, `marked`, `namespaced` and `namespaced-unmarked` are
-//! the prototypes of issue 21 (`routed.rs`).
+//! `routed`, `routed-configmap`, `shards`, `marked` and the `namespaced` modes are the
+//! prototypes of issue 21 (`routed.rs`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -66,6 +66,9 @@ pub enum Mode {
     /// tell that binding's cost (its selector lists every spec for every pod) from the rest
     /// (measured, not offered: it does not see a spec's edit).
     NamespacedUnmarked,
+    /// [`Mode::Namespaced`] with no `use` policy at all: the pod path of the design where a
+    /// spec's `credspec` cannot change (no mark needed, no informer over the specs).
+    NamespacedImmutable,
 }
 
 impl Mode {
@@ -80,6 +83,7 @@ impl Mode {
             Mode::Marked => "marked",
             Mode::Namespaced => "namespaced",
             Mode::NamespacedUnmarked => "ns-unmarked",
+            Mode::NamespacedImmutable => "ns-immutable",
         }
     }
 }
@@ -364,10 +368,13 @@ impl Admission {
             | Mode::Shards
             | Mode::Marked
             | Mode::Namespaced
-            | Mode::NamespacedUnmarked => {
+            | Mode::NamespacedUnmarked
+            | Mode::NamespacedImmutable => {
                 let kind = match mode {
                     Mode::Routed => routed::ShardKind::Custom,
-                    Mode::Namespaced | Mode::NamespacedUnmarked => routed::ShardKind::Namespaced,
+                    Mode::Namespaced | Mode::NamespacedUnmarked | Mode::NamespacedImmutable => {
+                        routed::ShardKind::Namespaced
+                    }
                     _ => routed::ShardKind::ConfigMap,
                 };
                 let settings = gmsa_deploy::Settings {
@@ -379,7 +386,11 @@ impl Admission {
                 // Created, not applied: a shard is too big for kubectl's last-applied copy.
                 let per_spec = if matches!(
                     mode,
-                    Mode::Shards | Mode::Marked | Mode::Namespaced | Mode::NamespacedUnmarked
+                    Mode::Shards
+                        | Mode::Marked
+                        | Mode::Namespaced
+                        | Mode::NamespacedUnmarked
+                        | Mode::NamespacedImmutable
                 ) {
                     0
                 } else {
@@ -423,7 +434,11 @@ impl Admission {
                         &settings,
                         kind,
                         NS,
-                        matches!(mode, Mode::Marked | Mode::Namespaced),
+                        match mode {
+                            Mode::Marked | Mode::Namespaced => routed::UseParams::Unpublished,
+                            Mode::NamespacedImmutable => routed::UseParams::Nothing,
+                            _ => routed::UseParams::Ephemeral,
+                        },
                     ),
                     None,
                 )

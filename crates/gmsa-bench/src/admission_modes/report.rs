@@ -39,14 +39,21 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
              cells create {pods} pods (after {warmup}).\n"
         );
     }
-    if plan.modes.contains(&Mode::Namespaced) {
+    let namespaced = [
+        Mode::Namespaced,
+        Mode::NamespacedUnmarked,
+        Mode::NamespacedImmutable,
+    ];
+    if namespaced.iter().any(|m| plan.modes.contains(m)) {
         let _ = writeln!(
             out,
-            "`namespaced` is the prototype of issue 21 (`admission_modes/routed.rs`): the \
-             mutating policy's one parameter is the pod's own namespace's contents object (a \
+            "The `namespaced` modes are the prototype of issue 21 (`admission_modes/routed.rs`): \
+             the mutating policy's one parameter is the pod's own namespace's contents object (a \
              namespaced custom resource, here holding {} specs: those the namespace may use, \
-             whatever the cluster's count), and the `use` policy's parameters are only the specs \
-             labelled unpublished (none here).\n",
+             whatever the cluster's count). In `namespaced` the `use` policy's parameters are \
+             the specs labelled unpublished (none here) and, for new ephemeral containers, every \
+             spec; `ns-unmarked` keeps only the latter; `ns-immutable` has no `use` policy \
+             (the design where a spec's `credspec` cannot change).\n",
             plan.namespace_specs
         );
     }
@@ -85,7 +92,7 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
             row.pods + row.failures
         );
     }
-    for mode in [Mode::Policies, Mode::Namespaced] {
+    for mode in [Mode::Policies, Mode::Namespaced, Mode::NamespacedImmutable] {
         if let Some(growth) = growth(rows, mode) {
             let _ = writeln!(out, "\n{growth}");
         }

@@ -61,7 +61,7 @@
 //!
 //! Measured (BENCHMARKS.md; `gmsa-bench policies --specs 1000,10000 --modes
 //! none,webhook,namespaced,namespaced-unmarked --rounds 2`), API-server CPU per pod at 10,000
-//! specs: webhook 3.1 ms, `namespaced-unmarked` (the contents object alone) 4.35 ms with a p50 of
+//! specs: webhook 3.1 ms, `namespaced-unmarked` (no unpublished binding) 4.35 ms with a p50 of
 //! 8.9 ms against the webhook's 6.6 ms, `namespaced` 15.2 ms. The contents object costs what
 //! the webhook does at every count; the unpublished binding does not: a `paramRef.selector` is
 //! answered by listing the parameter informer's whole store and matching each object's labels
@@ -70,9 +70,22 @@
 //! written on the spec itself (an admission policy changes nothing but its own object), and
 //! the only ways a pod's policies reach one spec are a selector over all of them or a binding
 //! per spec (7 µs each), so a design that refuses an edited spec while the keeper is down pays
-//! per spec on every pod, however cheaply. The choices left: that scan (at 1,000 specs already
-//! 1.8× the webhook's CPU, 4.9 against 2.6 ms), or no mark (an edit made while the keeper is down keeps its old
-//! contents until the keeper is back, which the issue rules out).
+//! per spec on every pod, however cheaply. The choices left:
+//! - that scan: at 1,000 specs already 1.8× the webhook's CPU (4.9 against 2.6 ms);
+//! - no mark: an edit made while the keeper is down keeps its old contents until the keeper is
+//!   back, which the issue rules out;
+//! - no edit: in this mode a spec's `credspec` cannot change (a validating policy on the spec's
+//!   update, as an immutable ConfigMap), and a spec is replaced by deleting and creating it.
+//!   With the finalizer below, every contents entry then belongs to a spec object that exists
+//!   (terminating, maybe) with exactly that `credspec`, and a new spec has no entry until the
+//!   keeper writes one: nothing is ever inlined stale, and no policy needs a spec as a
+//!   parameter, so the spec informer (and its heap) goes too. The price is a behaviour: README's
+//!   "a spec just created or edited" row becomes "edits refused; delete and create again".
+//!   This is the candidate to build: `namespaced-immutable` measures its pod path. Against the
+//!   webhook in the same run (`--modes none,webhook,namespaced-immutable,namespaced`), API-server
+//!   CPU per pod was 1.35×, 1.24×, 1.18× and 0.73× at 1, 100, 1,000 and 10,000 specs, p50 11.0
+//!   against 9.3 ms at 1 spec and 7.1 against 8.0 ms at 10,000, heap at 10,000 357 against
+//!   349 MiB (`namespaced` 430).
 //!
 //! What a pod costs otherwise grows with what its namespace may use (the object is converted
 //! whole), not with the cluster. What the product would still need, none of it built here:
@@ -433,7 +446,7 @@ fn mutating_binding(kind: ShardKind, namespace: &str) -> Value {
 
 /// Today's policies with the `use` and per-request ones renamed, the per-request one refusing
 /// contents no per-spec check saw.
-fn validating_policies(settings: &gmsa_deploy::Settings) -> Vec<Value> {
+fn validating_policies(settings: &gmsa_deploy::Settings) -> [Value; 2] {
     let mut use_policy =
         serde_json::to_value(policies::use_policy_object(settings)).unwrap_or_default();
     use_policy["metadata"] = json!({"name": format!("{NAME}-use"), "labels": {MODE_LABEL: NAME}});
@@ -471,7 +484,7 @@ fn validating_policies(settings: &gmsa_deploy::Settings) -> Vec<Value> {
             validations.push(json!({"expression": expression, "messageExpression": message, "reason": "Invalid"}));
         }
     }
-    vec![use_policy, pods]
+    [use_policy, pods]
 }
 
 fn binding(name: String, policy: &str, param_ref: Option<Value>, matching: Option<Value>) -> Value {
@@ -509,16 +522,33 @@ pub fn use_binding(i: usize, spec: &str) -> Value {
 /// policy on the spec itself, so synchronously) until the keeper has published the change.
 pub const UNPUBLISHED_LABEL: &str = "gmsa.windows.k8s.io/unpublished";
 
+/// Which specs the `use` policy takes as parameters, besides the per-spec bindings of
+/// `routed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseParams {
+    /// Every spec, for new ephemeral containers only (their pod's labels cannot change).
+    Ephemeral,
+    /// Those, and for every pod the specs labelled [`UNPUBLISHED_LABEL`].
+    Unpublished,
+    /// None: no `use` policy, so no informer over the specs (an immutable `credspec`).
+    Nothing,
+}
+
 pub fn objects(
     settings: &gmsa_deploy::Settings,
     kind: ShardKind,
     namespace: &str,
-    marked: bool,
+    uses: UseParams,
 ) -> Vec<Value> {
     let mut out = vec![mutating_policy(kind), mutating_binding(kind, namespace)];
-    out.extend(validating_policies(settings));
+    let [use_policy, pods] = validating_policies(settings);
+    out.push(pods);
     out.push(binding(format!("{NAME}-pods"), "pods", None, None));
-    if marked {
+    if uses == UseParams::Nothing {
+        return out;
+    }
+    out.push(use_policy);
+    if uses == UseParams::Unpublished {
         // Only the specs changed since their last publication are parameters: a pod naming
         // one is refused until the keeper has caught up.
         out.push(binding(
@@ -577,7 +607,7 @@ mod tests {
             &gmsa_deploy::Settings::default(),
             ShardKind::Namespaced,
             "bench",
-            true,
+            UseParams::Unpublished,
         );
         let binding = &objects[1];
         assert_eq!(binding["kind"], "MutatingAdmissionPolicyBinding");
@@ -592,6 +622,18 @@ mod tests {
         assert_eq!(held.len(), 1);
         assert_eq!(held[0]["metadata"]["name"], NAMESPACE_CONTENTS);
         assert_eq!(held[0]["entries"]["s2"], "c2");
+        // Without a `use` policy, nothing takes a spec as a parameter.
+        let immutable = super::objects(
+            &gmsa_deploy::Settings::default(),
+            ShardKind::Namespaced,
+            "bench",
+            UseParams::Nothing,
+        );
+        assert_eq!(immutable.len(), 4);
+        assert!(immutable
+            .iter()
+            .all(|o| o["metadata"]["name"].as_str() != Some("routed-use")
+                && o["spec"]["policyName"].as_str() != Some("routed-use")));
         // The `use` policy's parameters are the unpublished specs only.
         assert!(objects
             .iter()
