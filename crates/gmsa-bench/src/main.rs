@@ -101,8 +101,9 @@ enum Part {
         modes: Vec<gmsa_webhook::config::Authorization>,
     },
     /// Pod creation on a real kube-apiserver (v1.37.2, built by hack/build-kube-apiserver.sh)
-    /// with no GMSA admission, the webhook and the admission policies, with 1, 100 and 1,000
-    /// credential specs: latency and API-server CPU per created pod. With --write-report the
+    /// with no GMSA admission, the webhook and the admission policies, with 1, 100, 1,000 and
+    /// 10,000 credential specs: latency, API-server CPU per created pod and the API server's
+    /// heap (about 40 minutes, most of it policy mode at 10,000 specs). With --write-report the
     /// section of BENCHMARKS.md is replaced. Example:
     /// cargo run --release -p gmsa-bench -- policies --write-report
     Policies {
@@ -112,7 +113,7 @@ enum Part {
         /// Replace the section in FILE (default BENCHMARKS.md).
         #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "BENCHMARKS.md")]
         write_report: Option<PathBuf>,
-        /// The spec counts, in order (default 1,100,1000).
+        /// The spec counts, in order (default 1,100,1000,10000).
         #[arg(long, value_delimiter = ',')]
         specs: Vec<usize>,
         /// The modes, in the order each round runs them (default none,webhook,policies).
