@@ -19,12 +19,13 @@ use serde_json::{json, Value};
 
 use crate::machine;
 use crate::rounds;
-use crate::target::{Running, TargetKind, TargetSpec};
 
+mod admission;
 mod pods;
 mod report;
 pub mod routed;
 
+use admission::Admission;
 use pods::{pod, Client};
 pub use report::markdown;
 
@@ -86,6 +87,31 @@ impl Mode {
             Mode::NamespacedImmutable => "ns-immutable",
         }
     }
+
+    /// The prototype of issue 21 a mode measures, if any.
+    pub fn prototype(self) -> Option<routed::Prototype> {
+        use routed::{Prototype, ShardKind, UseParams};
+        let (kind, uses, per_spec_bindings) = match self {
+            Mode::None | Mode::Webhook | Mode::Policies => return None,
+            Mode::Routed => (ShardKind::Custom, UseParams::Ephemeral, true),
+            Mode::RoutedConfigmap => (ShardKind::ConfigMap, UseParams::Ephemeral, true),
+            Mode::Shards => (ShardKind::ConfigMap, UseParams::Ephemeral, false),
+            Mode::Marked => (ShardKind::ConfigMap, UseParams::Unpublished, false),
+            Mode::Namespaced => (ShardKind::Namespaced, UseParams::Unpublished, false),
+            Mode::NamespacedUnmarked => (ShardKind::Namespaced, UseParams::Ephemeral, false),
+            Mode::NamespacedImmutable => (ShardKind::Namespaced, UseParams::Nothing, false),
+        };
+        Some(Prototype {
+            kind,
+            uses,
+            per_spec_bindings,
+        })
+    }
+
+    /// Whether a pod costs the API server a policy invocation per spec.
+    fn per_spec(self) -> bool {
+        self == Mode::Policies || self.prototype().is_some_and(|p| p.per_spec_bindings)
+    }
 }
 
 /// The cells to run.
@@ -115,9 +141,7 @@ pub const SLOW_SHARE: usize = 20;
 impl Plan {
     /// Measured and warm-up pods of one cell.
     pub fn cell(&self, mode: Mode, specs: usize) -> (usize, usize) {
-        if specs > SLOW_ABOVE
-            && matches!(mode, Mode::Policies | Mode::Routed | Mode::RoutedConfigmap)
-        {
+        if specs > SLOW_ABOVE && mode.per_spec() {
             (
                 (self.pods / SLOW_SHARE).max(10),
                 (self.warmup / SLOW_SHARE).max(2),
@@ -204,9 +228,10 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 let on = Admission::enable(&cluster, plan, mode, &created)?;
                 wait_until(&cluster, mode != Mode::None)?;
                 let prefix = format!("c{cell_number}");
+                let (pods, warmup) = plan.cell(mode, specs);
                 let warm = runtime.block_on(client.create_pods(
                     &format!("{prefix}w"),
-                    plan.cell(mode, specs).1,
+                    warmup,
                     plan.connections,
                 ))?;
                 if warm.failures > 0 {
@@ -218,11 +243,8 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
                 }
                 let apiserver_before = apiserver_cpu(&cluster)?;
                 let webhook_before = on.webhook_cpu();
-                let outcome = runtime.block_on(client.create_pods(
-                    &prefix,
-                    plan.cell(mode, specs).0,
-                    plan.connections,
-                ))?;
+                let outcome =
+                    runtime.block_on(client.create_pods(&prefix, pods, plan.connections))?;
                 let apiserver = apiserver_cpu(&cluster)?.saturating_sub(apiserver_before);
                 let webhook = on
                     .webhook_cpu()
@@ -341,220 +363,6 @@ fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<(String, Strin
         bail!("creating {name}: HTTP {status}: {body}");
     }
     Ok((name, contents))
-}
-
-/// What a mode put in the cluster, taken out by [`Admission::disable`].
-struct Admission {
-    /// (kubectl kind, name) of every object applied.
-    objects: Vec<(String, String)>,
-    /// Collections to delete by [`routed::MODE_LABEL`] (API paths).
-    collections: Vec<String>,
-    webhook: Option<Running>,
-}
-
-impl Admission {
-    fn enable(
-        cluster: &RealCluster,
-        plan: &Plan,
-        mode: Mode,
-        specs: &[(String, String)],
-    ) -> anyhow::Result<Self> {
-        let version = gmsa_deploy::KubeVersion::new(1, cluster.version().minor());
-        let mut collections = Vec::new();
-        let (objects, webhook) = match mode {
-            Mode::None => (Vec::new(), None),
-            Mode::Routed
-            | Mode::RoutedConfigmap
-            | Mode::Shards
-            | Mode::Marked
-            | Mode::Namespaced
-            | Mode::NamespacedUnmarked
-            | Mode::NamespacedImmutable => {
-                let kind = match mode {
-                    Mode::Routed => routed::ShardKind::Custom,
-                    Mode::Namespaced | Mode::NamespacedUnmarked | Mode::NamespacedImmutable => {
-                        routed::ShardKind::Namespaced
-                    }
-                    _ => routed::ShardKind::ConfigMap,
-                };
-                let settings = gmsa_deploy::Settings {
-                    kube_version: version,
-                    admission: gmsa_deploy::Admission::Policies,
-                    ..gmsa_deploy::Settings::default()
-                };
-                // Bindings first, then the shards vouching for the specs (the keeper's order).
-                // Created, not applied: a shard is too big for kubectl's last-applied copy.
-                let per_spec = if matches!(
-                    mode,
-                    Mode::Shards
-                        | Mode::Marked
-                        | Mode::Namespaced
-                        | Mode::NamespacedUnmarked
-                        | Mode::NamespacedImmutable
-                ) {
-                    0
-                } else {
-                    specs.len()
-                };
-                let bindings = specs
-                    .iter()
-                    .take(per_spec)
-                    .enumerate()
-                    .map(|(i, (name, _))| {
-                        (
-                            ROUTED_COLLECTIONS[0].to_string(),
-                            routed::use_binding(i, name),
-                        )
-                    });
-                let held = if kind == routed::ShardKind::Namespaced {
-                    &specs[..plan.namespace_specs.min(specs.len())]
-                } else {
-                    specs
-                };
-                let shards = routed::shards(held, kind)
-                    .into_iter()
-                    .map(|shard| (kind.collection(NS), shard));
-                for (collection, object) in bindings.chain(shards) {
-                    let (status, body) = cluster
-                        .request("POST", &collection, Some(&object.to_string()))
-                        .map_err(|e| anyhow!("{e}"))?;
-                    if status != 201 {
-                        bail!(
-                            "creating {}: HTTP {status}: {}",
-                            object["metadata"]["name"],
-                            &body[..body.len().min(400)]
-                        );
-                    }
-                }
-                collections = ROUTED_COLLECTIONS.iter().map(|c| c.to_string()).collect();
-                collections.push(format!("/api/v1/namespaces/{NS}/configmaps"));
-                collections.push(routed::ShardKind::Namespaced.collection(NS));
-                (
-                    routed::objects(
-                        &settings,
-                        kind,
-                        NS,
-                        match mode {
-                            Mode::Marked | Mode::Namespaced => routed::UseParams::Unpublished,
-                            Mode::NamespacedImmutable => routed::UseParams::Nothing,
-                            _ => routed::UseParams::Ephemeral,
-                        },
-                    ),
-                    None,
-                )
-            }
-            Mode::Webhook => {
-                let spec = TargetSpec {
-                    kind: TargetKind::KubeCached,
-                    kubeconfig: Some(cluster.webhook_kubeconfig().to_path_buf()),
-                    state_dir: None,
-                    certs: cluster.dir().join("bench-webhook-certs"),
-                    log_level: "info".into(),
-                };
-                let running = Running::child(&plan.exe, &spec)?;
-                let ca_bundle_pem = std::fs::read_to_string(&running.ca)
-                    .with_context(|| running.ca.display().to_string())?;
-                let settings = gmsa_deploy::Settings {
-                    kube_version: version,
-                    certs: gmsa_deploy::CertMode::Secret("unused".into()),
-                    webhook_url: Some(format!("https://{}", running.addr)),
-                    ..gmsa_deploy::Settings::default()
-                };
-                let tls = gmsa_deploy::TlsMaterial {
-                    ca_bundle_pem,
-                    ..gmsa_deploy::TlsMaterial::default()
-                };
-                let objects = gmsa_deploy::render(&settings, Some(&tls))?
-                    .admission
-                    .into_iter()
-                    .map(|o| o.body)
-                    .collect();
-                (objects, Some(running))
-            }
-            Mode::Policies => {
-                let settings = gmsa_deploy::Settings {
-                    kube_version: version,
-                    admission: gmsa_deploy::Admission::Policies,
-                    ..gmsa_deploy::Settings::default()
-                };
-                let objects = gmsa_deploy::render(&settings, None)?
-                    .admission
-                    .into_iter()
-                    .map(|o| o.body)
-                    .collect();
-                (objects, None)
-            }
-        };
-        let mut applied = Vec::new();
-        for object in &objects {
-            cluster
-                .apply(&object.to_string())
-                .map_err(|e| anyhow!("{e}"))?;
-            applied.push((
-                kind(object).to_ascii_lowercase(),
-                object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            ));
-        }
-        Ok(Self {
-            objects: applied,
-            collections,
-            webhook,
-        })
-    }
-
-    fn webhook_cpu(&self) -> Option<Duration> {
-        self.webhook.as_ref().and_then(Running::cpu_time)
-    }
-
-    fn disable(self, cluster: &RealCluster) -> anyhow::Result<()> {
-        for (kind, name) in &self.objects {
-            cluster
-                .kubectl_ok(&["delete", kind, name, "--ignore-not-found"], None)
-                .map_err(|e| anyhow!("{e}"))?;
-        }
-        for collection in &self.collections {
-            let path = format!(
-                "{collection}?labelSelector={}%3D{}",
-                routed::MODE_LABEL,
-                "routed"
-            );
-            let mut tries = 0;
-            let (status, body) = loop {
-                let (status, body) = cluster
-                    .request("DELETE", &path, None)
-                    .map_err(|e| anyhow!("{e}"))?;
-                tries += 1;
-                // A custom resource's storage may still be starting (429): retry a while.
-                if status != 429 || tries > 30 {
-                    break (status, body);
-                }
-                std::thread::sleep(Duration::from_secs(1));
-            };
-            if status != 200 {
-                bail!("deleting {collection}: HTTP {status}: {body}");
-            }
-        }
-        if let Some(webhook) = self.webhook {
-            webhook.stop();
-        }
-        Ok(())
-    }
-}
-
-/// What the routed prototype creates, by collection.
-const ROUTED_COLLECTIONS: [&str; 5] = [
-    "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings",
-    "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies",
-    "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicybindings",
-    "/apis/admissionregistration.k8s.io/v1/mutatingadmissionpolicies",
-    "/apis/windows.k8s.io/v1alpha1/gmsacontentsshards",
-];
-
-fn kind(object: &Value) -> &str {
-    object["kind"].as_str().unwrap_or_default()
 }
 
 /// Waits until GMSA admission is on (a dry-run pod naming a spec gets its contents, one

@@ -522,6 +522,16 @@ pub fn use_binding(i: usize, spec: &str) -> Value {
 /// policy on the spec itself, so synchronously) until the keeper has published the change.
 pub const UNPUBLISHED_LABEL: &str = "gmsa.windows.k8s.io/unpublished";
 
+/// One prototype's parts: where the contents live, which specs the `use` policy takes as
+/// parameters, and whether each spec has a `use` binding of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prototype {
+    pub kind: ShardKind,
+    pub uses: UseParams,
+    /// One `use` binding per spec ([`use_binding`]), routed by the label the mutation sets.
+    pub per_spec_bindings: bool,
+}
+
 /// Which specs the `use` policy takes as parameters, besides the per-spec bindings of
 /// `routed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
