@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Mode, Plan, Row, SLOW_ABOVE};
+use super::{routed, Mode, Plan, Row, SLOW_ABOVE};
 use crate::section::ADMISSION_MODES;
 
 /// The rows as the section of BENCHMARKS.md, markers included.
@@ -39,12 +39,11 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
              cells create {pods} pods (after {warmup}).\n"
         );
     }
-    let namespaced = [
-        Mode::Namespaced,
-        Mode::NamespacedUnmarked,
-        Mode::NamespacedImmutable,
-    ];
-    if namespaced.iter().any(|m| plan.modes.contains(m)) {
+    let namespaced = |m: &Mode| {
+        m.prototype()
+            .is_some_and(|p| p.kind == routed::ShardKind::Namespaced)
+    };
+    if plan.modes.iter().any(namespaced) {
         let _ = writeln!(
             out,
             "The `namespaced` modes are the prototype of issue 21 (`admission_modes/routed.rs`): \
