@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod canonical;
+pub mod contents;
 pub mod credspec;
 pub mod decision;
 pub mod hostname;

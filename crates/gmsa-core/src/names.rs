@@ -15,6 +15,32 @@ pub const USE_VERB: &str = "use";
 /// The key under which a `GMSACredentialSpec` keeps its contents.
 pub const CREDSPEC_KEY: &str = "credspec";
 
+/// Policy mode's own API: one `GMSANamespaceContents` object per namespace holds the encoded
+/// contents of the credential specs its service accounts may `use`, which the admission
+/// policies read as their parameter (`gmsa_core::contents`).
+pub mod contents {
+    /// Not `windows.k8s.io`: that group is the reference's API.
+    pub const GROUP: &str = "policy.gmsa.dev";
+    pub const VERSION: &str = "v1alpha1";
+    pub const KIND: &str = "GMSANamespaceContents";
+    pub const RESOURCE: &str = "gmsanamespacecontents";
+    /// The field holding the entries: spec name to encoded contents.
+    pub const FIELD: &str = "contents";
+    /// Held on every credential spec while some namespace's object may hold its contents, so a
+    /// deleted spec stays (terminating, still usable) until the keeper has withdrawn them, and
+    /// a spec created again under its name never meets the old contents.
+    pub const FINALIZER: &str = "policy.gmsa.dev/withdraw-contents";
+
+    /// The validating policy (and binding) of the install named `install` that refuses GMSA
+    /// places in every namespace the keeper has not listed in its selector.
+    pub fn elsewhere_policy(install: &str) -> String {
+        format!("{install}-elsewhere")
+    }
+}
+
+/// The label the API server puts on every namespace (1.21+), its name as value.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 /// Webhook paths, as the reference serves them plus our additions.
 pub mod paths {
     pub const MUTATE: &str = "/mutate";

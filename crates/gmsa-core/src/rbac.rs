@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::names;
 
-pub use index::{Aggregation, BindingId, Invalidation, RbacIndex};
+pub use index::{Aggregation, BindingId, GrantedSpecs, Invalidation, RbacIndex, UseGrant};
 pub use mode::AuthorizationMode;
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";

@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 
 use gmsa_core::names as core_names;
+use gmsa_core::names::contents;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
     CustomResourceDefinitionVersion, CustomResourceValidation, JSONSchemaProps,
+    JSONSchemaPropsOrBool,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
@@ -22,6 +24,55 @@ pub fn crd_name() -> String {
 /// The CRD object, as JSON.
 pub fn custom_resource_definition() -> Value {
     meta::to_value(&typed())
+}
+
+/// `gmsanamespacecontents.policy.gmsa.dev`.
+pub fn namespace_contents_crd_name() -> String {
+    format!("{}.{}", contents::RESOURCE, contents::GROUP)
+}
+
+/// Policy mode's `GMSANamespaceContents` CRD, as JSON: namespaced, one version, its entries a
+/// map of spec name to encoded contents (strings), which the policies' CEL reads as such.
+pub fn namespace_contents_definition() -> Value {
+    let entries = JSONSchemaProps {
+        additional_properties: Some(JSONSchemaPropsOrBool::Schema(Box::new(JSONSchemaProps {
+            type_: Some("string".into()),
+            ..JSONSchemaProps::default()
+        }))),
+        ..object_schema()
+    };
+    let schema = CustomResourceValidation {
+        open_api_v3_schema: Some(JSONSchemaProps {
+            properties: Some(BTreeMap::from([(contents::FIELD.to_string(), entries)])),
+            ..object_schema()
+        }),
+    };
+    meta::to_value(&CustomResourceDefinition {
+        metadata: ObjectMeta {
+            name: Some(namespace_contents_crd_name()),
+            ..ObjectMeta::default()
+        },
+        spec: CustomResourceDefinitionSpec {
+            group: contents::GROUP.into(),
+            scope: "Namespaced".into(),
+            names: CustomResourceDefinitionNames {
+                kind: contents::KIND.into(),
+                list_kind: Some(format!("{}List", contents::KIND)),
+                plural: contents::RESOURCE.into(),
+                singular: Some(contents::KIND.to_ascii_lowercase()),
+                ..CustomResourceDefinitionNames::default()
+            },
+            versions: vec![CustomResourceDefinitionVersion {
+                name: contents::VERSION.into(),
+                served: true,
+                storage: true,
+                schema: Some(schema),
+                ..CustomResourceDefinitionVersion::default()
+            }],
+            ..CustomResourceDefinitionSpec::default()
+        },
+        status: None,
+    })
 }
 
 fn object_schema() -> JSONSchemaProps {

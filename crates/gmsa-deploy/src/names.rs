@@ -25,8 +25,7 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// namespace carries it.
 pub const DISABLE_LABEL: &str = "gmsa-webhook";
 pub const DISABLE_VALUE: &str = "disabled";
-/// The label the API server puts on every namespace from 1.21 on.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+pub use gmsa_core::names::NAMESPACE_NAME_LABEL;
 /// Label that makes a ClusterRole's rules part of the built-in `view` role.
 pub const AGGREGATE_TO_VIEW_LABEL: &str = "rbac.authorization.k8s.io/aggregate-to-view";
 /// cert-manager's CA injector reads this annotation on webhook configurations.

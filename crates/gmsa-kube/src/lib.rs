@@ -6,6 +6,7 @@
 //! Deciding what to write stays in `gmsa-core`; this crate does the I/O.
 
 pub mod client;
+pub mod contents;
 pub mod keeper;
 pub mod published;
 pub mod renewal;
@@ -14,4 +15,4 @@ pub mod watch;
 
 pub use client::{client, describe_error, install_crypto_provider, load_config, ConfigError};
 pub use published::{ContentsWriter, OnConflict};
-pub use resources::credential_spec_resource;
+pub use resources::{credential_spec_resource, namespace_contents_resource};

@@ -15,6 +15,18 @@ pub fn credential_spec_resource() -> ApiResource {
     }
 }
 
+/// Policy mode's per-namespace `GMSANamespaceContents` resource.
+pub fn namespace_contents_resource() -> ApiResource {
+    let c = names::contents::KIND;
+    ApiResource {
+        group: names::contents::GROUP.to_string(),
+        version: names::contents::VERSION.to_string(),
+        api_version: format!("{}/{}", names::contents::GROUP, names::contents::VERSION),
+        kind: c.to_string(),
+        plural: names::contents::RESOURCE.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

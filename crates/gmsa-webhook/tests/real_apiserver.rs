@@ -22,6 +22,8 @@ use gmsa_testkit::real_cluster::{
 };
 use serde_json::{json, Value};
 
+#[path = "real_apiserver/namespaced.rs"]
+mod namespaced;
 #[path = "real_apiserver/policies.rs"]
 mod policies;
 
@@ -368,6 +370,9 @@ enum Admission {
     Webhook,
     /// The admission policies `install --admission policies` renders, with no webhook at all.
     Policies,
+    /// Policy mode by namespace (issue 21): the policies read each namespace's published
+    /// contents, which the contents keeper writes.
+    Namespaced,
 }
 
 /// What scenarios share: the cluster and a way to create and read pods.
@@ -378,7 +383,34 @@ struct E2e<'a> {
 
 impl E2e<'_> {
     fn policies(&self) -> bool {
-        self.admission == Admission::Policies
+        matches!(self.admission, Admission::Policies | Admission::Namespaced)
+    }
+
+    /// How a pod of `service_account` (granted no `gmsa-missing`) naming the spec
+    /// `gmsa-missing`, which does not exist, is refused: the webhook looks the spec up first;
+    /// policy mode by namespace asks the authorizer first (a namespace's published contents
+    /// cannot tell a missing spec from one not granted here, and an unauthorized account
+    /// learns nothing of which specs exist).
+    fn missing_spec_refusal(&self, service_account: &str) -> (&'static str, u16, String) {
+        if self.admission == Admission::Namespaced {
+            let message = format!(
+                "service account \"{service_account}\" is not authorized to `use` GMSA cred spec \"gmsa-missing\""
+            );
+            return (VALIDATING_WEBHOOK, 403, message);
+        }
+        (
+            MUTATING_WEBHOOK,
+            404,
+            "cred spec gmsa-missing does not exist".into(),
+        )
+    }
+
+    /// The message a policy gives where the webhook gives `message`.
+    fn policy_message(&self, message: &str) -> String {
+        match self.admission {
+            Admission::Namespaced => namespaced_message(message),
+            _ => policy_message(message),
+        }
     }
 
     /// `Ok` when the API server refused with `code` and the message `webhook` gave; in policy
@@ -405,8 +437,8 @@ impl E2e<'_> {
                 }
                 code
             }
-            Admission::Policies => {
-                let expected = format!("denied request: {}", policy_message(message));
+            Admission::Policies | Admission::Namespaced => {
+                let expected = format!("denied request: {}", self.policy_message(message));
                 if !got.ends_with(&expected) || !got.contains("ValidatingAdmissionPolicy '") {
                     problems.push(format!(
                         "message\n      got:      {got:?}\n      expected: a ValidatingAdmissionPolicy's {expected:?}"
@@ -817,12 +849,8 @@ const SCENARIOS: &[(&str, Scenario)] = &[
     ("unknown spec is denied", |e| {
         let mut pod = windows_pod("unknown-spec", Some("webapp"));
         pod["spec"]["containers"] = json!([container("app", named("gmsa-missing"))]);
-        e.expect_denied(
-            &pod,
-            MUTATING_WEBHOOK,
-            404,
-            "cred spec gmsa-missing does not exist",
-        )
+        let (webhook, code, message) = e.missing_spec_refusal("webapp");
+        e.expect_denied(&pod, webhook, code, &message)
     }),
     ("spec without a credspec key is denied", |e| {
         let mut pod = windows_pod("no-credspec-key", Some("webapp"));
@@ -994,7 +1022,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             let deadline = Instant::now() + Duration::from_secs(30);
             while code != 201 && Instant::now() < deadline {
                 let message = answer["message"].as_str().unwrap_or_default();
-                if !message.ends_with(&policy_message("cred spec gmsa-late does not exist")) {
+                if !message.ends_with(&e.policy_message("cred spec gmsa-late does not exist")) {
                     return Err(format!("refused for another reason: {code}: {answer}"));
                 }
                 thread::sleep(Duration::from_millis(100));
@@ -1135,13 +1163,8 @@ const FEATURE_SCENARIOS: &[(&str, Feature, Scenario)] = &[
                 "debug-target",
                 container("missing", named("gmsa-missing")),
             )?;
-            e.denial(
-                code,
-                &status,
-                MUTATING_WEBHOOK,
-                404,
-                "cred spec gmsa-missing does not exist",
-            )
+            let (webhook, expected, message) = e.missing_spec_refusal("webapp");
+            e.denial(code, &status, webhook, expected, &message)
         },
     ),
 ];
@@ -1532,6 +1555,23 @@ fn policy_message(message: &str) -> String {
     });
     match unusable {
         Some(name) => format!("cred spec {name} {}", gmsa_deploy::policies::NOT_USABLE),
+        None => message.to_string(),
+    }
+}
+
+/// [`policy_message`] for policy mode by namespace, where a spec that does not exist, has no
+/// contents, or is not granted here is not published for the namespace ([`NS`] in the
+/// scenarios).
+fn namespaced_message(message: &str) -> String {
+    let unusable = message.strip_prefix("cred spec ").and_then(|rest| {
+        rest.strip_suffix(" does not exist")
+            .or_else(|| rest.strip_suffix(" does not have a credspec key"))
+    });
+    match unusable {
+        Some(name) => format!(
+            "cred spec {name} is not published for namespace {NS}: {}",
+            gmsa_deploy::policies::namespaced::NOT_PUBLISHED
+        ),
         None => message.to_string(),
     }
 }

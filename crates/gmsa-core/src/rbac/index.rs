@@ -80,6 +80,33 @@ impl Invalidation {
     }
 }
 
+/// Which credential specs a grant of `use` covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrantedSpecs {
+    /// Every spec (a rule without `resourceNames`).
+    Every,
+    /// Only these.
+    Named(BTreeSet<String>),
+}
+
+impl GrantedSpecs {
+    pub fn covers(&self, spec: &str) -> bool {
+        match self {
+            GrantedSpecs::Every => true,
+            GrantedSpecs::Named(names) => names.contains(spec),
+        }
+    }
+}
+
+/// One binding's grant of `use` ([`RbacIndex::use_grants`]): the specs, and the namespaces
+/// whose service accounts it may cover (every namespace when `everywhere`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseGrant {
+    pub specs: GrantedSpecs,
+    pub everywhere: bool,
+    pub namespaces: BTreeSet<String>,
+}
+
 /// How the rules of an aggregated ClusterRole (one with an `aggregationRule`) are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregation {
@@ -367,6 +394,47 @@ impl RbacIndex {
                     .any(|s| s.matches(&other.metadata.labels))
                 && self.aggregate_allows(other, visited, allows)
         })
+    }
+
+    /// Every binding whose role allows `use` of some credential spec, as which specs and whose
+    /// service accounts it covers: what the policy-mode keeper publishes where. An
+    /// over-approximation of the authorizer's answers (a binding naming one service account
+    /// reaches its whole namespace), which is safe because admission asks the authorizer too.
+    pub fn use_grants(&self) -> Vec<UseGrant> {
+        let mut grants = Vec::new();
+        for held in self.bindings.values() {
+            let binding_ns = held.id.namespace();
+            let role_ref = &held.binding.role_ref;
+            if !self.role_allows(role_ref, binding_ns, &|rule| rule_allows_use(rule, None)) {
+                continue;
+            }
+            let every = self.role_allows(role_ref, binding_ns, &|rule| {
+                rule_allows_use(rule, None) && rule.resource_names.is_empty()
+            });
+            let specs = if every {
+                GrantedSpecs::Every
+            } else {
+                let named = std::cell::RefCell::new(BTreeSet::new());
+                self.role_allows(role_ref, binding_ns, &|rule| {
+                    if rule_allows_use(rule, None) {
+                        named
+                            .borrow_mut()
+                            .extend(rule.resource_names.iter().cloned());
+                    }
+                    false
+                });
+                GrantedSpecs::Named(named.into_inner())
+            };
+            let scope = reach(&held.id, &held.binding);
+            let mut namespaces = scope.namespaces;
+            namespaces.extend(scope.service_accounts.into_iter().map(|(ns, _)| ns));
+            grants.push(UseGrant {
+                specs,
+                everywhere: scope.everything,
+                namespaces,
+            });
+        }
+        grants
     }
 
     /// The decisions a binding can affect, given the roles as they are now.
@@ -929,5 +997,83 @@ mod tests {
         assert!(stored
             .apply_role(role(None, "pod-reader", unrelated), false)
             .is_empty());
+    }
+
+    #[test]
+    fn use_grants_say_which_specs_reach_which_namespaces() {
+        let mut index = RbacIndex::new(Aggregation::Stored);
+        index.apply_role(role(None, "web-user", use_rule(&["web", "db"])), false);
+        index.apply_role(role(None, "any-user", use_rule(&[])), false);
+        index.apply_role(
+            role(
+                None,
+                "reader",
+                json!({"verbs": ["get"], "apiGroups": ["windows.k8s.io"],
+                                        "resources": ["gmsacredentialspecs"]}),
+            ),
+            false,
+        );
+        index.apply_role(role(Some("b"), "local", use_rule(&["b-only"])), true);
+        index.apply_binding(
+            binding(
+                None,
+                "sa",
+                ("ClusterRole", "web-user"),
+                json!([sa(Some("a"), "x")]),
+            ),
+            false,
+        );
+        index.apply_binding(
+            binding(
+                None,
+                "all",
+                ("ClusterRole", "any-user"),
+                json!([{"kind": "Group", "name": "system:serviceaccounts",
+                            "apiGroup": "rbac.authorization.k8s.io"}]),
+            ),
+            false,
+        );
+        index.apply_binding(
+            binding(
+                None,
+                "read",
+                ("ClusterRole", "reader"),
+                json!([sa(Some("c"), "x")]),
+            ),
+            false,
+        );
+        index.apply_binding(
+            binding(
+                Some("b"),
+                "local",
+                ("Role", "local"),
+                json!([sa(Some("elsewhere"), "y")]),
+            ),
+            true,
+        );
+        let mut grants = index.use_grants();
+        grants.sort_by_key(|g| (g.everywhere, g.namespaces.clone()));
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            grants,
+            [
+                UseGrant {
+                    specs: GrantedSpecs::Named(names(&["web", "db"])),
+                    everywhere: false,
+                    namespaces: names(&["a"]),
+                },
+                UseGrant {
+                    specs: GrantedSpecs::Named(names(&["b-only"])),
+                    everywhere: false,
+                    namespaces: names(&["b"]),
+                },
+                UseGrant {
+                    specs: GrantedSpecs::Every,
+                    everywhere: true,
+                    namespaces: names(&[]),
+                },
+            ],
+            "a role without `use` grants nothing; a RoleBinding reaches its own namespace"
+        );
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod cel;
 pub mod guard;
+pub mod namespaced;
 
 use gmsa_core::names as core_names;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -78,10 +79,10 @@ pub fn bound(name: &str) -> [BoundPolicy; 3] {
     ]
 }
 
-const FAILURE_POLICY: &str = "Fail";
-const COMPONENT: &str = "admission-policy";
+pub(crate) const FAILURE_POLICY: &str = "Fail";
+pub(crate) const COMPONENT: &str = "admission-policy";
 
-fn variable(name: &str, expression: String) -> Variable {
+pub(crate) fn variable(name: &str, expression: String) -> Variable {
     Variable {
         name: name.into(),
         expression,
@@ -89,7 +90,7 @@ fn variable(name: &str, expression: String) -> Variable {
 }
 
 /// Pods created, pods updated (the settings must not change) and new ephemeral containers.
-fn pod_rules(operations: &[&str]) -> MatchResources {
+pub(crate) fn pod_rules(operations: &[&str]) -> MatchResources {
     MatchResources {
         resource_rules: Some(vec![NamedRuleWithOperations {
             api_groups: Some(vec![Pod::GROUP.into()]),
@@ -111,7 +112,7 @@ fn pod_rules(operations: &[&str]) -> MatchResources {
 }
 
 /// Only requests that mention GMSA are evaluated, as with the webhooks.
-fn mentions_gmsa() -> MatchCondition {
+pub(crate) fn mentions_gmsa() -> MatchCondition {
     MatchCondition {
         name: names::MATCH_CONDITION_NAME.into(),
         expression: webhooks::match_condition_expression(),
@@ -179,7 +180,7 @@ fn spec_variables() -> Vec<Variable> {
     vars
 }
 
-fn created_variables() -> Vec<Variable> {
+pub(crate) fn created_variables() -> Vec<Variable> {
     LISTS
         .iter()
         .map(|list| variable(list.field, cel::created(*list)))
@@ -220,22 +221,31 @@ pub fn mutating_binding(settings: &Settings) -> MutatingAdmissionPolicyBinding {
         spec: Some(MutatingAdmissionPolicyBindingSpec {
             policy_name: Some(inline_policy(&settings.name)),
             param_ref: Some(every_spec()),
-            match_resources: Some(MatchResources {
-                namespace_selector: Some(LabelSelector {
-                    match_expressions: Some(vec![LabelSelectorRequirement {
-                        key: names::DISABLE_LABEL.into(),
-                        operator: "NotIn".into(),
-                        values: Some(vec![names::DISABLE_VALUE.into()]),
-                    }]),
-                    match_labels: None,
-                }),
-                ..MatchResources::default()
-            }),
+            match_resources: Some(mutated_namespaces()),
         }),
     }
 }
 
-fn validation(expression: String, message_expression: String, reason: &str) -> Validation {
+/// The namespaces mutation applies to: those not labelled `gmsa-webhook: disabled`.
+pub(crate) fn mutated_namespaces() -> MatchResources {
+    MatchResources {
+        namespace_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: names::DISABLE_LABEL.into(),
+                operator: "NotIn".into(),
+                values: Some(vec![names::DISABLE_VALUE.into()]),
+            }]),
+            match_labels: None,
+        }),
+        ..MatchResources::default()
+    }
+}
+
+pub(crate) fn validation(
+    expression: String,
+    message_expression: String,
+    reason: &str,
+) -> Validation {
     Validation {
         expression,
         message_expression: Some(message_expression),
@@ -246,15 +256,15 @@ fn validation(expression: String, message_expression: String, reason: &str) -> V
 
 /// The pod's service account, as written (the ServiceAccount admission plugin has already
 /// put `default` there when it was empty).
-const SERVICE_ACCOUNT: &str = "object.spec.?serviceAccountName.orValue('')";
+pub(crate) const SERVICE_ACCOUNT: &str = "object.spec.?serviceAccountName.orValue('')";
 
 /// How many distinct spec names one pod may use: one authorizer check per validation is what
 /// the API server's cost limit allows (about two fit).
-const NAME_SLOTS: usize = 8;
+pub(crate) const NAME_SLOTS: usize = 8;
 
 /// Whether the pod's service account may `use` the spec named by the CEL string `name`. The
 /// namespace must be given for RoleBindings to count.
-fn may_use(name: &str) -> String {
+pub(crate) fn may_use(name: &str) -> String {
     format!(
         "authorizer.serviceAccount(request.namespace, {SERVICE_ACCOUNT} == '' ? 'default' : {SERVICE_ACCOUNT})\
          .group('{}').resource('{}').namespace(request.namespace).name({name}).check('use').allowed()",
@@ -265,7 +275,7 @@ fn may_use(name: &str) -> String {
 
 /// The messages quote names as the webhook does (Go's `%q` of a Kubernetes name is the name
 /// in double quotes).
-fn q(expression: &str) -> String {
+pub(crate) fn q(expression: &str) -> String {
     format!("'\"' + {expression} + '\"'")
 }
 
@@ -322,19 +332,19 @@ pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
 }
 
 /// The first refused place, as a message names it.
-struct Place<'a> {
+pub(crate) struct Place<'a> {
     /// `pod`, `container`, `init container`, `ephemeral container`.
-    kind: &'a str,
+    pub(crate) kind: &'a str,
     /// CEL of the object holding its settings (`object.spec`, a container).
-    holder: String,
+    pub(crate) holder: String,
     /// CEL of its quoted name, as the webhook quotes it.
-    owner: String,
+    pub(crate) owner: String,
 }
 
 /// One validation for the pod level and one per container list, each refusing the places
 /// this request creates that satisfy `bad` (CEL over the holder), with `message` naming the
 /// first of them.
-fn on_created_places(
+pub(crate) fn on_created_places(
     bad: impl Fn(&str) -> String,
     message: impl Fn(&Place<'_>) -> String,
     reason: &str,
@@ -371,13 +381,7 @@ fn on_created_places(
 /// Checks that need no spec: a name still without contents after mutation (the spec does not
 /// exist), contents without a name, authorization, settings changed on update.
 pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
-    // The webhook refuses a missing spec while mutating, before any validation; namespaces
-    // that opt out of mutation are not refused for what mutation would have done.
-    let mutated = format!(
-        "namespaceObject.metadata.?labels[?'{}'].orValue('') != '{}'",
-        names::DISABLE_LABEL,
-        names::DISABLE_VALUE
-    );
+    let mutated = mutated_here();
     let mut validations = on_created_places(
         |h| {
             format!(
@@ -395,8 +399,47 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
         },
         "Invalid",
     );
-    validations.extend(on_created_places(
-        |h| format!("{} == '' && {}.hasValue()", cel::name_of(h), cel::contents_of(h)),
+    validations.extend(contents_without_name());
+    validations.extend(authorized_and_unchanged());
+    ValidatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &pods_policy(&settings.name), COMPONENT),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
+            match_conditions: Some(vec![mentions_gmsa()]),
+            variables: Some({
+                let mut variables = created_variables();
+                variables.push(variable("names", cel::created_names()));
+                variables
+            }),
+            validations: Some(validations),
+            failure_policy: Some(FAILURE_POLICY.into()),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Whether the request's namespace is mutated (not labelled `gmsa-webhook: disabled`). The
+/// webhook refuses a missing spec while mutating, before any validation; namespaces that opt
+/// out of mutation are not refused for what mutation would have done.
+pub(crate) fn mutated_here() -> String {
+    format!(
+        "namespaceObject.metadata.?labels[?'{}'].orValue('') != '{}'",
+        names::DISABLE_LABEL,
+        names::DISABLE_VALUE
+    )
+}
+
+/// Contents set on a place that names no spec: refused, as the webhook does.
+pub(crate) fn contents_without_name() -> Vec<Validation> {
+    on_created_places(
+        |h| {
+            format!(
+                "{} == '' && {}.hasValue()",
+                cel::name_of(h),
+                cel::contents_of(h)
+            )
+        },
         |place| {
             format!(
                 "'{} ' + {} + ' has a GMSA cred spec set, but does not define the name of the corresponding resource'",
@@ -404,7 +447,14 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
             )
         },
         "Invalid",
-    ));
+    )
+}
+
+/// The checks every GMSA request gets once: the service account may `use` each distinct
+/// name (needs the `names` variable), at most [`NAME_SLOTS`] names, and no GMSA setting
+/// changes on update.
+pub(crate) fn authorized_and_unchanged() -> Vec<Validation> {
+    let mut validations = Vec::new();
     // Authorized here, once per request and per name, rather than per spec: a policy
     // evaluated per spec never sees a name no spec has, and pre-set contents must not slip
     // past authorization that way.
@@ -431,22 +481,7 @@ pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
         let (expression, message) = cel::list_unchanged(list);
         validations.push(validation(expression, message, "Forbidden"));
     }
-    ValidatingAdmissionPolicy {
-        metadata: meta::cluster(settings, &pods_policy(&settings.name), COMPONENT),
-        spec: Some(ValidatingAdmissionPolicySpec {
-            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
-            match_conditions: Some(vec![mentions_gmsa()]),
-            variables: Some({
-                let mut variables = created_variables();
-                variables.push(variable("names", cel::created_names()));
-                variables
-            }),
-            validations: Some(validations),
-            failure_policy: Some(FAILURE_POLICY.into()),
-            ..ValidatingAdmissionPolicySpec::default()
-        }),
-        status: None,
-    }
+    validations
 }
 
 fn validating_binding(

@@ -41,7 +41,7 @@ fn install_policies(cluster: &RealCluster) -> Result<(), String> {
 
 /// Type-check warnings of the stored ValidatingAdmissionPolicies (the server fills them in
 /// shortly after create).
-fn type_check_warnings(cluster: &RealCluster) -> Result<Vec<String>, String> {
+pub(super) fn type_check_warnings(cluster: &RealCluster) -> Result<Vec<String>, String> {
     let list = cluster
         .kubectl_ok(&["get", "validatingadmissionpolicies", "-o", "json"], None)
         .map_err(|e| e.to_string())?;
@@ -139,7 +139,7 @@ fn wait_published(cluster: &RealCluster) -> Result<(), String> {
 
 /// The API server loads policies and their parameters asynchronously: probe until a pod
 /// naming a spec is mutated and one naming no spec is refused by a policy (bounded).
-fn wait_until_policies_answer(e2e: &E2e) -> Result<(), String> {
+pub(super) fn wait_until_policies_answer(e2e: &E2e) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mutated = with_pod_gmsa(
         windows_pod("probe-mutate", Some("webapp")),
@@ -235,7 +235,7 @@ fn policies_behind_current_kube() {
 
 /// Posts `pod` until `done` says the answer is the one awaited (30 s); every answer on the way
 /// must be a refusal (`Err` otherwise): nothing is admitted early.
-fn post_until(
+pub(super) fn post_until(
     e2e: &E2e,
     pod: &Value,
     done: impl Fn(u16, &Value) -> bool,
@@ -256,7 +256,7 @@ fn post_until(
     }
 }
 
-fn message(answer: &Value) -> &str {
+pub(super) fn message(answer: &Value) -> &str {
     answer["message"].as_str().unwrap_or_default()
 }
 

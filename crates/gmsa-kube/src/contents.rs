@@ -1,0 +1,398 @@
+//! Policy mode's published contents, written: observes what [`gmsa_core::contents::plan`]
+//! needs (every credential spec, the RBAC objects, the namespaces, each namespace's
+//! `GMSANamespaceContents` object and the `elsewhere` binding), and performs the plan's steps
+//! in order, stopping at the first that fails. The keeper runs this on every change; `install`
+//! and the tests run it until nothing is left to do.
+
+use std::collections::BTreeSet;
+
+use gmsa_core::contents::{self, entries_of, listed_namespaces, SpecState, Step, Stored};
+use gmsa_core::names::contents::{elsewhere_policy, FIELD, FINALIZER};
+use gmsa_core::rbac::{Aggregation, Binding, RbacIndex, Role};
+use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1 as rbac;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::Client;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+use crate::client::describe_error;
+use crate::resources::{credential_spec_resource, namespace_contents_resource};
+
+/// The field manager of these writes.
+pub const FIELD_MANAGER: &str = "gmsa-keeper";
+
+/// Why the contents could not be brought up to date.
+#[derive(Debug, Error)]
+pub enum ContentsError {
+    #[error("cannot list {what}: {message}")]
+    List { what: &'static str, message: String },
+    #[error("cannot read {what}: {message}")]
+    Read { what: String, message: String },
+    #[error("{step}: {message}")]
+    Write { step: String, message: String },
+    #[error("ValidatingAdmissionPolicyBinding {0} is missing: install policy mode again")]
+    NoBinding(String),
+    #[error("still {0} step(s) to do after {1} passes: the cluster keeps changing")]
+    KeptChanging(usize, usize),
+}
+
+/// What the plan is decided from, with what the writes need.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub specs: Vec<SpecState>,
+    /// The specs' finalizers as stored, and their resourceVersions, by name.
+    spec_meta: Vec<(String, Vec<String>, Option<String>)>,
+    pub rbac: RbacIndex,
+    pub namespaces: BTreeSet<String>,
+    pub stored: Stored,
+}
+
+impl Observed {
+    /// The steps from here.
+    pub fn plan(&self) -> Vec<Step> {
+        let desired = contents::desired(&self.specs, &self.rbac.use_grants(), &self.namespaces);
+        contents::plan(&self.specs, &desired, &self.stored)
+    }
+}
+
+/// Reads and writes one install's contents (`install` names its objects and policies).
+#[derive(Clone)]
+pub struct ContentsKeeper {
+    client: Client,
+    install: String,
+}
+
+fn listed<T>(what: &'static str, result: kube::Result<T>) -> Result<T, ContentsError> {
+    result.map_err(|e| ContentsError::List {
+        what,
+        message: describe_error(&e),
+    })
+}
+
+/// The objects of a list, as our own RBAC types.
+fn rbac_items<K: serde::Serialize, T: serde::de::DeserializeOwned>(items: Vec<K>) -> Vec<T> {
+    items
+        .into_iter()
+        .filter_map(|item| serde_json::from_value(serde_json::to_value(item).ok()?).ok())
+        .collect()
+}
+
+impl ContentsKeeper {
+    pub fn new(client: Client, install: &str) -> Self {
+        Self {
+            client,
+            install: install.to_string(),
+        }
+    }
+
+    fn specs(&self) -> Api<DynamicObject> {
+        Api::all_with(self.client.clone(), &credential_spec_resource())
+    }
+
+    fn objects(&self, namespace: Option<&str>) -> Api<DynamicObject> {
+        let resource = namespace_contents_resource();
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            None => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+
+    fn binding(&self) -> Api<ValidatingAdmissionPolicyBinding> {
+        Api::all(self.client.clone())
+    }
+
+    /// Lists everything the plan needs. RBAC is read as stored, as the authorizer reads it.
+    pub async fn observe(&self) -> Result<Observed, ContentsError> {
+        let all = ListParams::default();
+        let spec_list = listed("gmsacredentialspecs", self.specs().list(&all).await)?;
+        let mut specs = Vec::new();
+        let mut spec_meta = Vec::new();
+        for item in spec_list.items {
+            let value = serde_json::to_value(&item).unwrap_or(Value::Null);
+            // A spec the webhook cannot read is not published (doctor names it).
+            if let Ok(state) = SpecState::from_resource(&value) {
+                specs.push(state);
+                spec_meta.push((
+                    item.metadata.name.clone().unwrap_or_default(),
+                    item.metadata.finalizers.clone().unwrap_or_default(),
+                    item.metadata.resource_version.clone(),
+                ));
+            }
+        }
+        let client = &self.client;
+        let mut index = RbacIndex::new(Aggregation::Stored);
+        let roles: Vec<Role> = rbac_items(
+            listed(
+                "clusterroles",
+                Api::<rbac::ClusterRole>::all(client.clone())
+                    .list(&all)
+                    .await,
+            )?
+            .items,
+        );
+        index.replace_roles(roles, false);
+        let roles: Vec<Role> = rbac_items(
+            listed(
+                "roles",
+                Api::<rbac::Role>::all(client.clone()).list(&all).await,
+            )?
+            .items,
+        );
+        index.replace_roles(roles, true);
+        let bindings: Vec<Binding> = rbac_items(
+            listed(
+                "clusterrolebindings",
+                Api::<rbac::ClusterRoleBinding>::all(client.clone())
+                    .list(&all)
+                    .await,
+            )?
+            .items,
+        );
+        index.replace_bindings(bindings, false);
+        let bindings: Vec<Binding> = rbac_items(
+            listed(
+                "rolebindings",
+                Api::<rbac::RoleBinding>::all(client.clone())
+                    .list(&all)
+                    .await,
+            )?
+            .items,
+        );
+        index.replace_bindings(bindings, true);
+        let namespaces = listed(
+            "namespaces",
+            Api::<Namespace>::all(client.clone()).list(&all).await,
+        )?
+        .items
+        .into_iter()
+        .filter(|ns| ns.metadata.deletion_timestamp.is_none())
+        .filter_map(|ns| ns.metadata.name)
+        .collect();
+        let mut stored = Stored::default();
+        for item in listed(FIELD, self.objects(None).list(&all).await)?.items {
+            if item.metadata.name.as_deref() != Some(self.install.as_str()) {
+                continue;
+            }
+            let namespace = item.metadata.namespace.clone().unwrap_or_default();
+            let value = serde_json::to_value(&item).unwrap_or(Value::Null);
+            stored.objects.insert(namespace, entries_of(&value));
+        }
+        let binding_name = elsewhere_policy(&self.install);
+        let binding = self
+            .binding()
+            .get_opt(&binding_name)
+            .await
+            .map_err(|e| ContentsError::Read {
+                what: format!("ValidatingAdmissionPolicyBinding {binding_name}"),
+                message: describe_error(&e),
+            })?
+            .ok_or_else(|| ContentsError::NoBinding(binding_name.clone()))?;
+        let selector = binding
+            .spec
+            .match_resources
+            .and_then(|m| m.namespace_selector)
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(Value::Null);
+        stored.listed = listed_namespaces(&selector);
+        Ok(Observed {
+            specs,
+            spec_meta,
+            rbac: index,
+            namespaces,
+            stored,
+        })
+    }
+
+    /// Performs `steps` in order; stops at the first that fails.
+    pub async fn perform(&self, observed: &Observed, steps: &[Step]) -> Result<(), ContentsError> {
+        for step in steps {
+            self.perform_one(observed, step)
+                .await
+                .map_err(|e| ContentsError::Write {
+                    step: describe_step(step),
+                    message: describe_error(&e),
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn perform_one(&self, observed: &Observed, step: &Step) -> kube::Result<()> {
+        let merge = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        match step {
+            Step::Finalize(name) | Step::Release(name) => {
+                let Some((_, finalizers, resource_version)) =
+                    observed.spec_meta.iter().find(|(n, _, _)| n == name)
+                else {
+                    return Ok(());
+                };
+                let mut finalizers: Vec<String> = finalizers
+                    .iter()
+                    .filter(|f| *f != FINALIZER)
+                    .cloned()
+                    .collect();
+                if matches!(step, Step::Finalize(_)) {
+                    finalizers.push(FINALIZER.to_string());
+                }
+                // Guarded by the resourceVersion read: other finalizers are kept as they are.
+                let patch = json!({"metadata": {"resourceVersion": resource_version,
+                                                "finalizers": finalizers}});
+                self.specs()
+                    .patch(name, &merge, &Patch::Merge(&patch))
+                    .await
+                    .map(drop)
+            }
+            Step::Write { namespace, entries } => {
+                let resource = namespace_contents_resource();
+                let object = json!({
+                    "apiVersion": resource.api_version,
+                    "kind": resource.kind,
+                    "metadata": {"name": self.install, "namespace": namespace},
+                    FIELD: entries,
+                });
+                let apply = PatchParams::apply(FIELD_MANAGER).force();
+                self.objects(Some(namespace))
+                    .patch(&self.install, &apply, &Patch::Apply(&object))
+                    .await
+                    .map(drop)
+            }
+            Step::List(namespaces) => {
+                let patch = json!({"spec": {"matchResources": {
+                    "namespaceSelector": contents::elsewhere_selector(namespaces)}}});
+                self.binding()
+                    .patch(
+                        &elsewhere_policy(&self.install),
+                        &merge,
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .map(drop)
+            }
+            Step::Delete(namespace) => {
+                match self
+                    .objects(Some(namespace))
+                    .delete(&self.install, &DeleteParams::default())
+                    .await
+                {
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                    other => other.map(drop),
+                }
+            }
+        }
+    }
+
+    /// Observes and performs until the plan is empty (at most `passes` times); the steps
+    /// performed, in order.
+    pub async fn settle(&self, passes: usize) -> Result<Vec<Step>, ContentsError> {
+        let mut done = Vec::new();
+        for _ in 0..passes {
+            let observed = self.observe().await?;
+            let steps = observed.plan();
+            if steps.is_empty() {
+                return Ok(done);
+            }
+            self.perform(&observed, &steps).await?;
+            done.extend(steps);
+        }
+        let left = self.observe().await?.plan().len();
+        if left == 0 {
+            Ok(done)
+        } else {
+            Err(ContentsError::KeptChanging(left, passes))
+        }
+    }
+}
+
+/// A step as logs and errors name it.
+pub fn describe_step(step: &Step) -> String {
+    match step {
+        Step::Finalize(name) => {
+            format!("adding finalizer {FINALIZER} to GMSACredentialSpec {name}")
+        }
+        Step::Release(name) => {
+            format!("removing finalizer {FINALIZER} from GMSACredentialSpec {name}")
+        }
+        Step::Write { namespace, entries } => format!(
+            "writing the contents of {} credential spec(s) in namespace {namespace}",
+            entries.len()
+        ),
+        Step::List(namespaces) => format!(
+            "listing {} namespace(s) as holding published contents",
+            namespaces.len()
+        ),
+        Step::Delete(namespace) => {
+            format!("deleting the published contents of namespace {namespace}")
+        }
+    }
+}
+
+/// How long the keeper lets changes gather before it observes the cluster again, and how
+/// often it does so anyway.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(100);
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl ContentsKeeper {
+    /// Keeps the contents until the task is aborted: on every change of what the plan reads
+    /// (and every [`RESYNC`] anyway), observes the cluster and performs the plan, retrying a
+    /// failed pass with backoff. `on_pass` hears each pass's outcome.
+    pub async fn run(&self, on_pass: impl Fn(&Result<Vec<Step>, ContentsError>)) {
+        use futures::stream::{select_all, BoxStream};
+        use futures::StreamExt;
+
+        fn kind<K>(api: Api<K>) -> BoxStream<'static, ()>
+        where
+            K: kube::Resource
+                + Clone
+                + serde::de::DeserializeOwned
+                + std::fmt::Debug
+                + Send
+                + 'static,
+        {
+            crate::watch::changes(api).map(|_| ()).boxed()
+        }
+        let client = &self.client;
+        let mut changes = select_all([
+            kind(self.specs()),
+            kind(self.objects(None)),
+            kind(self.binding()),
+            kind(Api::<Namespace>::all(client.clone())),
+            kind(Api::<rbac::ClusterRole>::all(client.clone())),
+            kind(Api::<rbac::Role>::all(client.clone())),
+            kind(Api::<rbac::ClusterRoleBinding>::all(client.clone())),
+            kind(Api::<rbac::RoleBinding>::all(client.clone())),
+        ]);
+        let mut backoff = std::time::Duration::from_secs(1);
+        let mut due = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                change = changes.next() => {
+                    if change.is_none() {
+                        break;
+                    }
+                    due = due.min(tokio::time::Instant::now() + GATHER);
+                }
+                () = tokio::time::sleep_until(due) => {
+                    let outcome = self.settle(1).await;
+                    on_pass(&outcome);
+                    due = match outcome {
+                        Ok(_) | Err(ContentsError::KeptChanging(..)) => {
+                            backoff = std::time::Duration::from_secs(1);
+                            tokio::time::Instant::now()
+                                + if outcome.is_ok() { RESYNC } else { GATHER }
+                        }
+                        Err(_) => {
+                            let at = tokio::time::Instant::now() + backoff;
+                            backoff = (backoff * 2).min(RETRY_MAX);
+                            at
+                        }
+                    };
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! Policy mode by namespace (issue 21's design) on the current server: the policies of
+//! `gmsa_deploy::policies::namespaced`, no webhook anywhere, and the contents keeper of
+//! `gmsa_kube::contents` writing each namespace's object, running in this process as the
+//! webhook's user. The webhook tier's scenarios run unchanged (the answers that differ are the
+//! README's policy-mode ones), then the keeper is stopped and a spec is created, edited,
+//! deleted and created again.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use gmsa_core::names::contents::FINALIZER;
+use gmsa_kube::contents::ContentsKeeper;
+use gmsa_testkit::real_cluster::{RealCluster, ServerVersion, WEBHOOK_USER};
+use serde_json::{json, Value};
+
+use super::policies::{message, post_until, type_check_warnings, wait_until_policies_answer};
+use super::*;
+
+/// What the keeper may do, as install would grant its account.
+fn grant_keeper(cluster: &RealCluster) -> Result<(), String> {
+    let rbac = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": "gmsa-contents-keeper"},
+         "rules": [
+            {"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"],
+             "verbs": ["get", "list", "watch", "patch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["policy.gmsa.dev"], "resources": ["gmsanamespacecontents"],
+             "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+            {"apiGroups": ["admissionregistration.k8s.io"],
+             "resources": ["validatingadmissionpolicybindings"],
+             "verbs": ["get", "list", "watch", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": "gmsa-contents-keeper"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": "gmsa-contents-keeper"},
+         "subjects": [{"kind": "User", "name": WEBHOOK_USER}]},
+    ]});
+    cluster
+        .apply(&rbac.to_string())
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn install(cluster: &RealCluster) -> Result<(), String> {
+    let settings = gmsa_deploy::Settings {
+        kube_version: gmsa_deploy::KubeVersion::new(1, cluster.version().minor()),
+        admission: gmsa_deploy::Admission::Policies,
+        ..gmsa_deploy::Settings::default()
+    };
+    let objects =
+        gmsa_deploy::policies::namespaced::objects(&settings, WEBHOOK_USER, &BTreeSet::new());
+    for object in objects {
+        let body = object.body.to_string();
+        let applied = if object.id.kind == gmsa_deploy::Kind::CustomResourceDefinition {
+            cluster.apply_crd(&body)
+        } else {
+            cluster.apply(&body).map(drop)
+        };
+        applied.map_err(|e| format!("applying {}: {e}", object.id.name))?;
+    }
+    Ok(())
+}
+
+/// The keeper of the default install, through the webhook user's kubeconfig.
+async fn keeper(cluster: &RealCluster) -> Result<ContentsKeeper, String> {
+    let config = gmsa_kube::load_config(Some(cluster.webhook_kubeconfig()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    Ok(ContentsKeeper::new(
+        client,
+        gmsa_deploy::names::DEFAULT_NAME,
+    ))
+}
+
+/// The keeper, running on `runtime` until aborted.
+fn start_keeper(
+    runtime: &tokio::runtime::Runtime,
+    cluster: &RealCluster,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let keeper = runtime.block_on(keeper(cluster))?;
+    Ok(runtime.spawn(async move {
+        keeper
+            .run(|outcome| match outcome {
+                Ok(steps) if !steps.is_empty() => eprintln!("keeper: {steps:?}"),
+                Ok(_) => {}
+                Err(e) => eprintln!("keeper: {e}"),
+            })
+            .await;
+    }))
+}
+
+fn spec(cluster: &RealCluster, name: &str) -> Result<Value, String> {
+    let json = cluster
+        .kubectl_ok(&["get", "gmsacredentialspec", name, "-o", "json"], None)
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&json).map_err(|e| e.to_string())
+}
+
+#[test]
+fn namespaced_policies_behind_current_kube() {
+    if skip_requested() {
+        eprintln!("skipped: {SKIP_ENV}=1");
+        return;
+    }
+    let version = ServerVersion::Current;
+    let cluster = RealCluster::start(version).unwrap_or_else(|e| panic!("{e}"));
+    set_up_cluster(&cluster).unwrap_or_else(|e| panic!("setting up the cluster: {e}"));
+    grant_keeper(&cluster).unwrap_or_else(|e| panic!("granting the keeper: {e}"));
+    install(&cluster).unwrap_or_else(|e| panic!("installing the policies: {e}"));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Settled once before the scenarios: specs finalized, objects written, namespaces listed.
+    let settled = runtime.block_on(async {
+        let keeper = keeper(&cluster).await?;
+        keeper.settle(5).await.map_err(|e| e.to_string())
+    });
+    let steps = settled.unwrap_or_else(|e| panic!("settling the contents: {e}"));
+    assert!(
+        steps.iter().any(
+            |s| matches!(s, gmsa_core::contents::Step::Write { namespace, .. } if namespace == NS)
+        ),
+        "{steps:?}"
+    );
+    let running = start_keeper(&runtime, &cluster).unwrap_or_else(|e| panic!("{e}"));
+    let e2e = E2e {
+        cluster: &cluster,
+        admission: Admission::Namespaced,
+    };
+    wait_until_policies_answer(&e2e).unwrap_or_else(|e| panic!("{e}"));
+    let warnings = type_check_warnings(&cluster).unwrap_or_else(|e| panic!("{e}"));
+
+    let (count, mut failures) = run_scenarios(&e2e);
+    running.abort();
+    let outage = keeper_outage(&e2e, &runtime);
+    eprintln!(
+        "{version}: {count} scenarios in policy mode by namespace, {} failed; keeper outage phase: {} failed",
+        failures.len(),
+        outage.len()
+    );
+    failures.extend(outage);
+    if !warnings.is_empty() {
+        failures.push(format!("  type-check warnings:\n{}", warnings.join("\n")));
+    }
+    if !failures.is_empty() {
+        panic!(
+            "{} failures in policy mode by namespace on {version}:\n{}",
+            failures.len(),
+            failures.join("\n"),
+        );
+    }
+}
+
+/// Retries `check` for up to 30 s; its last error otherwise.
+fn eventually(mut check: impl FnMut() -> Result<(), String>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check() {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The keeper stopped: existing specs keep working; a spec created meanwhile is refused, never
+/// admitted without contents; `credspec` cannot be edited; a deleted spec stays (terminating,
+/// still inlined) and its name cannot be taken again; nobody but the keeper releases it. Once
+/// the keeper is back, the new spec works, the deleted one goes, and its name can be created
+/// again with other contents, which pods then get.
+fn keeper_outage(e2e: &E2e, runtime: &tokio::runtime::Runtime) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut case = |name: &str, outcome: Result<(), String>| match outcome {
+        Ok(()) => eprintln!("ok    {name}"),
+        Err(problem) => {
+            eprintln!("FAIL  {name}");
+            failures.push(format!("  {name}: {problem}"));
+        }
+    };
+    let cluster = e2e.cluster;
+    let pod_naming = |pod: &str, spec: &str| {
+        with_pod_gmsa(
+            windows_pod(pod, Some("webapp")),
+            json!({"gmsaCredentialSpecName": spec}),
+        )
+    };
+    let kubectl = |args: &[&str]| cluster.kubectl_ok(args, None).map_err(|e| e.to_string());
+
+    case(
+        "keeper down: an existing spec still works",
+        (|| {
+            let stored = e2e.create_pod(&pod_naming("ns-outage-existing", "gmsa-webapp1"))?;
+            same("contents", pod_contents(&stored), Some(WEBAPP1))
+        })(),
+    );
+
+    let created = credspec(
+        "windows.k8s.io/v1",
+        "gmsa-outage",
+        "Outage",
+        &["CONTOSO"],
+        "Outage",
+    );
+    let grant = json!({"apiVersion": "v1", "kind": "List", "items": [
+        cluster_role_use("gmsa-outage-user", &["gmsa-outage"]),
+        role_binding("gmsa-outage-users", "gmsa-outage-user", &["webapp"]),
+    ]});
+    let new_pod = pod_naming("ns-outage-new", "gmsa-outage");
+    case(
+        "keeper down: a spec created meanwhile gets the finalizer and is refused as not published",
+        (|| {
+            cluster
+                .apply(&created.to_string())
+                .map_err(|e| e.to_string())?;
+            cluster
+                .apply(&grant.to_string())
+                .map_err(|e| e.to_string())?;
+            let finalizers = spec(cluster, "gmsa-outage")?["metadata"]["finalizers"].clone();
+            same(
+                "finalizers",
+                Some(&finalizers.to_string()),
+                Some(&json!([FINALIZER]).to_string()),
+            )?;
+            let (code, answer) = e2e.post_pod(NS, &new_pod)?;
+            same("status", Some(&code.to_string()), Some("422"))?;
+            let expected = namespaced_message("cred spec gmsa-outage does not exist");
+            if message(&answer).ends_with(&expected) {
+                Ok(())
+            } else {
+                Err(format!("refused with {:?}", message(&answer)))
+            }
+        })(),
+    );
+
+    case(
+        "keeper down: credspec cannot be edited",
+        (|| {
+            let rename =
+                json!({"credspec": {"DomainJoinConfig": {"MachineAccountName": "Renamed"}}});
+            let out = cluster.kubectl(
+                &[
+                    "patch",
+                    "gmsacredentialspec",
+                    "gmsa-webapp2",
+                    "--type=merge",
+                    "-p",
+                    &rename.to_string(),
+                ],
+                None,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            if out.status.success() || !stderr.contains("delete the spec and create it again") {
+                return Err(format!(
+                    "the edit was not refused as it should be: {stderr}"
+                ));
+            }
+            let stored = e2e.create_pod(&pod_naming("ns-outage-unedited", "gmsa-webapp2"))?;
+            same("contents", pod_contents(&stored), Some(WEBAPP2))
+        })(),
+    );
+
+    case(
+        "keeper down: a deleted spec stays, still inlined, and keeps its name",
+        (|| {
+            kubectl(&[
+                "delete",
+                "gmsacredentialspec",
+                "gmsa-webapp2",
+                "--wait=false",
+            ])?;
+            let stored = spec(cluster, "gmsa-webapp2")?;
+            if stored["metadata"]["deletionTimestamp"].is_null() {
+                return Err("the spec went without its contents being withdrawn".into());
+            }
+            let pod = e2e.create_pod(&pod_naming("ns-outage-terminating", "gmsa-webapp2"))?;
+            same("contents", pod_contents(&pod), Some(WEBAPP2))?;
+            let again = credspec(
+                "windows.k8s.io/v1",
+                "gmsa-webapp2",
+                "WebApp2",
+                &["CONTOSO"],
+                "Replaced",
+            );
+            if cluster.apply(&again.to_string()).is_ok() {
+                return Err(
+                    "the name was taken again while the old contents were published".into(),
+                );
+            }
+            let out = cluster.kubectl(
+                &[
+                    "patch",
+                    "gmsacredentialspec",
+                    "gmsa-webapp2",
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ],
+                None,
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            if out.status.success() || !stderr.contains("only the GMSA keeper") {
+                return Err(format!("an admin released the spec by hand: {stderr}"));
+            }
+            Ok(())
+        })(),
+    );
+
+    case(
+        "keeper back: the new spec works, the deleted one goes, its name takes new contents",
+        (|| {
+            let running = start_keeper(runtime, cluster)?;
+            let outcome = (|| {
+                let (_, stored) = post_until(e2e, &new_pod, |code, _| code == 201)?;
+                same("new spec's contents", pod_contents(&stored), Some(OUTAGE))?;
+                eventually(|| match spec(cluster, "gmsa-webapp2") {
+                    Err(e) if e.contains("NotFound") => Ok(()),
+                    Err(e) => Err(e),
+                    Ok(_) => Err("gmsa-webapp2 is still there".into()),
+                })?;
+                let again = credspec(
+                    "windows.k8s.io/v1",
+                    "gmsa-webapp2",
+                    "WebApp2",
+                    &["CONTOSO"],
+                    "Replaced",
+                );
+                cluster
+                    .apply(&again.to_string())
+                    .map_err(|e| e.to_string())?;
+                let replaced = gmsa_core::canonical::to_go_json(&again["credspec"]);
+                let (_, stored) = post_until(
+                    e2e,
+                    &pod_naming("ns-back-replaced", "gmsa-webapp2"),
+                    |code, _| code == 201,
+                )?;
+                same("replaced contents", pod_contents(&stored), Some(&replaced))
+            })();
+            running.abort();
+            outcome
+        })(),
+    );
+    failures
+}
