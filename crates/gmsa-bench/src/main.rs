@@ -103,8 +103,8 @@ enum Part {
     /// Pod creation on a real kube-apiserver (v1.37.2, built by hack/build-kube-apiserver.sh)
     /// with no GMSA admission, the webhook and the admission policies, with 1, 100, 1,000 and
     /// 10,000 credential specs: latency, API-server CPU per created pod and the API server's
-    /// heap (about 40 minutes, most of it policy mode at 10,000 specs). With --write-report the
-    /// section of BENCHMARKS.md is replaced. Example:
+    /// heap (about 20 minutes). With --write-report the section of BENCHMARKS.md is replaced.
+    /// Example:
     /// cargo run --release -p gmsa-bench -- policies --write-report
     Policies {
         /// Two small spec counts, few pods, one round.
@@ -125,7 +125,8 @@ enum Part {
         /// Rounds per spec count (the median counts).
         #[arg(long)]
         rounds: Option<usize>,
-        /// Specs the bench namespace's contents object holds in `namespaced` mode (default 10).
+        /// Specs the pods' service account may use, so its namespace's published contents hold
+        /// that many (default 10).
         #[arg(long)]
         namespace_specs: Option<usize>,
     },

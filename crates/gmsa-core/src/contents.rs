@@ -65,11 +65,13 @@ impl SpecState {
 }
 
 /// What each namespace's object must hold, for the namespaces that exist and have at least one
-/// entry.
+/// entry, and for `home` (the install's namespace) whatever it holds: its object is always
+/// there, so a probe in it shows whether the API server reads the objects at all.
 pub fn desired(
     specs: &[SpecState],
     grants: &[UseGrant],
     namespaces: &BTreeSet<String>,
+    home: &str,
 ) -> BTreeMap<String, Entries> {
     let publishable: BTreeMap<&str, &str> = specs
         .iter()
@@ -96,6 +98,9 @@ pub fn desired(
                 entries.insert((*name).to_string(), (*contents).to_string());
             }
         }
+    }
+    if namespaces.contains(home) {
+        desired.entry(home.to_string()).or_default();
     }
     desired
 }
@@ -280,19 +285,25 @@ mod tests {
             grant(None, false, &["b"]),
             grant(Some(&["nothing-here"]), true, &[]),
         ];
-        let namespaces = set(&["a", "b", "c"]);
-        let desired = desired(&specs, &grants, &namespaces);
+        let namespaces = set(&["a", "b", "c", "home"]);
+        let desired = desired(&specs, &grants, &namespaces, "home");
         assert_eq!(
             desired,
             BTreeMap::from([
                 ("a".to_string(), entries(&[("web", "W")])),
                 ("b".to_string(), entries(&[("db", "D"), ("web", "W")])),
+                ("home".to_string(), Entries::new()),
             ]),
             "unfinalized, terminating and empty specs are left out, and so are namespaces \
-             that do not exist or that no grant covering a spec reaches"
+             that do not exist or that no grant covering a spec reaches; home always has one"
         );
-        let everywhere = super::desired(&specs, &[grant(Some(&["db"]), true, &[])], &namespaces);
-        assert_eq!(everywhere.len(), 3);
+        let everywhere = super::desired(
+            &specs,
+            &[grant(Some(&["db"]), true, &[])],
+            &namespaces,
+            "elsewhere",
+        );
+        assert_eq!(everywhere.len(), 4, "a home that does not exist has none");
         assert!(everywhere.values().all(|e| e == &entries(&[("db", "D")])));
     }
 

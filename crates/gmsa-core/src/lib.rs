@@ -10,7 +10,6 @@ pub mod decision;
 pub mod hostname;
 pub mod names;
 pub mod pod;
-pub mod published;
 pub mod rbac;
 pub mod state;
 pub mod syntax;

@@ -33,7 +33,9 @@ pub fn namespace_contents_crd_name() -> String {
 
 /// Policy mode's `GMSANamespaceContents` CRD, as JSON: namespaced, one version, its entries a
 /// map of spec name to encoded contents (strings), which the policies' CEL reads as such.
-pub fn namespace_contents_definition() -> Value {
+/// Labelled as the install's: a switch to the webhook and uninstall delete it, and every
+/// namespace's published contents with it.
+pub fn namespace_contents_definition(settings: &crate::Settings) -> Value {
     let entries = JSONSchemaProps {
         additional_properties: Some(JSONSchemaPropsOrBool::Schema(Box::new(JSONSchemaProps {
             type_: Some("string".into()),
@@ -48,10 +50,7 @@ pub fn namespace_contents_definition() -> Value {
         }),
     };
     meta::to_value(&CustomResourceDefinition {
-        metadata: ObjectMeta {
-            name: Some(namespace_contents_crd_name()),
-            ..ObjectMeta::default()
-        },
+        metadata: meta::cluster(settings, &namespace_contents_crd_name(), "admission-policy"),
         spec: CustomResourceDefinitionSpec {
             group: contents::GROUP.into(),
             scope: "Namespaced".into(),

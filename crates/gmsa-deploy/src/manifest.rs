@@ -2,6 +2,7 @@
 //! by what it is for, in the order the phases are applied.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use k8s_openapi::Resource;
@@ -262,43 +263,30 @@ fn render_policies(settings: &Settings) -> Manifest {
         identity,
         certificates: Vec::new(),
         workload,
-        admission: vec![
-            Object::typed(
-                Kind::MutatingAdmissionPolicy,
-                &policies::mutating_policy(settings),
-            ),
-            Object::typed(
-                Kind::MutatingAdmissionPolicyBinding,
-                &policies::mutating_binding(settings),
-            ),
-            Object::typed(
-                Kind::ValidatingAdmissionPolicy,
-                &policies::use_policy_object(settings),
-            ),
-            Object::typed(
-                Kind::ValidatingAdmissionPolicyBinding,
-                &policies::use_binding(settings),
-            ),
-            Object::typed(
-                Kind::ValidatingAdmissionPolicy,
-                &policies::pods_policy_object(settings),
-            ),
-            Object::typed(
-                Kind::ValidatingAdmissionPolicyBinding,
-                &policies::pods_binding(settings),
-            ),
-        ],
+        admission: policies::admission_objects(
+            settings,
+            &policies::keeper_user(settings),
+            &BTreeSet::new(),
+        ),
     }
 }
 
 fn definitions(settings: &Settings) -> Vec<Object> {
-    vec![
-        Object::untyped(
+    let mut definitions = vec![Object::untyped(
+        Kind::CustomResourceDefinition,
+        crd::custom_resource_definition(),
+    )];
+    if settings.admission == Admission::Policies {
+        definitions.push(Object::untyped(
             Kind::CustomResourceDefinition,
-            crd::custom_resource_definition(),
-        ),
-        Object::typed(Kind::Namespace, &workload::namespace(settings)),
-    ]
+            crd::namespace_contents_definition(settings),
+        ));
+    }
+    definitions.push(Object::typed(
+        Kind::Namespace,
+        &workload::namespace(settings),
+    ));
+    definitions
 }
 
 /// The self-signed Secret alone, for `tls` (a rotation stages its new pair with it before the
@@ -442,7 +430,20 @@ mod tests {
                 Kind::ValidatingAdmissionPolicy,
                 Kind::ValidatingAdmissionPolicyBinding,
                 Kind::ValidatingAdmissionPolicy,
+                Kind::ValidatingAdmissionPolicyBinding,
+                Kind::MutatingAdmissionPolicy,
+                Kind::MutatingAdmissionPolicyBinding,
+                Kind::ValidatingAdmissionPolicy,
                 Kind::ValidatingAdmissionPolicyBinding
+            ]
+        );
+        let definitions: Vec<String> = m.definitions.iter().map(|o| o.id.to_string()).collect();
+        assert_eq!(
+            definitions,
+            [
+                "customresourcedefinition.apiextensions.k8s.io/gmsacredentialspecs.windows.k8s.io",
+                "customresourcedefinition.apiextensions.k8s.io/gmsanamespacecontents.policy.gmsa.dev",
+                "namespace/gmsa-system"
             ]
         );
         let owned = crate::owned(&policies);

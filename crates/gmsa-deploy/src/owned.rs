@@ -57,8 +57,17 @@ pub fn owned(settings: &Settings) -> Vec<Owned> {
     let bound_policies = bound
         .iter()
         .map(|p| cluster(p.policy, p.name.clone(), SwitchToWebhook));
-    let mut owned: Vec<Owned> = bindings.chain(bound_policies).collect();
+    let retired = policies::retired(name)
+        .into_iter()
+        .map(|(kind, name)| cluster(kind, name, SwitchToWebhook));
+    let mut owned: Vec<Owned> = bindings.chain(bound_policies).chain(retired).collect();
     owned.extend([
+        // Deleting it deletes every namespace's published contents, once no policy reads them.
+        cluster(
+            Kind::CustomResourceDefinition,
+            crd::namespace_contents_crd_name(),
+            SwitchToWebhook,
+        ),
         cluster(
             Kind::ValidatingWebhookConfiguration,
             configurations.clone(),
@@ -183,9 +192,18 @@ mod tests {
                 Kind::ValidatingAdmissionPolicyBinding,
                 Kind::ValidatingAdmissionPolicyBinding,
                 Kind::MutatingAdmissionPolicyBinding,
+                Kind::ValidatingAdmissionPolicyBinding,
+                Kind::MutatingAdmissionPolicyBinding,
                 Kind::ValidatingAdmissionPolicy,
                 Kind::ValidatingAdmissionPolicy,
                 Kind::MutatingAdmissionPolicy,
+                Kind::ValidatingAdmissionPolicy,
+                Kind::MutatingAdmissionPolicy,
+                // The per-spec policy of earlier versions.
+                Kind::ValidatingAdmissionPolicyBinding,
+                Kind::ValidatingAdmissionPolicy,
+                // The published contents, last: no policy reads them any more.
+                Kind::CustomResourceDefinition,
             ]
         );
         let guard = removed_by(&settings, Removal::NextInstall);

@@ -20,6 +20,9 @@ use thiserror::Error;
 use crate::client::describe_error;
 use crate::resources::{credential_spec_resource, namespace_contents_resource};
 
+/// How often a list answered 429 (a new CRD's storage starting) is tried again, 500 ms apart.
+const STORAGE_STARTING_TRIES: usize = 40;
+
 /// The field manager of these writes.
 pub const FIELD_MANAGER: &str = "gmsa-keeper";
 
@@ -38,12 +41,17 @@ pub enum ContentsError {
     KeptChanging(usize, usize),
 }
 
+/// A spec's name, finalizers and resourceVersion, as read.
+type SpecMeta = (String, Vec<String>, Option<String>);
+
 /// What the plan is decided from, with what the writes need.
 #[derive(Debug, Clone)]
 pub struct Observed {
+    /// The install's namespace, whose object is always written.
+    pub home: String,
     pub specs: Vec<SpecState>,
-    /// The specs' finalizers as stored, and their resourceVersions, by name.
-    spec_meta: Vec<(String, Vec<String>, Option<String>)>,
+    /// The specs' finalizers as stored, and their resourceVersions.
+    spec_meta: Vec<SpecMeta>,
     pub rbac: RbacIndex,
     pub namespaces: BTreeSet<String>,
     pub stored: Stored,
@@ -52,16 +60,23 @@ pub struct Observed {
 impl Observed {
     /// The steps from here.
     pub fn plan(&self) -> Vec<Step> {
-        let desired = contents::desired(&self.specs, &self.rbac.use_grants(), &self.namespaces);
+        let desired = contents::desired(
+            &self.specs,
+            &self.rbac.use_grants(),
+            &self.namespaces,
+            &self.home,
+        );
         contents::plan(&self.specs, &desired, &self.stored)
     }
 }
 
-/// Reads and writes one install's contents (`install` names its objects and policies).
+/// Reads and writes one install's contents (`install` names its objects and policies;
+/// `home` is its namespace).
 #[derive(Clone)]
 pub struct ContentsKeeper {
     client: Client,
     install: String,
+    home: String,
 }
 
 fn listed<T>(what: &'static str, result: kube::Result<T>) -> Result<T, ContentsError> {
@@ -80,10 +95,11 @@ fn rbac_items<K: serde::Serialize, T: serde::de::DeserializeOwned>(items: Vec<K>
 }
 
 impl ContentsKeeper {
-    pub fn new(client: Client, install: &str) -> Self {
+    pub fn new(client: Client, install: &str, home: &str) -> Self {
         Self {
             client,
             install: install.to_string(),
+            home: home.to_string(),
         }
     }
 
@@ -103,8 +119,45 @@ impl ContentsKeeper {
         Api::all(self.client.clone())
     }
 
-    /// Lists everything the plan needs. RBAC is read as stored, as the authorizer reads it.
-    pub async fn observe(&self) -> Result<Observed, ContentsError> {
+    /// Each namespace's object of this install, as stored (nothing listed).
+    pub async fn observe_contents(&self) -> Result<Stored, ContentsError> {
+        let mut stored = Stored::default();
+        // A CRD just created answers 429 for a moment while its storage starts.
+        let mut list = self.objects(None).list(&ListParams::default()).await;
+        for _ in 0..STORAGE_STARTING_TRIES {
+            match &list {
+                Err(kube::Error::Api(status)) if status.code == 429 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    list = self.objects(None).list(&ListParams::default()).await;
+                }
+                _ => break,
+            }
+        }
+        for item in listed(FIELD, list)?.items {
+            if item.metadata.name.as_deref() != Some(self.install.as_str()) {
+                continue;
+            }
+            let namespace = item.metadata.namespace.clone().unwrap_or_default();
+            let value = serde_json::to_value(&item).unwrap_or(Value::Null);
+            stored.objects.insert(namespace, entries_of(&value));
+        }
+        Ok(stored)
+    }
+
+    /// The credential specs alone, for releasing them.
+    async fn observe_specs(&self) -> Result<Observed, ContentsError> {
+        let (specs, spec_meta) = self.list_specs().await?;
+        Ok(Observed {
+            home: self.home.clone(),
+            specs,
+            spec_meta,
+            rbac: RbacIndex::new(Aggregation::Stored),
+            namespaces: BTreeSet::new(),
+            stored: Stored::default(),
+        })
+    }
+
+    async fn list_specs(&self) -> Result<(Vec<SpecState>, Vec<SpecMeta>), ContentsError> {
         let all = ListParams::default();
         let spec_list = listed("gmsacredentialspecs", self.specs().list(&all).await)?;
         let mut specs = Vec::new();
@@ -121,6 +174,13 @@ impl ContentsKeeper {
                 ));
             }
         }
+        Ok((specs, spec_meta))
+    }
+
+    /// Lists everything the plan needs. RBAC is read as stored, as the authorizer reads it.
+    pub async fn observe(&self) -> Result<Observed, ContentsError> {
+        let all = ListParams::default();
+        let (specs, spec_meta) = self.list_specs().await?;
         let client = &self.client;
         let mut index = RbacIndex::new(Aggregation::Stored);
         let roles: Vec<Role> = rbac_items(
@@ -170,33 +230,25 @@ impl ContentsKeeper {
         .filter(|ns| ns.metadata.deletion_timestamp.is_none())
         .filter_map(|ns| ns.metadata.name)
         .collect();
-        let mut stored = Stored::default();
-        for item in listed(FIELD, self.objects(None).list(&all).await)?.items {
-            if item.metadata.name.as_deref() != Some(self.install.as_str()) {
-                continue;
-            }
-            let namespace = item.metadata.namespace.clone().unwrap_or_default();
-            let value = serde_json::to_value(&item).unwrap_or(Value::Null);
-            stored.objects.insert(namespace, entries_of(&value));
-        }
+        let mut stored = self.observe_contents().await?;
+        // Missing before install applies it: nothing is listed yet (and listing fails).
         let binding_name = elsewhere_policy(&self.install);
-        let binding = self
-            .binding()
-            .get_opt(&binding_name)
-            .await
-            .map_err(|e| ContentsError::Read {
-                what: format!("ValidatingAdmissionPolicyBinding {binding_name}"),
-                message: describe_error(&e),
-            })?
-            .ok_or_else(|| ContentsError::NoBinding(binding_name.clone()))?;
+        let binding =
+            self.binding()
+                .get_opt(&binding_name)
+                .await
+                .map_err(|e| ContentsError::Read {
+                    what: format!("ValidatingAdmissionPolicyBinding {binding_name}"),
+                    message: describe_error(&e),
+                })?;
         let selector = binding
-            .spec
-            .match_resources
+            .and_then(|b| b.spec.match_resources)
             .and_then(|m| m.namespace_selector)
             .and_then(|s| serde_json::to_value(s).ok())
             .unwrap_or(Value::Null);
         stored.listed = listed_namespaces(&selector);
         Ok(Observed {
+            home: self.home.clone(),
             specs,
             spec_meta,
             rbac: index,
@@ -210,9 +262,14 @@ impl ContentsKeeper {
         for step in steps {
             self.perform_one(observed, step)
                 .await
-                .map_err(|e| ContentsError::Write {
-                    step: describe_step(step),
-                    message: describe_error(&e),
+                .map_err(|e| match (step, &e) {
+                    (Step::List(_), kube::Error::Api(status)) if status.code == 404 => {
+                        ContentsError::NoBinding(elsewhere_policy(&self.install))
+                    }
+                    _ => ContentsError::Write {
+                        step: describe_step(step),
+                        message: describe_error(&e),
+                    },
                 })?;
         }
         Ok(())
@@ -286,24 +343,70 @@ impl ContentsKeeper {
     }
 
     /// Observes and performs until the plan is empty (at most `passes` times); the steps
-    /// performed, in order.
-    pub async fn settle(&self, passes: usize) -> Result<Vec<Step>, ContentsError> {
+    /// performed, in order. `scope` says which of the plan's steps to take.
+    pub async fn settle(&self, passes: usize, scope: Scope) -> Result<Vec<Step>, ContentsError> {
         let mut done = Vec::new();
         for _ in 0..passes {
             let observed = self.observe().await?;
-            let steps = observed.plan();
+            let steps = scope.of(observed.plan());
             if steps.is_empty() {
                 return Ok(done);
             }
             self.perform(&observed, &steps).await?;
             done.extend(steps);
         }
-        let left = self.observe().await?.plan().len();
+        let left = scope.of(self.observe().await?.plan()).len();
         if left == 0 {
             Ok(done)
         } else {
             Err(ContentsError::KeptChanging(left, passes))
         }
+    }
+
+    /// Removes the finalizer from every spec that has it: policy mode is going (uninstall, a
+    /// switch to the webhook), and its published contents with it. Run once the `-specs`
+    /// policy, which lets only the keeper remove it, is gone. The specs released, by name.
+    pub async fn release_every_spec(&self) -> Result<Vec<String>, ContentsError> {
+        let observed = self.observe_specs().await?;
+        let held: Vec<Step> = observed
+            .specs
+            .iter()
+            .filter(|s| s.finalized)
+            .map(|s| Step::Release(s.name.clone()))
+            .collect();
+        self.perform(&observed, &held).await?;
+        Ok(held
+            .into_iter()
+            .filter_map(|s| match s {
+                Step::Release(name) => Some(name),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Which of a plan's steps a [`ContentsKeeper::settle`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every step: the keeper.
+    All,
+    /// Finalizers added and objects written, nothing listed, deleted or released: what
+    /// `install` does before the policies exist, so they find the contents in place.
+    Publish,
+    /// Every step but releasing finalizers, which only the keeper's identity may do.
+    NoRelease,
+}
+
+impl Scope {
+    fn of(self, steps: Vec<Step>) -> Vec<Step> {
+        steps
+            .into_iter()
+            .filter(|step| match self {
+                Scope::All => true,
+                Scope::Publish => matches!(step, Step::Finalize(_) | Step::Write { .. }),
+                Scope::NoRelease => !matches!(step, Step::Release(_)),
+            })
+            .collect()
     }
 }
 
@@ -377,7 +480,7 @@ impl ContentsKeeper {
                     due = due.min(tokio::time::Instant::now() + GATHER);
                 }
                 () = tokio::time::sleep_until(due) => {
-                    let outcome = self.settle(1).await;
+                    let outcome = self.settle(1, Scope::All).await;
                     on_pass(&outcome);
                     due = match outcome {
                         Ok(_) | Err(ContentsError::KeptChanging(..)) => {

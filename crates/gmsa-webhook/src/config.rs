@@ -165,13 +165,32 @@ pub struct Args {
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     pub renew_check_interval: Duration,
 
-    /// Keep every GMSACredentialSpec's gmsa.windows.k8s.io/contents and
-    /// gmsa.windows.k8s.io/contents-generation annotations equal to its credspec, encoded as
-    /// the webhook inlines it: what the admission policies of policy mode read, as CEL cannot
-    /// encode JSON. Replicas may all run it. Needs get, list, watch and patch on
-    /// gmsacredentialspecs.
+    /// Keep policy mode's published contents: in each namespace, a GMSANamespaceContents
+    /// object (policy.gmsa.dev) holding the contents of every credential spec its service
+    /// accounts may `use`, encoded as the webhook inlines them, which the admission policies
+    /// read. Also adds and removes the specs' policy.gmsa.dev/withdraw-contents finalizer.
+    /// Replicas may all run it. Needs what install grants the keeper.
     #[arg(long, conflicts_with = "state_dir")]
     pub keep_published_contents: bool,
+
+    /// The install whose objects --keep-published-contents keeps: the name of its
+    /// GMSANamespaceContents objects and of its `<name>-elsewhere` policy binding.
+    #[arg(
+        long,
+        default_value = "gmsa-webhook",
+        requires = "keep_published_contents"
+    )]
+    pub install_name: String,
+
+    /// The namespace of that install: --keep-published-contents always writes its
+    /// GMSANamespaceContents object there (empty when no service account there may use a
+    /// spec), so install can tell the API server reads these objects.
+    #[arg(
+        long,
+        default_value = "gmsa-system",
+        requires = "keep_published_contents"
+    )]
+    pub install_namespace: String,
 
     /// Serve no admissions, only --keep-published-contents (policy mode): no certificate is
     /// needed, and /health, /readyz (the watch has listed every spec), /info and /metrics are

@@ -119,32 +119,17 @@ pub struct RenewalLabels {
     pub step: RenewalStep,
 }
 
-/// How one write of a spec's published contents ended (`--keep-published-contents`).
+/// What one of the keeper's writes did (`--keep-published-contents`).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum PublishOutcome {
-    /// The contents and their generation were set.
+    /// Contents written in a namespace, its namespace listed, or a spec finalized.
     Published,
-    /// Both annotations were removed: the spec has no contents.
+    /// A namespace's contents deleted, or a spec released after they were withdrawn.
     Withdrawn,
-    /// The spec changed since it was read (409); the watch brings the newer one.
-    Conflict,
-    /// 403: the identity lacks `patch` on gmsacredentialspecs.
+    /// 403: the keeper's identity lacks a permission install grants it.
     Forbidden,
-    /// Any other failure; retried with backoff.
+    /// Any other failure; the pass is retried with backoff.
     Failed,
-}
-
-impl From<gmsa_kube::keeper::WriteOutcome> for PublishOutcome {
-    fn from(outcome: gmsa_kube::keeper::WriteOutcome) -> Self {
-        use gmsa_kube::keeper::WriteOutcome;
-        match outcome {
-            WriteOutcome::Published => Self::Published,
-            WriteOutcome::Withdrawn => Self::Withdrawn,
-            WriteOutcome::Conflict => Self::Conflict,
-            WriteOutcome::Forbidden => Self::Forbidden,
-            WriteOutcome::Failed => Self::Failed,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,7 +235,7 @@ impl Metrics {
         let published_contents_writes = counters(
             &mut registry,
             "published_contents_writes",
-            "Writes of GMSACredentialSpecs' published contents annotations, by outcome",
+            "The keeper's writes of policy mode's published contents (namespace objects, the elsewhere binding, finalizers), by outcome",
         );
         registry.register(
             "build",
@@ -285,7 +270,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one write (or failed attempt) of a spec's published contents.
+    /// Counts one of the keeper's writes, or one failed pass.
     pub fn published_contents_write(&self, outcome: PublishOutcome) {
         self.published_contents_writes
             .get_or_create(&PublishLabels { outcome })

@@ -22,8 +22,6 @@ use gmsa_testkit::real_cluster::{
 };
 use serde_json::{json, Value};
 
-#[path = "real_apiserver/namespaced.rs"]
-mod namespaced;
 #[path = "real_apiserver/policies.rs"]
 mod policies;
 
@@ -368,11 +366,9 @@ fn wait_until_webhooks_answer(e2e: &E2e) -> Result<(), String> {
 enum Admission {
     /// Our webhook process, registered by URL.
     Webhook,
-    /// The admission policies `install --admission policies` renders, with no webhook at all.
+    /// The admission policies `install --admission policies` renders, with no webhook at all:
+    /// they read each namespace's published contents, which the keeper writes.
     Policies,
-    /// Policy mode by namespace (issue 21): the policies read each namespace's published
-    /// contents, which the contents keeper writes.
-    Namespaced,
 }
 
 /// What scenarios share: the cluster and a way to create and read pods.
@@ -383,16 +379,16 @@ struct E2e<'a> {
 
 impl E2e<'_> {
     fn policies(&self) -> bool {
-        matches!(self.admission, Admission::Policies | Admission::Namespaced)
+        self.admission == Admission::Policies
     }
 
     /// How a pod of `service_account` (granted no `gmsa-missing`) naming the spec
     /// `gmsa-missing`, which does not exist, is refused: the webhook looks the spec up first;
-    /// policy mode by namespace asks the authorizer first (a namespace's published contents
+    /// policy mode asks the authorizer first (a namespace's published contents
     /// cannot tell a missing spec from one not granted here, and an unauthorized account
     /// learns nothing of which specs exist).
     fn missing_spec_refusal(&self, service_account: &str) -> (&'static str, u16, String) {
-        if self.admission == Admission::Namespaced {
+        if self.policies() {
             let message = format!(
                 "service account \"{service_account}\" is not authorized to `use` GMSA cred spec \"gmsa-missing\""
             );
@@ -403,14 +399,6 @@ impl E2e<'_> {
             404,
             "cred spec gmsa-missing does not exist".into(),
         )
-    }
-
-    /// The message a policy gives where the webhook gives `message`.
-    fn policy_message(&self, message: &str) -> String {
-        match self.admission {
-            Admission::Namespaced => namespaced_message(message),
-            _ => policy_message(message),
-        }
     }
 
     /// `Ok` when the API server refused with `code` and the message `webhook` gave; in policy
@@ -437,8 +425,8 @@ impl E2e<'_> {
                 }
                 code
             }
-            Admission::Policies | Admission::Namespaced => {
-                let expected = format!("denied request: {}", self.policy_message(message));
+            Admission::Policies => {
+                let expected = format!("denied request: {}", policy_message(message));
                 if !got.ends_with(&expected) || !got.contains("ValidatingAdmissionPolicy '") {
                     problems.push(format!(
                         "message\n      got:      {got:?}\n      expected: a ValidatingAdmissionPolicy's {expected:?}"
@@ -1022,7 +1010,7 @@ const SCENARIOS: &[(&str, Scenario)] = &[
             let deadline = Instant::now() + Duration::from_secs(30);
             while code != 201 && Instant::now() < deadline {
                 let message = answer["message"].as_str().unwrap_or_default();
-                if !message.ends_with(&e.policy_message("cred spec gmsa-late does not exist")) {
+                if !message.ends_with(&policy_message("cred spec gmsa-late does not exist")) {
                     return Err(format!("refused for another reason: {code}: {answer}"));
                 }
                 thread::sleep(Duration::from_millis(100));
@@ -1545,24 +1533,10 @@ fn webhook_behind_a_real_kube_apiserver(version: ServerVersion) {
     }
 }
 
-/// The message policy mode gives for a webhook `message`: a name left without contents is
-/// refused by the per-request policy, which cannot tell a missing spec from one with nothing
-/// published (README, "Policy mode").
+/// The message a policy gives where the webhook gives `message` (README: what policy mode
+/// answers differently): a spec that does not exist, has no contents, or is not granted here
+/// is not published for the namespace ([`NS`] in the scenarios).
 fn policy_message(message: &str) -> String {
-    let unusable = message.strip_prefix("cred spec ").and_then(|rest| {
-        rest.strip_suffix(" does not exist")
-            .or_else(|| rest.strip_suffix(" does not have a credspec key"))
-    });
-    match unusable {
-        Some(name) => format!("cred spec {name} {}", gmsa_deploy::policies::NOT_USABLE),
-        None => message.to_string(),
-    }
-}
-
-/// [`policy_message`] for policy mode by namespace, where a spec that does not exist, has no
-/// contents, or is not granted here is not published for the namespace ([`NS`] in the
-/// scenarios).
-fn namespaced_message(message: &str) -> String {
     let unusable = message.strip_prefix("cred spec ").and_then(|rest| {
         rest.strip_suffix(" does not exist")
             .or_else(|| rest.strip_suffix(" does not have a credspec key"))
@@ -1570,7 +1544,7 @@ fn namespaced_message(message: &str) -> String {
     match unusable {
         Some(name) => format!(
             "cred spec {name} is not published for namespace {NS}: {}",
-            gmsa_deploy::policies::namespaced::NOT_PUBLISHED
+            gmsa_deploy::policies::NOT_PUBLISHED
         ),
         None => message.to_string(),
     }

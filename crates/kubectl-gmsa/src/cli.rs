@@ -73,10 +73,9 @@ Examples:
   kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 --apply
   kubectl gmsa credspec validate gmsa-webapp1.yaml
 
-With --apply, `new` and `convert` apply the GMSACredentialSpec (server-side apply) and then
-publish its gmsa.windows.k8s.io/contents and contents-generation annotations, which the
-admission policies of policy mode read; `gmsa-webhook --keep-published-contents` keeps them
-current after later edits.";
+With --apply, `new` and `convert` apply the GMSACredentialSpec (server-side apply). In policy
+mode its credspec cannot change once created (delete the spec and apply it again), and the
+keeper publishes its contents in the namespaces whose service accounts may use it.";
 
 #[derive(Debug, Subcommand)]
 pub enum CredspecCommand {
@@ -105,8 +104,7 @@ Examples:
     --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973 -o gmsa-webapp1.yaml
 
-  # The same, applied to the cluster with its published contents (check first with
-  # --dry-run=server):
+  # The same, applied to the cluster (check first with --dry-run=server):
   kubectl gmsa credspec new gmsa-webapp1 --account WebApp1 --domain contoso.com --netbios CONTOSO \\
     --domain-guid 244818ae-87ac-4fcd-92ec-e79e5252348a \\
     --domain-sid S-1-5-21-2126449477-2524075714-3094792973 --apply
@@ -162,7 +160,6 @@ pub struct NewArgs {
     pub additional_accounts: Vec<AdditionalAccount>,
     #[command(flatten)]
     pub output: OutputFile,
-    // With --apply, the contents annotations policy mode reads are published too.
     #[command(flatten)]
     pub apply: ApplyArgs,
     /// After the headless groups, because its help heading holds for the arguments after it.
@@ -293,7 +290,7 @@ Examples:
   # On Windows: New-CredentialSpec -AccountName WebApp1 -Path .\\contoso_webapp1.json
   kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 -o gmsa-webapp1.yaml
   kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 | kubectl apply -f -
-  # Applied by server-side apply, with the contents annotations policy mode reads:
+  # Applied by server-side apply:
   kubectl gmsa credspec convert contoso_webapp1.json --name gmsa-webapp1 --apply";
 
 /// `credspec convert`.
@@ -306,7 +303,6 @@ pub struct ConvertArgs {
     pub name: String,
     #[command(flatten)]
     pub output: OutputFile,
-    // With --apply, the contents annotations policy mode reads are published too.
     #[command(flatten)]
     pub apply: ApplyArgs,
 }

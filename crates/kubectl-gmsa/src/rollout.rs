@@ -120,20 +120,21 @@ fn is_missing_namespace(e: &anyhow::Error, namespace: &str) -> bool {
 
 /// How long the API server gets to load new webhook configurations before the Secret they
 /// must trust changes. It watches them and usually reacts within a second.
-pub async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
+pub async fn wait_established(applier: &Applier, crd: &serde_json::Value) -> anyhow::Result<()> {
     let info = Kind::CustomResourceDefinition.info();
-    let name = gmsa_deploy::crd::crd_name();
+    let name = crd["metadata"]["name"].as_str().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let crd = applier.get(info, None, &name).await?;
-        let established = crd.as_ref().is_some_and(|c| {
+        let stored = applier.get(info, None, name).await?;
+        let established = stored.as_ref().is_some_and(|c| {
             c["status"]["conditions"].as_array().is_some_and(|conds| {
                 conds
                     .iter()
                     .any(|c| c["type"] == "Established" && c["status"] == "True")
             })
         });
-        if established {
+        // Established is not yet served: the new resource's storage answers 429 for a moment.
+        if established && served(applier, crd).await {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -143,6 +144,39 @@ pub async fn wait_established(applier: &Applier) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// Whether the CRD's resource answers a list, through its storage version.
+async fn served(applier: &Applier, crd: &serde_json::Value) -> bool {
+    let spec = &crd["spec"];
+    let group = spec["group"].as_str().unwrap_or_default();
+    let Some(version) = spec["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|v| v["storage"] == true)
+        .and_then(|v| v["name"].as_str())
+    else {
+        return true;
+    };
+    let resource = kube::api::ApiResource {
+        group: group.to_string(),
+        version: version.to_string(),
+        api_version: format!("{group}/{version}"),
+        kind: spec["names"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        plural: spec["names"]["plural"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::all_with(applier.client.clone(), &resource);
+    api.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .is_ok()
 }
 
 /// Waits until the Deployment's rollout of its current template is complete: every replica
@@ -340,16 +374,19 @@ pub async fn delete_ours(
     Ok(lines)
 }
 
-/// Waits (30 s) until the API server refuses, by ValidatingAdmissionPolicy `policy`, a
-/// server-dry-run pod in the install's namespace that names a spec no one has; `Err` holds the
-/// last answer. The pod runs as the install's ServiceAccount: it exists wherever install ran,
-/// and the webhooks skip that namespace, so a policy answers first.
+/// Waits (30 s) until the API server refuses, by one of the ValidatingAdmissionPolicies
+/// `policies`, a server-dry-run pod in the install's namespace that names a spec no one has;
+/// `Err` holds the last answer. The pod runs as the install's ServiceAccount: it exists
+/// wherever install ran, and the webhooks skip that namespace, so a policy answers first.
 pub async fn wait_refused_by(
     applier: &Applier,
     settings: &Settings,
-    policy: &str,
+    policies: &[String],
 ) -> Result<(), String> {
-    let expected = [format!("ValidatingAdmissionPolicy '{policy}'")];
+    let expected: Vec<String> = policies
+        .iter()
+        .map(|policy| format!("ValidatingAdmissionPolicy '{policy}'"))
+        .collect();
     wait_probe_refused(applier, &settings.namespace, &settings.name, &expected).await
 }
 

@@ -608,7 +608,11 @@ fn helm_installs_the_policies_on_a_real_server() {
         ..gmsa_deploy::Settings::default()
     };
     let sent = policy_template::policy_objects(&settings);
-    assert_eq!(sent.len(), 6, "three policies and their bindings");
+    assert_eq!(
+        sent.len(),
+        11,
+        "the published contents' CRD, five policies and their bindings"
+    );
     for object in &sent {
         let kind = gmsa_deploy::Kind::of(
             object["apiVersion"].as_str().unwrap(),

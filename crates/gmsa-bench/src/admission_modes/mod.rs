@@ -3,16 +3,13 @@
 //! with the configurations install renders) and the admission policies install renders (no
 //! process at all). Each cell creates pods naming a credential spec, as a client would, and
 //! reports their latency and the CPU time the API server (and the webhook) spent per created
-//! pod, with 1, 100, 1,000 and 10,000 specs: policies with parameters are evaluated
-//! once per spec.
-//! `routed`, `routed-configmap`, `shards`, `marked` and the `namespaced` modes are the
-//! prototypes of issue 21 (`routed.rs`).
+//! pod, with 1, 100, 1,000 and 10,000 specs in the cluster, of which the pods' namespace may use
+//! a few (its published contents hold those).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use gmsa_core::published::{self, Publication};
 use gmsa_testkit::real_cluster::{RealCluster, ServerVersion};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -23,7 +20,6 @@ use crate::rounds;
 mod admission;
 mod pods;
 mod report;
-pub mod routed;
 
 use admission::Admission;
 use pods::{pod, Client};
@@ -47,29 +43,6 @@ pub enum Mode {
     Webhook,
     /// `install --admission policies`: CEL in the API server, no process.
     Policies,
-    /// The prototype of issue 21 (`routed.rs`): contents shards (a custom resource) as the
-    /// mutating policy's parameters, one `use` binding per spec selected by a label the
-    /// mutation sets.
-    Routed,
-    /// [`Mode::Routed`] with the shards in ConfigMaps (converted lazily, not by JSON).
-    RoutedConfigmap,
-    /// ConfigMap shards alone, no per-spec binding: the cost floor of a design without
-    /// per-spec parameters (it does not see a spec's current generation; measured, not offered).
-    Shards,
-    /// [`Mode::Shards`] plus one `use` binding whose parameters are the specs labelled
-    /// unpublished (none while the keeper keeps up): the cost of the marked-spec design.
-    Marked,
-    /// [`Mode::Marked`] with one contents object per namespace (a namespaced custom resource
-    /// holding the specs that namespace may use) instead of the ConfigMap shards: the mutating
-    /// binding names it without a namespace, so each pod reads its own namespace's object.
-    Namespaced,
-    /// [`Mode::Namespaced`] without the `use` binding over the specs labelled unpublished, to
-    /// tell that binding's cost (its selector lists every spec for every pod) from the rest
-    /// (measured, not offered: it does not see a spec's edit).
-    NamespacedUnmarked,
-    /// [`Mode::Namespaced`] with no `use` policy at all: the pod path of the design where a
-    /// spec's `credspec` cannot change (no mark needed, no informer over the specs).
-    NamespacedImmutable,
 }
 
 impl Mode {
@@ -78,39 +51,7 @@ impl Mode {
             Mode::None => "none",
             Mode::Webhook => "webhook",
             Mode::Policies => "policies",
-            Mode::Routed => "routed",
-            Mode::RoutedConfigmap => "routed-cm",
-            Mode::Shards => "shards",
-            Mode::Marked => "marked",
-            Mode::Namespaced => "namespaced",
-            Mode::NamespacedUnmarked => "ns-unmarked",
-            Mode::NamespacedImmutable => "ns-immutable",
         }
-    }
-
-    /// The prototype of issue 21 a mode measures, if any.
-    pub fn prototype(self) -> Option<routed::Prototype> {
-        use routed::{Prototype, ShardKind, UseParams};
-        let (kind, uses, per_spec_bindings) = match self {
-            Mode::None | Mode::Webhook | Mode::Policies => return None,
-            Mode::Routed => (ShardKind::Custom, UseParams::Ephemeral, true),
-            Mode::RoutedConfigmap => (ShardKind::ConfigMap, UseParams::Ephemeral, true),
-            Mode::Shards => (ShardKind::ConfigMap, UseParams::Ephemeral, false),
-            Mode::Marked => (ShardKind::ConfigMap, UseParams::Unpublished, false),
-            Mode::Namespaced => (ShardKind::Namespaced, UseParams::Unpublished, false),
-            Mode::NamespacedUnmarked => (ShardKind::Namespaced, UseParams::Ephemeral, false),
-            Mode::NamespacedImmutable => (ShardKind::Namespaced, UseParams::Nothing, false),
-        };
-        Some(Prototype {
-            kind,
-            uses,
-            per_spec_bindings,
-        })
-    }
-
-    /// Whether a pod costs the API server a policy invocation per spec.
-    fn per_spec(self) -> bool {
-        self == Mode::Policies || self.prototype().is_some_and(|p| p.per_spec_bindings)
     }
 }
 
@@ -128,29 +69,15 @@ pub struct Plan {
     pub rounds: usize,
     /// This program: the webhook runs as `<exe> target --kind kube-cached`.
     pub exe: PathBuf,
-    /// Specs the bench namespace's contents object holds in `namespaced` mode (at most the
-    /// cluster's count).
+    /// Specs the bench namespace's service account may `use` (the first of the cluster's),
+    /// so its namespace's published contents hold that many.
     pub namespace_specs: usize,
 }
 
-/// Above this many specs, a mode evaluated once per spec takes seconds per pod: its cells
-/// create [`SLOW_SHARE`] of the pods.
-pub const SLOW_ABOVE: usize = 1000;
-pub const SLOW_SHARE: usize = 20;
+/// Specs a namespace's service accounts may use, by default: one app or a few per namespace.
+pub const NAMESPACE_SPECS: usize = 10;
 
 impl Plan {
-    /// Measured and warm-up pods of one cell.
-    pub fn cell(&self, mode: Mode, specs: usize) -> (usize, usize) {
-        if specs > SLOW_ABOVE && mode.per_spec() {
-            (
-                (self.pods / SLOW_SHARE).max(10),
-                (self.warmup / SLOW_SHARE).max(2),
-            )
-        } else {
-            (self.pods, self.warmup)
-        }
-    }
-
     pub fn full(exe: PathBuf) -> Self {
         Self {
             spec_counts: vec![1, 100, 1000, 10000],
@@ -160,7 +87,7 @@ impl Plan {
             connections: 4,
             rounds: 3,
             exe,
-            namespace_specs: routed::NAMESPACE_SPECS,
+            namespace_specs: NAMESPACE_SPECS,
         }
     }
 
@@ -173,7 +100,7 @@ impl Plan {
             connections: 2,
             rounds: 1,
             exe,
-            namespace_specs: routed::NAMESPACE_SPECS,
+            namespace_specs: NAMESPACE_SPECS,
         }
     }
 }
@@ -208,27 +135,27 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     let cluster =
         RealCluster::start_with(ServerVersion::Current, &options).map_err(|e| anyhow!("{e}"))?;
     eprintln!("kube-apiserver {} ready", cluster.version());
-    set_up(&cluster)?;
+    set_up(&cluster, plan.namespace_specs)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let client = Client::new(&cluster)?;
     let mut rows = Vec::new();
-    let mut created: Vec<(String, String)> = Vec::new();
+    let mut created: Vec<String> = Vec::new();
     let mut cell_number = 0;
     for &specs in &plan.spec_counts {
         while created.len() < specs {
             created.push(create_spec(&cluster, created.len())?);
         }
-        eprintln!("{specs} credential specs, published");
+        eprintln!("{specs} credential specs");
         for _ in 0..plan.rounds.max(1) {
             for &mode in &plan.modes {
                 cell_number += 1;
-                let on = Admission::enable(&cluster, plan, mode, &created)?;
+                let on = Admission::enable(&cluster, plan, &runtime, mode)?;
                 wait_until(&cluster, mode != Mode::None)?;
                 let prefix = format!("c{cell_number}");
-                let (pods, warmup) = plan.cell(mode, specs);
+                let (pods, warmup) = (plan.pods, plan.warmup);
                 let warm = runtime.block_on(client.create_pods(
                     &format!("{prefix}w"),
                     warmup,
@@ -295,26 +222,30 @@ pub fn run(plan: &Plan) -> anyhow::Result<Vec<Row>> {
     ))
 }
 
-/// The namespace, its service account granted `use` of every spec, the CRD, and what the
-/// webhook's user needs to read.
-fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
-    cluster
-        .apply_crd(&gmsa_deploy::crd::custom_resource_definition().to_string())
-        .map_err(|e| anyhow!("{e}"))?;
-    for crd in [routed::shard_crd(), routed::namespaced_crd()] {
+/// The namespace, its service account granted `use` of the first `namespace_specs` specs,
+/// the CRDs, and what the webhook's user needs to read.
+fn set_up(cluster: &RealCluster, namespace_specs: usize) -> anyhow::Result<()> {
+    for crd in [
+        gmsa_deploy::crd::custom_resource_definition(),
+        gmsa_deploy::crd::namespace_contents_definition(&gmsa_deploy::Settings::default()),
+    ] {
         cluster
             .apply_crd(&crd.to_string())
             .map_err(|e| anyhow!("{e}"))?;
     }
     let rbac = "rbac.authorization.k8s.io";
     let webhook = crate::real_server::webhook_user_grant();
+    let usable: Vec<String> = (0..namespace_specs.max(1))
+        .map(|i| format!("spec-{i}"))
+        .collect();
     let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
         webhook[0], webhook[1],
-        {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "use-every-spec"},
-         "rules": [{"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"], "verbs": ["use"]}]},
-        {"apiVersion": format!("{rbac}/v1"), "kind": "RoleBinding", "metadata": {"name": "use-every-spec", "namespace": NS},
-         "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "use-every-spec"},
+        {"apiVersion": format!("{rbac}/v1"), "kind": "ClusterRole", "metadata": {"name": "use-bench-specs"},
+         "rules": [{"apiGroups": ["windows.k8s.io"], "resources": ["gmsacredentialspecs"],
+                    "resourceNames": usable, "verbs": ["use"]}]},
+        {"apiVersion": format!("{rbac}/v1"), "kind": "RoleBinding", "metadata": {"name": "use-bench-specs", "namespace": NS},
+         "roleRef": {"apiGroup": rbac, "kind": "ClusterRole", "name": "use-bench-specs"},
          "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NS}]}
     ]});
     cluster
@@ -325,31 +256,18 @@ fn set_up(cluster: &RealCluster) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("{e}"))
 }
 
-/// Creates `spec-<i>` with its contents already published: a new custom resource has
-/// generation 1, which the response confirms (policies use the contents only then). Returns
-/// its name and contents.
-fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<(String, String)> {
+/// Creates `spec-<i>`; returns its name.
+fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<String> {
     let name = format!("spec-{i}");
-    let mut spec = json!({
+    let spec = json!({
         "apiVersion": "windows.k8s.io/v1", "kind": "GMSACredentialSpec",
-        "metadata": {"name": name, "generation": 1},
+        "metadata": {"name": name},
         "credspec": {
             "ActiveDirectoryConfig": {"GroupManagedServiceAccounts": [{"Name": format!("WebApp{i}"), "Scope": "CONTOSO"}]},
             "CmsPlugins": ["ActiveDirectory"],
             "DomainJoinConfig": {"DnsName": "contoso.com", "DnsTreeName": "contoso.com",
                 "Guid": "244818ae-87ac-4fcd-92ec-e79e5252348a", "MachineAccountName": format!("WebApp{i}"),
                 "NetBiosName": "CONTOSO", "Sid": "S-1-5-21-2126449477-2524075714-3094792973"}}
-    });
-    let Publication::Publish {
-        contents,
-        generation,
-    } = published::publication(&spec)?
-    else {
-        bail!("{name}: nothing to publish");
-    };
-    spec["metadata"]["annotations"] = json!({
-        published::CONTENTS_ANNOTATION: contents.clone(),
-        published::CONTENTS_GENERATION_ANNOTATION: generation.to_string(),
     });
     let (status, body) = cluster
         .request(
@@ -358,11 +276,10 @@ fn create_spec(cluster: &RealCluster, i: usize) -> anyhow::Result<(String, Strin
             Some(&spec.to_string()),
         )
         .map_err(|e| anyhow!("{e}"))?;
-    let stored: Value = serde_json::from_str(&body).unwrap_or_default();
-    if status != 201 || stored["metadata"]["generation"] != json!(generation) {
+    if status != 201 {
         bail!("creating {name}: HTTP {status}: {body}");
     }
-    Ok((name, contents))
+    Ok(name)
 }
 
 /// Waits until GMSA admission is on (a dry-run pod naming a spec gets its contents, one

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{routed, Mode, Plan, Row, SLOW_ABOVE};
+use super::{Mode, Plan, Row};
 use crate::section::ADMISSION_MODES;
 
 /// The rows as the section of BENCHMARKS.md, markers included.
@@ -31,31 +31,13 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
         plan.connections,
         plan.rounds.max(1)
     );
-    if plan.spec_counts.iter().any(|&n| n > SLOW_ABOVE) {
-        let (pods, warmup) = plan.cell(Mode::Policies, SLOW_ABOVE + 1);
-        let _ = writeln!(
-            out,
-            "Above {SLOW_ABOVE} specs, a mode evaluated once per spec takes seconds per pod: its \
-             cells create {pods} pods (after {warmup}).\n"
-        );
-    }
-    let namespaced = |m: &Mode| {
-        m.prototype()
-            .is_some_and(|p| p.kind == routed::ShardKind::Namespaced)
-    };
-    if plan.modes.iter().any(namespaced) {
-        let _ = writeln!(
-            out,
-            "The `namespaced` modes are the prototype of issue 21 (`admission_modes/routed.rs`): \
-             the mutating policy's one parameter is the pod's own namespace's contents object (a \
-             namespaced custom resource, here holding {} specs: those the namespace may use, \
-             whatever the cluster's count). In `namespaced` the `use` policy's parameters are \
-             the specs labelled unpublished (none here) and, for new ephemeral containers, every \
-             spec; `ns-unmarked` keeps only the latter; `ns-immutable` has no `use` policy \
-             (the design where a spec's `credspec` cannot change).\n",
-            plan.namespace_specs
-        );
-    }
+    let _ = writeln!(
+        out,
+        "The specs are the cluster's; the pods' service account may `use` {} of them (its \
+         namespace's published contents hold those), as a namespace running one app or a few \
+         would.\n",
+        plan.namespace_specs
+    );
     let _ = writeln!(
         out,
         "| specs | mode | pods/s | p50 | p99 | API server CPU/pod | vs none | webhook CPU/pod | API server heap | failed |"
@@ -91,7 +73,7 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
             row.pods + row.failures
         );
     }
-    for mode in [Mode::Policies, Mode::Namespaced, Mode::NamespacedImmutable] {
+    for mode in [Mode::Webhook, Mode::Policies] {
         if let Some(growth) = growth(rows, mode) {
             let _ = writeln!(out, "\n{growth}");
         }
@@ -111,9 +93,8 @@ fn growth(rows: &[Row], mode: Mode) -> Option<String> {
     let extra = (last.specs - first.specs) as f64;
     let why = match mode {
         Mode::Policies => {
-            ": the API server evaluates the mutating policy and the `use` policy once per spec \
-             (parameter), and each spec the pod does not name, though it stops at the policies' \
-             one match condition, costs that much."
+            " (the policies read one object, the pod's namespace's, whatever the number of \
+             specs: what remains is noise)."
         }
         _ => ".",
     };

@@ -242,7 +242,7 @@ fn pod_spec(settings: &Settings, container: Container) -> PodSpec {
     }
 }
 
-/// Policy mode's only process: it publishes each credential spec's contents and is on no
+/// Policy mode's only process: it publishes each namespace's contents and is on no
 /// admission path, so it needs no certificate, Service or second port.
 pub fn keeper(settings: &Settings) -> Deployment {
     let probe = |path: &str, period: i32| Probe {
@@ -261,7 +261,7 @@ pub fn keeper(settings: &Settings) -> Deployment {
         name: names::KEEPER_CONTAINER_NAME.into(),
         image: Some(settings.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(keeper_args()),
+        args: Some(keeper_args(settings)),
         ports: Some(vec![port(names::PROBE_PORT_NAME, names::PROBE_PORT)]),
         readiness_probe: Some(probe(core_names::paths::READYZ, 5)),
         liveness_probe: Some(probe(core_names::paths::HEALTH, 10)),
@@ -277,9 +277,11 @@ pub fn keeper(settings: &Settings) -> Deployment {
 }
 
 /// The keeper's command line (`gmsa-webhook`'s flags).
-pub fn keeper_args() -> Vec<String> {
+pub fn keeper_args(settings: &Settings) -> Vec<String> {
     vec![
         "--keep-published-contents".into(),
+        format!("--install-name={}", settings.name),
+        format!("--install-namespace={}", settings.namespace),
         "--no-admission".into(),
         format!("--probe-port={}", names::PROBE_PORT),
     ]

@@ -2,10 +2,11 @@
 
 use gmsa_core::names as core_names;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingAdmissionPolicyBinding, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::authorization::v1::LocalSubjectAccessReview;
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1 as k8s_rbac;
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -95,16 +96,49 @@ pub fn cluster_role(settings: &Settings) -> ClusterRole {
     }
 }
 
-/// Policy mode: the keeper reads every credential spec and writes its published contents
-/// (annotations); the API server does the rest.
+/// Policy mode: what the keeper reads to decide each namespace's published contents (specs,
+/// RBAC, namespaces), what it writes (the contents objects, the specs' finalizer, and the one
+/// `-elsewhere` binding's namespace list); the API server does the rest.
 pub fn keeper_cluster_role(settings: &Settings) -> ClusterRole {
+    let read = ["get", "list", "watch"];
     ClusterRole {
         metadata: meta::cluster(settings, &settings.name, "webhook"),
-        rules: Some(vec![rule(
-            core_names::GROUP,
-            &[core_names::RESOURCE],
-            &["get", "list", "watch", "patch"],
-        )]),
+        rules: Some(vec![
+            rule(
+                core_names::GROUP,
+                &[core_names::RESOURCE],
+                &["get", "list", "watch", "patch"],
+            ),
+            rule(Namespace::GROUP, &[Namespace::URL_PATH_SEGMENT], &read),
+            rule(
+                k8s_rbac::Role::GROUP,
+                &[
+                    k8s_rbac::Role::URL_PATH_SEGMENT,
+                    k8s_rbac::ClusterRole::URL_PATH_SEGMENT,
+                    k8s_rbac::RoleBinding::URL_PATH_SEGMENT,
+                    k8s_rbac::ClusterRoleBinding::URL_PATH_SEGMENT,
+                ],
+                &read,
+            ),
+            rule(
+                core_names::contents::GROUP,
+                &[core_names::contents::RESOURCE],
+                &["get", "list", "watch", "create", "patch", "delete"],
+            ),
+            rule(
+                ValidatingAdmissionPolicyBinding::GROUP,
+                &[ValidatingAdmissionPolicyBinding::URL_PATH_SEGMENT],
+                &read,
+            ),
+            PolicyRule {
+                resource_names: Some(vec![core_names::contents::elsewhere_policy(&settings.name)]),
+                ..rule(
+                    ValidatingAdmissionPolicyBinding::GROUP,
+                    &[ValidatingAdmissionPolicyBinding::URL_PATH_SEGMENT],
+                    &["patch"],
+                )
+            },
+        ]),
         ..ClusterRole::default()
     }
 }

@@ -1,11 +1,8 @@
 //! The CEL of the admission policies: the webhook's decisions (gmsa-core's `decision.rs`)
-//! written as expressions over `object`, `oldObject`, `request` and one credential spec in
-//! `params`. Generated, because each check repeats for the pod and three container lists.
+//! written as expressions over `object`, `oldObject` and `request`. Generated, because each check repeats for the pod and three container lists.
 //!
 //! Every step into the pod is an optional (`.?`), so a missing field reads as absent instead of
 //! failing the request under `failurePolicy: Fail`.
-
-use gmsa_core::published::{CONTENTS_ANNOTATION, CONTENTS_GENERATION_ANNOTATION};
 
 /// A place in a pod that holds GMSA settings, as the webhook names it in its messages.
 #[derive(Debug, Clone, Copy)]
@@ -63,26 +60,6 @@ pub fn created_variable(list: ListKind) -> String {
     format!("variables.{}", list.field)
 }
 
-/// `params`' annotation `key`, as an optional.
-fn annotation(key: &str) -> String {
-    format!("params.metadata.?annotations[?'{key}']")
-}
-
-/// The spec's published contents, `''` when none.
-pub fn published_contents() -> String {
-    format!("{}.orValue('')", annotation(CONTENTS_ANNOTATION))
-}
-
-/// Whether the spec's contents are published for its current generation. An edit by hand
-/// bumps `metadata.generation` (annotations do not), so stale contents are never used.
-pub fn published() -> String {
-    format!(
-        "has(params.credspec) && {}.hasValue() && {}.orValue('') == string(params.metadata.generation)",
-        annotation(CONTENTS_ANNOTATION),
-        annotation(CONTENTS_GENERATION_ANNOTATION)
-    )
-}
-
 /// Whether a place this request creates passes `test` (a CEL expression over a holder): the
 /// pod on CREATE, or a container of `list_of(list)` (the [`created`] containers, written out
 /// or as their variable).
@@ -99,30 +76,6 @@ fn any_created_place(list_of: fn(ListKind) -> String, test: impl Fn(&str) -> Str
 /// so controllers can still adopt, label and finalize the pods that run.
 pub fn creates_a_gmsa_place() -> String {
     any_created_place(created, mentions)
-}
-
-/// Whether a place this request creates names the spec in `params`: the per-spec policies'
-/// match condition. Policies with parameters are evaluated once per spec, so each spec a pod
-/// does not name costs this one expression instead of the whole policy (BENCHMARKS.md).
-/// Match conditions cannot read `variables`, hence the lists written out again.
-pub fn names_the_spec() -> String {
-    any_created_place(created, |h| {
-        format!("{} == params.metadata.name", name_of(h))
-    })
-}
-
-/// Whether a place this request creates names the spec in `params` and carries contents
-/// (pre-set, or inlined by the mutating policy). A place left without contents is refused by
-/// the per-request policy alone, so a request refused for it gets one message whatever order
-/// the API server evaluates the policies in.
-pub fn holds_the_spec() -> String {
-    any_created_place(created_variable, |h| {
-        format!(
-            "{} == variables.name && {}.hasValue()",
-            name_of(h),
-            contents_of(h)
-        )
-    })
 }
 
 /// The distinct spec names set on the places this request creates (needs the [`created`]
@@ -152,32 +105,6 @@ pub fn created_names() -> String {
         ));
     }
     parts.join(" + ")
-}
-
-/// The JSON Patch that inlines the published contents wherever a created place names the spec
-/// and has none yet; nothing while the contents are not published.
-pub fn inline_patch() -> String {
-    let add =
-        |path: String| format!("JSONPatch{{op: 'add', path: {path}, value: variables.contents}}");
-    let mut parts = vec![format!(
-        "({CREATING} && {} == variables.name && !{}.hasValue() ? [{}] : [])",
-        name_of("object.spec"),
-        contents_of("object.spec"),
-        add("'/spec/securityContext/windowsOptions/gmsaCredentialSpec'".into())
-    )];
-    for list in LISTS {
-        parts.push(format!(
-            "{}.filter(c, {} == variables.name && !{}.hasValue()).map(c, {})",
-            created(list),
-            name_of("c"),
-            contents_of("c"),
-            add(format!(
-                "'/spec/{}/' + string(object.spec.{}.indexOf(c)) + '/securityContext/windowsOptions/gmsaCredentialSpec'",
-                list.field, list.field
-            ))
-        ));
-    }
-    format!("!variables.published ? [] : {}", parts.join(" + "))
 }
 
 /// The pod's name as messages quote it (empty while `generateName` is pending).
@@ -289,20 +216,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_patch_covers_the_pod_and_every_list() {
-        let patch = inline_patch();
-        for path in [
-            "/spec/securityContext/windowsOptions/gmsaCredentialSpec",
-            "'/spec/containers/'",
-            "'/spec/initContainers/'",
-            "'/spec/ephemeralContainers/'",
-        ] {
-            assert!(patch.contains(path), "{path} missing from {patch}");
-        }
-        assert!(patch.starts_with("!variables.published ? [] :"));
-    }
-
-    #[test]
     fn the_guard_looks_at_created_places_only() {
         let guard = creates_a_gmsa_place();
         assert!(guard.starts_with(&format!("({CREATING} && ")));
@@ -318,13 +231,5 @@ mod tests {
             !guard.contains("oldObject.spec.?containers"),
             "updates create no container"
         );
-    }
-
-    #[test]
-    fn published_needs_the_current_generation() {
-        let p = published();
-        assert!(p.contains(CONTENTS_GENERATION_ANNOTATION));
-        assert!(p.contains("string(params.metadata.generation)"));
-        assert!(p.contains("has(params.credspec)"));
     }
 }

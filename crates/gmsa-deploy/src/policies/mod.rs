@@ -1,23 +1,40 @@
-//! Policy mode: the webhook's job done inside the API server (Kubernetes 1.36+) by one
-//! MutatingAdmissionPolicy and two ValidatingAdmissionPolicies, with every
-//! `GMSACredentialSpec` as a parameter. No process is on the admission path; the keeper
-//! (`gmsa-webhook --keep-published-contents`) only publishes each spec's encoded contents.
+//! Policy mode: the webhook's job done inside the API server (Kubernetes 1.36+) by admission
+//! policies, at a cost per GMSA pod that does not grow with the number of credential specs
+//! (BENCHMARKS.md, "Policy mode"). No process is on the admission path; the keeper
+//! (`gmsa-webhook --keep-published-contents`, [`gmsa_kube::contents`]) only writes what the
+//! policies read.
 //!
-//! - `<name>-inline` (mutating, per spec): inlines the published contents.
-//! - `<name>-use` (validating, per spec): the spec has a `credspec`, its contents are
-//!   published for its generation, pre-set contents equal them.
-//! - `<name>-pods` (validating, once): a name left without contents (no such spec), contents
-//!   without a name, the service account may `use` every named spec, and GMSA settings never
-//!   change on update.
+//! Each namespace's `GMSANamespaceContents` object (named after the install) holds the encoded
+//! contents of the specs its service accounts may `use` (`gmsa_core::contents` decides them).
+//! The pod policies read the pod's own namespace's object (a `paramRef` with a name and no
+//! namespace): one cached get per policy, whatever the number of specs.
+//!
+//! - `<name>-inline` (mutating): inlines the entry of each name left without contents.
+//! - `<name>-pods` (validating): the service account may `use` every name (asked first, so an
+//!   account learns nothing of which specs exist); a name still without contents is not
+//!   published here; pre-set contents equal the entry; contents without a name; settings
+//!   never change on update.
+//! - `<name>-elsewhere` (validating, no parameter): the same checks with no entries, bound to
+//!   every namespace the keeper has not listed as holding an object. Without it a namespace
+//!   with no object would skip `-pods` entirely (`parameterNotFoundAction: Allow`; `Deny` would
+//!   refuse every pod there, GMSA or not, since the API server collects parameters before it
+//!   evaluates match conditions).
+//! - `<name>-specs` (validating, on spec updates): `credspec` never changes (delete and create
+//!   again), and only the keeper removes the [`FINALIZER`].
+//! - `<name>-finalize` (mutating, on spec creation): adds the [`FINALIZER`], so a spec's
+//!   contents are withdrawn before it goes and its name never meets them again.
 //!
 //! The uninstall guard (`guard.rs`) is not part of an install: `uninstall` leaves it so GMSA
 //! pods are refused, not admitted without contents, until admission is installed again.
 
 pub mod cel;
 pub mod guard;
-pub mod namespaced;
 
+use std::collections::BTreeSet;
+
+use gmsa_core::contents::elsewhere_selector;
 use gmsa_core::names as core_names;
+use gmsa_core::names::contents::{self, FINALIZER};
 use k8s_openapi::api::admissionregistration::v1::{
     JSONPatch, MatchCondition, MatchResources, MutatingAdmissionPolicy,
     MutatingAdmissionPolicyBinding, MutatingAdmissionPolicyBindingSpec,
@@ -29,53 +46,54 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use k8s_openapi::Resource;
 
+use crate::manifest::Object;
 use crate::meta::{self, strings};
 use crate::{names, webhooks, Kind, Settings};
 use cel::LISTS;
 
-/// The names of the three policies (each binding has its policy's name).
+/// The names of the policies (each binding has its policy's name).
 pub fn inline_policy(name: &str) -> String {
     format!("{name}-inline")
-}
-
-pub fn use_policy(name: &str) -> String {
-    format!("{name}-use")
 }
 
 pub fn pods_policy(name: &str) -> String {
     format!("{name}-pods")
 }
 
-/// One of the three policies an install binds, as install, uninstall and doctor know it.
+/// One of the policies an install binds, as install, uninstall and doctor know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoundPolicy {
     pub policy: Kind,
     pub binding: Kind,
     /// The policy's name, which its binding shares.
     pub name: String,
-    /// Whether the binding takes every credential spec as a parameter (the per-spec
-    /// policies), rather than running once per request.
-    pub per_spec: bool,
+    /// Whether the binding reads the request's namespace's `GMSANamespaceContents` object
+    /// (a `paramRef` naming the install).
+    pub reads_contents: bool,
 }
 
-/// The policies of the install named `name`, in the order uninstall removes them: one list
-/// for install's objects, uninstall's and doctor's `admission-policies` row.
-pub fn bound(name: &str) -> [BoundPolicy; 3] {
-    let validating = |name: String, per_spec| BoundPolicy {
+/// The policies of the install named `name`, in the order uninstall removes them (the pod
+/// policies first, then those on specs): one list for install's objects, uninstall's and
+/// doctor's `admission-policies` row.
+pub fn bound(name: &str) -> [BoundPolicy; 5] {
+    let validating = |name: String, reads_contents| BoundPolicy {
         policy: Kind::ValidatingAdmissionPolicy,
         binding: Kind::ValidatingAdmissionPolicyBinding,
         name,
-        per_spec,
+        reads_contents,
+    };
+    let mutating = |name: String, reads_contents| BoundPolicy {
+        policy: Kind::MutatingAdmissionPolicy,
+        binding: Kind::MutatingAdmissionPolicyBinding,
+        name,
+        reads_contents,
     };
     [
-        validating(use_policy(name), true),
-        validating(pods_policy(name), false),
-        BoundPolicy {
-            policy: Kind::MutatingAdmissionPolicy,
-            binding: Kind::MutatingAdmissionPolicyBinding,
-            name: inline_policy(name),
-            per_spec: true,
-        },
+        validating(pods_policy(name), true),
+        validating(elsewhere_policy(name), false),
+        mutating(inline_policy(name), true),
+        validating(specs_policy(name), false),
+        mutating(finalize_policy(name), false),
     ]
 }
 
@@ -119,111 +137,11 @@ pub(crate) fn mentions_gmsa() -> MatchCondition {
     }
 }
 
-/// Why a place naming a spec was left without contents: no such spec, or none published for
-/// its generation (keeper down, spec just created or edited, no `credspec` key). The
-/// per-request policy cannot tell which, so it says both and points at doctor.
-pub const NOT_USABLE: &str =
-    "does not exist or has no contents published for its current generation: kubectl gmsa doctor tells which";
-
-/// Above this many credential specs, policy mode costs the API server more than twice the CPU
-/// per GMSA pod that the webhook does. The API server evaluates both per-spec policies once
-/// for every spec on every GMSA pod; measured on v1.37.2 (BENCHMARKS.md, "Policy mode"): 3.8
-/// ms with one spec and about 0.33 ms more per spec up to 1,000 (more beyond), against 2.5 to
-/// 4.4 ms with the webhook at any count.
-pub const SPECS_WITHIN_TWICE_THE_WEBHOOK: usize = 10;
-
-/// What policy mode costs with `specs` credential specs, when that is more than the webhook
-/// would cost: for install's and doctor's warnings.
-pub fn cost_warning(specs: usize) -> Option<String> {
-    (specs > SPECS_WITHIN_TWICE_THE_WEBHOOK).then(|| {
-        format!(
-            "{specs} credential specs: the API server evaluates two policies per spec on every GMSA pod, \
-             about 0.35 ms of its CPU and 0.7 ms of latency per spec (measured on v1.37.2), so policy \
-             mode costs it more than twice what the webhook does beyond {SPECS_WITHIN_TWICE_THE_WEBHOOK} specs"
-        )
-    })
-}
-
-/// The per-spec policies run only for the spec the request names.
-fn names_this_spec() -> MatchCondition {
-    MatchCondition {
-        name: "names-this-spec".into(),
-        expression: cel::names_the_spec(),
-    }
-}
-
-fn spec_param() -> ParamKind {
-    ParamKind {
-        api_version: Some(format!("{}/{}", core_names::GROUP, core_names::VERSION)),
-        kind: Some("GMSACredentialSpec".into()),
-    }
-}
-
-/// Every credential spec is a parameter; with none, the policy has nothing to check.
-fn every_spec() -> ParamRef {
-    ParamRef {
-        selector: Some(LabelSelector::default()),
-        parameter_not_found_action: Some("Allow".into()),
-        ..ParamRef::default()
-    }
-}
-
-/// The variables the per-spec policies share: the spec, its published contents and the
-/// containers this request creates.
-fn spec_variables() -> Vec<Variable> {
-    let mut vars = vec![
-        variable("name", "params.metadata.name".into()),
-        variable("published", cel::published()),
-        variable("contents", cel::published_contents()),
-    ];
-    vars.extend(created_variables());
-    vars
-}
-
 pub(crate) fn created_variables() -> Vec<Variable> {
     LISTS
         .iter()
         .map(|list| variable(list.field, cel::created(*list)))
         .collect()
-}
-
-pub fn mutating_policy(settings: &Settings) -> MutatingAdmissionPolicy {
-    MutatingAdmissionPolicy {
-        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
-        spec: Some(MutatingAdmissionPolicySpec {
-            param_kind: Some(spec_param()),
-            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
-            // Naming the spec implies creating a place that mentions GMSA: one condition,
-            // evaluated once per spec, is all the policy needs.
-            match_conditions: Some(vec![names_this_spec()]),
-            variables: Some(vec![
-                variable("name", "params.metadata.name".into()),
-                variable("published", cel::published()),
-                variable("contents", cel::published_contents()),
-            ]),
-            mutations: Some(vec![Mutation {
-                patch_type: "JSONPatch".into(),
-                json_patch: Some(JSONPatch {
-                    expression: Some(cel::inline_patch()),
-                }),
-                ..Mutation::default()
-            }]),
-            failure_policy: Some(FAILURE_POLICY.into()),
-            reinvocation_policy: Some("Never".into()),
-        }),
-    }
-}
-
-/// Namespaces labelled `gmsa-webhook: disabled` skip mutation, never validation.
-pub fn mutating_binding(settings: &Settings) -> MutatingAdmissionPolicyBinding {
-    MutatingAdmissionPolicyBinding {
-        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
-        spec: Some(MutatingAdmissionPolicyBindingSpec {
-            policy_name: Some(inline_policy(&settings.name)),
-            param_ref: Some(every_spec()),
-            match_resources: Some(mutated_namespaces()),
-        }),
-    }
 }
 
 /// The namespaces mutation applies to: those not labelled `gmsa-webhook: disabled`.
@@ -279,58 +197,6 @@ pub(crate) fn q(expression: &str) -> String {
     format!("'\"' + {expression} + '\"'")
 }
 
-pub fn use_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
-    let named = "variables.named";
-    let mut validations = vec![
-        validation(
-            format!("!{named} || has(params.credspec)"),
-            "'cred spec ' + variables.name + ' does not have a credspec key'".into(),
-            "Invalid",
-        ),
-        validation(
-            format!("!{named} || variables.published"),
-            "'the contents of cred spec ' + variables.name + ' are not published for its generation ' + \
-             string(params.metadata.generation) + ': is the GMSA keeper running? (kubectl gmsa doctor)'"
-                .into(),
-            "Forbidden",
-        ),
-    ];
-    validations.extend(on_created_places(
-        |h| {
-            format!(
-                "{} == variables.name && {}.hasValue() && {}.value() != variables.contents",
-                cel::name_of(h),
-                cel::contents_of(h),
-                cel::contents_of(h)
-            )
-        },
-        |place| {
-            format!(
-                "'the GMSA cred spec contents for {} ' + {} + ' does not match the contents of GMSA resource ' + {}",
-                place.kind,
-                place.owner,
-                q("variables.name")
-            )
-        },
-        "Invalid",
-    ));
-    let mut variables = spec_variables();
-    variables.push(variable("named", cel::holds_the_spec()));
-    ValidatingAdmissionPolicy {
-        metadata: meta::cluster(settings, &use_policy(&settings.name), COMPONENT),
-        spec: Some(ValidatingAdmissionPolicySpec {
-            param_kind: Some(spec_param()),
-            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
-            match_conditions: Some(vec![names_this_spec()]),
-            variables: Some(variables),
-            validations: Some(validations),
-            failure_policy: Some(FAILURE_POLICY.into()),
-            ..ValidatingAdmissionPolicySpec::default()
-        }),
-        status: None,
-    }
-}
-
 /// The first refused place, as a message names it.
 pub(crate) struct Place<'a> {
     /// `pod`, `container`, `init container`, `ephemeral container`.
@@ -376,47 +242,6 @@ pub(crate) fn on_created_places(
         ));
     }
     validations
-}
-
-/// Checks that need no spec: a name still without contents after mutation (the spec does not
-/// exist), contents without a name, authorization, settings changed on update.
-pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
-    let mutated = mutated_here();
-    let mut validations = on_created_places(
-        |h| {
-            format!(
-                "{mutated} && {} != '' && !{}.hasValue()",
-                cel::name_of(h),
-                cel::contents_of(h)
-            )
-        },
-        |place| {
-            format!(
-                "'cred spec ' + {} + ' {}'",
-                cel::name_of(&place.holder),
-                NOT_USABLE
-            )
-        },
-        "Invalid",
-    );
-    validations.extend(contents_without_name());
-    validations.extend(authorized_and_unchanged());
-    ValidatingAdmissionPolicy {
-        metadata: meta::cluster(settings, &pods_policy(&settings.name), COMPONENT),
-        spec: Some(ValidatingAdmissionPolicySpec {
-            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
-            match_conditions: Some(vec![mentions_gmsa()]),
-            variables: Some({
-                let mut variables = created_variables();
-                variables.push(variable("names", cel::created_names()));
-                variables
-            }),
-            validations: Some(validations),
-            failure_policy: Some(FAILURE_POLICY.into()),
-            ..ValidatingAdmissionPolicySpec::default()
-        }),
-        status: None,
-    }
 }
 
 /// Whether the request's namespace is mutated (not labelled `gmsa-webhook: disabled`). The
@@ -484,10 +309,228 @@ pub(crate) fn authorized_and_unchanged() -> Vec<Validation> {
     validations
 }
 
-fn validating_binding(
+pub use gmsa_core::names::contents::elsewhere_policy;
+
+pub fn specs_policy(name: &str) -> String {
+    format!("{name}-specs")
+}
+
+pub fn finalize_policy(name: &str) -> String {
+    format!("{name}-finalize")
+}
+
+/// Why a name has no contents here. The namespace's object cannot tell a spec that does not
+/// exist from one no service account here may use, so the message names every cause.
+pub const NOT_PUBLISHED: &str =
+    "it does not exist, no service account of this namespace may `use` it, \
+    or the GMSA keeper has not published it here yet: kubectl gmsa doctor tells which";
+
+/// The variable holding the namespace's entries (spec name to contents).
+const ENTRIES: &str = "variables.entries";
+
+/// The entry for the spec named on `holder`, as an optional.
+fn entry_of(holder: &str) -> String {
+    format!("{ENTRIES}[?{}]", cel::name_of(holder))
+}
+
+fn contents_param() -> ParamKind {
+    ParamKind {
+        api_version: Some(format!("{}/{}", contents::GROUP, contents::VERSION)),
+        kind: Some(contents::KIND.into()),
+    }
+}
+
+/// The pod's namespace's object. A namespace without one skips the policy: `-elsewhere`
+/// covers it.
+fn this_namespace(settings: &Settings) -> ParamRef {
+    ParamRef {
+        name: Some(settings.name.clone()),
+        parameter_not_found_action: Some("Allow".into()),
+        ..ParamRef::default()
+    }
+}
+
+fn entries_variable(from_params: bool) -> Variable {
+    let expression = if from_params {
+        format!("params.?{}.orValue({{}})", contents::FIELD)
+    } else {
+        "{}".to_string()
+    };
+    variable("entries", expression)
+}
+
+/// The JSON Patch inlining each created place's entry where it names a spec, has no contents
+/// yet, and the namespace holds the spec's contents.
+pub fn inline_patch() -> String {
+    let wanted = |h: &str| {
+        format!(
+            "{} != '' && !{}.hasValue() && {}.hasValue()",
+            cel::name_of(h),
+            cel::contents_of(h),
+            entry_of(h)
+        )
+    };
+    let add = |path: String, holder: &str| {
+        format!(
+            "JSONPatch{{op: 'add', path: {path}, value: {ENTRIES}[{}]}}",
+            cel::name_of(holder)
+        )
+    };
+    let pod = "object.spec";
+    let mut parts = vec![format!(
+        "({} && {} ? [{}] : [])",
+        cel::CREATING,
+        wanted(pod),
+        add(
+            "'/spec/securityContext/windowsOptions/gmsaCredentialSpec'".into(),
+            pod
+        )
+    )];
+    for list in LISTS {
+        parts.push(format!(
+            "{}.filter(c, {}).map(c, {})",
+            cel::created(list),
+            wanted("c"),
+            add(
+                format!(
+                    "'/spec/{}/' + string(object.spec.{}.indexOf(c)) + '/securityContext/windowsOptions/gmsaCredentialSpec'",
+                    list.field, list.field
+                ),
+                "c"
+            )
+        ));
+    }
+    parts.join(" + ")
+}
+
+pub fn mutating_policy(settings: &Settings) -> MutatingAdmissionPolicy {
+    MutatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
+        spec: Some(MutatingAdmissionPolicySpec {
+            param_kind: Some(contents_param()),
+            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
+            match_conditions: Some(vec![mentions_gmsa()]),
+            variables: Some(vec![entries_variable(true)]),
+            mutations: Some(vec![Mutation {
+                patch_type: "JSONPatch".into(),
+                json_patch: Some(JSONPatch {
+                    expression: Some(inline_patch()),
+                }),
+                ..Mutation::default()
+            }]),
+            failure_policy: Some(FAILURE_POLICY.into()),
+            reinvocation_policy: Some("Never".into()),
+        }),
+    }
+}
+
+/// Namespaces labelled `gmsa-webhook: disabled` skip mutation, never validation.
+pub fn mutating_binding(settings: &Settings) -> MutatingAdmissionPolicyBinding {
+    MutatingAdmissionPolicyBinding {
+        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
+        spec: Some(MutatingAdmissionPolicyBindingSpec {
+            policy_name: Some(inline_policy(&settings.name)),
+            param_ref: Some(this_namespace(settings)),
+            match_resources: Some(mutated_namespaces()),
+        }),
+    }
+}
+
+/// Every check of a GMSA request, against the namespace's entries (none without a parameter).
+fn pod_validations() -> Vec<Validation> {
+    let not_published = |place: &Place<'_>| {
+        format!(
+            "'cred spec ' + {} + ' is not published for namespace ' + request.namespace + ': {NOT_PUBLISHED}'",
+            cel::name_of(&place.holder)
+        )
+    };
+    let mutated = mutated_here();
+    // Authorization first: a service account that may not `use` a name is told so, rather
+    // than that the name is not published here (one of that message's causes).
+    let mut validations = authorized_and_unchanged();
+    validations.extend(on_created_places(
+        |h| {
+            format!(
+                "{mutated} && {} != '' && !{}.hasValue()",
+                cel::name_of(h),
+                cel::contents_of(h)
+            )
+        },
+        not_published,
+        "Invalid",
+    ));
+    validations.extend(on_created_places(
+        |h| {
+            format!(
+                "{} != '' && {}.hasValue() && !{}.hasValue()",
+                cel::name_of(h),
+                cel::contents_of(h),
+                entry_of(h)
+            )
+        },
+        not_published,
+        "Invalid",
+    ));
+    validations.extend(on_created_places(
+        |h| {
+            format!(
+                "{} != '' && {}.hasValue() && {}.orValue('') != {}.value()",
+                cel::name_of(h),
+                cel::contents_of(h),
+                entry_of(h),
+                cel::contents_of(h)
+            )
+        },
+        |place| {
+            format!(
+                "'the GMSA cred spec contents for {} ' + {} + ' does not match the contents of GMSA resource ' + {}",
+                place.kind,
+                place.owner,
+                q(&cel::name_of(&place.holder))
+            )
+        },
+        "Invalid",
+    ));
+    validations.extend(contents_without_name());
+    validations
+}
+
+fn pods_policy_spec(from_params: bool) -> ValidatingAdmissionPolicySpec {
+    let mut variables = vec![entries_variable(from_params)];
+    variables.extend(created_variables());
+    variables.push(variable("names", cel::created_names()));
+    ValidatingAdmissionPolicySpec {
+        param_kind: from_params.then(contents_param),
+        match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
+        match_conditions: Some(vec![mentions_gmsa()]),
+        variables: Some(variables),
+        validations: Some(pod_validations()),
+        failure_policy: Some(FAILURE_POLICY.into()),
+        ..ValidatingAdmissionPolicySpec::default()
+    }
+}
+
+pub fn pods_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
+    ValidatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &pods_policy(&settings.name), COMPONENT),
+        spec: Some(pods_policy_spec(true)),
+        status: None,
+    }
+}
+
+pub fn elsewhere_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy {
+    ValidatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &elsewhere_policy(&settings.name), COMPONENT),
+        spec: Some(pods_policy_spec(false)),
+        status: None,
+    }
+}
+
+fn binding(
     settings: &Settings,
     policy: String,
     param_ref: Option<ParamRef>,
+    match_resources: Option<MatchResources>,
 ) -> ValidatingAdmissionPolicyBinding {
     ValidatingAdmissionPolicyBinding {
         metadata: meta::cluster(settings, &policy, COMPONENT),
@@ -495,44 +538,317 @@ fn validating_binding(
             policy_name: policy,
             param_ref,
             validation_actions: vec!["Deny".into()],
-            match_resources: None,
+            match_resources,
         },
     }
 }
 
-pub fn use_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
-    validating_binding(settings, use_policy(&settings.name), Some(every_spec()))
+pub fn pods_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
+    binding(
+        settings,
+        pods_policy(&settings.name),
+        Some(this_namespace(settings)),
+        None,
+    )
 }
 
-pub fn pods_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
-    validating_binding(settings, pods_policy(&settings.name), None)
+/// Every namespace but `listed`, those the keeper has written an object in.
+pub fn elsewhere_binding(
+    settings: &Settings,
+    listed: &BTreeSet<String>,
+) -> ValidatingAdmissionPolicyBinding {
+    let selector = serde_json::from_value(elsewhere_selector(listed)).ok();
+    binding(
+        settings,
+        elsewhere_policy(&settings.name),
+        None,
+        Some(MatchResources {
+            namespace_selector: selector,
+            ..MatchResources::default()
+        }),
+    )
+}
+
+/// Requests on credential specs themselves.
+fn spec_rules(operation: &str) -> MatchResources {
+    MatchResources {
+        resource_rules: Some(vec![NamedRuleWithOperations {
+            api_groups: Some(vec![core_names::GROUP.into()]),
+            api_versions: Some(vec!["*".into()]),
+            operations: Some(vec![operation.into()]),
+            resources: Some(vec![core_names::RESOURCE.into()]),
+            ..NamedRuleWithOperations::default()
+        }]),
+        ..MatchResources::default()
+    }
+}
+
+/// Whether `object` (CEL) carries the finalizer.
+fn finalized(object: &str) -> String {
+    format!("{object}.metadata.?finalizers.orValue([]).exists(f, f == '{FINALIZER}')")
+}
+
+/// `credspec` never changes; only `keeper_user` removes the finalizer.
+pub fn specs_policy_object(settings: &Settings, keeper_user: &str) -> ValidatingAdmissionPolicy {
+    let credspec = core_names::CREDSPEC_KEY;
+    let unchanged = format!(
+        "has(object.{credspec}) == has(oldObject.{credspec}) && \
+         (!has(object.{credspec}) || object.{credspec} == oldObject.{credspec})"
+    );
+    let kept = format!(
+        "!{} || {} || request.userInfo.username == '{keeper_user}'",
+        finalized("oldObject"),
+        finalized("object")
+    );
+    let name = q("object.metadata.name");
+    ValidatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &specs_policy(&settings.name), COMPONENT),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            match_constraints: Some(spec_rules("UPDATE")),
+            validations: Some(vec![
+                validation(
+                    unchanged,
+                    format!(
+                        "'the credspec of GMSACredentialSpec ' + {name} + ' cannot change while GMSA \
+                         admission runs as admission policies: delete the spec and create it again \
+                         (pods that run keep their contents)'"
+                    ),
+                    "Invalid",
+                ),
+                validation(
+                    kept,
+                    format!(
+                        "'only the GMSA keeper ({keeper_user}) removes finalizer {FINALIZER} from \
+                         GMSACredentialSpec ' + {name} + ', once no namespace holds its contents: \
+                         is the keeper running? (kubectl gmsa doctor)'"
+                    ),
+                    "Forbidden",
+                ),
+            ]),
+            failure_policy: Some(FAILURE_POLICY.into()),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn specs_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
+    binding(settings, specs_policy(&settings.name), None, None)
+}
+
+/// Adds the finalizer to every spec created.
+pub fn finalize_policy_object(settings: &Settings) -> MutatingAdmissionPolicy {
+    let patch = format!(
+        "{} ? [] : has(object.metadata.finalizers) ? \
+         [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{FINALIZER}'}}] : \
+         [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{FINALIZER}']}}]",
+        finalized("object")
+    );
+    MutatingAdmissionPolicy {
+        metadata: meta::cluster(settings, &finalize_policy(&settings.name), COMPONENT),
+        spec: Some(MutatingAdmissionPolicySpec {
+            match_constraints: Some(spec_rules("CREATE")),
+            mutations: Some(vec![Mutation {
+                patch_type: "JSONPatch".into(),
+                json_patch: Some(JSONPatch {
+                    expression: Some(patch),
+                }),
+                ..Mutation::default()
+            }]),
+            failure_policy: Some(FAILURE_POLICY.into()),
+            reinvocation_policy: Some("Never".into()),
+            ..MutatingAdmissionPolicySpec::default()
+        }),
+    }
+}
+
+pub fn finalize_binding(settings: &Settings) -> MutatingAdmissionPolicyBinding {
+    MutatingAdmissionPolicyBinding {
+        metadata: meta::cluster(settings, &finalize_policy(&settings.name), COMPONENT),
+        spec: Some(MutatingAdmissionPolicyBindingSpec {
+            policy_name: Some(finalize_policy(&settings.name)),
+            ..MutatingAdmissionPolicyBindingSpec::default()
+        }),
+    }
+}
+
+/// The identity the keeper's writes carry: the install's ServiceAccount.
+pub fn keeper_user(settings: &Settings) -> String {
+    core_names::service_account_user(&settings.namespace, &settings.name)
+}
+
+/// The policies and bindings, in apply order: those on specs first (a spec created meanwhile
+/// gets its finalizer), then `-elsewhere` (refusing GMSA places in every namespace but
+/// `listed`, those the keeper has written an object in), then the pod policies, each policy
+/// before its binding. The `GMSANamespaceContents` CRD is a definition of the manifest.
+pub fn admission_objects(
+    settings: &Settings,
+    keeper_user: &str,
+    listed: &BTreeSet<String>,
+) -> Vec<Object> {
+    vec![
+        Object::typed(
+            Kind::MutatingAdmissionPolicy,
+            &finalize_policy_object(settings),
+        ),
+        Object::typed(
+            Kind::MutatingAdmissionPolicyBinding,
+            &finalize_binding(settings),
+        ),
+        Object::typed(
+            Kind::ValidatingAdmissionPolicy,
+            &specs_policy_object(settings, keeper_user),
+        ),
+        Object::typed(
+            Kind::ValidatingAdmissionPolicyBinding,
+            &specs_binding(settings),
+        ),
+        Object::typed(
+            Kind::ValidatingAdmissionPolicy,
+            &elsewhere_policy_object(settings),
+        ),
+        elsewhere_binding_object(settings, listed),
+        Object::typed(Kind::MutatingAdmissionPolicy, &mutating_policy(settings)),
+        Object::typed(
+            Kind::MutatingAdmissionPolicyBinding,
+            &mutating_binding(settings),
+        ),
+        Object::typed(
+            Kind::ValidatingAdmissionPolicy,
+            &pods_policy_object(settings),
+        ),
+        Object::typed(
+            Kind::ValidatingAdmissionPolicyBinding,
+            &pods_binding(settings),
+        ),
+    ]
+}
+
+/// [`elsewhere_binding`] as install applies it.
+pub fn elsewhere_binding_object(settings: &Settings, listed: &BTreeSet<String>) -> Object {
+    Object::typed(
+        Kind::ValidatingAdmissionPolicyBinding,
+        &elsewhere_binding(settings, listed),
+    )
+}
+
+/// The per-spec policy earlier versions bound (every spec a parameter): a policy install
+/// removes it once its own policies are applied.
+pub fn retired(name: &str) -> [(Kind, String); 2] {
+    let use_policy = format!("{name}-use");
+    [
+        (Kind::ValidatingAdmissionPolicyBinding, use_policy.clone()),
+        (Kind::ValidatingAdmissionPolicy, use_policy),
+    ]
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic
 mod tests {
     use super::*;
 
-    #[test]
-    fn policy_mode_is_costed_only_beyond_twice_the_webhook() {
-        assert_eq!(cost_warning(0), None);
-        assert_eq!(cost_warning(SPECS_WITHIN_TWICE_THE_WEBHOOK), None);
-        let warning = cost_warning(SPECS_WITHIN_TWICE_THE_WEBHOOK + 1).unwrap_or_default();
-        assert!(warning.starts_with("11 credential specs: "), "{warning}");
-        assert!(warning.contains("beyond 10 specs"), "{warning}");
+    fn settings() -> Settings {
+        Settings {
+            name: "gw".into(),
+            ..Settings::default()
+        }
     }
 
     #[test]
-    fn bound_policies_are_the_three_with_their_bindings() {
+    fn the_pod_policies_read_the_namespaces_own_object() {
+        let settings = settings();
+        assert_eq!(
+            keeper_user(&settings),
+            "system:serviceaccount:gmsa-system:gw"
+        );
+        let objects = admission_objects(&settings, &keeper_user(&settings), &BTreeSet::new());
+        let names: Vec<String> = objects.iter().map(|o| o.id.name.clone()).collect();
+        assert_eq!(
+            names,
+            [
+                "gw-finalize",
+                "gw-finalize",
+                "gw-specs",
+                "gw-specs",
+                "gw-elsewhere",
+                "gw-elsewhere",
+                "gw-inline",
+                "gw-inline",
+                "gw-pods",
+                "gw-pods",
+            ]
+        );
+        for binding in [&objects[7].body, &objects[9].body] {
+            let param_ref = &binding["spec"]["paramRef"];
+            assert_eq!(param_ref["name"], "gw");
+            assert!(
+                param_ref.get("namespace").is_none(),
+                "a name and no namespace: the request's namespace's object"
+            );
+            assert_eq!(param_ref["parameterNotFoundAction"], "Allow");
+        }
+        let elsewhere = &objects[5].body["spec"];
+        assert!(elsewhere.get("paramRef").is_none());
+        let values =
+            &elsewhere["matchResources"]["namespaceSelector"]["matchExpressions"][0]["values"];
+        assert_eq!(values.as_array().map(Vec::len), Some(1));
+        assert_eq!(values[0], "");
+        assert!(objects[4].body["spec"].get("paramKind").is_none());
+        assert_eq!(
+            objects[8].body["spec"]["paramKind"]["kind"],
+            "GMSANamespaceContents"
+        );
+    }
+
+    #[test]
+    fn bound_policies_are_the_five_with_their_bindings() {
         let bound = bound("gw");
         let names: Vec<&str> = bound.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["gw-use", "gw-pods", "gw-inline"]);
-        let per_spec: Vec<bool> = bound.iter().map(|p| p.per_spec).collect();
-        assert_eq!(per_spec, [true, false, true]);
+        assert_eq!(
+            names,
+            [
+                "gw-pods",
+                "gw-elsewhere",
+                "gw-inline",
+                "gw-specs",
+                "gw-finalize"
+            ]
+        );
+        let reads: Vec<bool> = bound.iter().map(|p| p.reads_contents).collect();
+        assert_eq!(reads, [true, false, true, false, false]);
         for policy in &bound {
             assert_eq!(
                 policy.binding.info().kind,
                 format!("{}Binding", policy.policy.info().kind)
             );
         }
+    }
+
+    #[test]
+    fn the_patch_inlines_only_entries_the_namespace_holds() {
+        let patch = inline_patch();
+        assert!(patch.contains("variables.entries[?object.spec.?securityContext"));
+        for list in ["containers", "initContainers", "ephemeralContainers"] {
+            assert!(patch.contains(&format!("'/spec/{list}/'")), "{list}");
+        }
+        assert!(
+            !patch.contains("params"),
+            "entries come through the variable"
+        );
+    }
+
+    #[test]
+    fn only_the_keeper_releases_a_spec_and_credspec_never_changes() {
+        let policy = specs_policy_object(&settings(), "system:serviceaccount:ns:keeper");
+        let spec = policy.spec.unwrap();
+        let validations = spec.validations.unwrap();
+        assert!(validations[0]
+            .expression
+            .contains("object.credspec == oldObject.credspec"));
+        assert!(validations[1]
+            .expression
+            .ends_with("request.userInfo.username == 'system:serviceaccount:ns:keeper'"));
+        let rules = spec.match_constraints.unwrap().resource_rules.unwrap();
+        assert_eq!(rules[0].operations, Some(vec!["UPDATE".to_string()]));
     }
 }

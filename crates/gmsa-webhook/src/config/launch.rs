@@ -46,6 +46,8 @@ impl Launch {
         let keeper = args.keep_published_contents.then(|| KeeperSettings {
             kubeconfig: args.kubeconfig.clone(),
             stale_after: args.watch_stale_after,
+            install: args.install_name.clone(),
+            install_namespace: args.install_namespace.clone(),
         });
         match keeper {
             Some(keeper) if args.no_admission => {
@@ -136,6 +138,8 @@ mod tests {
             "kc",
             "--watch-stale-after",
             "30s",
+            "--install-name",
+            "gw",
         ];
         match launch(&args, &[]).unwrap() {
             Launch::Server { keeper, .. } => assert_eq!(
@@ -143,6 +147,8 @@ mod tests {
                 Some(KeeperSettings {
                     kubeconfig: Some("kc".into()),
                     stale_after: Duration::from_secs(30),
+                    install: "gw".into(),
+                    install_namespace: "gmsa-system".into(),
                 })
             ),
             other => panic!("unexpected {other:?}"),
@@ -168,6 +174,10 @@ mod tests {
             Launch::Keeper(only) => {
                 assert_eq!(only.listen, Some("127.0.0.1:8080".parse().unwrap()));
                 assert_eq!(only.keeper.stale_after, Duration::from_secs(60));
+                assert_eq!(
+                    only.keeper.install, "gmsa-webhook",
+                    "the default install's name"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -183,6 +193,7 @@ mod tests {
     fn nonsense_combinations_are_refused() {
         for args in [
             &["gmsa-webhook", "--no-admission"][..],
+            &["gmsa-webhook", "--install-name", "gw"],
             &[
                 "gmsa-webhook",
                 "--keep-published-contents",

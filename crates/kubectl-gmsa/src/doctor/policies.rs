@@ -1,11 +1,12 @@
-//! Policy mode (`install --admission policies`): the `admission-policies` row (the three
-//! policies and their bindings, on a server that has them), the `published-contents` row (every
-//! spec's contents published for its current generation, or its pods are refused) and the
-//! `keeper` row (the Deployment that publishes them has a ready replica).
+//! Policy mode (`install --admission policies`): the `admission-policies` row (the policies
+//! and their bindings, on a server that has them), the `published-contents` row (every
+//! namespace's object holds what the keeper would write now, or pods naming a spec just
+//! created or granted are refused), the `admission-cost` row (the largest namespace object)
+//! and the `keeper` row (the Deployment that writes them has a ready replica).
 
-use gmsa_core::published::{publication, Publication};
+use gmsa_core::contents::Step;
 use gmsa_deploy::{policies, KubeVersion};
-use gmsa_kube::credential_spec_resource;
+use gmsa_kube::contents::ContentsKeeper;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::Client;
 use serde_json::Value;
@@ -50,9 +51,9 @@ pub(super) async fn check(
                         spec["policyName"]
                     ));
                 }
-                if bound.per_spec && spec["paramRef"]["selector"].is_null() {
+                if bound.reads_contents && spec["paramRef"]["name"].as_str() != Some(name) {
                     problems.push(format!(
-                        "{binding_kind} {policy} does not take every credential spec as a parameter"
+                        "{binding_kind} {policy} does not read the namespace's GMSANamespaceContents {name}"
                     ));
                 }
             }
@@ -80,13 +81,11 @@ pub(super) async fn check(
         report.pass(
             "admission-policies",
             name,
-            "a mutating and two validating policies, each bound; no webhook on the admission path"
+            "the pod, spec and finalizer policies, each bound; no webhook on the admission path"
                 .into(),
         );
     }
-    if let Some(specs) = published_contents(client, fixes, report).await {
-        admission_cost(specs, fixes, report);
-    }
+    published_contents(client, name, fixes, report).await;
     keeper(client, name, fixes, report).await;
 }
 
@@ -100,79 +99,112 @@ fn type_check_warnings(policy: &str, found: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Every spec with contents has them published for its generation; returns how many specs
-/// there are, when they could be listed.
-async fn published_contents(client: &Client, fixes: &Fixes, report: &mut Report) -> Option<usize> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &credential_spec_resource());
-    let list = match api.list(&ListParams::default()).await {
-        Ok(list) => list,
+/// Above this size a namespace's object nears etcd's limit on one object (1.5 MiB by
+/// default), past which the keeper cannot write it.
+const LARGE_OBJECT_BYTES: usize = 1024 * 1024;
+
+/// Every namespace's object holds what the keeper would write now; the largest one's size.
+async fn published_contents(client: &Client, name: &str, fixes: &Fixes, report: &mut Report) {
+    let keeper = ContentsKeeper::new(client.clone(), name, &fixes.namespace);
+    let observed = match keeper.observe().await {
+        Ok(observed) => observed,
         Err(e) => {
             report.fail(
                 "published-contents",
                 "",
-                format!("cannot list credential specs: {e}"),
-                "check your permissions".into(),
+                e.to_string(),
+                format!(
+                    "check your permissions, or install again: {}",
+                    fixes.reinstall()
+                ),
             );
-            return None;
+            return;
         }
     };
-    let mut current = 0;
-    let mut stale = 0;
-    for item in &list.items {
-        let name = item.metadata.name.clone().unwrap_or_default();
-        let object = serde_json::to_value(item).unwrap_or(Value::Null);
-        match publication(&object) {
-            Ok(Publication::Current) => current += 1,
-            Ok(Publication::Publish { generation, .. }) => {
-                stale += 1;
-                report.fail(
-                    "published-contents",
-                    &name,
-                    format!("contents not published for generation {generation}: pods naming {name} are refused"),
-                    format!("is the keeper running (the keeper row)? `{}` publishes them too", fixes.reinstall()),
-                );
-            }
-            Ok(Publication::Withdraw) => report.warn(
-                "published-contents",
-                &name,
-                "no credspec, yet contents are published: the keeper removes them".into(),
-                "is the keeper running (the keeper row)?".into(),
-            ),
-            Err(e) => report.fail(
-                "published-contents",
-                &name,
-                e.to_string(),
-                format!("fix the spec: kubectl edit gmsacredentialspec {name}"),
-            ),
-        }
-    }
-    if stale == 0 {
+    let steps = observed.plan();
+    let count = |f: fn(&Step) -> bool| steps.iter().filter(|s| f(s)).count();
+    let unfinalized = count(|s| matches!(s, Step::Finalize(_)));
+    let namespaces = count(|s| matches!(s, Step::Write { .. } | Step::Delete(_)));
+    let held = count(|s| matches!(s, Step::Release(_)));
+    let listing = count(|s| matches!(s, Step::List(_)));
+    if steps.is_empty() {
         report.pass(
             "published-contents",
             "",
-            format!("{current} credential spec(s) published for their current generation"),
+            format!(
+                "{} namespace(s) hold the contents of the specs their service accounts may use ({} spec(s) in all)",
+                observed.stored.objects.len(),
+                observed.specs.len()
+            ),
+        );
+    } else {
+        let mut behind = Vec::new();
+        if unfinalized > 0 {
+            behind.push(format!(
+                "{unfinalized} spec(s) without the finalizer (refused until the keeper adds it)"
+            ));
+        }
+        if namespaces > 0 {
+            behind.push(format!("{namespaces} namespace(s) whose contents are not current (a spec just created or granted is refused there)"));
+        }
+        if listing > 0 {
+            behind.push(
+                "the -elsewhere binding does not list the namespaces that hold contents".into(),
+            );
+        }
+        if held > 0 {
+            behind.push(format!(
+                "{held} deleted spec(s) kept until the keeper releases them"
+            ));
+        }
+        report.fail(
+            "published-contents",
+            "",
+            behind.join("; "),
+            "is the keeper running (the keeper row)?".into(),
         );
     }
-    Some(list.items.len())
+    admission_cost(&observed.stored.objects, fixes, report);
 }
 
-/// The `admission-cost` row: whether the API server pays more for policy mode than it would
-/// for the webhook, by how many specs each GMSA pod makes it evaluate.
-fn admission_cost(specs: usize, fixes: &Fixes, report: &mut Report) {
-    match policies::cost_warning(specs) {
-        Some(warning) => report.warn(
+/// The `admission-cost` row: a GMSA pod costs the API server one read of its namespace's
+/// object, whatever the number of specs; only that object's size can grow, with the specs its
+/// service accounts may use (every spec, with a grant of every spec to every account).
+fn admission_cost(
+    objects: &std::collections::BTreeMap<String, gmsa_core::contents::Entries>,
+    fixes: &Fixes,
+    report: &mut Report,
+) {
+    let size = |entries: &gmsa_core::contents::Entries| {
+        entries
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+    };
+    let largest = objects.iter().max_by_key(|(_, entries)| size(entries));
+    match largest {
+        Some((namespace, entries)) if size(entries) > LARGE_OBJECT_BYTES => report.warn(
+            "admission-cost",
+            namespace,
+            format!(
+                "its published contents hold {} spec(s), {} KiB, near etcd's 1.5 MiB limit on one object: a grant of many specs to its service accounts (or of every spec, to every account) puts them all there",
+                entries.len(),
+                size(entries) / 1024
+            ),
+            format!("grant fewer specs there (kubectl gmsa doctor lists the grants), or switch to the webhook: {}", fixes.switch_to_webhook()),
+        ),
+        Some((namespace, entries)) => report.pass(
             "admission-cost",
             "",
-            warning,
-            format!("switch to the webhook: {}", fixes.switch_to_webhook()),
+            format!(
+                "a GMSA pod costs the API server one read of its namespace's contents, whatever the number of specs; the largest, {namespace}'s, holds {} spec(s)",
+                entries.len()
+            ),
         ),
         None => report.pass(
             "admission-cost",
             "",
-            format!(
-                "{specs} credential spec(s), within the {} where policy mode costs the API server at most about twice what the webhook does",
-                policies::SPECS_WITHIN_TWICE_THE_WEBHOOK
-            ),
+            "no namespace holds published contents yet".into(),
         ),
     }
 }
@@ -203,7 +235,7 @@ async fn keeper(client: &Client, name: &str, fixes: &Fixes, report: &mut Report)
         report.fail(
             "keeper",
             name,
-            "no keeper Deployment: new or edited specs are never published, so their pods are refused".into(),
+            "no keeper Deployment: specs created or granted from now on are never published, so their pods are refused, and deleted specs are never released".into(),
             fixes.reinstall(),
         );
         return;
@@ -215,13 +247,13 @@ async fn keeper(client: &Client, name: &str, fixes: &Fixes, report: &mut Report)
         report.pass(
             "keeper",
             &format!("{ns}/{name}"),
-            format!("{ready} ready replica(s) publishing contents"),
+            format!("{ready} ready replica(s) keeping the published contents"),
         );
     } else {
         report.fail(
             "keeper",
             &format!("{ns}/{name}"),
-            "no ready replica: specs created or edited now are refused until it runs (existing ones keep working)".into(),
+            "no ready replica: specs created or granted now are refused until it runs, and deleted ones stay (existing grants keep working)".into(),
             format!("kubectl -n {ns} describe deploy/{name}; kubectl -n {ns} logs deploy/{name}"),
         );
     }

@@ -249,7 +249,7 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
             && outcome == Some(Outcome::Created)
             && !server_dry_run
         {
-            wait_established(&applier).await?;
+            wait_established(&applier, &object.body).await?;
         }
     }
     let wait = !args.no_wait && !server_dry_run && settings.webhook_url.is_none();
@@ -268,6 +268,13 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
         material.also_trusted =
             certificates::read_secret(now.as_ref()).trusted(time::OffsetDateTime::now_utc());
         manifest = gmsa_deploy::render(&settings, Some(material))?;
+    }
+    if !server_dry_run && policies::policies_present(&applier, &settings).await? {
+        // Before the webhook's credspec validation is registered, which would be asked about
+        // every finalizer removed (and refuse while its replicas are not serving).
+        for line in policies::release_specs_for_the_webhook(&applier, &settings).await? {
+            println!("{line}");
+        }
     }
     for object in &manifest.admission {
         println!("{}", apply_step(&applier, object, &mut unchecked).await?.1);

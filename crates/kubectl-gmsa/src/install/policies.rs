@@ -1,15 +1,16 @@
 //! `install --admission policies`: the admission policies instead of the webhook. Order
-//! matters twice: every credential spec's contents are published before the policies go live
-//! (a pod naming a spec would otherwise be refused), and a webhook install being replaced is
+//! matters twice: every namespace's contents are published before the policies go live (a pod
+//! naming a spec would otherwise be refused), and a webhook install being replaced is
 //! unregistered only once the policies visibly answer (no pod is ever admitted unchecked).
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use gmsa_deploy::{names, policies, removed_by, Admission, Kind, ObjectRef, Removal, Settings};
-use gmsa_kube::credential_spec_resource;
-use kube::api::{Api, DynamicObject, ListParams};
+use std::collections::BTreeSet;
+
+use anyhow::bail;
+use gmsa_deploy::{names, policies, removed_by, Kind, ObjectRef, Removal, Settings};
+use gmsa_kube::contents::{ContentsError, ContentsKeeper, Scope};
 
 use crate::apply::{Applier, Outcome};
 use crate::exit::ExitStatus;
@@ -69,15 +70,19 @@ pub async fn install(
             && outcome == Some(Outcome::Created)
             && !server_dry_run
         {
-            wait_established(applier).await?;
+            wait_established(applier, &object.body).await?;
         }
     }
+    let mut admission = manifest.admission.clone();
     if !server_dry_run {
-        let published = match publish_all(applier).await {
+        let keeper =
+            ContentsKeeper::new(applier.client.clone(), &settings.name, &settings.namespace);
+        let published = match keeper.settle(PASSES, Scope::Publish).await {
             Err(e) if webhook_unreachable(&e) => {
-                // Our webhook validates spec writes, and it is down: the reason to switch,
-                // often. Without the validating configuration the mutating one still refuses
-                // every GMSA pod (it fails closed), so nothing is admitted unchecked meanwhile.
+                // Our webhook validates spec writes (the finalizer), and it is down: the
+                // reason to switch, often. Without the validating configuration the mutating
+                // one still refuses every GMSA pod (it fails closed), so nothing is admitted
+                // unchecked meanwhile.
                 eprintln!("note: the webhook's credential spec validation is unreachable; unregistering the validating webhook configuration first (GMSA pods stay refused by the mutating one until the policies answer)");
                 let validating: Vec<ObjectRef> = removed_by(settings, Removal::SwitchToPolicies)
                     .into_iter()
@@ -87,24 +92,49 @@ pub async fn install(
                 {
                     println!("{line}");
                 }
-                publish_all(applier).await?
+                keeper.settle(PASSES, Scope::Publish).await?
             }
             other => other?,
         };
+        let observed = keeper.observe_contents().await?;
         eprintln!(
-            "contents: {} credential spec(s) published for the policies",
-            published.written
+            "contents: {} write(s); {} namespace(s) hold the contents of the specs their service accounts may use",
+            published.len(),
+            observed.objects.len()
         );
-        if let Some(warning) = policies::cost_warning(published.specs) {
-            let webhook = gmsa_deploy::reinstall_command(&Settings {
-                admission: Admission::Webhook,
-                ..settings.clone()
-            });
-            eprintln!("warning: {warning}; `{webhook}` switches to the webhook");
+        // The namespaces holding an object already: listing them in `-elsewhere` now keeps
+        // their GMSA pods admitted from the first moment the policies answer.
+        let listed: BTreeSet<String> = observed.objects.keys().cloned().collect();
+        let elsewhere = policies::elsewhere_policy(&settings.name);
+        for object in admission.iter_mut().filter(|o| {
+            o.id.kind == Kind::ValidatingAdmissionPolicyBinding && o.id.name == elsewhere
+        }) {
+            *object = policies::elsewhere_binding_object(settings, &listed);
         }
     }
-    for object in &manifest.admission {
+    for object in &admission {
         println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
+    }
+    if !server_dry_run {
+        // What changed meanwhile, and the per-spec policy of earlier versions: the keeper
+        // takes over from here (releasing finalizers is its alone).
+        ContentsKeeper::new(applier.client.clone(), &settings.name, &settings.namespace)
+            .settle(PASSES, Scope::NoRelease)
+            .await?;
+        let retired: Vec<ObjectRef> = policies::retired(&settings.name)
+            .into_iter()
+            .map(|(kind, name)| ObjectRef::cluster(kind, name))
+            .collect();
+        for line in delete_ours(
+            applier,
+            settings,
+            &retired,
+            Some("replaced by the namespaces' published contents"),
+        )
+        .await?
+        {
+            println!("{line}");
+        }
     }
     // The guard an uninstall left would answer the probe below in the policies' place (the
     // API server reports one refusal, whichever policy it evaluated first). It goes once the
@@ -174,48 +204,25 @@ pub async fn install(
     Ok(ExitStatus::Success)
 }
 
-/// What [`publish_all`] found and did.
-#[derive(Debug, Clone, Copy)]
-pub struct Published {
-    /// Every credential spec in the cluster.
-    pub specs: usize,
-    /// Those whose contents annotations were written.
-    pub written: usize,
-}
-
-/// Publishes every spec whose annotations are not current, as `credspec --apply` does (the
-/// keeper does the same from then on).
-pub async fn publish_all(applier: &Applier) -> anyhow::Result<Published> {
-    let api: Api<DynamicObject> =
-        Api::all_with(applier.client.clone(), &credential_spec_resource());
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .context("cannot list GMSACredentialSpecs to publish their contents")?;
-    let specs = list.items.len();
-    let mut written = 0;
-    for item in list.items {
-        let name = item.metadata.name.clone().unwrap_or_default();
-        let published = crate::credspec::apply::publish(&api, item)
-            .await
-            .with_context(|| format!("cannot publish the contents of GMSACredentialSpec {name} (needs patch on gmsacredentialspecs)"))?;
-        written += usize::from(published.written);
-    }
-    Ok(Published { specs, written })
-}
+/// How often install observes and writes the contents before giving up on a cluster that
+/// keeps changing (the keeper carries on from there).
+const PASSES: usize = 5;
 
 /// Whether a write failed because the API server could not call our credential spec webhook.
-fn webhook_unreachable(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        matches!(cause.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s))
-            if s.message.contains(&format!("failed calling webhook \"{}\"", names::CREDSPEC_WEBHOOK)))
-    })
+fn webhook_unreachable(e: &ContentsError) -> bool {
+    e.to_string().contains(&format!(
+        "failed calling webhook \"{}\"",
+        names::CREDSPEC_WEBHOOK
+    ))
 }
 
-/// Waits (30 s) until the API server refuses, by a policy, a server-dry-run pod that names no
-/// existing spec: the policies are loaded and evaluated.
+/// Waits (30 s) until the API server refuses, by the `-pods` policy, a server-dry-run pod
+/// that names no existing spec, in the install's namespace: the policies are loaded, and read
+/// that namespace's published contents (always written, if empty). Until the API server can
+/// read them (a new CRD is not known to it at once), the pod policies would skip every
+/// namespace as if it had none, so nothing is switched before.
 async fn wait_policies_answer(applier: &Applier, settings: &Settings) -> anyhow::Result<()> {
-    let policy = policies::pods_policy(&settings.name);
+    let policy = [policies::pods_policy(&settings.name)];
     if let Err(last) = wait_refused_by(applier, settings, &policy).await {
         bail!(
             "the admission policies did not answer within 30 s (last answer: {last}); the webhook, if any, is still registered: check `kubectl get validatingadmissionpolicies` and run install again"
@@ -251,4 +258,73 @@ pub async fn policies_present(applier: &Applier, settings: &Settings) -> anyhow:
         }
     }
     Ok(false)
+}
+
+/// The first step back to the webhook: the policies on specs go (the pod policies keep
+/// admitting until the webhook answers), then the finalizer they kept. Between the two and
+/// the webhook's registration, a spec deleted and created again under its name could meet its
+/// old contents in the pod policies: seconds, during a switch.
+pub async fn release_specs_for_the_webhook(
+    applier: &Applier,
+    settings: &Settings,
+) -> anyhow::Result<Vec<String>> {
+    let on_specs: Vec<ObjectRef> = policies::bound(&settings.name)
+        .iter()
+        .filter(|p| {
+            [
+                policies::specs_policy(&settings.name),
+                policies::finalize_policy(&settings.name),
+            ]
+            .contains(&p.name)
+        })
+        .flat_map(|p| {
+            [
+                ObjectRef::cluster(p.binding, p.name.clone()),
+                ObjectRef::cluster(p.policy, p.name.clone()),
+            ]
+        })
+        .collect();
+    let lines = delete_ours(
+        applier,
+        settings,
+        &on_specs,
+        Some("replaced by the webhook"),
+    )
+    .await?;
+    release_specs(applier, settings).await?;
+    Ok(lines)
+}
+
+/// Policy mode is gone (uninstall, a switch to the webhook): removes the finalizer it kept on
+/// every credential spec, or deleting a spec would wait forever for a keeper that no longer
+/// runs. Retried for a while: the API server may still apply the `-specs` policy, which lets
+/// only the keeper remove it, for a moment after its deletion.
+pub async fn release_specs(applier: &Applier, settings: &Settings) -> anyhow::Result<()> {
+    if applier.server_dry_run {
+        return Ok(());
+    }
+    let keeper = ContentsKeeper::new(applier.client.clone(), &settings.name, &settings.namespace);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match keeper.release_every_spec().await {
+            Ok(released) => {
+                if !released.is_empty() {
+                    println!(
+                        "released {} credential spec(s) from finalizer {}",
+                        released.len(),
+                        gmsa_core::names::contents::FINALIZER
+                    );
+                }
+                return Ok(());
+            }
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => bail!(
+                "cannot remove finalizer {} from the credential specs: {e}; remove it by hand \
+                 (kubectl patch gmsacredentialspec NAME --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers/0\"}}]')",
+                gmsa_core::names::contents::FINALIZER
+            ),
+        }
+    }
 }

@@ -116,6 +116,7 @@ async fn uninstall_from_cluster(args: &UninstallArgs) -> anyhow::Result<ExitStat
     for line in delete_ours(&applier, &settings, &policies, None).await? {
         println!("{line}");
     }
+    crate::install::policies::release_specs(&applier, &settings).await?;
     if plan == GuardPlan::Leave && args.dry_run.is_none() {
         // Before the webhooks go. After the policies, which would answer the same probe.
         wait_guard(&applier, &settings).await?;
@@ -197,7 +198,7 @@ async fn wait_guard(applier: &Applier, settings: &Settings) -> anyhow::Result<()
         return Ok(());
     }
     let policy = guard::guard(&settings.name);
-    if let Err(last) = wait_refused_by(applier, settings, &policy).await {
+    if let Err(last) = wait_refused_by(applier, settings, std::slice::from_ref(&policy)).await {
         bail!(
             "ValidatingAdmissionPolicy {policy} did not refuse a GMSA pod within 30 s (last answer: {last}); the webhook configurations are still there: check `kubectl get validatingadmissionpolicy {policy}` and run uninstall again, or pass --refuse-gmsa-pods=never"
         );

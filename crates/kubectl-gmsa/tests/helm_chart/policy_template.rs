@@ -23,10 +23,18 @@ pub fn regenerate_command() -> String {
     format!("{WRITE_ENV}=1 cargo test -p kubectl-gmsa --test helm_chart {TEST}")
 }
 
-/// The policies and their bindings as install renders them in policy mode.
+/// What install renders in policy mode alone: the published contents' CRD, then the policies
+/// and their bindings.
 pub fn policy_objects(settings: &Settings) -> Vec<Value> {
     let manifest = gmsa_deploy::render(settings, None).unwrap_or_else(|e| panic!("{e}"));
-    manifest.admission.into_iter().map(|o| o.body).collect()
+    let contents_crd = gmsa_deploy::crd::namespace_contents_crd_name();
+    manifest
+        .definitions
+        .into_iter()
+        .filter(|o| o.id.name == contents_crd)
+        .chain(manifest.admission)
+        .map(|o| o.body)
+        .collect()
 }
 
 /// The template's text: the policy objects, rendered only in policy mode (where
@@ -56,8 +64,9 @@ pub fn generate() -> String {
     let body = docs
         .join("---\n")
         .replace("{{", r#"{{ "{{" }}"#)
-        .replace(NAME_SENTINEL, "{{ .Values.name }}")
-        .replace(NAMESPACE_SENTINEL, "{{ .Release.Namespace }}");
+        // The namespace's sentinel first: the name's is a prefix of it.
+        .replace(NAMESPACE_SENTINEL, "{{ .Release.Namespace }}")
+        .replace(NAME_SENTINEL, "{{ .Values.name }}");
     let mut template = String::from(
         "{{- /*\n\
          Generated from gmsa-deploy's policy-mode rendering (crates/gmsa-deploy/src/policies) by\n\

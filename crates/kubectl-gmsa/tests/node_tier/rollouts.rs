@@ -66,7 +66,7 @@ pub(crate) fn mode_switches_under_load(env: &Env) {
     assert!(!webhooks.contains("gmsa-webhook"), "{webhooks}");
     let policies = env.kubectl(&["get", "validatingadmissionpolicies", "-o", "name"]);
     assert!(policies.contains("gmsa-webhook-pods"), "{policies}");
-    super::keeper::keeper_outage_refuses_edited_specs(env);
+    super::keeper::keeper_outage_refuses_unpublished_specs(env);
 
     switch(&["install", "--apply"], "switch policies -> webhook");
     let webhooks = env.webhook_configurations();
