@@ -58,8 +58,9 @@ pub struct Object {
     pub id: ObjectRef,
     pub body: Value,
     /// Fields other field managers hold are taken over on apply: the CRD (a reference install
-    /// may have applied it client-side) and what the replicas' certificate renewal writes (the
-    /// self-signed Secret, the webhook configurations). Everything else conflicts unless asked.
+    /// may have applied it client-side), what the replicas' certificate renewal writes (the
+    /// self-signed Secret, the webhook configurations) and what the policy-mode keeper writes
+    /// (the `-elsewhere` binding). Everything else conflicts unless asked.
     pub take_over: bool,
 }
 

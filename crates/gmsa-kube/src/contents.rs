@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use gmsa_core::contents::{self, entries_of, listed_namespaces, SpecState, Step, Stored};
 use gmsa_core::names::contents::{elsewhere_policy, FIELD, FINALIZER};
-use gmsa_core::rbac::{Aggregation, Binding, RbacIndex, Role};
+use gmsa_core::rbac::{Aggregation, RbacIndex};
 use k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1 as rbac;
@@ -181,46 +181,22 @@ impl ContentsKeeper {
     pub async fn observe(&self) -> Result<Observed, ContentsError> {
         let all = ListParams::default();
         let (specs, spec_meta) = self.list_specs().await?;
-        let client = &self.client;
         let mut index = RbacIndex::new(Aggregation::Stored);
-        let roles: Vec<Role> = rbac_items(
-            listed(
-                "clusterroles",
-                Api::<rbac::ClusterRole>::all(client.clone())
-                    .list(&all)
-                    .await,
-            )?
-            .items,
+        index.replace_roles(
+            self.list_as::<rbac::ClusterRole, _>("clusterroles").await?,
+            false,
         );
-        index.replace_roles(roles, false);
-        let roles: Vec<Role> = rbac_items(
-            listed(
-                "roles",
-                Api::<rbac::Role>::all(client.clone()).list(&all).await,
-            )?
-            .items,
+        index.replace_roles(self.list_as::<rbac::Role, _>("roles").await?, true);
+        index.replace_bindings(
+            self.list_as::<rbac::ClusterRoleBinding, _>("clusterrolebindings")
+                .await?,
+            false,
         );
-        index.replace_roles(roles, true);
-        let bindings: Vec<Binding> = rbac_items(
-            listed(
-                "clusterrolebindings",
-                Api::<rbac::ClusterRoleBinding>::all(client.clone())
-                    .list(&all)
-                    .await,
-            )?
-            .items,
+        index.replace_bindings(
+            self.list_as::<rbac::RoleBinding, _>("rolebindings").await?,
+            true,
         );
-        index.replace_bindings(bindings, false);
-        let bindings: Vec<Binding> = rbac_items(
-            listed(
-                "rolebindings",
-                Api::<rbac::RoleBinding>::all(client.clone())
-                    .list(&all)
-                    .await,
-            )?
-            .items,
-        );
-        index.replace_bindings(bindings, true);
+        let client = &self.client;
         let namespaces = listed(
             "namespaces",
             Api::<Namespace>::all(client.clone()).list(&all).await,
@@ -255,6 +231,22 @@ impl ContentsKeeper {
             namespaces,
             stored,
         })
+    }
+
+    /// Every object of the cluster-wide kind `K`, as our own type `T` (RBAC's).
+    async fn list_as<K, T>(&self, what: &'static str) -> Result<Vec<T>, ContentsError>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+        T: serde::de::DeserializeOwned,
+    {
+        let list = Api::<K>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await;
+        Ok(rbac_items(listed(what, list)?.items))
     }
 
     /// Performs `steps` in order; stops at the first that fails.

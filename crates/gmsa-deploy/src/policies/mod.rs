@@ -280,9 +280,8 @@ pub(crate) fn contents_without_name() -> Vec<Validation> {
 /// changes on update.
 pub(crate) fn authorized_and_unchanged() -> Vec<Validation> {
     let mut validations = Vec::new();
-    // Authorized here, once per request and per name, rather than per spec: a policy
-    // evaluated per spec never sees a name no spec has, and pre-set contents must not slip
-    // past authorization that way.
+    // Once per request and per name: pre-set contents under a name no spec has still need a
+    // grant.
     for slot in 0..NAME_SLOTS {
         let name = format!("variables.names[{slot}]");
         validations.push(validation(
@@ -724,12 +723,15 @@ pub fn admission_objects(
     ]
 }
 
-/// [`elsewhere_binding`] as install applies it.
+/// [`elsewhere_binding`] as install applies it: taken over, since the keeper writes its
+/// namespace list (install renders the list the keeper would).
 pub fn elsewhere_binding_object(settings: &Settings, listed: &BTreeSet<String>) -> Object {
-    Object::typed(
+    let mut object = Object::typed(
         Kind::ValidatingAdmissionPolicyBinding,
         &elsewhere_binding(settings, listed),
-    )
+    );
+    object.take_over = true;
+    object
 }
 
 /// The per-spec policy earlier versions bound (every spec a parameter): a policy install

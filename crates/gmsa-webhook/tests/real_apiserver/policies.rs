@@ -228,6 +228,32 @@ fn policies_behind_current_kube() {
     }
 }
 
+/// Merge-patches the spec `name` as the admin, which must be refused with `expected` in the
+/// message.
+fn refused_patch(
+    cluster: &RealCluster,
+    name: &str,
+    patch: &str,
+    expected: &str,
+) -> Result<(), String> {
+    let args = [
+        "patch",
+        "gmsacredentialspec",
+        name,
+        "--type=merge",
+        "-p",
+        patch,
+    ];
+    let out = cluster.kubectl(&args, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !stderr.contains(expected) {
+        return Err(format!(
+            "{patch} was not refused with {expected:?}: {stderr}"
+        ));
+    }
+    Ok(())
+}
+
 /// Retries `check` for up to 30 s; its last error otherwise.
 fn eventually(mut check: impl FnMut() -> Result<(), String>) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -315,23 +341,12 @@ fn keeper_outage(e2e: &E2e, keeper: &mut ManagedProcess) -> Vec<String> {
         (|| {
             let rename =
                 json!({"credspec": {"DomainJoinConfig": {"MachineAccountName": "Renamed"}}});
-            let out = cluster.kubectl(
-                &[
-                    "patch",
-                    "gmsacredentialspec",
-                    "gmsa-webapp2",
-                    "--type=merge",
-                    "-p",
-                    &rename.to_string(),
-                ],
-                None,
-            );
-            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-            if out.status.success() || !stderr.contains("delete the spec and create it again") {
-                return Err(format!(
-                    "the edit was not refused as it should be: {stderr}"
-                ));
-            }
+            refused_patch(
+                cluster,
+                "gmsa-webapp2",
+                &rename.to_string(),
+                "delete the spec and create it again",
+            )?;
             let stored = e2e.create_pod(&pod_naming("ns-outage-unedited", "gmsa-webapp2"))?;
             same("contents", pod_contents(&stored), Some(WEBAPP2))
         })(),
@@ -364,22 +379,12 @@ fn keeper_outage(e2e: &E2e, keeper: &mut ManagedProcess) -> Vec<String> {
                     "the name was taken again while the old contents were published".into(),
                 );
             }
-            let out = cluster.kubectl(
-                &[
-                    "patch",
-                    "gmsacredentialspec",
-                    "gmsa-webapp2",
-                    "--type=merge",
-                    "-p",
-                    r#"{"metadata":{"finalizers":null}}"#,
-                ],
-                None,
-            );
-            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-            if out.status.success() || !stderr.contains("only the GMSA keeper") {
-                return Err(format!("an admin released the spec by hand: {stderr}"));
-            }
-            Ok(())
+            refused_patch(
+                cluster,
+                "gmsa-webapp2",
+                r#"{"metadata":{"finalizers":null}}"#,
+                "only the GMSA keeper",
+            )
         })(),
     );
 

@@ -17,8 +17,9 @@ exists, its service account may `use` it, the contents were inlined and still ma
 targets Windows nodes, and no other pod with the same spec shares its NetBIOS host name (the
 first 15 characters of its host name): FAIL when both run, WARN while one is still Pending.
 A reference webhook or an install with another --name beside this one is a WARN.
-In policy mode the webhook rows give way to the policies and their bindings, each spec's
-published contents, the cost of the spec count (WARN beyond 10 specs) and the keeper.
+In policy mode the webhook rows give way to the policies and their bindings, the namespaces'
+published contents (current or behind), the largest namespace's contents (WARN beyond 1 MiB)
+and the keeper.
 Fixes are install commands for the mode found (webhook or policies) and its namespace.
 
 Exits 0 when every check passes or only warns, 1 when one fails, 2 when the cluster (or, with

@@ -34,7 +34,7 @@ pub struct Finding {
     /// A stable identifier: `crd`, `crd-storage`, `webhook-configurations`, `certificate`, `certificate-expiry`,
     /// `webhook-ready`, `reference-webhook`, `credspec`, `pod-spec-exists`, `pod-grant`, `pod-contents`,
     /// `pod-windows`, `pod-hostname`, `pod`; in policy mode `admission-policies`,
-    /// `published-contents` and `keeper` instead of the webhook's rows; `uninstall-guard` when
+    /// `published-contents`, `admission-cost` and `keeper` instead of the webhook's rows; `uninstall-guard` when
     /// an uninstall left its guard.
     pub check: String,
     /// What it is about (`default/iis`, `gmsa-webapp1`).
