@@ -296,18 +296,39 @@ impl ContentsKeeper {
                     .map(drop)
             }
             Step::Write { namespace, entries } => {
-                let resource = namespace_contents_resource();
-                let object = json!({
-                    "apiVersion": resource.api_version,
-                    "kind": resource.kind,
-                    "metadata": {"name": self.install, "namespace": namespace},
-                    FIELD: entries,
-                });
-                let apply = PatchParams::apply(FIELD_MANAGER).force();
-                self.objects(Some(namespace))
-                    .patch(&self.install, &apply, &Patch::Apply(&object))
-                    .await
-                    .map(drop)
+                let objects = self.objects(Some(namespace));
+                match observed.stored.objects.get(namespace) {
+                    // Exactly `entries`: whatever else the object holds (a hand edit, a spec
+                    // withdrawn) is removed, whoever wrote it.
+                    Some(stored) => {
+                        let mut contents = serde_json::Map::new();
+                        for name in stored.keys().filter(|name| !entries.contains_key(*name)) {
+                            contents.insert(name.clone(), Value::Null);
+                        }
+                        for (name, value) in entries {
+                            contents.insert(name.clone(), Value::String(value.clone()));
+                        }
+                        let patch = json!({ FIELD: contents });
+                        objects
+                            .patch(&self.install, &merge, &Patch::Merge(&patch))
+                            .await
+                            .map(drop)
+                    }
+                    None => {
+                        let resource = namespace_contents_resource();
+                        let object = json!({
+                            "apiVersion": resource.api_version,
+                            "kind": resource.kind,
+                            "metadata": {"name": self.install, "namespace": namespace},
+                            FIELD: entries,
+                        });
+                        let apply = PatchParams::apply(FIELD_MANAGER).force();
+                        objects
+                            .patch(&self.install, &apply, &Patch::Apply(&object))
+                            .await
+                            .map(drop)
+                    }
+                }
             }
             Step::List(namespaces) => {
                 let patch = json!({"spec": {"matchResources": {

@@ -2,7 +2,7 @@
 //! the built binary runs as processes authenticated as the webhook user, and what the API
 //! server stored is checked. One cluster serves the phases, in order: a missing grant (logged,
 //! not ready, retried), publication in the namespaces a grant reaches, a grant taken away and
-//! given back, a spec deleted (held by its finalizer until its contents are withdrawn), specs
+//! given back, a hand edit of a namespace's contents, a spec deleted (held by its finalizer until its contents are withdrawn), specs
 //! created while no keeper runs, and two keepers at once (one alone, one beside the admission
 //! server).
 //!
@@ -377,6 +377,26 @@ fn keeper_publishes_contents_on_current_kube() {
         "ok    a grant taken away and given back ({:.1?})",
         began.elapsed()
     );
+
+    // A hand edit of a namespace's contents is put right (the objects are the keeper's alone).
+    let forged = json!({"contents": {"web": "{\"forged\":true}", "extra": "{}"}});
+    cluster
+        .kubectl_ok(
+            &[
+                "patch",
+                "gmsanamespacecontents",
+                "-n",
+                APPS,
+                INSTALL,
+                "--type=merge",
+                "-p",
+                &forged.to_string(),
+            ],
+            None,
+        )
+        .unwrap();
+    wait_entries(&cluster, Some(json!({"web": WEB_CONTENTS})));
+    eprintln!("ok    a hand edit put right ({:.1?})", began.elapsed());
 
     // A deleted spec is held until its contents are withdrawn, then goes.
     create(&cluster, "doomed", &credspec_of("Doomed"));

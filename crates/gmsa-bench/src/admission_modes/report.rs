@@ -78,9 +78,14 @@ pub fn markdown(rows: &[Row], plan: &Plan, command: &str) -> String {
             let _ = writeln!(out, "\n{growth}");
         }
     }
+    // The designs measured before this one: a record, not regenerated.
+    let _ = writeln!(out, "\n{}", DESIGNS_TRIED.trim_end());
     let _ = writeln!(out, "{}", ADMISSION_MODES.end);
     out
 }
+
+/// What issue 21 measured of the designs before the present one (their code is in git history).
+const DESIGNS_TRIED: &str = include_str!("designs_tried.md");
 
 /// How a mode's cost grows with the number of specs, from its smallest to its largest count.
 fn growth(rows: &[Row], mode: Mode) -> Option<String> {
