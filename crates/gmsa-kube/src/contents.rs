@@ -20,6 +20,9 @@ use thiserror::Error;
 use crate::client::describe_error;
 use crate::resources::{credential_spec_resource, namespace_contents_resource};
 
+/// How long the API server's informers get to see one write before a step that relies on it.
+const INFORMERS_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How often a list answered 429 (a new CRD's storage starting) is tried again, 500 ms apart.
 const STORAGE_STARTING_TRIES: usize = 40;
 
@@ -41,6 +44,13 @@ pub enum ContentsError {
     KeptChanging(usize, usize),
 }
 
+/// What the `-elsewhere` binding lists, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub listed: BTreeSet<String>,
+    pub resource_version: String,
+}
+
 /// A spec's name, finalizers and resourceVersion, as read.
 type SpecMeta = (String, Vec<String>, Option<String>);
 
@@ -55,6 +65,10 @@ pub struct Observed {
     pub rbac: RbacIndex,
     pub namespaces: BTreeSet<String>,
     pub stored: Stored,
+    /// Whether the `-elsewhere` binding exists: without it policy mode is not installed (or
+    /// is being removed), and the keeper does nothing, lest it finalize specs again that
+    /// uninstall releases.
+    pub binding_found: bool,
 }
 
 impl Observed {
@@ -119,6 +133,32 @@ impl ContentsKeeper {
         Api::all(self.client.clone())
     }
 
+    /// The `-elsewhere` binding's list as stored, with the binding's resourceVersion; `None`
+    /// when there is no binding.
+    pub async fn listing(&self) -> Result<Option<Listing>, ContentsError> {
+        let binding_name = elsewhere_policy(&self.install);
+        let binding =
+            self.binding()
+                .get_opt(&binding_name)
+                .await
+                .map_err(|e| ContentsError::Read {
+                    what: format!("ValidatingAdmissionPolicyBinding {binding_name}"),
+                    message: describe_error(&e),
+                })?;
+        Ok(binding.map(|binding| {
+            let selector = binding
+                .spec
+                .match_resources
+                .and_then(|m| m.namespace_selector)
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or(Value::Null);
+            Listing {
+                listed: listed_namespaces(&selector),
+                resource_version: binding.metadata.resource_version.unwrap_or_default(),
+            }
+        }))
+    }
+
     /// Each namespace's object of this install, as stored (nothing listed).
     pub async fn observe_contents(&self) -> Result<Stored, ContentsError> {
         let mut stored = Stored::default();
@@ -154,6 +194,7 @@ impl ContentsKeeper {
             rbac: RbacIndex::new(Aggregation::Stored),
             namespaces: BTreeSet::new(),
             stored: Stored::default(),
+            binding_found: false,
         })
     }
 
@@ -208,21 +249,11 @@ impl ContentsKeeper {
         .collect();
         let mut stored = self.observe_contents().await?;
         // Missing before install applies it: nothing is listed yet (and listing fails).
-        let binding_name = elsewhere_policy(&self.install);
-        let binding =
-            self.binding()
-                .get_opt(&binding_name)
-                .await
-                .map_err(|e| ContentsError::Read {
-                    what: format!("ValidatingAdmissionPolicyBinding {binding_name}"),
-                    message: describe_error(&e),
-                })?;
-        let selector = binding
-            .and_then(|b| b.spec.match_resources)
-            .and_then(|m| m.namespace_selector)
-            .and_then(|s| serde_json::to_value(s).ok())
-            .unwrap_or(Value::Null);
-        stored.listed = listed_namespaces(&selector);
+        let listing = self.listing().await?;
+        stored.listed = listing
+            .as_ref()
+            .map(|l| l.listed.clone())
+            .unwrap_or_default();
         Ok(Observed {
             home: self.home.clone(),
             specs,
@@ -230,6 +261,7 @@ impl ContentsKeeper {
             rbac: index,
             namespaces,
             stored,
+            binding_found: listing.is_some(),
         })
     }
 
@@ -251,7 +283,20 @@ impl ContentsKeeper {
 
     /// Performs `steps` in order; stops at the first that fails.
     pub async fn perform(&self, observed: &Observed, steps: &[Step]) -> Result<(), ContentsError> {
+        let mut written = false;
+        let mut listed = false;
         for step in steps {
+            // The API server's parameter informer and its binding informer are separate
+            // watches: give the objects just written time to reach the first before the
+            // binding lists their namespaces, and the unlisting time to reach the second
+            // before the objects go.
+            if (matches!(step, Step::List(_)) && written)
+                || (matches!(step, Step::Delete(_)) && listed)
+            {
+                tokio::time::sleep(INFORMERS_CATCH_UP).await;
+            }
+            written |= matches!(step, Step::Write { .. });
+            listed |= matches!(step, Step::List(_));
             self.perform_one(observed, step)
                 .await
                 .map_err(|e| match (step, &e) {
@@ -361,6 +406,9 @@ impl ContentsKeeper {
         let mut done = Vec::new();
         for _ in 0..passes {
             let observed = self.observe().await?;
+            if scope == Scope::All && !observed.binding_found {
+                return Err(ContentsError::NoBinding(elsewhere_policy(&self.install)));
+            }
             let steps = scope.of(observed.plan());
             if steps.is_empty() {
                 return Ok(done);

@@ -169,7 +169,9 @@ pub struct Args {
     /// object (policy.gmsa.dev) holding the contents of every credential spec its service
     /// accounts may `use`, encoded as the webhook inlines them, which the admission policies
     /// read. Also adds and removes the specs' policy.gmsa.dev/withdraw-contents finalizer.
-    /// Replicas may all run it. Needs what install grants the keeper.
+    /// Run one at a time (install's keeper Deployment has one replica, recreated on change):
+    /// two keepers deciding from different observations could race. Needs what install grants
+    /// the keeper.
     #[arg(long, conflicts_with = "state_dir")]
     pub keep_published_contents: bool,
 

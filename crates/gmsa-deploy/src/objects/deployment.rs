@@ -292,18 +292,29 @@ pub fn keeper_args(settings: &Settings) -> Vec<String> {
 /// select only webhook replicas, and a mode switch can tell the new role's pods from the
 /// old; the Deployment's own selector stays the same in both modes (it cannot change).
 fn workload_deployment(settings: &Settings, pod_spec: PodSpec, role: &str) -> Deployment {
+    // The keeper runs alone, and an old one ends before a new one starts: two keepers deciding
+    // from different observations could list a namespace the other just emptied.
+    let keeper = role == names::KEEPER_ROLE;
+    let strategy = if keeper {
+        DeploymentStrategy {
+            type_: Some("Recreate".into()),
+            rolling_update: None,
+        }
+    } else {
+        DeploymentStrategy {
+            type_: Some("RollingUpdate".into()),
+            rolling_update: Some(RollingUpdateDeployment {
+                max_unavailable: Some(IntOrString::Int(0)),
+                max_surge: Some(IntOrString::Int(1)),
+            }),
+        }
+    };
     Deployment {
         metadata: meta::namespaced(settings, &settings.name, "webhook"),
         spec: Some(DeploymentSpec {
-            replicas: Some(settings.replicas),
+            replicas: Some(if keeper { 1 } else { settings.replicas }),
             selector: match_labels(selector_labels(settings)),
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
+            strategy: Some(strategy),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(settings, role)),

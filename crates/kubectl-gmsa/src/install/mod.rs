@@ -269,13 +269,6 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
             certificates::read_secret(now.as_ref()).trusted(time::OffsetDateTime::now_utc());
         manifest = gmsa_deploy::render(&settings, Some(material))?;
     }
-    if !server_dry_run && policies::policies_present(&applier, &settings).await? {
-        // Before the webhook's credspec validation is registered, which would be asked about
-        // every finalizer removed (and refuse while its replicas are not serving).
-        for line in policies::release_specs_for_the_webhook(&applier, &settings).await? {
-            println!("{line}");
-        }
-    }
     for object in &manifest.admission {
         println!("{}", apply_step(&applier, object, &mut unchecked).await?.1);
     }
@@ -305,6 +298,18 @@ async fn install_to_cluster(args: &InstallArgs) -> anyhow::Result<ExitStatus> {
     .await?
     {
         println!("{line}");
+    }
+    // Once the webhook answers (its validation compares pre-set contents with the live spec)
+    // and the policies are gone: the finalizer policy mode kept on every spec. The webhook's
+    // credspec validation is asked about each removal; while its replicas do not serve, the
+    // finalizers stay, and the next install removes them.
+    if !server_dry_run {
+        if let Err(e) = policies::release_specs(&applier, &settings).await {
+            eprintln!(
+                "warning: {e:#}; run `{}` again once the webhook answers",
+                gmsa_deploy::reinstall_command(&settings)
+            );
+        }
     }
     // And the guard an uninstall left: GMSA pods are admitted with their contents again.
     for line in delete_ours(

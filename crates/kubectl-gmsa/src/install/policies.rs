@@ -73,7 +73,20 @@ pub async fn install(
             wait_established(applier, &object.body).await?;
         }
     }
-    let mut admission = manifest.admission.clone();
+    // The policies on specs first: from now on no `credspec` changes and every spec created
+    // gets its finalizer, so what is published next stays true.
+    let on_specs = [
+        policies::specs_policy(&settings.name),
+        policies::finalize_policy(&settings.name),
+    ];
+    let (first, mut admission): (Vec<_>, Vec<_>) = manifest
+        .admission
+        .iter()
+        .cloned()
+        .partition(|o| on_specs.contains(&o.id.name));
+    for object in &first {
+        println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
+    }
     if !server_dry_run {
         let keeper =
             ContentsKeeper::new(applier.client.clone(), &settings.name, &settings.namespace);
@@ -102,24 +115,35 @@ pub async fn install(
             published.len(),
             observed.objects.len()
         );
-        // The namespaces holding an object already: listing them in `-elsewhere` now keeps
-        // their GMSA pods admitted from the first moment the policies answer.
-        let listed: BTreeSet<String> = observed.objects.keys().cloned().collect();
+        // A first install lists the namespaces holding an object already, so their GMSA pods
+        // are admitted from the first moment the policies answer. Once the binding exists the
+        // list is the keeper's: install applies it as stored, on the condition that it has not
+        // changed since (a keeper may be unlisting a namespace whose object goes next).
         let elsewhere = policies::elsewhere_policy(&settings.name);
+        let listing = keeper.listing().await?;
+        let listed: BTreeSet<String> = match &listing {
+            Some(stored) => stored.listed.clone(),
+            None => observed.objects.keys().cloned().collect(),
+        };
         for object in admission.iter_mut().filter(|o| {
             o.id.kind == Kind::ValidatingAdmissionPolicyBinding && o.id.name == elsewhere
         }) {
             *object = policies::elsewhere_binding_object(settings, &listed);
+            if let Some(stored) = &listing {
+                object.body["metadata"]["resourceVersion"] =
+                    serde_json::Value::String(stored.resource_version.clone());
+            }
         }
     }
     for object in &admission {
         println!("{}", apply_step(applier, object, &mut unchecked).await?.1);
     }
     if !server_dry_run {
-        // What changed meanwhile, and the per-spec policy of earlier versions: the keeper
-        // takes over from here (releasing finalizers is its alone).
+        // What changed meanwhile; listing, deleting and releasing are the keeper's alone (two
+        // writers deciding from different observations could list a namespace the other
+        // just emptied).
         ContentsKeeper::new(applier.client.clone(), &settings.name, &settings.namespace)
-            .settle(PASSES, Scope::NoRelease)
+            .settle(PASSES, Scope::Publish)
             .await?;
         let retired: Vec<ObjectRef> = policies::retired(&settings.name)
             .into_iter()
@@ -260,41 +284,6 @@ pub async fn policies_present(applier: &Applier, settings: &Settings) -> anyhow:
     Ok(false)
 }
 
-/// The first step back to the webhook: the policies on specs go (the pod policies keep
-/// admitting until the webhook answers), then the finalizer they kept. Between the two and
-/// the webhook's registration, a spec deleted and created again under its name could meet its
-/// old contents in the pod policies: seconds, during a switch.
-pub async fn release_specs_for_the_webhook(
-    applier: &Applier,
-    settings: &Settings,
-) -> anyhow::Result<Vec<String>> {
-    let on_specs: Vec<ObjectRef> = policies::bound(&settings.name)
-        .iter()
-        .filter(|p| {
-            [
-                policies::specs_policy(&settings.name),
-                policies::finalize_policy(&settings.name),
-            ]
-            .contains(&p.name)
-        })
-        .flat_map(|p| {
-            [
-                ObjectRef::cluster(p.binding, p.name.clone()),
-                ObjectRef::cluster(p.policy, p.name.clone()),
-            ]
-        })
-        .collect();
-    let lines = delete_ours(
-        applier,
-        settings,
-        &on_specs,
-        Some("replaced by the webhook"),
-    )
-    .await?;
-    release_specs(applier, settings).await?;
-    Ok(lines)
-}
-
 /// Policy mode is gone (uninstall, a switch to the webhook): removes the finalizer it kept on
 /// every credential spec, or deleting a spec would wait forever for a keeper that no longer
 /// runs. Retried for a while: the API server may still apply the `-specs` policy, which lets
@@ -305,6 +294,7 @@ pub async fn release_specs(applier: &Applier, settings: &Settings) -> anyhow::Re
     }
     let keeper = ContentsKeeper::new(applier.client.clone(), &settings.name, &settings.namespace);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut passes = 0;
     loop {
         match keeper.release_every_spec().await {
             Ok(released) => {
@@ -315,7 +305,13 @@ pub async fn release_specs(applier: &Applier, settings: &Settings) -> anyhow::Re
                         gmsa_core::names::contents::FINALIZER
                     );
                 }
-                return Ok(());
+                // Once more after a while when there were any: a keeper in the middle of a
+                // pass when its binding went may have finalized a spec again.
+                passes += 1;
+                if passes == 2 || released.is_empty() {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             }
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -76,7 +76,7 @@ pub(crate) fn keeper_outage_refuses_unpublished_specs(env: &Env) {
     }
 
     let began = Instant::now();
-    env.kubectl(&["scale", "-n", SYSTEM_NS, &deployment, "--replicas=2"]);
+    env.kubectl(&["scale", "-n", SYSTEM_NS, &deployment, "--replicas=1"]);
     env.wait_for(
         "a pod admitted with the new spec's contents",
         Duration::from_secs(120),
