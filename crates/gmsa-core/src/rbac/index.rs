@@ -18,6 +18,10 @@ use super::{
 };
 use crate::names;
 
+mod grants;
+
+pub use grants::{GrantedSpecs, UseGrant};
+
 /// A binding's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BindingId {
@@ -78,33 +82,6 @@ impl Invalidation {
         self.namespaces.extend(other.namespaces);
         self.service_accounts.extend(other.service_accounts);
     }
-}
-
-/// Which credential specs a grant of `use` covers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GrantedSpecs {
-    /// Every spec (a rule without `resourceNames`).
-    Every,
-    /// Only these.
-    Named(BTreeSet<String>),
-}
-
-impl GrantedSpecs {
-    pub fn covers(&self, spec: &str) -> bool {
-        match self {
-            GrantedSpecs::Every => true,
-            GrantedSpecs::Named(names) => names.contains(spec),
-        }
-    }
-}
-
-/// One binding's grant of `use` ([`RbacIndex::use_grants`]): the specs, and the namespaces
-/// whose service accounts it may cover (every namespace when `everywhere`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UseGrant {
-    pub specs: GrantedSpecs,
-    pub everywhere: bool,
-    pub namespaces: BTreeSet<String>,
 }
 
 /// How the rules of an aggregated ClusterRole (one with an `aggregationRule`) are read.
@@ -394,47 +371,6 @@ impl RbacIndex {
                     .any(|s| s.matches(&other.metadata.labels))
                 && self.aggregate_allows(other, visited, allows)
         })
-    }
-
-    /// Every binding whose role allows `use` of some credential spec, as which specs and whose
-    /// service accounts it covers: what the policy-mode keeper publishes where. An
-    /// over-approximation of the authorizer's answers (a binding naming one service account
-    /// reaches its whole namespace), which is safe because admission asks the authorizer too.
-    pub fn use_grants(&self) -> Vec<UseGrant> {
-        let mut grants = Vec::new();
-        for held in self.bindings.values() {
-            let binding_ns = held.id.namespace();
-            let role_ref = &held.binding.role_ref;
-            if !self.role_allows(role_ref, binding_ns, &|rule| rule_allows_use(rule, None)) {
-                continue;
-            }
-            let every = self.role_allows(role_ref, binding_ns, &|rule| {
-                rule_allows_use(rule, None) && rule.resource_names.is_empty()
-            });
-            let specs = if every {
-                GrantedSpecs::Every
-            } else {
-                let named = std::cell::RefCell::new(BTreeSet::new());
-                self.role_allows(role_ref, binding_ns, &|rule| {
-                    if rule_allows_use(rule, None) {
-                        named
-                            .borrow_mut()
-                            .extend(rule.resource_names.iter().cloned());
-                    }
-                    false
-                });
-                GrantedSpecs::Named(named.into_inner())
-            };
-            let scope = reach(&held.id, &held.binding);
-            let mut namespaces = scope.namespaces;
-            namespaces.extend(scope.service_accounts.into_iter().map(|(ns, _)| ns));
-            grants.push(UseGrant {
-                specs,
-                everywhere: scope.everything,
-                namespaces,
-            });
-        }
-        grants
     }
 
     /// The decisions a binding can affect, given the roles as they are now.

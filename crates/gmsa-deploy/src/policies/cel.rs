@@ -60,22 +60,15 @@ pub fn created_variable(list: ListKind) -> String {
     format!("variables.{}", list.field)
 }
 
-/// Whether a place this request creates passes `test` (a CEL expression over a holder): the
-/// pod on CREATE, or a container of `list_of(list)` (the [`created`] containers, written out
-/// or as their variable).
-fn any_created_place(list_of: fn(ListKind) -> String, test: impl Fn(&str) -> String) -> String {
-    let mut any = vec![format!("({CREATING} && {})", test("object.spec"))];
-    for list in LISTS {
-        any.push(format!("{}.exists(c, {})", list_of(list), test("c")));
-    }
-    any.join(" || ")
-}
-
 /// Whether a place this request creates names a spec or carries contents: what the uninstall
 /// guard refuses. Updates of existing pods create no place (only new ephemeral containers do),
 /// so controllers can still adopt, label and finalize the pods that run.
 pub fn creates_a_gmsa_place() -> String {
-    any_created_place(created, mentions)
+    let mut any = vec![format!("({CREATING} && {})", mentions("object.spec"))];
+    for list in LISTS {
+        any.push(format!("{}.exists(c, {})", created(list), mentions("c")));
+    }
+    any.join(" || ")
 }
 
 /// The distinct spec names set on the places this request creates (needs the [`created`]

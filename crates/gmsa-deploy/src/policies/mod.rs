@@ -29,16 +29,19 @@
 
 pub mod cel;
 pub mod guard;
+mod inline;
+mod specs;
+
+pub use inline::{inline_patch, mutating_binding, mutating_policy};
+pub use specs::{finalize_binding, finalize_policy_object, specs_binding, specs_policy_object};
 
 use std::collections::BTreeSet;
 
 use gmsa_core::contents::elsewhere_selector;
 use gmsa_core::names as core_names;
-use gmsa_core::names::contents::{self, FINALIZER};
+use gmsa_core::names::contents;
 use k8s_openapi::api::admissionregistration::v1::{
-    JSONPatch, MatchCondition, MatchResources, MutatingAdmissionPolicy,
-    MutatingAdmissionPolicyBinding, MutatingAdmissionPolicyBindingSpec,
-    MutatingAdmissionPolicySpec, Mutation, NamedRuleWithOperations, ParamKind, ParamRef,
+    MatchCondition, MatchResources, NamedRuleWithOperations, ParamKind, ParamRef,
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     ValidatingAdmissionPolicyBindingSpec, ValidatingAdmissionPolicySpec, Validation, Variable,
 };
@@ -325,14 +328,14 @@ pub const NOT_PUBLISHED: &str =
     or the GMSA keeper has not published it here yet: kubectl gmsa doctor tells which";
 
 /// The variable holding the namespace's entries (spec name to contents).
-const ENTRIES: &str = "variables.entries";
+pub(crate) const ENTRIES: &str = "variables.entries";
 
 /// The entry for the spec named on `holder`, as an optional.
-fn entry_of(holder: &str) -> String {
+pub(crate) fn entry_of(holder: &str) -> String {
     format!("{ENTRIES}[?{}]", cel::name_of(holder))
 }
 
-fn contents_param() -> ParamKind {
+pub(crate) fn contents_param() -> ParamKind {
     ParamKind {
         api_version: Some(format!("{}/{}", contents::GROUP, contents::VERSION)),
         kind: Some(contents::KIND.into()),
@@ -341,7 +344,7 @@ fn contents_param() -> ParamKind {
 
 /// The pod's namespace's object. A namespace without one skips the policy: `-elsewhere`
 /// covers it.
-fn this_namespace(settings: &Settings) -> ParamRef {
+pub(crate) fn this_namespace(settings: &Settings) -> ParamRef {
     ParamRef {
         name: Some(settings.name.clone()),
         parameter_not_found_action: Some("Allow".into()),
@@ -349,90 +352,13 @@ fn this_namespace(settings: &Settings) -> ParamRef {
     }
 }
 
-fn entries_variable(from_params: bool) -> Variable {
+pub(crate) fn entries_variable(from_params: bool) -> Variable {
     let expression = if from_params {
         format!("params.?{}.orValue({{}})", contents::FIELD)
     } else {
         "{}".to_string()
     };
     variable("entries", expression)
-}
-
-/// The JSON Patch inlining each created place's entry where it names a spec, has no contents
-/// yet, and the namespace holds the spec's contents.
-pub fn inline_patch() -> String {
-    let wanted = |h: &str| {
-        format!(
-            "{} != '' && !{}.hasValue() && {}.hasValue()",
-            cel::name_of(h),
-            cel::contents_of(h),
-            entry_of(h)
-        )
-    };
-    let add = |path: String, holder: &str| {
-        format!(
-            "JSONPatch{{op: 'add', path: {path}, value: {ENTRIES}[{}]}}",
-            cel::name_of(holder)
-        )
-    };
-    let pod = "object.spec";
-    let mut parts = vec![format!(
-        "({} && {} ? [{}] : [])",
-        cel::CREATING,
-        wanted(pod),
-        add(
-            "'/spec/securityContext/windowsOptions/gmsaCredentialSpec'".into(),
-            pod
-        )
-    )];
-    for list in LISTS {
-        parts.push(format!(
-            "{}.filter(c, {}).map(c, {})",
-            cel::created(list),
-            wanted("c"),
-            add(
-                format!(
-                    "'/spec/{}/' + string(object.spec.{}.indexOf(c)) + '/securityContext/windowsOptions/gmsaCredentialSpec'",
-                    list.field, list.field
-                ),
-                "c"
-            )
-        ));
-    }
-    parts.join(" + ")
-}
-
-pub fn mutating_policy(settings: &Settings) -> MutatingAdmissionPolicy {
-    MutatingAdmissionPolicy {
-        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
-        spec: Some(MutatingAdmissionPolicySpec {
-            param_kind: Some(contents_param()),
-            match_constraints: Some(pod_rules(&["CREATE", "UPDATE"])),
-            match_conditions: Some(vec![mentions_gmsa()]),
-            variables: Some(vec![entries_variable(true)]),
-            mutations: Some(vec![Mutation {
-                patch_type: "JSONPatch".into(),
-                json_patch: Some(JSONPatch {
-                    expression: Some(inline_patch()),
-                }),
-                ..Mutation::default()
-            }]),
-            failure_policy: Some(FAILURE_POLICY.into()),
-            reinvocation_policy: Some("Never".into()),
-        }),
-    }
-}
-
-/// Namespaces labelled `gmsa-webhook: disabled` skip mutation, never validation.
-pub fn mutating_binding(settings: &Settings) -> MutatingAdmissionPolicyBinding {
-    MutatingAdmissionPolicyBinding {
-        metadata: meta::cluster(settings, &inline_policy(&settings.name), COMPONENT),
-        spec: Some(MutatingAdmissionPolicyBindingSpec {
-            policy_name: Some(inline_policy(&settings.name)),
-            param_ref: Some(this_namespace(settings)),
-            match_resources: Some(mutated_namespaces()),
-        }),
-    }
 }
 
 /// Every check of a GMSA request, against the namespace's entries (none without a parameter).
@@ -525,7 +451,7 @@ pub fn elsewhere_policy_object(settings: &Settings) -> ValidatingAdmissionPolicy
     }
 }
 
-fn binding(
+pub(crate) fn binding(
     settings: &Settings,
     policy: String,
     param_ref: Option<ParamRef>,
@@ -566,109 +492,6 @@ pub fn elsewhere_binding(
             ..MatchResources::default()
         }),
     )
-}
-
-/// Requests on credential specs themselves.
-fn spec_rules(operation: &str) -> MatchResources {
-    MatchResources {
-        resource_rules: Some(vec![NamedRuleWithOperations {
-            api_groups: Some(vec![core_names::GROUP.into()]),
-            api_versions: Some(vec!["*".into()]),
-            operations: Some(vec![operation.into()]),
-            resources: Some(vec![core_names::RESOURCE.into()]),
-            ..NamedRuleWithOperations::default()
-        }]),
-        ..MatchResources::default()
-    }
-}
-
-/// Whether `object` (CEL) carries the finalizer.
-fn finalized(object: &str) -> String {
-    format!("{object}.metadata.?finalizers.orValue([]).exists(f, f == '{FINALIZER}')")
-}
-
-/// `credspec` never changes; only `keeper_user` removes the finalizer.
-pub fn specs_policy_object(settings: &Settings, keeper_user: &str) -> ValidatingAdmissionPolicy {
-    let credspec = core_names::CREDSPEC_KEY;
-    let unchanged = format!(
-        "has(object.{credspec}) == has(oldObject.{credspec}) && \
-         (!has(object.{credspec}) || object.{credspec} == oldObject.{credspec})"
-    );
-    let kept = format!(
-        "!{} || {} || request.userInfo.username == '{keeper_user}'",
-        finalized("oldObject"),
-        finalized("object")
-    );
-    let name = q("object.metadata.name");
-    ValidatingAdmissionPolicy {
-        metadata: meta::cluster(settings, &specs_policy(&settings.name), COMPONENT),
-        spec: Some(ValidatingAdmissionPolicySpec {
-            match_constraints: Some(spec_rules("UPDATE")),
-            validations: Some(vec![
-                validation(
-                    unchanged,
-                    format!(
-                        "'the credspec of GMSACredentialSpec ' + {name} + ' cannot change while GMSA \
-                         admission runs as admission policies: delete the spec and create it again \
-                         (pods that run keep their contents)'"
-                    ),
-                    "Invalid",
-                ),
-                validation(
-                    kept,
-                    format!(
-                        "'only the GMSA keeper ({keeper_user}) removes finalizer {FINALIZER} from \
-                         GMSACredentialSpec ' + {name} + ', once no namespace holds its contents: \
-                         is the keeper running? (kubectl gmsa doctor)'"
-                    ),
-                    "Forbidden",
-                ),
-            ]),
-            failure_policy: Some(FAILURE_POLICY.into()),
-            ..ValidatingAdmissionPolicySpec::default()
-        }),
-        status: None,
-    }
-}
-
-pub fn specs_binding(settings: &Settings) -> ValidatingAdmissionPolicyBinding {
-    binding(settings, specs_policy(&settings.name), None, None)
-}
-
-/// Adds the finalizer to every spec created.
-pub fn finalize_policy_object(settings: &Settings) -> MutatingAdmissionPolicy {
-    let patch = format!(
-        "{} ? [] : has(object.metadata.finalizers) ? \
-         [JSONPatch{{op: 'add', path: '/metadata/finalizers/-', value: '{FINALIZER}'}}] : \
-         [JSONPatch{{op: 'add', path: '/metadata/finalizers', value: ['{FINALIZER}']}}]",
-        finalized("object")
-    );
-    MutatingAdmissionPolicy {
-        metadata: meta::cluster(settings, &finalize_policy(&settings.name), COMPONENT),
-        spec: Some(MutatingAdmissionPolicySpec {
-            match_constraints: Some(spec_rules("CREATE")),
-            mutations: Some(vec![Mutation {
-                patch_type: "JSONPatch".into(),
-                json_patch: Some(JSONPatch {
-                    expression: Some(patch),
-                }),
-                ..Mutation::default()
-            }]),
-            failure_policy: Some(FAILURE_POLICY.into()),
-            reinvocation_policy: Some("Never".into()),
-            ..MutatingAdmissionPolicySpec::default()
-        }),
-    }
-}
-
-pub fn finalize_binding(settings: &Settings) -> MutatingAdmissionPolicyBinding {
-    MutatingAdmissionPolicyBinding {
-        metadata: meta::cluster(settings, &finalize_policy(&settings.name), COMPONENT),
-        spec: Some(MutatingAdmissionPolicyBindingSpec {
-            policy_name: Some(finalize_policy(&settings.name)),
-            ..MutatingAdmissionPolicyBindingSpec::default()
-        }),
-    }
 }
 
 /// The identity the keeper's writes carry: the install's ServiceAccount.
@@ -824,33 +647,5 @@ mod tests {
                 format!("{}Binding", policy.policy.info().kind)
             );
         }
-    }
-
-    #[test]
-    fn the_patch_inlines_only_entries_the_namespace_holds() {
-        let patch = inline_patch();
-        assert!(patch.contains("variables.entries[?object.spec.?securityContext"));
-        for list in ["containers", "initContainers", "ephemeralContainers"] {
-            assert!(patch.contains(&format!("'/spec/{list}/'")), "{list}");
-        }
-        assert!(
-            !patch.contains("params"),
-            "entries come through the variable"
-        );
-    }
-
-    #[test]
-    fn only_the_keeper_releases_a_spec_and_credspec_never_changes() {
-        let policy = specs_policy_object(&settings(), "system:serviceaccount:ns:keeper");
-        let spec = policy.spec.unwrap();
-        let validations = spec.validations.unwrap();
-        assert!(validations[0]
-            .expression
-            .contains("object.credspec == oldObject.credspec"));
-        assert!(validations[1]
-            .expression
-            .ends_with("request.userInfo.username == 'system:serviceaccount:ns:keeper'"));
-        let rules = spec.match_constraints.unwrap().resource_rules.unwrap();
-        assert_eq!(rules[0].operations, Some(vec!["UPDATE".to_string()]));
     }
 }
