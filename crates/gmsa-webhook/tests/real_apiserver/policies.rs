@@ -289,6 +289,16 @@ fn keeper_outage(e2e: &E2e, keeper: &mut ManagedProcess) -> Vec<String> {
         )
     };
     let kubectl = |args: &[&str]| cluster.kubectl_ok(args, None).map_err(|e| e.to_string());
+    // gmsa-webapp2 created again under its name, with other contents.
+    let replacement = || {
+        credspec(
+            "windows.k8s.io/v1",
+            "gmsa-webapp2",
+            "WebApp2",
+            &["CONTOSO"],
+            "Replaced",
+        )
+    };
 
     case(
         "keeper down: an existing spec still works",
@@ -367,13 +377,7 @@ fn keeper_outage(e2e: &E2e, keeper: &mut ManagedProcess) -> Vec<String> {
             }
             let pod = e2e.create_pod(&pod_naming("ns-outage-terminating", "gmsa-webapp2"))?;
             same("contents", pod_contents(&pod), Some(WEBAPP2))?;
-            let again = credspec(
-                "windows.k8s.io/v1",
-                "gmsa-webapp2",
-                "WebApp2",
-                &["CONTOSO"],
-                "Replaced",
-            );
+            let again = replacement();
             if cluster.apply(&again.to_string()).is_ok() {
                 return Err(
                     "the name was taken again while the old contents were published".into(),
@@ -400,13 +404,7 @@ fn keeper_outage(e2e: &E2e, keeper: &mut ManagedProcess) -> Vec<String> {
                     Err(e) => Err(e),
                     Ok(_) => Err("gmsa-webapp2 is still there".into()),
                 })?;
-                let again = credspec(
-                    "windows.k8s.io/v1",
-                    "gmsa-webapp2",
-                    "WebApp2",
-                    &["CONTOSO"],
-                    "Replaced",
-                );
+                let again = replacement();
                 cluster
                     .apply(&again.to_string())
                     .map_err(|e| e.to_string())?;
