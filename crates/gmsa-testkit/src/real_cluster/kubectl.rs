@@ -80,8 +80,23 @@ impl RealCluster {
                 name.trim(),
             ],
             None,
-        )
-        .map(drop)
+        )?;
+        // Established is not yet served: the kind's handler answers 503 for a moment. A list
+        // goes through the same handler.
+        let resource = name
+            .trim()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match self.kubectl_ok(&["get", &resource, "-A", "-o", "name"], None) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            }
+        }
     }
 
     /// Creates `namespace` (if missing) and a ServiceAccount in it that mounts no token
